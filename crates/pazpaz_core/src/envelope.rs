@@ -1,0 +1,130 @@
+//! Byte format 3, the storage of the `encrypted_text` type.
+//!
+//! ```text
+//! offset  size  field
+//! 0       1     format, 0x01
+//! 1       1     L = length of the key version name (1..=64)
+//! 2       L     key version name (ASCII [A-Za-z0-9_.-])
+//! 2+L     12    nonce
+//! 14+L    n     AES-256-GCM ciphertext of the UTF-8 plaintext (n bytes)
+//! 14+L+n  16    GCM tag
+//! ```
+//!
+//! The header (bytes 0..2+L) is the GCM associated data, so changing the
+//! version or the format byte makes authentication fail. The version is
+//! readable without a key, so stale rows can be found and re-encrypted.
+//!
+//! The text form (used by `pazpaz.encrypted_text_io = envelope`, e.g. for a
+//! keyless `pg_dump`) is `pazpaz:` followed by the standard base64 of the bytes.
+
+use aes_gcm::Aes256Gcm;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use crate::error::{Error, Result};
+use crate::field::{self, OVERHEAD};
+use crate::keyring::validate_version;
+use crate::nonce::NONCE_LEN;
+
+pub const FORMAT: u8 = 1;
+pub const TEXT_PREFIX: &str = "pazpaz:";
+
+/// A parsed envelope: borrowed pieces of the stored bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    pub version: &'a str,
+    /// Bytes 0..2+L, the associated data.
+    pub header: &'a [u8],
+    /// `nonce ‖ ciphertext ‖ tag`, i.e. format 1.
+    pub sealed: &'a [u8],
+}
+
+impl<'a> Envelope<'a> {
+    /// Structural checks only (no key): format byte, version, minimum length.
+    pub fn parse(bytes: &'a [u8]) -> Result<Envelope<'a>> {
+        if bytes.len() < 2 {
+            return Err(Error::CiphertextTooShort);
+        }
+        if bytes[0] != FORMAT {
+            return Err(Error::BadEnvelope("unknown format byte"));
+        }
+        let l = bytes[1] as usize;
+        if bytes.len() < 2 + l + OVERHEAD {
+            return Err(Error::CiphertextTooShort);
+        }
+        let version = std::str::from_utf8(&bytes[2..2 + l]).map_err(|_| Error::BadEnvelope("invalid key version name"))?;
+        validate_version(version).map_err(|_| Error::BadEnvelope("invalid key version name"))?;
+        Ok(Envelope { version, header: &bytes[..2 + l], sealed: &bytes[2 + l..] })
+    }
+
+    /// Plaintext length in bytes, known without a key.
+    pub fn plaintext_len(&self) -> usize {
+        self.sealed.len() - OVERHEAD
+    }
+
+    pub fn open_into(&self, cipher: &Aes256Gcm, out: &mut [u8]) -> Result<()> {
+        field::decrypt_into(cipher, self.sealed, self.header, out)
+    }
+
+    pub fn open(&self, cipher: &Aes256Gcm) -> Result<Vec<u8>> {
+        field::decrypt(cipher, self.sealed, self.header)
+    }
+}
+
+pub fn header_len(version: &str) -> usize {
+    2 + version.len()
+}
+
+/// Total envelope size for a plaintext of `len` bytes.
+pub fn sealed_len(version: &str, len: usize) -> Result<usize> {
+    Ok(header_len(version) + field::sealed_len(len)?)
+}
+
+/// Writes an envelope into `out` (exactly `sealed_len(version, plaintext.len())` bytes).
+pub fn seal_into(
+    cipher: &Aes256Gcm,
+    version: &str,
+    nonce: &[u8; NONCE_LEN],
+    plaintext: &[u8],
+    out: &mut [u8],
+) -> Result<()> {
+    validate_version(version)?;
+    let h = header_len(version);
+    out[0] = FORMAT;
+    out[1] = version.len() as u8;
+    out[2..h].copy_from_slice(version.as_bytes());
+    let (header, rest) = out.split_at_mut(h);
+    field::encrypt_into(cipher, nonce, plaintext, header, rest)
+}
+
+pub fn seal(cipher: &Aes256Gcm, version: &str, nonce: &[u8; NONCE_LEN], plaintext: &[u8]) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; sealed_len(version, plaintext.len())?];
+    seal_into(cipher, version, nonce, plaintext, &mut out)?;
+    Ok(out)
+}
+
+pub fn to_text(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(TEXT_PREFIX.len() + bytes.len().div_ceil(3) * 4);
+    s.push_str(TEXT_PREFIX);
+    STANDARD.encode_string(bytes, &mut s);
+    s
+}
+
+/// `Some(bytes)` when `text` is a structurally valid envelope in text form,
+/// `None` when it is not one (then it is ordinary plaintext).
+pub fn from_text(text: &str) -> Option<Vec<u8>> {
+    let b64 = text.strip_prefix(TEXT_PREFIX)?;
+    let bytes = STANDARD.decode(b64).ok()?;
+    Envelope::parse(&bytes).ok()?;
+    Some(bytes)
+}
+
+/// Like `from_text`, but says why a value in envelope mode is not an envelope.
+pub fn parse_text(text: &str) -> Result<Vec<u8>> {
+    let b64 = text
+        .strip_prefix(TEXT_PREFIX)
+        .ok_or(Error::BadEnvelope("text form must start with \"pazpaz:\""))?;
+    let bytes = STANDARD.decode(b64).map_err(|_| Error::BadEnvelope("text form is not valid base64"))?;
+    Envelope::parse(&bytes)?;
+    Ok(bytes)
+}

@@ -1,0 +1,87 @@
+//! The one error type of the core. Messages never contain key material or
+//! plaintext: only lengths, version names (which are not secret) and GUC names.
+
+/// The class of SQLSTATE an error maps to. The extension turns each class into
+/// one concrete SQLSTATE in a single place (`src/error.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// 22023 invalid_parameter_value: a key or keyring setting is malformed.
+    InvalidParameter,
+    /// 55000 object_not_in_prerequisite_state: no key is configured.
+    MissingKey,
+    /// 42704 undefined_object: a key version that is not loaded.
+    UnknownVersion,
+    /// 22000 data_exception: GCM authentication failed.
+    AuthenticationFailed,
+    /// 22P03 invalid_binary_representation: truncated or malformed binary data.
+    InvalidBinary,
+    /// 22P02 invalid_text_representation: malformed JSON envelope or text form.
+    InvalidText,
+    /// 22021 character_not_in_repertoire: plaintext that is not valid text.
+    InvalidCharacter,
+    /// 22001 string_data_right_truncation: longer than the typmod allows.
+    TooLong,
+    /// 54000 program_limit_exceeded: input too large to encrypt.
+    TooLarge,
+    /// 58000 system_error: the operating system's random source failed.
+    System,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("Encryption key must be 32 bytes")]
+    KeySize,
+    #[error("Encryption key is not valid base64")]
+    KeyBase64,
+    #[error("pazpaz.encryption_keys must be a JSON object mapping version names to base64 keys: {0}")]
+    KeyringJson(String),
+    #[error("Key version name must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '-' or '.'")]
+    BadVersionName,
+    #[error("pazpaz.encryption_keys holds no keys")]
+    EmptyKeyring,
+    #[error("Both pazpaz.encryption_key and pazpaz.encryption_keys are set; set only one of them")]
+    BothKeySettings,
+    #[error("pazpaz.encryption_key_version must be set to choose the write key from pazpaz.encryption_keys (loaded versions: {loaded})")]
+    NoCurrentVersion { loaded: String },
+    #[error("No encryption key is set: set pazpaz.encryption_key (or pazpaz.encryption_keys and pazpaz.encryption_key_version) for this session")]
+    MissingKey,
+    #[error("Key version \"{version}\" is not loaded (loaded versions: {loaded})")]
+    UnknownVersion { version: String, loaded: String },
+    #[error("Decryption failed (wrong key or tampering)")]
+    DecryptionFailed,
+    #[error("Ciphertext too short")]
+    CiphertextTooShort,
+    #[error("Invalid encrypted_text envelope: {0}")]
+    BadEnvelope(&'static str),
+    #[error("Invalid encrypted field envelope: {0}")]
+    BadJsonEnvelope(&'static str),
+    #[error("Decrypted value is not valid UTF-8 text")]
+    NotUtf8,
+    #[error("Value too long for type encrypted_text({max})")]
+    TooLong { max: i32 },
+    #[error("Plaintext too large to encrypt")]
+    TooLarge,
+    #[error("The operating system's random number generator failed")]
+    Rng,
+}
+
+impl Error {
+    pub fn class(&self) -> ErrorClass {
+        use Error::*;
+        match self {
+            KeySize | KeyBase64 | KeyringJson(_) | BadVersionName | EmptyKeyring
+            | BothKeySettings | NoCurrentVersion { .. } => ErrorClass::InvalidParameter,
+            MissingKey => ErrorClass::MissingKey,
+            UnknownVersion { .. } => ErrorClass::UnknownVersion,
+            DecryptionFailed => ErrorClass::AuthenticationFailed,
+            CiphertextTooShort | BadEnvelope(_) => ErrorClass::InvalidBinary,
+            BadJsonEnvelope(_) => ErrorClass::InvalidText,
+            NotUtf8 => ErrorClass::InvalidCharacter,
+            TooLong { .. } => ErrorClass::TooLong,
+            TooLarge => ErrorClass::TooLarge,
+            Rng => ErrorClass::System,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

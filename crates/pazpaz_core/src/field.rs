@@ -1,0 +1,90 @@
+//! Byte format 1, the existing application's unversioned field:
+//! `nonce(12) ‖ ciphertext ‖ tag(16)`, AES-256-GCM, associated data optional
+//! (empty for the application's own format).
+
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+
+use crate::error::{Error, Result};
+use crate::nonce::NONCE_LEN;
+
+pub const TAG_LEN: usize = 16;
+pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// Largest plaintext accepted: keeps every result under PostgreSQL's 1 GB
+/// datum limit with room for the longest envelope header.
+pub const MAX_PLAINTEXT: usize = (1 << 30) - 1 - 4 - OVERHEAD - 66 - 2048;
+
+/// Length of format 1 for a plaintext of `len` bytes.
+pub fn sealed_len(len: usize) -> Result<usize> {
+    if len > MAX_PLAINTEXT {
+        return Err(Error::TooLarge);
+    }
+    Ok(len + OVERHEAD)
+}
+
+/// Encrypts into `out`, which must be exactly `plaintext.len() + OVERHEAD`
+/// bytes; lets callers write straight into a PostgreSQL allocation.
+/// The nonce must be fresh for this key (see `nonce.rs`).
+pub fn encrypt_into(
+    cipher: &Aes256Gcm,
+    nonce: &[u8; NONCE_LEN],
+    plaintext: &[u8],
+    aad: &[u8],
+    out: &mut [u8],
+) -> Result<()> {
+    assert_eq!(out.len(), plaintext.len() + OVERHEAD, "output buffer size");
+    let (n, rest) = out.split_at_mut(NONCE_LEN);
+    let (body, tag_out) = rest.split_at_mut(plaintext.len());
+    n.copy_from_slice(nonce);
+    body.copy_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, body)
+        .map_err(|_| Error::TooLarge)?;
+    tag_out.copy_from_slice(&tag);
+    Ok(())
+}
+
+pub fn encrypt(
+    cipher: &Aes256Gcm,
+    nonce: &[u8; NONCE_LEN],
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; sealed_len(plaintext.len())?];
+    encrypt_into(cipher, nonce, plaintext, aad, &mut out)?;
+    Ok(out)
+}
+
+/// Plaintext length of a format-1 value, or "Ciphertext too short".
+pub fn opened_len(sealed: &[u8]) -> Result<usize> {
+    sealed.len().checked_sub(OVERHEAD).ok_or(Error::CiphertextTooShort)
+}
+
+/// Decrypts into `out` (exactly `opened_len(sealed)` bytes). The tag is checked
+/// before any keystream is applied, so on failure `out` holds no plaintext.
+pub fn decrypt_into(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8], out: &mut [u8]) -> Result<()> {
+    let len = opened_len(sealed)?;
+    assert_eq!(out.len(), len, "output buffer size");
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (body, tag) = rest.split_at(len);
+    out.copy_from_slice(body);
+    cipher
+        .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, out, Tag::from_slice(tag))
+        .map_err(|_| Error::DecryptionFailed)
+}
+
+pub fn decrypt(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; opened_len(sealed)?];
+    decrypt_into(cipher, sealed, aad, &mut out)?;
+    Ok(out)
+}
+
+/// PostgreSQL `text` must be valid UTF-8 (the server encoding we require)
+/// without NUL bytes; a foreign writer could have encrypted anything.
+pub fn check_text(plaintext: &[u8]) -> Result<()> {
+    if plaintext.contains(&0) || std::str::from_utf8(plaintext).is_err() {
+        return Err(Error::NotUtf8);
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! One AES-256 key: parsing from base64, the cipher built from it, and a
+//! fingerprint that identifies it without revealing it.
+
+use aes_gcm::{Aes256Gcm, KeyInit};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+pub const KEY_LEN: usize = 32;
+
+/// A parsed key. The raw bytes are not kept: only the expanded cipher, whose
+/// round keys and GHASH key are wiped on drop (the `zeroize` features of the
+/// `aes` and `aes-gcm` crates).
+pub struct Key {
+    cipher: Aes256Gcm,
+    fingerprint: String,
+}
+
+impl Key {
+    /// Parses standard base64 (with padding) of exactly 32 bytes. Surrounding
+    /// ASCII whitespace is ignored (keys are often read from files). Errors
+    /// never contain the input.
+    pub fn from_base64(text: &str) -> Result<Key> {
+        let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
+        // Decode into a buffer that is wiped on drop, whatever happens next.
+        let mut buf = Zeroizing::new(vec![0u8; text.len() / 4 * 3 + 3]);
+        let n = STANDARD
+            .decode_slice(text.as_bytes(), &mut buf[..])
+            .map_err(|_| Error::KeyBase64)?;
+        if n != KEY_LEN {
+            return Err(Error::KeySize);
+        }
+        Ok(Key::from_bytes(&buf[..KEY_LEN]))
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Key {
+        debug_assert_eq!(bytes.len(), KEY_LEN);
+        let cipher = Aes256Gcm::new_from_slice(bytes).expect("length checked by the caller");
+        Key { cipher, fingerprint: fingerprint(bytes) }
+    }
+
+    pub fn cipher(&self) -> &Aes256Gcm {
+        &self.cipher
+    }
+
+    /// First 32 bits of a domain-separated SHA-256 of the key, as 8 hex digits:
+    /// enough to tell keys apart in `encryption_status()`, far too little to
+    /// help an attacker (and a hash, so not related to the GHASH key).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+fn fingerprint(bytes: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"pazpaz_crypto key fingerprint v1\0");
+    h.update(bytes);
+    let d = h.finalize();
+    d[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 32 fresh bytes from the operating system's CSPRNG, base64-encoded.
+pub fn generate_base64() -> Result<Zeroizing<String>> {
+    let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+    getrandom::fill(&mut bytes[..]).map_err(|_| Error::Rng)?;
+    Ok(Zeroizing::new(STANDARD.encode(&bytes[..])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(n: usize) -> String {
+        STANDARD.encode(vec![7u8; n])
+    }
+
+    #[test]
+    fn accepts_32_bytes_and_whitespace() {
+        assert!(Key::from_base64(&b64(32)).is_ok());
+        assert!(Key::from_base64(&format!(" {}\n", b64(32))).is_ok());
+    }
+
+    #[test]
+    fn rejects_wrong_sizes() {
+        for n in [0, 1, 16, 31, 33, 64] {
+            assert_eq!(Key::from_base64(&b64(n)).err(), Some(Error::KeySize), "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_base64() {
+        for s in ["garbage!", "%%%%", "abc", "bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiTE", "bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiT=="] {
+            assert_eq!(Key::from_base64(s).err(), Some(Error::KeyBase64), "{s}");
+        }
+    }
+
+    #[test]
+    fn error_messages_do_not_echo_input() {
+        let secret = "c2VjcmV0LXZhbHVlLXRoYXQtc2hvdWxkLW5vdC1sZWFr";
+        let msg = Key::from_base64(secret).err().unwrap().to_string();
+        assert!(!msg.contains(secret) && !msg.contains("c2Vj"));
+    }
+
+    #[test]
+    fn fingerprint_is_short_and_stable() {
+        let a = Key::from_base64(&b64(32)).unwrap();
+        let b = Key::from_base64(&b64(32)).unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint().len(), 8);
+        let c = Key::from_base64(&STANDARD.encode([8u8; 32])).unwrap();
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn generated_keys_parse_and_differ() {
+        let a = generate_base64().unwrap();
+        let b = generate_base64().unwrap();
+        assert_ne!(*a, *b);
+        assert!(Key::from_base64(&a).is_ok());
+    }
+}

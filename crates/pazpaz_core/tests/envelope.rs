@@ -1,0 +1,82 @@
+//! The `encrypted_text` envelope (format 3): layout, header authentication,
+//! text form.
+
+use pazpaz_core::envelope::{self, Envelope};
+use pazpaz_core::keyring::Keyring;
+use pazpaz_core::{field, Error};
+
+const K1: &str = "bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiTE=";
+const K2: &str = "Z/TsZIiTccYEKunb7MB/oeQGL2uW5CyHQnwYj9xtvEU=";
+
+fn ring() -> Keyring {
+    Keyring::from_json(&format!(r#"{{"v1": "{K1}", "v2": "{K2}"}}"#)).unwrap()
+}
+
+#[test]
+fn layout_is_as_documented() {
+    let r = ring();
+    let k = r.get("v2").unwrap();
+    let nonce = [7u8; 12];
+    let e = envelope::seal(k.cipher(), "v2", &nonce, b"abc").unwrap();
+    assert_eq!(e.len(), 2 + 2 + 12 + 3 + 16);
+    assert_eq!(&e[..4], &[1, 2, b'v', b'2']);
+    assert_eq!(&e[4..16], &nonce);
+    // The body is format 1 with the header as associated data.
+    assert_eq!(field::decrypt(k.cipher(), &e[4..], &e[..4]).unwrap(), b"abc");
+    let p = Envelope::parse(&e).unwrap();
+    assert_eq!(p.version, "v2");
+    assert_eq!(p.plaintext_len(), 3);
+    assert_eq!(p.open(k.cipher()).unwrap(), b"abc");
+}
+
+#[test]
+fn header_changes_are_detected() {
+    let r = ring();
+    let e = envelope::seal(r.get("v1").unwrap().cipher(), "v1", &[1; 12], b"secret").unwrap();
+    // Rename v1 -> v2 in the header: parses, but the v2 key (or the v1 key with
+    // the altered header) must fail authentication.
+    let mut renamed = e.clone();
+    renamed[3] = b'2';
+    let p = Envelope::parse(&renamed).unwrap();
+    assert_eq!(p.version, "v2");
+    assert_eq!(p.open(r.get("v2").unwrap().cipher()).err(), Some(Error::DecryptionFailed));
+    assert_eq!(field::decrypt(r.get("v1").unwrap().cipher(), p.sealed, p.header).err(), Some(Error::DecryptionFailed));
+    // Every single-bit change anywhere fails (parse error or authentication).
+    for pos in 0..e.len() {
+        let mut bad = e.clone();
+        bad[pos] ^= 0x04;
+        let ok = Envelope::parse(&bad).and_then(|p| r.get(p.version).map_err(|_| Error::DecryptionFailed).and_then(|k| p.open(k.cipher())));
+        assert!(ok.is_err(), "pos {pos}");
+    }
+}
+
+#[test]
+fn malformed_envelopes() {
+    let r = ring();
+    let e = envelope::seal(r.get("v1").unwrap().cipher(), "v1", &[1; 12], b"").unwrap();
+    for len in 0..e.len() {
+        assert_eq!(Envelope::parse(&e[..len]).err(), Some(Error::CiphertextTooShort), "len {len}");
+    }
+    let mut bad = e.clone();
+    bad[0] = 2;
+    assert!(matches!(Envelope::parse(&bad), Err(Error::BadEnvelope(_))));
+    let mut bad = e.clone();
+    bad[2] = b' ';
+    assert!(matches!(Envelope::parse(&bad), Err(Error::BadEnvelope(_))));
+    let mut bad = e.clone();
+    bad[1] = 0;
+    assert!(Envelope::parse(&bad).is_err());
+}
+
+#[test]
+fn text_form_round_trips() {
+    let r = ring();
+    let e = envelope::seal(r.get("v1").unwrap().cipher(), "v1", &[3; 12], "ünï".as_bytes()).unwrap();
+    let t = envelope::to_text(&e);
+    assert!(t.starts_with("pazpaz:"));
+    assert_eq!(envelope::from_text(&t), Some(e.clone()));
+    assert_eq!(envelope::parse_text(&t).unwrap(), e);
+    assert_eq!(envelope::from_text("pazpaz:not an envelope"), None);
+    assert_eq!(envelope::from_text("hello"), None);
+    assert!(envelope::parse_text("hello").is_err());
+}
