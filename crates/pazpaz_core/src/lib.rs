@@ -25,4 +25,5 @@ pub mod keyring;
 pub mod nonce;
 pub mod versioned;
 
+pub use aes_gcm::Aes256Gcm as Cipher;
 pub use error::Error;

@@ -13,22 +13,40 @@ pub fn to_json(version: &str, sealed: &[u8]) -> serde_json::Value {
     serde_json::json!({ "version": version, "ciphertext": STANDARD.encode(sealed) })
 }
 
-/// Reads `(version, format-1 bytes)` from an envelope. Other members are
-/// ignored, so envelopes may carry extra metadata.
-pub fn from_json(v: &serde_json::Value) -> Result<(&str, Vec<u8>)> {
-    let obj = v.as_object().ok_or(Error::BadJsonEnvelope("not a JSON object"))?;
-    let version = match obj.get("version") {
-        Some(serde_json::Value::String(s)) => s.as_str(),
-        Some(_) => return Err(Error::BadJsonEnvelope("\"version\" is not a string")),
-        None => return Err(Error::BadJsonEnvelope("missing \"version\"")),
-    };
-    let ct = match obj.get("ciphertext") {
-        Some(serde_json::Value::String(s)) => s.as_str(),
-        Some(_) => return Err(Error::BadJsonEnvelope("\"ciphertext\" is not a string")),
-        None => return Err(Error::BadJsonEnvelope("missing \"ciphertext\"")),
-    };
+/// One member of an envelope as found by a JSON reader (serde_json here, the
+/// jsonb container in the extension), so both share the validation below.
+#[derive(Debug, Clone, Copy)]
+pub enum Member<'a> {
+    Missing,
+    NotString,
+    Str(&'a [u8]),
+}
+
+fn member_str<'a>(m: Member<'a>, missing: &'static str, not_string: &'static str) -> Result<&'a [u8]> {
+    match m {
+        Member::Str(s) => Ok(s),
+        Member::Missing => Err(Error::BadJsonEnvelope(missing)),
+        Member::NotString => Err(Error::BadJsonEnvelope(not_string)),
+    }
+}
+
+/// The envelope's key version. Any string is returned as is (an unknown or
+/// odd version is reported when a key is looked up).
+pub fn version_from(is_object: bool, version: Member<'_>) -> Result<&str> {
+    if !is_object {
+        return Err(Error::BadJsonEnvelope("not a JSON object"));
+    }
+    let v = member_str(version, "missing \"version\"", "\"version\" is not a string")?;
+    std::str::from_utf8(v).map_err(|_| Error::BadJsonEnvelope("\"version\" is not valid UTF-8"))
+}
+
+/// Reads `(version, format-1 bytes)` from an envelope's members. Other members
+/// are ignored, so envelopes may carry extra metadata.
+pub fn parts_from<'a>(is_object: bool, version: Member<'a>, ciphertext: Member<'a>) -> Result<(&'a str, Vec<u8>)> {
+    let version = version_from(is_object, version)?;
+    let ct = member_str(ciphertext, "missing \"ciphertext\"", "\"ciphertext\" is not a string")?;
     let bytes = STANDARD
-        .decode(ct.as_bytes())
+        .decode(ct)
         .map_err(|_| Error::BadJsonEnvelope("\"ciphertext\" is not valid base64"))?;
     if bytes.len() < OVERHEAD {
         return Err(Error::CiphertextTooShort);
@@ -36,12 +54,25 @@ pub fn from_json(v: &serde_json::Value) -> Result<(&str, Vec<u8>)> {
     Ok((version, bytes))
 }
 
-/// The version of an envelope without any key (for `key_version(jsonb)`).
-pub fn version_of(v: &serde_json::Value) -> Result<&str> {
-    match v.get("version") {
-        Some(serde_json::Value::String(s)) => Ok(s.as_str()),
-        Some(_) => Err(Error::BadJsonEnvelope("\"version\" is not a string")),
-        None if v.is_object() => Err(Error::BadJsonEnvelope("missing \"version\"")),
-        None => Err(Error::BadJsonEnvelope("not a JSON object")),
+fn member<'a>(v: &'a serde_json::Value, name: &str) -> Member<'a> {
+    match v.get(name) {
+        None => Member::Missing,
+        Some(serde_json::Value::String(s)) => Member::Str(s.as_bytes()),
+        Some(_) => Member::NotString,
     }
+}
+
+/// `parts_from` for a serde_json value.
+pub fn from_json(v: &serde_json::Value) -> Result<(&str, Vec<u8>)> {
+    parts_from(v.is_object(), member(v, "version"), member(v, "ciphertext"))
+}
+
+/// `version_from` for a serde_json value.
+pub fn version_of(v: &serde_json::Value) -> Result<&str> {
+    version_from(v.is_object(), member(v, "version"))
+}
+
+/// Standard base64 of format 1, for the envelope's "ciphertext".
+pub fn encode_ciphertext(sealed: &[u8]) -> String {
+    STANDARD.encode(sealed)
 }

@@ -1,0 +1,47 @@
+# Throwaway PostgreSQL 15 clusters for the demo, tests and benchmark.
+# Source this file; PostgreSQL refuses to run as root, so servers run as the
+# `postgres` user and clients connect over a private Unix socket directory.
+#   pg_start NAME PORT [postgresql.conf lines…]   -> sets PGHOST/PGPORT/PGUSER
+#   pg_stop NAME
+PGBIN=/usr/lib/postgresql/15/bin
+PG_BASE=${PG_BASE:-/tmp/pazpaz_crypto}
+
+pg_dir() { echo "$PG_BASE/$1"; }
+
+pg_start() {
+    local name=$1 port=$2; shift 2
+    local dir; dir=$(pg_dir "$name")
+    pg_stop "$name" 2>/dev/null || true
+    rm -rf "$dir"
+    mkdir -p "$dir/sock"
+    chown -R postgres:postgres "$PG_BASE" "$dir"
+    chmod 755 "$PG_BASE"
+    runuser -u postgres -- "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log"; return 1; }
+    {
+        echo "listen_addresses = '127.0.0.1'"
+        echo "port = $port"
+        echo "unix_socket_directories = '$dir/sock'"
+        echo "fsync = off"
+        echo "shared_preload_libraries = 'pazpaz_crypto'"
+        local line
+        for line in "$@"; do echo "$line"; done
+    } >>"$dir/data/postgresql.conf"
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+        || { cat "$dir/server.log"; return 1; }
+    export PGHOST="$dir/sock" PGPORT="$port" PGUSER=postgres PGDATABASE=postgres
+}
+
+pg_stop() {
+    local dir; dir=$(pg_dir "$1")
+    [ -d "$dir/data" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1
+    return 0
+}
+
+pg_log() { echo "$(pg_dir "$1")/server.log"; }
+
+# Builds and installs the extension into Debian's PostgreSQL 15.
+install_extension() {
+    local profile=${1:---release}; [ "$profile" = --debug ] && profile=
+    cargo pgrx install $profile --pg-config "$PGBIN/pg_config" >/dev/null
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything the demo, the tests and the benchmark need, idempotently:
+# Debian packages, cargo-pgrx 0.18.1 (matching the pinned pgrx), pgrx's
+# registration of Debian's PostgreSQL 15, and the Python packages of the tests.
+# Safe to run again: every step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+APT_PACKAGES=(sudo postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang
+              pgbouncer postgresql-15-pgaudit hyperfine python3-pip)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Debian starts a cluster of its own on 5432; the project uses throwaway ones.
+if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
+    pg_ctlcluster 15 main stop 2>/dev/null || true
+fi
+
+if ! cargo pgrx --version 2>/dev/null | grep -q '0\.18\.1'; then
+    echo "setup: installing cargo-pgrx 0.18.1 (a few minutes)"
+    cargo install cargo-pgrx --version 0.18.1 --locked
+fi
+if ! grep -qs "pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    cargo pgrx init --pg15 "$PG_CONFIG"
+fi
+
+PY_PACKAGES=("psycopg[binary]>=3.1" "SQLAlchemy>=2.0" "asyncpg>=0.29" "alembic>=1.13" "pytest>=8" "cryptography>=41")
+if ! python3 -c 'import psycopg, sqlalchemy, asyncpg, alembic, pytest, cryptography' 2>/dev/null; then
+    echo "setup: installing Python packages"
+    python3 -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi

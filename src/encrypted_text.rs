@@ -1,0 +1,324 @@
+//! The `encrypted_text` type (byte format 3): input encrypts under the
+//! session's write key, output decrypts; binary send/recv and the bytea casts
+//! move the envelope and need no key.
+//!
+//! The SQL is laid out as: a shell type, the I/O functions generated below,
+//! the full `CREATE TYPE`, then casts (`sql/encrypted_text.sql`).
+
+use std::ffi::{c_char, CStr};
+
+use pazpaz_core::envelope::{self, Envelope};
+use pazpaz_core::{field, Error};
+use pgrx::pg_sys;
+use pgrx::pgrx_sql_entity_graph::metadata::{
+    ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
+};
+use pgrx::prelude::*;
+use pgrx::Internal;
+
+use crate::error::{raise, OrRaise};
+use crate::gucs::{self, TextIo};
+use crate::keys;
+use crate::log_filter;
+use crate::varlena::{varlena_type, Bytea, Text, Varlena};
+
+varlena_type!(
+    /// An `encrypted_text` datum: the envelope bytes.
+    EncryptedText, pgrx::regtypein("encrypted_text")
+);
+
+unsafe impl SqlTranslatable for EncryptedText {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(EncryptedText);
+    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::ThisExtension;
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("encrypted_text"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(SqlMappingRef::literal("encrypted_text")));
+}
+
+/// A palloc'd C string result (`cstring`).
+pub struct CStringOut(*mut c_char);
+pgrx::impl_sql_translatable!(CStringOut, "cstring");
+impl pgrx::IntoDatum for CStringOut {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(pg_sys::Datum::from(self.0))
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::CSTRINGOID
+    }
+}
+unsafe impl pgrx::callconv::BoxRet for CStringOut {
+    unsafe fn box_into<'fcx>(self, f: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        unsafe { f.return_raw_datum(pg_sys::Datum::from(self.0)) }
+    }
+}
+
+extension_sql!(
+    "CREATE TYPE encrypted_text;",
+    name = "encrypted_text_shell",
+    creates = [Type(EncryptedText)]
+);
+
+/// Plaintext length limit from the typmod, in characters (like varchar(n)).
+fn check_length(plaintext: &[u8], typmod: i32) -> Result<(), Error> {
+    if typmod < 0 {
+        return Ok(());
+    }
+    let max = typmod as usize;
+    // Characters never outnumber bytes, so short values need no count.
+    if plaintext.len() > max && utf8_chars(plaintext) > max {
+        return Err(Error::TooLong { max: typmod });
+    }
+    Ok(())
+}
+
+fn utf8_chars(s: &[u8]) -> usize {
+    s.iter().filter(|&&b| (b as i8) >= -0x40).count()
+}
+
+/// Encrypts `plaintext` (valid text) into a new envelope under the write key.
+fn seal(plaintext: &[u8], typmod: i32) -> EncryptedText {
+    check_length(plaintext, typmod).or_raise();
+    let ring = keys::keyring().or_raise();
+    let key = ring.current().or_raise();
+    let mut out = Varlena::alloc(envelope::sealed_len(key.version(), plaintext.len()).or_raise());
+    let nonce = keys::nonce().or_raise();
+    envelope::seal_into(key.cipher(), key.version(), &nonce, plaintext, out.data_mut()).or_raise();
+    EncryptedText(out)
+}
+
+/// A structurally valid envelope copied into a new datum (no key needed).
+fn from_envelope_bytes(bytes: &[u8]) -> EncryptedText {
+    Envelope::parse(bytes).or_raise();
+    let mut out = Varlena::alloc(bytes.len());
+    out.data_mut().copy_from_slice(bytes);
+    EncryptedText(out)
+}
+
+/// Decrypts an envelope with the session's key for its version, and calls
+/// `f` with the plaintext written into `out`'s first `len` bytes.
+fn open_into(bytes: &[u8], out: &mut [u8]) -> Result<(), Error> {
+    let env = Envelope::parse(bytes)?;
+    let ring = keys::keyring()?;
+    env.open_into(ring.get(env.version)?.cipher(), out)?;
+    field::check_text(out)
+}
+
+fn plaintext_len(bytes: &[u8]) -> usize {
+    Envelope::parse(bytes).or_raise().plaintext_len()
+}
+
+// STABLE, not VOLATILE: PostgreSQL expects type input functions to be at
+// most stable (CREATE TYPE warns otherwise), and calls them at parse time for
+// literals whatever their marking. The per-row encrypting path, the
+// text → encrypted_text cast, is VOLATILE.
+#[pg_extern(stable, strict, parallel_safe)]
+fn encrypted_text_in(input: &CStr, _typioparam: pg_sys::Oid, typmod: i32) -> EncryptedText {
+    let text = input.to_bytes();
+    match gucs::text_io() {
+        TextIo::Envelope => {
+            let s = std::str::from_utf8(text).map_err(|_| Error::BadEnvelope("text form is not valid base64")).or_raise();
+            // The plaintext cannot be seen here, so the typmod was enforced
+            // when the value was first encrypted.
+            from_envelope_bytes(&envelope::parse_text(s).or_raise())
+        }
+        TextIo::Plaintext => {
+            // An envelope in text form arriving in plaintext mode is almost
+            // certainly a keyless dump restored without the setting:
+            // encrypting it again would bury the data one layer deeper.
+            if text.starts_with(envelope::TEXT_PREFIX.as_bytes())
+                && std::str::from_utf8(text).ok().and_then(envelope::from_text).is_some()
+            {
+                raise(Error::BadEnvelope(
+                    "input is an envelope in text form; SET pazpaz.encrypted_text_io = 'envelope' to load envelopes",
+                ));
+            }
+            seal(text, typmod)
+        }
+    }
+}
+
+#[pg_extern(stable, strict, parallel_safe)]
+fn encrypted_text_out(value: EncryptedText) -> CStringOut {
+    let bytes = value.0.as_bytes();
+    match gucs::text_io() {
+        TextIo::Envelope => {
+            Envelope::parse(bytes).or_raise();
+            let s = envelope::to_text(bytes);
+            let p = unsafe { pg_sys::palloc(s.len() + 1) }.cast::<u8>();
+            unsafe {
+                std::ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
+                *p.add(s.len()) = 0;
+            }
+            CStringOut(p.cast())
+        }
+        TextIo::Plaintext => {
+            let len = plaintext_len(bytes);
+            let p = unsafe { pg_sys::palloc0(len + 1) }.cast::<u8>();
+            let out = unsafe { std::slice::from_raw_parts_mut(p, len) };
+            open_into(bytes, out).or_raise();
+            log_filter::plaintext_was_output();
+            CStringOut(p.cast())
+        }
+    }
+}
+
+#[pg_extern(immutable, parallel_safe)]
+fn encrypted_text_recv(mut buf: Internal, _typioparam: pg_sys::Oid, _typmod: i32) -> EncryptedText {
+    let sid = unsafe { buf.get_mut::<pg_sys::StringInfoData>() }.unwrap_or_else(|| raise(Error::BadEnvelope("no data")));
+    let (start, end) = (sid.cursor as usize, sid.len as usize);
+    let data = unsafe { std::slice::from_raw_parts(sid.data.cast::<u8>().add(start), end - start) };
+    let v = from_envelope_bytes(data);
+    sid.cursor = sid.len;
+    v
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn encrypted_text_send(value: EncryptedText) -> Bytea {
+    let bytes = value.0.as_bytes();
+    let mut out = Varlena::alloc(bytes.len());
+    out.data_mut().copy_from_slice(bytes);
+    Bytea(out)
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn encrypted_text_typmod_in(modifiers: pgrx::Array<&CStr>) -> i32 {
+    #[allow(unreachable_code)]
+    let bad = || -> ! {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "encrypted_text takes one modifier: the maximum length in characters, from 1 to 10485760"
+        );
+        unreachable!("ERROR does not return")
+    };
+    if modifiers.len() != 1 {
+        bad();
+    }
+    match modifiers.get(0).flatten().and_then(|m| m.to_str().ok()).and_then(|m| m.trim().parse::<i32>().ok()) {
+        Some(n) if (1..=10_485_760).contains(&n) => n,
+        _ => bad(),
+    }
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn encrypted_text_typmod_out(typmod: i32) -> CStringOut {
+    let s = if typmod >= 0 { format!("({typmod})\0") } else { "\0".to_string() };
+    CStringOut(unsafe { pg_sys::pstrdup(s.as_ptr().cast()) })
+}
+
+extension_sql!(
+    r#"
+CREATE TYPE encrypted_text (
+    INPUT = encrypted_text_in,
+    OUTPUT = encrypted_text_out,
+    RECEIVE = encrypted_text_recv,
+    SEND = encrypted_text_send,
+    TYPMOD_IN = encrypted_text_typmod_in,
+    TYPMOD_OUT = encrypted_text_typmod_out,
+    INTERNALLENGTH = VARIABLE,
+    -- Ciphertext does not compress: store large values out of line without
+    -- trying to.
+    STORAGE = external,
+    CATEGORY = 'U'
+);
+"#,
+    name = "encrypted_text_type",
+    requires = [
+        "encrypted_text_shell",
+        encrypted_text_in,
+        encrypted_text_out,
+        encrypted_text_recv,
+        encrypted_text_send,
+        encrypted_text_typmod_in,
+        encrypted_text_typmod_out
+    ]
+);
+
+// ---- casts and functions on the type ---------------------------------------
+
+/// text → encrypted_text (and varchar → encrypted_text): encrypts. Takes the
+/// target typmod so `encrypted_text(n)` is enforced in the same call.
+#[pg_extern(volatile, strict, parallel_safe, cost = 10, name = "encrypted_text", requires = ["encrypted_text_type"])]
+fn text_to_encrypted_text(plaintext: Text, typmod: i32, _explicit: bool) -> EncryptedText {
+    seal(plaintext.0.as_bytes(), typmod)
+}
+
+/// encrypted_text → encrypted_text(n): the length check of a typmod. Decrypts
+/// only when the byte length alone cannot prove the value fits.
+#[pg_extern(stable, strict, parallel_safe, cost = 10, name = "encrypted_text", requires = ["encrypted_text_type"])]
+fn encrypted_text_length(value: EncryptedText, typmod: i32, _explicit: bool) -> EncryptedText {
+    let bytes = value.0.as_bytes();
+    let len = plaintext_len(bytes);
+    if typmod >= 0 && len > typmod as usize {
+        let mut plain = zeroize::Zeroizing::new(vec![0u8; len]);
+        open_into(bytes, &mut plain).or_raise();
+        check_length(&plain, typmod).or_raise();
+    }
+    value
+}
+
+/// bytea → encrypted_text: the raw envelope, checked for structure (no key).
+#[pg_extern(immutable, strict, parallel_safe, name = "encrypted_text", requires = ["encrypted_text_type"])]
+fn bytea_to_encrypted_text(envelope: Bytea) -> EncryptedText {
+    from_envelope_bytes(envelope.0.as_bytes())
+}
+
+/// encrypted_text → text: decrypts.
+#[pg_extern(stable, strict, parallel_safe, cost = 10, name = "text", requires = ["encrypted_text_type"])]
+fn encrypted_text_to_text(value: EncryptedText) -> Text {
+    let bytes = value.0.as_bytes();
+    let mut out = Varlena::alloc(plaintext_len(bytes));
+    open_into(bytes, out.data_mut()).or_raise();
+    Text(out)
+}
+
+fn reencrypt_to(value: EncryptedText, version: Option<&str>) -> EncryptedText {
+    let bytes = value.0.as_bytes();
+    let env = Envelope::parse(bytes).or_raise();
+    let ring = keys::keyring().or_raise();
+    let target = match version {
+        Some(v) => ring.get(v),
+        None => ring.current(),
+    }
+    .or_raise();
+    if env.version == target.version() {
+        return value; // already there: same datum, no new nonce
+    }
+    // The plaintext exists only in this zeroizing buffer between the two keys.
+    let mut plain = zeroize::Zeroizing::new(vec![0u8; env.plaintext_len()]);
+    env.open_into(ring.get(env.version).or_raise().cipher(), &mut plain).or_raise();
+    let mut out = Varlena::alloc(envelope::sealed_len(target.version(), plain.len()).or_raise());
+    let nonce = keys::nonce().or_raise();
+    envelope::seal_into(target.cipher(), target.version(), &nonce, &plain, out.data_mut()).or_raise();
+    EncryptedText(out)
+}
+
+/// Re-encrypts under the current write key; a value already there is
+/// returned unchanged.
+#[pg_extern(volatile, strict, parallel_safe, cost = 20, requires = ["encrypted_text_type"])]
+pub fn reencrypt(value: EncryptedText) -> EncryptedText {
+    reencrypt_to(value, None)
+}
+
+/// Re-encrypts under the given key version.
+#[pg_extern(volatile, strict, parallel_safe, cost = 20, name = "reencrypt", requires = ["encrypted_text_type"])]
+pub fn reencrypt_to_version(value: EncryptedText, key_version: &str) -> EncryptedText {
+    reencrypt_to(value, Some(key_version))
+}
+
+/// The key version in the envelope's header, without a key.
+#[pg_extern(immutable, strict, parallel_safe, name = "key_version", requires = ["encrypted_text_type"])]
+pub fn key_version_encrypted_text(value: EncryptedText) -> String {
+    Envelope::parse(value.0.as_bytes()).or_raise().version.to_owned()
+}
+
+extension_sql_file!(
+    "../sql/encrypted_text.sql",
+    name = "encrypted_text_casts",
+    requires = [
+        "encrypted_text_type",
+        text_to_encrypted_text,
+        encrypted_text_length,
+        bytea_to_encrypted_text,
+        encrypted_text_to_text
+    ]
+);

@@ -1,0 +1,269 @@
+//! Every setting of the extension, in one place: definitions, hooks, typed
+//! accessors. Nothing else touches a `GucSetting`.
+//!
+//! Key settings are secrets. They are:
+//! - validated when SET by a check hook whose message never echoes the value;
+//! - refused from every source that would store them in plain text outside the
+//!   session (postgresql.conf, ALTER SYSTEM, ALTER ROLE/DATABASE … SET, a
+//!   function's SET clause, the server command line);
+//! - hidden: GUC_NO_SHOW_ALL (not in SHOW ALL / pg_settings / the sample
+//!   file), GUC_SUPERUSER_ONLY (SHOW/current_setting need
+//!   pg_read_all_settings) and a show hook that prints a mask even to those;
+//! - parsed once per change: the assign hook only drops (and so zeroizes) the
+//!   cached keyring; the next function call rebuilds it (`keys.rs`).
+
+use std::ffi::{c_char, c_void, CStr, CString};
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PostgresGucEnum;
+use zeroize::Zeroizing;
+
+use pazpaz_core::keyring::{validate_version, Keyring};
+use pazpaz_core::key::Key;
+
+use crate::keys;
+
+pub const KEY: &CStr = c"pazpaz.encryption_key";
+pub const KEYS: &CStr = c"pazpaz.encryption_keys";
+pub const KEY_VERSION: &CStr = c"pazpaz.encryption_key_version";
+
+static ENCRYPTION_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static ENCRYPTION_KEYS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static ENCRYPTION_KEY_VERSION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static ENCRYPTED_TEXT_IO: GucSetting<TextIo> = GucSetting::<TextIo>::new(TextIo::Plaintext);
+
+/// How `encrypted_text` values are written and read as text.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TextIo {
+    /// Text in, encrypt; decrypt, text out (the default).
+    #[name = c"plaintext"]
+    Plaintext,
+    /// The envelope's text form `pazpaz:<base64>` in and out; no key needed
+    /// (keyless pg_dump / restore).
+    #[name = c"envelope"]
+    Envelope,
+}
+
+pub fn init() {
+    warn_if_set_before_load();
+    let secret = GucFlags::NO_SHOW_ALL | GucFlags::SUPERUSER_ONLY;
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            KEY,
+            c"AES-256 key (base64 of 32 bytes) for this session; same as pazpaz.encryption_keys = {\"v1\": key}.",
+            c"Set per session or transaction with set_config(); never stored in configuration files or role settings.",
+            &ENCRYPTION_KEY,
+            GucContext::Userset,
+            secret,
+            Some(check_key),
+            Some(assign_key),
+            Some(show_key),
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            KEYS,
+            c"Keyring for this session: JSON object of key version to base64 AES-256 key.",
+            c"Set per session or transaction with set_config(); never stored in configuration files or role settings.",
+            &ENCRYPTION_KEYS,
+            GucContext::Userset,
+            secret,
+            Some(check_keys),
+            Some(assign_key),
+            Some(show_keys),
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            KEY_VERSION,
+            c"Key version that new encryptions use (with pazpaz.encryption_keys).",
+            c"",
+            &ENCRYPTION_KEY_VERSION,
+            GucContext::Userset,
+            GucFlags::default(),
+            Some(check_version),
+            Some(assign_key),
+            None,
+        );
+        GucRegistry::define_enum_guc(
+            c"pazpaz.encrypted_text_io",
+            c"Text form of encrypted_text values: plaintext (encrypt on input, decrypt on output) or envelope (ciphertext as pazpaz:<base64>, no key needed).",
+            c"Set to envelope for a keyless pg_dump and restore.",
+            &ENCRYPTED_TEXT_IO,
+            GucContext::Userset,
+            GucFlags::default(),
+        );
+        pg_sys::MarkGUCPrefixReserved(c"pazpaz".as_ptr());
+    }
+}
+
+/// Before the library is loaded in a backend, PostgreSQL keeps `SET pazpaz.*`
+/// as an unvalidated placeholder that any role can read back. Say so loudly.
+fn warn_if_set_before_load() {
+    for name in [KEY, KEYS] {
+        let v = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
+        if !v.is_null() && unsafe { *v } != 0 {
+            let name = name.to_string_lossy();
+            ereport!(
+                PgLogLevel::WARNING,
+                PgSqlErrorCode::ERRCODE_WARNING,
+                format!("{name} was set before the pazpaz_crypto library was loaded"),
+                "Until the library is loaded the value is an unprotected placeholder that SHOW and current_setting() reveal to any role. Add pazpaz_crypto to shared_preload_libraries."
+            );
+        }
+    }
+}
+
+/// Current text I/O mode of `encrypted_text`.
+pub fn text_io() -> TextIo {
+    ENCRYPTED_TEXT_IO.get()
+}
+
+/// Zeroizing copies of the three key settings, for building the keyring.
+pub fn key_settings() -> [Option<Zeroizing<String>>; 3] {
+    [&ENCRYPTION_KEY, &ENCRYPTION_KEYS, &ENCRYPTION_KEY_VERSION].map(|s| {
+        let raw = unsafe { *s.as_ptr() };
+        if raw.is_null() {
+            return None;
+        }
+        let bytes = unsafe { CStr::from_ptr(raw) }.to_bytes();
+        // Invalid UTF-8 cannot pass the check hook; treat it as unset.
+        std::str::from_utf8(bytes).ok().map(|s| Zeroizing::new(s.to_owned()))
+    })
+}
+
+/// Wipes the current values of the key settings in place. Only for backend
+/// exit, when no saved value will be restored (see `keys.rs`).
+pub unsafe fn wipe_key_strings() {
+    for s in [&ENCRYPTION_KEY, &ENCRYPTION_KEYS] {
+        let raw = unsafe { *s.as_ptr() };
+        if !raw.is_null() {
+            let len = unsafe { CStr::from_ptr(raw) }.to_bytes().len();
+            let bytes = unsafe { std::slice::from_raw_parts_mut(raw.cast::<u8>(), len) };
+            zeroize::Zeroize::zeroize(bytes);
+        }
+    }
+}
+
+// ---- hooks -----------------------------------------------------------------
+
+/// Sources that would keep a key in plain text outside the session.
+fn forbidden_source(source: pg_sys::GucSource::Type) -> Option<&'static str> {
+    use pg_sys::GucSource::*;
+    match source {
+        PGC_S_FILE => Some("a configuration file or ALTER SYSTEM"),
+        PGC_S_ARGV | PGC_S_ENV_VAR => Some("the server command line or environment"),
+        PGC_S_GLOBAL | PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER => {
+            Some("ALTER ROLE or ALTER DATABASE settings")
+        }
+        // ALTER ROLE/DATABASE … SET and CREATE FUNCTION … SET validate with PGC_S_TEST.
+        PGC_S_TEST => Some("ALTER ROLE, ALTER DATABASE or a function's SET clause"),
+        _ => None,
+    }
+}
+
+/// Sets the check hook's message. Postgres frees it; it must be palloc'd.
+unsafe fn check_fail(code: PgSqlErrorCode, msg: &str, hint: Option<&str>) -> bool {
+    unsafe {
+        pg_sys::GUC_check_errcode(code as i32);
+        let m = CString::new(msg).unwrap_or_default();
+        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(m.as_ptr());
+        if let Some(h) = hint {
+            let h = CString::new(h).unwrap_or_default();
+            pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(h.as_ptr());
+        }
+    }
+    false
+}
+
+unsafe fn check_secret(
+    name: &CStr,
+    newval: *mut *mut c_char,
+    source: pg_sys::GucSource::Type,
+    parse: fn(&str) -> Result<(), pazpaz_core::Error>,
+) -> bool {
+    let raw = unsafe { *newval };
+    if raw.is_null() {
+        return true;
+    }
+    let bytes = unsafe { CStr::from_ptr(raw) }.to_bytes();
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return true; // empty: no key, nothing secret to protect
+    }
+    let name = name.to_string_lossy();
+    if let Some(where_) = forbidden_source(source) {
+        return unsafe {
+            check_fail(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                &format!("{name} cannot be set from {where_}"),
+                Some("Keys are session state: a key stored there would sit in plain text in a file or in pg_db_role_setting. Have the application run SELECT set_config('pazpaz.encryption_key', $1, false) when it opens or checks out a connection (is_local = true per transaction behind a transaction-mode pooler)."),
+            )
+        };
+    }
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return unsafe { check_fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, &format!("invalid value for {name}: not valid UTF-8"), None) };
+    };
+    match parse(text) {
+        Ok(()) => true,
+        // Core messages never contain the value.
+        Err(e) => unsafe {
+            check_fail(crate::error::sqlstate(e.class()), &format!("invalid value for {name}: {e}"), None)
+        },
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_key(newval: *mut *mut c_char, _extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+    unsafe { check_secret(KEY, newval, source, |t| Key::from_base64(t).map(drop)) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_keys(newval: *mut *mut c_char, _extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+    unsafe { check_secret(KEYS, newval, source, |t| Keyring::from_json(t).map(drop)) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_version(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    let raw = unsafe { *newval };
+    if raw.is_null() {
+        return true;
+    }
+    let v = unsafe { CStr::from_ptr(raw) }.to_bytes();
+    if v.is_empty() {
+        return true;
+    }
+    match std::str::from_utf8(v).map_err(|_| pazpaz_core::Error::BadVersionName).and_then(validate_version) {
+        Ok(()) => true,
+        Err(e) => unsafe {
+            check_fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, &format!("invalid value for pazpaz.encryption_key_version: {e}"), None)
+        },
+    }
+}
+
+/// Any change of a key setting (SET, SET LOCAL, RESET, DISCARD ALL, the end of
+/// a transaction that had SET LOCAL, a parallel worker restoring the leader's
+/// settings) drops the cached keyring; dropping it zeroizes the key schedule.
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_key(_newval: *const c_char, _extra: *mut c_void) {
+    keys::invalidate();
+}
+
+// Even a role allowed to read a key setting sees only whether it is set.
+// (Parallel workers still get the real value: GUC serialization reads the
+// variable, not the show hook.)
+fn mask(setting: &GucSetting<Option<CString>>) -> *const c_char {
+    let raw = unsafe { *setting.as_ptr() };
+    if raw.is_null() || unsafe { *raw } == 0 {
+        c"".as_ptr()
+    } else {
+        c"(hidden)".as_ptr()
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_key() -> *const c_char {
+    mask(&ENCRYPTION_KEY)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_keys() -> *const c_char {
+    mask(&ENCRYPTION_KEYS)
+}

@@ -1,0 +1,76 @@
+//! Per-backend state: the parsed keyring and the nonce generator.
+//!
+//! Where key bytes live (review note):
+//! 1. PostgreSQL's copy of the setting strings (GUC memory, also on the GUC
+//!    stack while a SET LOCAL or function SET is active). PostgreSQL frees
+//!    those without wiping; we wipe the current ones at backend exit.
+//! 2. Short-lived `Zeroizing` copies made here while building the keyring.
+//! 3. The keyring: AES key schedules and GHASH keys only (the raw 32 bytes are
+//!    not kept), wiped on drop by the `zeroize` features of `aes`/`aes-gcm`.
+//!    Dropped on every change of a key setting and at backend exit.
+//! 4. Transient copies inside the statement that set the key (query text,
+//!    bind parameters), which PostgreSQL owns; see `log_filter.rs`.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use pazpaz_core::keyring::Keyring;
+use pazpaz_core::nonce::{NonceRng, NONCE_LEN};
+use pazpaz_core::Error;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::gucs;
+
+thread_local! {
+    /// `None` until first use after a change of a key setting.
+    static KEYRING: RefCell<Option<Result<Rc<Keyring>, Error>>> = const { RefCell::new(None) };
+    static NONCES: RefCell<NonceRng> = const { RefCell::new(NonceRng::new()) };
+}
+
+pub fn init() {
+    unsafe { pg_sys::on_proc_exit(Some(wipe_at_exit), pg_sys::Datum::from(0)) };
+}
+
+/// Drops the cached keyring (zeroizing it). Called by the key settings'
+/// assign hook; must not fail.
+pub fn invalidate() {
+    let old = KEYRING.with(|k| k.borrow_mut().take());
+    drop(old);
+}
+
+/// The session's keyring, parsed once per change of the key settings.
+pub fn keyring() -> Result<Rc<Keyring>, Error> {
+    KEYRING.with(|k| {
+        let mut slot = k.borrow_mut();
+        if let Some(cached) = slot.as_ref() {
+            return cached.clone();
+        }
+        let [key, keys, version] = gucs::key_settings();
+        let built = Keyring::from_settings(key.as_deref().map(|s| s.as_str()), keys.as_deref().map(|s| s.as_str()), version.as_deref().map(|s| s.as_str()))
+            .map(Rc::new);
+        *slot = Some(built.clone());
+        built
+    })
+}
+
+/// Whether a keyring is currently cached (for tests of the wiping rules).
+#[cfg_attr(not(any(test, feature = "pg_test")), allow(dead_code))]
+pub fn is_cached() -> bool {
+    KEYRING.with(|k| k.borrow().is_some())
+}
+
+/// A fresh nonce. `MyProcPid` differs in every process forked from the
+/// postmaster, so a generator state inherited across a fork is never used
+/// (see `pazpaz_core::nonce`).
+pub fn nonce() -> Result<[u8; NONCE_LEN], Error> {
+    let pid = unsafe { pg_sys::MyProcPid } as u32;
+    NONCES.with(|n| n.borrow_mut().nonce(pid))
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn wipe_at_exit(_code: i32, _arg: pg_sys::Datum) {
+    invalidate();
+    // No GUC value will be restored after this point.
+    unsafe { gucs::wipe_key_strings() };
+}

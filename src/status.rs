@@ -1,0 +1,32 @@
+//! Key generation and a key-free view of the session's keyring.
+
+use pazpaz_core::Error;
+use pgrx::prelude::*;
+
+use crate::error::{raise, OrRaise};
+use crate::keys;
+
+/// Base64 of 32 bytes from the operating system's CSPRNG.
+#[pg_extern(volatile, strict, parallel_safe)]
+fn generate_encryption_key() -> String {
+    let k = pazpaz_core::key::generate_base64().or_raise();
+    // The returned String is copied into a PostgreSQL text; wipe ours.
+    String::from(k.as_str())
+}
+
+/// One row per loaded key version: whether it is the write version, and a
+/// short fingerprint (8 hex digits of a domain-separated SHA-256) that tells
+/// keys apart without revealing them. No rows when no key is set.
+#[pg_extern(stable, strict, parallel_safe)]
+pub fn encryption_status() -> TableIterator<'static, (name!(version, String), name!(is_current, bool), name!(fingerprint, String))> {
+    let rows = match keys::keyring() {
+        Ok(ring) => ring
+            .entries()
+            .iter()
+            .map(|e| (e.version().to_owned(), ring.current_version() == Some(e.version()), e.fingerprint().to_owned()))
+            .collect(),
+        Err(Error::MissingKey) => Vec::new(),
+        Err(e) => raise(e),
+    };
+    TableIterator::new(rows)
+}

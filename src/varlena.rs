@@ -1,0 +1,99 @@
+//! Zero-copy varlena arguments and in-place results.
+//!
+//! Arguments are detoasted (packed headers kept) and borrowed, not copied;
+//! results are palloc'd once at their final size and encrypted or decrypted
+//! straight into place. For a 100-byte field the copies pgrx's `Vec<u8>` and
+//! `String` conversions make cost about as much as AES-GCM itself.
+
+use std::ptr::NonNull;
+
+
+use pgrx::pg_sys;
+
+
+/// A varlena in the current memory context: a detoasted argument or a result
+/// being built.
+pub struct Varlena(NonNull<pg_sys::varlena>);
+
+impl Varlena {
+    /// A new varlena with `len` data bytes (zeroed).
+    pub fn alloc(len: usize) -> Varlena {
+        let total = len + pg_sys::VARHDRSZ;
+        // palloc0 raises "invalid memory alloc request size" beyond 1 GB.
+        let p = unsafe { pg_sys::palloc0(total) }.cast::<pg_sys::varlena>();
+        unsafe { pgrx::varlena::set_varsize_4b(p, total as i32) };
+        Varlena(NonNull::new(p).expect("palloc never returns NULL"))
+    }
+
+    /// # Safety
+    /// `d` must be a non-null datum of a varlena type.
+    pub unsafe fn from_datum(d: pg_sys::Datum) -> Varlena {
+        let p = unsafe { pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr()) };
+        Varlena(NonNull::new(p).expect("detoast never returns NULL"))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        unsafe { pgrx::varlena::varlena_to_byte_slice(self.0.as_ptr()) }
+    }
+
+    /// Data bytes of a varlena made by `alloc` (4-byte header).
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        let p = self.0.as_ptr();
+        unsafe {
+            let len = pgrx::varlena::varsize_4b(p) - pg_sys::VARHDRSZ;
+            std::slice::from_raw_parts_mut(p.cast::<u8>().add(pg_sys::VARHDRSZ), len)
+        }
+    }
+
+    pub fn datum(&self) -> pg_sys::Datum {
+        pg_sys::Datum::from(self.0.as_ptr())
+    }
+}
+
+/// Declares a varlena newtype usable as a `#[pg_extern]` argument and result.
+macro_rules! varlena_type {
+    ($(#[$m:meta])* $name:ident, $oid:expr) => {
+        $(#[$m])*
+        pub struct $name(pub $crate::varlena::Varlena);
+
+        impl ::pgrx::FromDatum for $name {
+            unsafe fn from_polymorphic_datum(d: ::pgrx::pg_sys::Datum, is_null: bool, _: ::pgrx::pg_sys::Oid) -> Option<Self> {
+                (!is_null).then(|| $name(unsafe { $crate::varlena::Varlena::from_datum(d) }))
+            }
+        }
+        impl ::pgrx::IntoDatum for $name {
+            fn into_datum(self) -> Option<::pgrx::pg_sys::Datum> {
+                Some(self.0.datum())
+            }
+            fn type_oid() -> ::pgrx::pg_sys::Oid {
+                $oid
+            }
+        }
+        unsafe impl<'fcx> ::pgrx::callconv::ArgAbi<'fcx> for $name {
+            unsafe fn unbox_arg_unchecked(arg: ::pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+                let i = arg.index();
+                unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| panic!("argument {i} must not be null"))
+            }
+        }
+        unsafe impl ::pgrx::callconv::BoxRet for $name {
+            unsafe fn box_into<'fcx>(self, f: &mut ::pgrx::callconv::FcInfo<'fcx>) -> ::pgrx::datum::Datum<'fcx> {
+                unsafe { f.return_raw_datum(self.0.datum()) }
+            }
+        }
+    };
+}
+pub(crate) use varlena_type;
+
+varlena_type!(
+    /// A `bytea` argument or result.
+    Bytea, pgrx::pg_sys::BYTEAOID
+);
+pgrx::impl_sql_translatable!(Bytea, "bytea");
+
+varlena_type!(
+    /// A `text` argument or result. Results must hold valid UTF-8 without NUL
+    /// (checked by the caller before returning).
+    Text, pgrx::pg_sys::TEXTOID
+);
+pgrx::impl_sql_translatable!(Text, "text");
+
