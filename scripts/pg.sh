@@ -40,8 +40,26 @@ pg_stop() {
 
 pg_log() { echo "$(pg_dir "$1")/server.log"; }
 
-# Builds and installs the extension into Debian's PostgreSQL 15.
+# Builds the extension package (release unless --debug) and installs it into
+# Debian's PostgreSQL 15. Files are replaced by rename, so servers that have
+# the old library mapped keep running.
 install_extension() {
-    local profile=${1:---release}; [ "$profile" = --debug ] && profile=
-    cargo pgrx install $profile --pg-config "$PGBIN/pg_config" >/dev/null
+    local mode=${1:---release} out
+    out="$PWD/target/package-${mode#--}"
+    if [ "$mode" = --debug ]; then
+        cargo pgrx package --debug --pg-config "$PGBIN/pg_config" --out-dir "$out" >/dev/null
+    else
+        cargo pgrx package --pg-config "$PGBIN/pg_config" --out-dir "$out" >/dev/null
+    fi
+    install_package_dir "$out"
+}
+
+# Copies a `cargo pgrx package` tree into / (no Rust involved).
+install_package_dir() {
+    local root=$1 f dest
+    while IFS= read -r f; do
+        dest="/${f#"$root"/}"
+        mkdir -p "$(dirname "$dest")"
+        cp "$f" "$dest.tmp.$$" && mv -f "$dest.tmp.$$" "$dest"
+    done < <(find "$root" -type f)
 }

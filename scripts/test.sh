@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs every test: sets up the machine (idempotent), then
+#   1. pure core tests (cargo test -p pazpaz_core), incl. property tests
+#   2. #[pg_test]s inside PostgreSQL (cargo pgrx test, library preloaded)
+#   3. SQL regression suite (tests/pg_regress) on a throwaway server
+#   4. integration scripts (tests/integration/*.sh): pg_dump, logs, disk, …
+#   5. Python suite (tests/python): drivers, SQLAlchemy, Alembic, PgBouncer, …
+# Usage: bash scripts/test.sh [stage…]   (stages: core pgtest regress integration python)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+bash scripts/setup.sh
+source scripts/pg.sh
+
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(core pgtest regress integration python)
+want() { local s; for s in "${stages[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+step() { printf '\n=== %s ===\n' "$*"; }
+
+if want core; then
+    step "core: cargo test -p pazpaz_core"
+    cargo test -q -p pazpaz_core
+fi
+
+if want pgtest; then
+    step "pgtest: cargo pgrx test (library in shared_preload_libraries)"
+    mkdir -p "$PG_BASE" && chown postgres:postgres "$PG_BASE"
+    rm -rf "$PG_BASE/pgrx-test" && install -d -o postgres -g postgres "$PG_BASE/pgrx-test"
+    cargo pgrx test pg15 --runas postgres --pgdata "$PG_BASE/pgrx-test"
+fi
+
+# The remaining stages use the release build installed into Debian's PostgreSQL.
+if want regress || want integration || want python; then
+    step "install: cargo pgrx package (release) into PostgreSQL 15"
+    install_extension --release
+fi
+
+if want regress; then
+    step "regress: tests/pg_regress"
+    bash tests/pg_regress/run.sh
+fi
+
+if want integration; then
+    for t in tests/integration/*.sh; do
+        step "integration: $t"
+        bash "$t"
+    done
+fi
+
+if want python; then
+    step "python: pytest tests/python"
+    python3 -m pytest -q -p no:cacheprovider tests/python
+fi
+
+printf '\nAll requested test stages passed: %s\n' "${stages[*]}"

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# SQL regression suite: each tests/pg_regress/sql/NAME.sql runs in psql against
+# a throwaway server with the library preloaded, and its output must equal
+# expected/NAME.out. The files double as examples of use.
+#   bash tests/pg_regress/run.sh [NAME…]
+# To accept new output after reviewing it: ACCEPT=1 bash tests/pg_regress/run.sh NAME
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/pg.sh
+DIR=tests/pg_regress
+OUT=target/regress
+PG_REGRESS=$(dirname "$("$PGBIN/pg_config" --pgxs)")/../test/regress/pg_regress
+
+if [ $# -gt 0 ]; then tests=("$@"); else
+    mapfile -t tests < <(grep -v '^#' "$DIR/schedule" | sed '/^$/d')
+fi
+
+trap 'pg_stop regress' EXIT
+pg_start regress 55433 "log_min_messages = warning"
+rm -rf "$OUT" && mkdir -p "$OUT"
+
+status=0
+"$PG_REGRESS" --use-existing --host="$PGHOST" --port="$PGPORT" --user=postgres \
+    --dbname=pazpaz_regress --inputdir="$DIR" --outputdir="$OUT" \
+    --load-extension=pazpaz_crypto "${tests[@]}" || status=$?
+if [ $status -ne 0 ]; then
+    if [ "${ACCEPT:-0}" = 1 ]; then
+        for t in "${tests[@]}"; do cp "$OUT/results/$t.out" "$DIR/expected/$t.out"; done
+        echo "accepted new expected output for: ${tests[*]} (review it with git diff)"
+    else
+        cat "$OUT/regression.diffs" 2>/dev/null | head -200
+        exit $status
+    fi
+fi
