@@ -7,8 +7,11 @@
 //!   session (postgresql.conf, ALTER SYSTEM, ALTER ROLE/DATABASE … SET, a
 //!   function's SET clause, the server command line);
 //! - hidden: GUC_NO_SHOW_ALL (not in SHOW ALL / pg_settings / the sample
-//!   file), GUC_SUPERUSER_ONLY (SHOW/current_setting need
-//!   pg_read_all_settings) and a show hook that prints a mask even to those;
+//!   file) and a show hook, so SHOW, current_setting() and set_config()'s
+//!   result print "(hidden)" to every role, superusers included. (Not
+//!   GUC_SUPERUSER_ONLY: it makes set_config() fail for ordinary roles,
+//!   because set_config() returns the new value, and applications must be
+//!   able to set their own keys without privileges.)
 //! - parsed once per change: the assign hook only drops (and so zeroizes) the
 //!   cached keyring; the next function call rebuilds it (`keys.rs`).
 
@@ -48,7 +51,7 @@ pub enum TextIo {
 
 pub fn init() {
     warn_if_set_before_load();
-    let secret = GucFlags::NO_SHOW_ALL | GucFlags::SUPERUSER_ONLY;
+    let secret = GucFlags::NO_SHOW_ALL;
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
             KEY,

@@ -28,7 +28,6 @@ mod varlena;
 mod versioned;
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
 mod tests;
 
 #[pg_guard]

@@ -20,7 +20,7 @@ pg_start regress 55433 "log_min_messages = warning"
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 status=0
-"$PG_REGRESS" --use-existing --host="$PGHOST" --port="$PGPORT" --user=postgres \
+"$PG_REGRESS" --host="$PGHOST" --port="$PGPORT" --user=postgres \
     --dbname=pazpaz_regress --inputdir="$DIR" --outputdir="$OUT" \
     --load-extension=pazpaz_crypto "${tests[@]}" || status=$?
 if [ $status -ne 0 ]; then

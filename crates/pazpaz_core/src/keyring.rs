@@ -84,12 +84,13 @@ impl Keyring {
 
     /// The keyring the session's settings describe. `key` is
     /// `pazpaz.encryption_key`, `keys` is `pazpaz.encryption_keys`, `version`
-    /// is `pazpaz.encryption_key_version`; empty strings count as unset.
+    /// is `pazpaz.encryption_key_version`; empty strings count as unset. The
+    /// version applies to keyring mode only: a single key is always "v1".
     pub fn from_settings(key: Option<&str>, keys: Option<&str>, version: Option<&str>) -> Result<Keyring> {
         let mut ring = match (set(key), set(keys)) {
             (Some(_), Some(_)) => return Err(Error::BothKeySettings),
             (None, None) => return Err(Error::MissingKey),
-            (Some(k), None) => Keyring::from_single_key(k)?,
+            (Some(k), None) => return Keyring::from_single_key(k),
             (None, Some(j)) => Keyring::from_json(j)?,
         };
         if let Some(v) = set(version) {
@@ -213,6 +214,9 @@ mod tests {
         let r = Keyring::from_settings(Some(K1), None, None).unwrap();
         assert_eq!(r.current_version(), Some("v1"));
         assert_eq!(r.loaded_versions(), "v1");
+        // pazpaz.encryption_key_version is for keyring mode only.
+        let r = Keyring::from_settings(Some(K1), None, Some("v7")).unwrap();
+        assert_eq!(r.current_version(), Some("v1"));
     }
 
     #[test]
