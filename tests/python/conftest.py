@@ -5,7 +5,10 @@ database with the extension per test."""
 import base64
 import os
 import secrets
+import shlex
+import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -14,6 +17,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = int(os.environ.get("PAZPAZ_PYTEST_PORT", "55490"))
+# A second, short-lived cluster (pgaudit, packaging) uses this name and port.
+SECOND_NAME, SECOND_PORT = "pyaudit", int(os.environ.get("PAZPAZ_PYTEST_PORT2", "55491"))
+
+# The client helper package is used straight from the repository.
+sys.path.insert(0, str(ROOT / "python"))
 
 
 def run_pg(cmd: str, env=None) -> str:
@@ -55,12 +63,26 @@ class Cluster:
             c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def start_cluster(name: str, port: int, *conf_lines: str) -> Cluster:
+    """Starts a fresh cluster with scripts/pg.sh; extra postgresql.conf lines
+    come after the ones pg_start writes, so they override them."""
+    args = " ".join(shlex.quote(line) for line in conf_lines)
+    run_pg(f"pg_start {name} {port} {args}")
+    return Cluster(name, port)
+
+
+def remove_cluster(name: str) -> None:
+    """Stops a cluster and deletes its directory (data, socket, log)."""
+    run_pg(f"pg_stop {name}")
+    shutil.rmtree(run_pg(f"pg_dir {name}").strip(), ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def cluster():
     name = "pytest"
     run_pg(f"pg_start {name} {PORT}")
     yield Cluster(name, PORT)
-    run_pg(f"pg_stop {name}")
+    remove_cluster(name)
 
 
 @pytest.fixture
