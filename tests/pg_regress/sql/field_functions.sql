@@ -44,4 +44,4 @@ SELECT p.oid::regprocedure AS function, p.provolatile AS volatility, p.proparall
 FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
 JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pazpaz_crypto'
 WHERE p.prokind = 'f'
-ORDER BY 1::text COLLATE "C";
+ORDER BY p.oid::regprocedure::text COLLATE "C";
