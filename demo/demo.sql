@@ -1,0 +1,67 @@
+\pset footer off
+\echo
+\echo '== pazpaz_crypto: AES-256-GCM field encryption inside PostgreSQL =='
+CREATE EXTENSION pazpaz_crypto;
+
+\echo
+\echo '-- 1. Keys are session state. The application generates a key once and'
+\echo '--    hands it to each session with a parameterised set_config(); here we'
+\echo '--    keep it in a psql variable so it is never printed.'
+SELECT generate_encryption_key() AS k1, generate_encryption_key() AS k2 \gset
+SELECT set_config('pazpaz.encryption_key', :'k1', false) AS "set_config(...)";
+SHOW pazpaz.encryption_key;
+SELECT * FROM encryption_status();
+
+\echo
+\echo '-- 2. The application''s field functions, same byte format (nonce || ciphertext || tag):'
+SELECT encrypt_field('Patient has diabetes') AS ciphertext;
+SELECT decrypt_field(encrypt_field('Patient has diabetes')) AS round_trip,
+       octet_length(encrypt_field('Patient has diabetes')) AS bytes;
+SELECT encrypt_field_versioned('john@example.com') AS versioned_envelope;
+
+\echo
+\echo '-- 3. An encrypted column, declared in DDL, read and written as text:'
+CREATE TABLE clients (
+    id serial PRIMARY KEY,
+    first_name encrypted_text(255) NOT NULL,
+    medical_history encrypted_text,
+    city text
+);
+INSERT INTO clients (first_name, medical_history, city) VALUES
+    ('Jane', 'Allergic to penicillin', 'Haifa'),
+    ('Zoë', 'Type 2 diabetes; 患者 notes', 'Tel Aviv');
+SELECT id, first_name, medical_history, city FROM clients ORDER BY id;
+\echo '   What is stored (readable key version, ciphertext only):'
+SELECT id, key_version(first_name), left(encode(first_name::bytea, 'hex'), 40) || '…' AS stored_bytes FROM clients ORDER BY id;
+\echo '   There are no comparison operators on ciphertext:'
+\set ON_ERROR_STOP 0
+SELECT * FROM clients WHERE first_name = 'Jane';
+\set ON_ERROR_STOP 1
+SELECT id FROM clients WHERE first_name::text = 'Jane';
+
+\echo
+\echo '-- 4. Key rotation in the database: add v2, make it the write key, re-encrypt.'
+RESET pazpaz.encryption_key;
+SELECT set_config('pazpaz.encryption_keys', json_build_object('v1', :'k1', 'v2', :'k2')::text, false) IS NOT NULL AS keyring_set;
+SET pazpaz.encryption_key_version = 'v2';
+CALL rotate_column('clients', 'first_name', 1000);
+UPDATE clients SET medical_history = reencrypt(medical_history) WHERE key_version(medical_history) <> 'v2';
+SELECT key_version(first_name) AS first_name_version, key_version(medical_history) AS history_version, count(*)
+FROM clients GROUP BY 1, 2;
+SELECT id, first_name, medical_history FROM clients ORDER BY id;
+
+\echo
+\echo '-- 5. Encrypt a live plaintext column in one statement, and undo it:'
+ALTER TABLE clients ALTER COLUMN city TYPE encrypted_text USING city::encrypted_text;
+SELECT id, city, key_version(city) FROM clients ORDER BY id;
+ALTER TABLE clients ALTER COLUMN city TYPE text USING city::text;
+SELECT id, city, pg_typeof(city) FROM clients ORDER BY id;
+
+\echo
+\echo '-- 6. Without a key the data stays unreadable, and the error says what to set:'
+RESET pazpaz.encryption_keys;
+\set ON_ERROR_STOP 0
+SELECT first_name FROM clients;
+\set ON_ERROR_STOP 1
+SELECT id, key_version(first_name) FROM clients ORDER BY id;
+DROP TABLE clients;
