@@ -76,6 +76,7 @@ fn utf8_chars(s: &[u8]) -> usize {
 
 /// Encrypts `plaintext` (valid text) into a new envelope under the write key.
 fn seal(plaintext: &[u8], typmod: i32) -> EncryptedText {
+    log_filter::plaintext_was_input();
     check_length(plaintext, typmod).or_raise();
     let ring = keys::keyring().or_raise();
     let key = ring.current().or_raise();
@@ -93,13 +94,14 @@ fn from_envelope_bytes(bytes: &[u8]) -> EncryptedText {
     EncryptedText(out)
 }
 
-/// Decrypts an envelope with the session's key for its version, and calls
-/// `f` with the plaintext written into `out`'s first `len` bytes.
+/// Decrypts an envelope into `out` with the session's key for its version.
 fn open_into(bytes: &[u8], out: &mut [u8]) -> Result<(), Error> {
     let env = Envelope::parse(bytes)?;
     let ring = keys::keyring()?;
     env.open_into(ring.get(env.version)?.cipher(), out)?;
-    field::check_text(out)
+    field::check_text(out)?;
+    log_filter::plaintext_was_output();
+    Ok(())
 }
 
 fn plaintext_len(bytes: &[u8]) -> usize {
@@ -155,7 +157,6 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
             let p = unsafe { pg_sys::palloc0(len + 1) }.cast::<u8>();
             let out = unsafe { std::slice::from_raw_parts_mut(p, len) };
             open_into(bytes, out).or_raise();
-            log_filter::plaintext_was_output();
             CStringOut(p.cast())
         }
     }
