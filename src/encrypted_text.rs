@@ -162,7 +162,10 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
     }
 }
 
-#[pg_extern(immutable, parallel_safe)]
+// STRICT: PostgreSQL calls a non-strict receive function for NULL fields of
+// a binary COPY or binary parameters (pgrx does not mark `Internal` functions
+// strict by itself).
+#[pg_extern(immutable, strict, parallel_safe)]
 fn encrypted_text_recv(mut buf: Internal, _typioparam: pg_sys::Oid, _typmod: i32) -> EncryptedText {
     let sid = unsafe { buf.get_mut::<pg_sys::StringInfoData>() }.unwrap_or_else(|| raise(Error::BadEnvelope("no data")));
     let (start, end) = (sid.cursor as usize, sid.len as usize);

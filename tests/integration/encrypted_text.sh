@@ -51,7 +51,7 @@ ok()  { PASSED=$((PASSED + 1)); printf '  ok    %s\n' "$1"; }
 bad() {
     FAILED+=("$1")
     printf '  FAIL  %s\n' "$1"
-    if [ $# -gt 1 ]; then scrub "$2" | head -n 40 | sed 's/^/        | /'; echo; fi
+    if [ $# -gt 1 ]; then scrub "$2" | head -n 40 | cut -c 1-240 | sed 's/^/        | /'; echo; fi
 }
 die() { bad "$1" "${2:-}"; echo "aborting: setup failed"; exit 1; }
 section() { printf '\n== %s  (t=%ds)\n' "$1" $((SECONDS - T0)); }
@@ -282,12 +282,27 @@ with psycopg.connect(dbname="it", autocommit=True) as conn:
             return bytes(obj)
 
     conn.adapters.register_dumper(Envelope, EnvelopeDumper)
+    cur = conn.cursor()  # a cursor takes the connection's adapters when it is made
     conn.execute("CREATE TABLE rt_param_recv (id int PRIMARY KEY, v encrypted_text)")
+    failed = []
     for id_, env, _ in rows:
-        cur.execute("INSERT INTO rt_param_recv VALUES (%s, %b)", (id_, None if env is None else Envelope(env)))
+        # (psycopg sends None without a binary format; see below for that case)
+        try:
+            cur.execute("INSERT INTO rt_param_recv VALUES (%s, %b)", (id_, None if env is None else Envelope(env)))
+        except psycopg.Error as e:
+            failed.append(f"id {id_} ({'NULL' if env is None else 'envelope'}): {e.diag.message_primary}")
+    print(f"recv_failed_rows={'; '.join(failed) or 'none'}")
     same = conn.execute("""SELECT count(*) FROM rt_param_recv a JOIN rt_param_unknown b USING (id)
                            WHERE a.v::bytea IS NOT DISTINCT FROM b.v::bytea""").fetchone()[0]
     print(f"recv_keeps_envelope={int(same == len(ref))}")
+
+    # A binary-format NULL parameter typed encrypted_text, at the protocol
+    # level: PostgreSQL then calls the (non-strict) receive function with no
+    # data and expects NULL back.
+    conn.execute("CREATE TEMP TABLE recv_null (v encrypted_text)")
+    r = conn.pgconn.exec_params(b"INSERT INTO recv_null VALUES ($1)", [None], [EnvelopeDumper.oid], [1])
+    ok = r.status == psycopg.pq.ExecStatus.COMMAND_OK
+    print(f"binary_null_param={'ok' if ok else (r.error_message or b'').decode().strip().replace(chr(10), ' ')}")
 PY
 )
 check_eq "psycopg uses server-side binding" 1 "$(grep -o 'server_side_binding=.*' <<<"$PY_OUT" | cut -d= -f2)"
@@ -297,10 +312,13 @@ for t in rt_param_unknown rt_param_text rt_param_binary; do
     check_ref "psycopg $t: stored values decrypt to the reference values" $t
 done
 check_eq "binary result format returns the envelope (send)" 1 "$(grep -o 'binary_send_is_envelope=.*' <<<"$PY_OUT" | cut -d= -f2)"
+check_eq "binary encrypted_text parameters are accepted (recv)" none "$(grep -o 'recv_failed_rows=.*' <<<"$PY_OUT" | cut -d= -f2-)"
 check_eq "binary encrypted_text parameters store the envelope unchanged (recv)" 1 "$(grep -o 'recv_keeps_envelope=.*' <<<"$PY_OUT" | cut -d= -f2)"
 check_ref "rows loaded through recv decrypt to the reference values" rt_param_recv
+check_eq "a binary-format NULL parameter of type encrypted_text is accepted (recv of NULL)" ok \
+    "$(grep -o 'binary_null_param=.*' <<<"$PY_OUT" | cut -d= -f2-)"
 grep -q '=' <<<"$PY_OUT" || bad "psycopg script ran" "$PY_OUT"
-grep -qiE 'error|traceback' <<<"$PY_OUT" && bad "psycopg script without errors" "$PY_OUT"
+grep -q 'Traceback' <<<"$PY_OUT" && bad "psycopg script ran to the end" "$PY_OUT"
 
 # COPY in text and CSV format: plaintext in (encrypts), plaintext out (decrypts).
 for fmt in text csv; do
@@ -316,14 +334,20 @@ SQL
 done
 
 # Binary COPY moves envelopes: out of one table and into another, unchanged.
-run "COPY FROM/TO, format binary" q it <<SQL
-\copy rt_literal TO '$WORK/rt.bin' WITH (FORMAT binary)
+# First the rows with a value, then the NULL row on its own (a NULL field makes
+# PostgreSQL call the non-strict receive function with no data).
+run "COPY FROM/TO, format binary (rows with a value)" q it <<SQL
 CREATE TABLE rt_copy_binary (id int PRIMARY KEY, v encrypted_text);
+\copy (SELECT * FROM rt_literal WHERE v IS NOT NULL) TO '$WORK/rt.bin' WITH (FORMAT binary)
 \copy rt_copy_binary FROM '$WORK/rt.bin' WITH (FORMAT binary)
+SQL
+run "COPY FROM/TO, format binary (the NULL row)" q it <<SQL
+\copy (SELECT * FROM rt_literal WHERE v IS NULL) TO '$WORK/rt_null.bin' WITH (FORMAT binary)
+\copy rt_copy_binary FROM '$WORK/rt_null.bin' WITH (FORMAT binary)
 SQL
 check_ref "binary COPY round trip decrypts to the reference values" rt_copy_binary
 check_eq "binary COPY round trip keeps every envelope byte for byte" 0 "$(q it <<'SQL' 2>&1
-SELECT count(*) FROM rt_literal a FULL JOIN rt_copy_binary b USING (id)
+SELECT count(*) FROM rt_literal a JOIN rt_copy_binary b USING (id)
  WHERE a.v::bytea IS DISTINCT FROM b.v::bytea;
 SQL
 )"
@@ -340,14 +364,13 @@ SQL
 
 # UPDATE: from placeholders to the reference values (text → encrypted_text
 # assignment), and a literal UPDATE of one row and back.
-run "UPDATE" q it <<'SQL'
+run "UPDATE from a text column" q it <<'SQL'
 CREATE TABLE rt_update (id int PRIMARY KEY, v encrypted_text);
 INSERT INTO rt_update SELECT id, 'placeholder' FROM ref;
 UPDATE rt_update t SET v = r.v FROM ref r WHERE r.id = t.id;
-UPDATE rt_update SET v = 'Übergangswert' WHERE id = 1;
-SELECT CASE WHEN v::text = 'Übergangswert' THEN 1 ELSE 1/0 END FROM rt_update WHERE id = 1;
-UPDATE rt_update SET v = 'hello, world' WHERE id = 1;
 SQL
+check_eq "UPDATE with a literal" "Übergangswert" "$(q it <<<"UPDATE rt_update SET v = 'Übergangswert' WHERE id = 1; SELECT v FROM rt_update WHERE id = 1;" 2>&1)"
+run "UPDATE with a literal, back" q it <<<"UPDATE rt_update SET v = 'hello, world' WHERE id = 1;"
 check_ref "UPDATE stores the reference values" rt_update
 
 # INSERT … SELECT from a text column (assignment cast text → encrypted_text).
@@ -407,7 +430,8 @@ SELECT pg_relation_size((SELECT reltoastrelid FROM pg_class WHERE oid = 'disk_en
 SQL
 )"
 check_ge "control: marker found in the plain table's heap file" 1 "$(count_in "$MARK_P" "$DATA1/$PLN_HEAP")"
-check_ge "control: marker found 1400 times in the plain table's TOAST file" 1400 "$(count_in "$MARK_P" "$DATA1/$PLN_TOAST")"
+# (a few occurrences are cut in two by TOAST chunk boundaries)
+check_ge "control: marker found >= 1300 of 1400 times in the plain table's TOAST file" 1300 "$(count_in "$MARK_P" "$DATA1/$PLN_TOAST")"
 check_eq "marker absent from the encrypted table's heap file" 0 "$(count_in "$MARK_E" "$DATA1/$ENC_HEAP")"
 check_eq "marker absent from the encrypted table's TOAST table and index" 0 \
     "$(count_in "$MARK_E" "$DATA1/$ENC_TOAST" "$DATA1/$ENC_TOASTIDX")"
@@ -431,6 +455,16 @@ ENV_NOKEY=$(qn it <<<"SELECT md5(string_agg(id || ':' || coalesce(v::bytea::text
 ENV_KEY=$(q it <<<"SELECT md5(string_agg(id || ':' || coalesce(v::bytea::text, 'null'), ',' ORDER BY id)) FROM rt_literal;" 2>&1)
 check_eq "col::bytea needs no key and gives the same envelopes as with a key" "$ENV_KEY" "$ENV_NOKEY"
 check_eq "envelopes start with format 1, version \"v1\"" 6 "$(qn it <<<"SELECT count(*) FROM rt_literal WHERE substr(v::bytea, 1, 4) = '\\x01027631'::bytea;" 2>&1)"
+
+# A session without a key that violates a constraint on a table with an
+# encrypted column: PostgreSQL builds the "Failing row contains (…)" detail
+# with the output function, which needs the key. Reported, not asserted: the
+# output function cannot tell that it is formatting an error detail.
+q it >/dev/null 2>&1 <<<"CREATE TABLE rt_nn (id int, v encrypted_text NOT NULL, w encrypted_text); INSERT INTO rt_nn VALUES (1, 'x', 'y');"
+OUT=$(qn it -v VERBOSITY=verbose <<<"INSERT INTO rt_nn SELECT 2, NULL, w FROM rt_nn;" 2>&1)
+if ! grep -qF "ERROR:  23502:" <<<"$OUT"; then
+    note "without a key, a NOT NULL violation is reported as: $(grep -m1 -o 'ERROR:.*' <<<"$OUT")"
+fi
 
 # ---- 4. typmod, tampering, rotation -----------------------------------------
 section "4. typmod, tampering, rotation"
@@ -668,6 +702,7 @@ check_eq "binary COPY across servers: rows decrypt with the key to the originals
 #    subscription's connection string for the publisher's walsender, and a
 #    database setting on the subscriber (its workers run no client session).
 CONN1="host=$H1 port=$P1 dbname=it user=postgres"
+LOG2_START=$(($(wc -l <"$LOG2") + 1))
 run "publisher tables and publications" q it <<'SQL'
 CREATE TABLE repl_stream (id int PRIMARY KEY, v encrypted_text);
 CREATE TABLE repl_sync (id int PRIMARY KEY, v encrypted_text);
@@ -693,9 +728,9 @@ SQL
 # default there is envelope), with the key.
 PLAIN_IO="-c pazpaz.encrypted_text_io=plaintext"
 # Fingerprint of a replicated table's envelopes.
-envsum() { echo "SELECT md5(string_agg(id || ':' || coalesce(v::bytea::text, 'null'), ',' ORDER BY id)) FROM $1;"; }
-PUB_STREAM=$(qn it <<<"$(envsum repl_stream)" 2>&1)
-PUB_SYNC=$(qn it <<<"$(envsum repl_sync)" 2>&1)
+envsum() { echo "SELECT md5(string_agg(id || ':' || coalesce(v::bytea::text, 'null'), ',' ORDER BY id)) FROM $1"; }
+PUB_STREAM=$(qn it <<<"$(envsum repl_stream);" 2>&1)
+PUB_SYNC=$(qn it <<<"$(envsum repl_sync);" 2>&1)
 # Caught up: both tables hold the publisher's envelopes, both synchronised.
 repl_state() {
     qn sub "${C2[@]}" <<SQL
@@ -710,14 +745,15 @@ else
         "$(qn sub "${C2[@]}" <<<"SELECT srrelid::regclass, srsubstate FROM pg_subscription_rel; SELECT count(*) FROM repl_stream; SELECT count(*) FROM repl_sync;" 2>&1)"$'\n'"$(tail -n 20 "$LOG2")"
 fi
 for t in repl_stream repl_sync; do
-    check_eq "replicated $t: envelopes identical to the publisher's" "$(qn it <<<"$(envsum $t)" 2>&1)" "$(qn sub "${C2[@]}" <<<"$(envsum $t)" 2>&1)"
+    check_eq "replicated $t: envelopes identical to the publisher's" "$(qn it <<<"$(envsum $t);" 2>&1)" "$(qn sub "${C2[@]}" <<<"$(envsum $t);" 2>&1)"
     check_eq "replicated $t: rows decrypt with the key to the publisher's values" \
         "$(q it <<<"\copy (SELECT id, v FROM $t ORDER BY id) TO STDOUT" 2>&1)" \
         "$(PGOPTIONS="$PLAIN_IO" q sub "${C2[@]}" <<<"\copy (SELECT id, v FROM $t ORDER BY id) TO STDOUT" 2>&1)"
 done
 check_eq "replicated UPDATE arrived" "after update: Zoë 🙂" \
     "$(PGOPTIONS="$PLAIN_IO" q sub "${C2[@]}" <<<"SELECT v FROM repl_stream WHERE id = 101;" 2>&1)"
-check_lacks "no replication worker error on the subscriber" "$(grep -E 'ERROR|FATAL' "$LOG2")" "ERROR"
+check_eq "no error in the subscriber's log since the subscriptions were made" "" \
+    "$(tail -n +"$LOG2_START" "$LOG2" | grep -E 'ERROR|FATAL')"
 
 # ---- 8. constraint violations and the server log ----------------------------
 section "8. constraint violations: decrypted values stay out of the server log"
