@@ -1,6 +1,17 @@
 -- The key settings: validated when SET, hidden, session state only.
 SELECT generate_encryption_key() AS k1, generate_encryption_key() AS k2 \gset
 
+-- With the library preloaded, a key set by a fresh session before any of the
+-- extension's functions has run is already validated and hidden.
+\c
+SELECT set_config('pazpaz.encryption_key', :'k1', false);
+SHOW pazpaz.encryption_key;
+SELECT count(*) AS in_show_all FROM pg_show_all_settings() WHERE name IN ('pazpaz.encryption_key', 'pazpaz.encryption_keys');
+SET ROLE regress_app;
+SHOW pazpaz.encryption_key;
+RESET ROLE;
+RESET pazpaz.encryption_key;
+
 -- Malformed values are refused when SET, and the message never echoes them.
 SELECT regress.try($$SET pazpaz.encryption_key = 'garbage'$$);
 SELECT regress.try($$SET pazpaz.encryption_key = 'AAAAAAAAAAAAAAAAAAAAAA=='$$);            -- 16 bytes
