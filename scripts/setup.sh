@@ -33,8 +33,8 @@ if ! grep -qs "pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; t
     cargo pgrx init --pg15 "$PG_CONFIG"
 fi
 
-PY_PACKAGES=("psycopg[binary]>=3.1" "SQLAlchemy>=2.0" "asyncpg>=0.29" "alembic>=1.13" "pytest>=8" "cryptography>=41")
-if ! python3 -c 'import psycopg, sqlalchemy, asyncpg, alembic, pytest, cryptography' 2>/dev/null; then
+PY_PACKAGES=("psycopg[binary]>=3.1" "SQLAlchemy[asyncio]>=2.0" "asyncpg>=0.29" "alembic>=1.13" "pytest>=8" "cryptography>=41")
+if ! python3 -c 'import psycopg, sqlalchemy, greenlet, asyncpg, alembic, pytest, cryptography' 2>/dev/null; then
     echo "setup: installing Python packages"
     python3 -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi

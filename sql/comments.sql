@@ -53,3 +53,17 @@ COMMENT ON PROCEDURE rotate_column(regclass, name, integer, text) IS
   'Re-encrypts one jsonb-envelope or encrypted_text column to the write (or given) key version in batches, committing after each; resumable';
 COMMENT ON FUNCTION reencrypt(encrypted_text, text) IS
   'reencrypt(value, key_version): re-encrypts an encrypted_text value under the given key version';
+COMMENT ON CAST (text AS encrypted_text) IS
+  'Assignment cast: encrypts with the session''s write key';
+COMMENT ON CAST (varchar AS encrypted_text) IS
+  'Assignment cast: encrypts with the session''s write key';
+COMMENT ON CAST (encrypted_text AS text) IS
+  'Assignment cast: decrypts with the session''s key for the value''s version';
+COMMENT ON CAST (encrypted_text AS varchar) IS
+  'Assignment cast: decrypts with the session''s key for the value''s version';
+COMMENT ON CAST (encrypted_text AS encrypted_text) IS
+  'Length coercion for encrypted_text(n)';
+COMMENT ON CAST (encrypted_text AS bytea) IS
+  'Explicit cast: the raw envelope, no key needed';
+COMMENT ON CAST (bytea AS encrypted_text) IS
+  'Explicit cast: a raw envelope, checked for structure, no key needed';

@@ -89,11 +89,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-fn replace(haystack: &[u8], needle: &[u8], with: &[u8]) -> Option<Vec<u8>> {
-    let pos = find(haystack, needle)?;
-    Some([&haystack[..pos], with, &haystack[pos + needle.len()..]].concat())
-}
-
 /// Log lines whose message quotes the statement (log_statement,
 /// log_min_duration_statement, extended-protocol steps).
 fn quotes_statement(m: &[u8]) -> bool {
@@ -168,11 +163,22 @@ unsafe fn redact(e: &mut pg_sys::ErrorData) {
 
     if sets_key {
         if let Some(m) = unsafe { cstr(e.message) } {
-            let replaced = query.and_then(|q| replace(m, q, STATEMENT_MARK));
-            if let Some(new) = replaced {
-                e.message = pstrdup(&new);
-            } else if quotes_statement(m) {
-                e.message = pstrdup(STATEMENT_MARK);
+            let log_level = e.elevel == pg_sys::LOG as i32 || e.elevel == pg_sys::LOG_SERVER_ONLY as i32;
+            if let Some(pos) = query.and_then(|q| find(m, q)) {
+                // The statement and everything after it (pgaudit appends the
+                // bind parameters to the same line).
+                e.message = pstrdup(&[&m[..pos], STATEMENT_MARK].concat());
+            } else if quotes_statement(m) || (log_level && mentions_key_setting(m)) {
+                // A statement log line, or a LOG line quoting another
+                // statement that names a key setting (pgaudit, auto_explain
+                // on a statement inside a DO block or function). pgaudit's
+                // `AUDIT: class,…,"statement",parameters` keeps its fields
+                // up to the statement, so the audit trail stays usable.
+                let keep = match (m.starts_with(b"AUDIT: "), m.iter().position(|&b| b == b'"')) {
+                    (true, Some(q)) => &m[..=q],
+                    _ => &b""[..],
+                };
+                e.message = pstrdup(&[keep, STATEMENT_MARK].concat());
             }
         }
         for field in [&mut e.detail, &mut e.detail_log] {
