@@ -11,12 +11,38 @@ use crate::error::{Error, Result};
 
 pub const KEY_LEN: usize = 32;
 
-/// A parsed key. The raw bytes are not kept: only the expanded cipher, whose
-/// round keys and GHASH key are wiped on drop (the `zeroize` features of the
-/// `aes` and `aes-gcm` crates).
+/// A parsed key. The raw bytes are not kept: only the expanded cipher, wiped
+/// on drop (see `WipedCipher`).
 pub struct Key {
-    cipher: Aes256Gcm,
+    cipher: WipedCipher,
     fingerprint: String,
+}
+
+/// An `Aes256Gcm` whose memory is entirely zeroed when it is dropped.
+///
+/// The `zeroize` features of `aes` and `aes-gcm` wipe the AES round keys, but
+/// the runtime-dispatched POLYVAL backend (polyval 0.6, used for GHASH) keeps
+/// its state in a `ManuallyDrop` union that is never dropped, so the GHASH key
+/// H = AES_K(0) would stay in freed memory. After the cipher's own drop, every
+/// byte of it is overwritten here with volatile writes (not elided as dead
+/// stores). A test checks the memory after a drop (tests/zeroize.rs).
+struct WipedCipher(std::mem::ManuallyDrop<Aes256Gcm>);
+
+impl Drop for WipedCipher {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        let p = (&mut *self.0 as *mut Aes256Gcm).cast::<u8>();
+        // SAFETY: the cipher is dropped exactly once, here; afterwards its
+        // bytes are only written through a raw pointer, within its own
+        // allocation, and never read as an `Aes256Gcm` again.
+        unsafe {
+            std::mem::ManuallyDrop::drop(&mut self.0);
+            for i in 0..std::mem::size_of::<Aes256Gcm>() {
+                std::ptr::write_volatile(p.add(i), 0u8);
+            }
+        }
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Key {
@@ -39,11 +65,11 @@ impl Key {
     fn from_bytes(bytes: &[u8]) -> Key {
         debug_assert_eq!(bytes.len(), KEY_LEN);
         let cipher = Aes256Gcm::new_from_slice(bytes).expect("length checked by the caller");
-        Key { cipher, fingerprint: fingerprint(bytes) }
+        Key { cipher: WipedCipher(std::mem::ManuallyDrop::new(cipher)), fingerprint: fingerprint(bytes) }
     }
 
     pub fn cipher(&self) -> &Aes256Gcm {
-        &self.cipher
+        &self.cipher.0
     }
 
     /// First 32 bits of a domain-separated SHA-256 of the key, as 8 hex digits:
