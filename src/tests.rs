@@ -37,6 +37,11 @@ mod tests {
         assert!(keys::is_cached());
         run("RESET pazpaz.encryption_key");
         assert!(!keys::is_cached(), "RESET drops the cached key");
+        run(&format!("SET pazpaz.encryption_keys = '{{\"v1\": \"{K1}\"}}'"));
+        text("SELECT encrypt_field('x')::text");
+        assert!(keys::is_cached());
+        run("RESET ALL");
+        assert!(!keys::is_cached(), "RESET ALL (and so DISCARD ALL) drops the cached key");
     }
 
     #[pg_test(error = "No encryption key is set: set pazpaz.encryption_key (or pazpaz.encryption_keys and pazpaz.encryption_key_version) for this session")]
