@@ -287,12 +287,13 @@ fn reencrypt_to(value: EncryptedText, version: Option<&str>) -> EncryptedText {
     if env.version == target.version() {
         return value; // already there: same datum, no new nonce
     }
-    // The plaintext exists only in this zeroizing buffer between the two keys.
-    let mut plain = zeroize::Zeroizing::new(vec![0u8; env.plaintext_len()]);
-    env.open_into(ring.get(env.version).or_raise().cipher(), &mut plain).or_raise();
-    let mut out = Varlena::alloc(envelope::sealed_len(target.version(), plain.len()).or_raise());
+    let from = ring.get(env.version).or_raise();
+    // Copy the envelope under the new header, then decrypt and re-encrypt the
+    // body in place: the plaintext exists only inside the new datum, between
+    // the two steps (and the datum holds ciphertext when it is returned).
+    let mut out = Varlena::alloc(envelope::sealed_len(target.version(), env.plaintext_len()).or_raise());
     let nonce = keys::nonce().or_raise();
-    envelope::seal_into(target.cipher(), target.version(), &nonce, &plain, out.data_mut()).or_raise();
+    envelope::reseal_into(&env, from.cipher(), target.cipher(), target.version(), &nonce, out.data_mut()).or_raise();
     EncryptedText(out)
 }
 

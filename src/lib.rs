@@ -32,9 +32,30 @@ mod tests;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    require_cpu_features();
     gucs::init();
     keys::init();
     log_filter::init();
+}
+
+/// The x86_64 build uses AES-NI and PCLMULQDQ unconditionally (.cargo/config.toml):
+/// refuse to load on a CPU without them rather than fault on the first key.
+fn require_cpu_features() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let ok = std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+            && std::arch::is_x86_feature_detected!("ssse3")
+            && std::arch::is_x86_feature_detected!("sse4.1");
+        if !ok {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "pazpaz_crypto needs a CPU with AES-NI and PCLMULQDQ (x86_64 since 2010)",
+                "Build it without the target features in .cargo/config.toml to use the portable code."
+            );
+        }
+    }
 }
 
 extension_sql_file!("../sql/rotation.sql", name = "rotation", requires = [

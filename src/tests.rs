@@ -92,4 +92,23 @@ mod tests {
             assert_eq!(got.as_deref(), Some(want));
         }
     }
+
+    #[pg_test]
+    fn built_envelopes_are_byte_identical_to_jsonb_input() {
+        use pazpaz_core::{jsonb, versioned};
+        let long_name = "a".repeat(64);
+        let cases = [("v1", 28usize), ("v2", 29), ("key-2026.1", 30), ("x", 128), (long_name.as_str(), 5000)];
+        for (version, len) in cases {
+            let sealed: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut built = vec![0u8; jsonb::envelope_size(version, len)];
+            jsonb::write_envelope(&mut built, version, &sealed).unwrap();
+            let text = format!(r#"{{"version": "{version}", "ciphertext": "{}"}}"#, versioned::encode_ciphertext(&sealed));
+            let c = std::ffi::CString::new(text).unwrap();
+            let parsed = unsafe {
+                let d = pg_sys::OidInputFunctionCall(pg_sys::Oid::from(pg_sys::F_JSONB_IN), c.as_ptr().cast_mut(), pg_sys::JSONBOID, -1);
+                pgrx::varlena::varlena_to_byte_slice(d.cast_mut_ptr::<pg_sys::varlena>()).to_vec()
+            };
+            assert_eq!(parsed, built, "version {version}, {len} bytes");
+        }
+    }
 }

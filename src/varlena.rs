@@ -28,7 +28,17 @@ impl Varlena {
     /// # Safety
     /// `d` must be a non-null datum of a varlena type.
     pub unsafe fn from_datum(d: pg_sys::Datum) -> Varlena {
-        let p = unsafe { pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr()) };
+        let p: *mut pg_sys::varlena = d.cast_mut_ptr();
+        // Only TOAST pointers and compressed values need PostgreSQL's help;
+        // inline values (short or 4-byte header) are read in place, without
+        // the cost of a guarded FFI call per row.
+        let p = unsafe {
+            if pgrx::varlena::varatt_is_1b_e(p) || pgrx::varlena::varatt_is_4b_c(p) {
+                pg_sys::pg_detoast_datum_packed(p)
+            } else {
+                p
+            }
+        };
         Varlena(NonNull::new(p).expect("detoast never returns NULL"))
     }
 

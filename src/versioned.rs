@@ -1,109 +1,48 @@
 //! Byte format 2: the `jsonb` envelope `{"version": …, "ciphertext": …}`.
 //!
-//! Envelopes are read and built with PostgreSQL's jsonb container API (no
-//! detour through JSON text), and an envelope that is already at the target
-//! version is returned as the same datum.
-
-use std::ptr::null_mut;
+//! Envelopes are read and built directly in PostgreSQL's binary jsonb layout
+//! (`pazpaz_core::jsonb`, no detour through JSON text or PostgreSQL's jsonb
+//! API), and an envelope already at the target version is returned as the
+//! same datum.
 
 use pazpaz_core::versioned::{self, Member};
-use pazpaz_core::{field, Error};
-use pgrx::pg_sys;
+use pazpaz_core::{field, jsonb, Error};
 use pgrx::prelude::*;
+use zeroize::Zeroizing;
 
 use crate::error::{raise, OrRaise};
 use crate::field_functions::open_with;
 use crate::keys;
-use crate::varlena::Text;
+use crate::varlena::{varlena_type, Text, Varlena};
 
-/// A `jsonb` argument (fully detoasted, 4-byte header) or result.
-pub struct Jsonb(*mut pg_sys::Jsonb);
-
-impl pgrx::FromDatum for Jsonb {
-    unsafe fn from_polymorphic_datum(d: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
-        (!is_null).then(|| Jsonb(unsafe { pg_sys::pg_detoast_datum(d.cast_mut_ptr()) }.cast()))
-    }
-}
-impl pgrx::IntoDatum for Jsonb {
-    fn into_datum(self) -> Option<pg_sys::Datum> {
-        Some(pg_sys::Datum::from(self.0))
-    }
-    fn type_oid() -> pg_sys::Oid {
-        pg_sys::JSONBOID
-    }
-}
-unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Jsonb {
-    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
-        let i = arg.index();
-        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| panic!("argument {i} must not be null"))
-    }
-}
-unsafe impl pgrx::callconv::BoxRet for Jsonb {
-    unsafe fn box_into<'fcx>(self, f: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
-        unsafe { f.return_raw_datum(pg_sys::Datum::from(self.0)) }
-    }
-}
+varlena_type!(
+    /// A `jsonb` argument (read in place, packed or not) or result.
+    Jsonb, pgrx::pg_sys::JSONBOID
+);
 pgrx::impl_sql_translatable!(Jsonb, "jsonb");
 
 impl Jsonb {
-    fn is_object(&self) -> bool {
-        unsafe { (*self.0).root.header & pg_sys::JB_FOBJECT != 0 }
-    }
-
-    /// A top-level member; borrowed from the container.
-    fn member(&self, name: &str) -> Member<'_> {
-        if !self.is_object() {
-            return Member::Missing;
-        }
-        let mut v = std::mem::MaybeUninit::<pg_sys::JsonbValue>::zeroed();
-        let found = unsafe {
-            pg_sys::getKeyJsonValueFromContainer(
-                &mut (*self.0).root,
-                name.as_ptr().cast(),
-                name.len() as i32,
-                v.as_mut_ptr(),
-            )
-        };
-        if found.is_null() {
-            return Member::Missing;
-        }
-        let v = unsafe { v.assume_init() };
-        if v.type_ != pg_sys::jbvType::jbvString {
-            return Member::NotString;
-        }
-        let s = unsafe { v.val.string };
-        Member::Str(unsafe { std::slice::from_raw_parts(s.val.cast::<u8>(), s.len as usize) })
+    /// (is an object, "version", "ciphertext"), borrowed from the datum.
+    fn members(&self) -> Result<(bool, Member<'_>, Member<'_>), Error> {
+        jsonb::envelope_members(self.0.as_bytes())
     }
 
     fn version(&self) -> Result<&str, Error> {
-        versioned::version_from(self.is_object(), self.member("version"))
+        let (obj, version, _) = self.members()?;
+        versioned::version_from(obj, version)
     }
 
     fn parts(&self) -> Result<(&str, Vec<u8>), Error> {
-        versioned::parts_from(self.is_object(), self.member("version"), self.member("ciphertext"))
+        let (obj, version, ciphertext) = self.members()?;
+        versioned::parts_from(obj, version, ciphertext)
     }
 
-    /// `{"version": version, "ciphertext": base64(sealed)}`.
+    /// `{"version": version, "ciphertext": base64(sealed)}`, built in place in
+    /// PostgreSQL's binary layout.
     fn build(version: &str, sealed: &[u8]) -> Jsonb {
-        let ct = versioned::encode_ciphertext(sealed);
-        let string = |s: &str| pg_sys::JsonbValue {
-            type_: pg_sys::jbvType::jbvString,
-            val: pg_sys::JsonbValue__bindgen_ty_1 {
-                string: pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 { len: s.len() as i32, val: s.as_ptr().cast_mut().cast() },
-            },
-        };
-        unsafe {
-            use pg_sys::JsonbIteratorToken::*;
-            let mut state: *mut pg_sys::JsonbParseState = null_mut();
-            pg_sys::pushJsonbValue(&mut state, WJB_BEGIN_OBJECT, null_mut());
-            for (k, v) in [("version", version), ("ciphertext", ct.as_str())] {
-                pg_sys::pushJsonbValue(&mut state, WJB_KEY, &mut string(k));
-                pg_sys::pushJsonbValue(&mut state, WJB_VALUE, &mut string(v));
-            }
-            let obj = pg_sys::pushJsonbValue(&mut state, WJB_END_OBJECT, null_mut());
-            // Copies the strings; `ct` may be dropped afterwards.
-            Jsonb(pg_sys::JsonbValueToJsonb(obj))
-        }
+        let mut out = Varlena::alloc(jsonb::envelope_size(version, sealed.len()));
+        jsonb::write_envelope(out.data_mut(), version, sealed).or_raise();
+        Jsonb(out)
     }
 }
 
@@ -135,12 +74,12 @@ fn reencrypt(envelope: Jsonb, target: Option<&str>, aad: &[u8]) -> Jsonb {
     if version == target.version() {
         return envelope; // already there: same datum, no new nonce
     }
-    // The plaintext exists only in this zeroizing buffer between the two keys.
-    let mut plain = zeroize::Zeroizing::new(vec![0u8; field::opened_len(&sealed).or_raise()]);
-    field::decrypt_into(ring.get(version).or_raise().cipher(), &sealed, aad, &mut plain).or_raise();
+    let from = ring.get(version).or_raise();
+    // Decrypted and re-encrypted in this one buffer, wiped when dropped.
+    let mut buf = Zeroizing::new(sealed);
     let nonce = keys::nonce().or_raise();
-    let resealed = field::encrypt(target.cipher(), &nonce, &plain, aad).or_raise();
-    Jsonb::build(target.version(), &resealed)
+    field::reseal_in_place(from.cipher(), target.cipher(), &nonce, aad, &mut buf).or_raise();
+    Jsonb::build(target.version(), &buf)
 }
 
 #[pg_extern(volatile, strict, parallel_safe, cost = 20)]

@@ -103,6 +103,42 @@ pub fn seal(cipher: &Aes256Gcm, version: &str, nonce: &[u8; NONCE_LEN], plaintex
     Ok(out)
 }
 
+/// Re-encrypts `env` (under `from`) into `out` as an envelope of version
+/// `version` under `to` with `nonce`; `out` is exactly
+/// `sealed_len(version, env.plaintext_len())` bytes. The plaintext exists
+/// only in `out`'s body between decryption and re-encryption; on an
+/// authentication failure `out` holds ciphertext only.
+pub fn reseal_into(
+    env: &Envelope<'_>,
+    from: &Aes256Gcm,
+    to: &Aes256Gcm,
+    version: &str,
+    nonce: &[u8; NONCE_LEN],
+    out: &mut [u8],
+) -> Result<()> {
+    validate_version(version)?;
+    let h = header_len(version);
+    out[0] = FORMAT;
+    out[1] = version.len() as u8;
+    out[2..h].copy_from_slice(version.as_bytes());
+    let (header, body) = out.split_at_mut(h);
+    body.copy_from_slice(env.sealed);
+    // Authenticate and decrypt with the old header as associated data, then
+    // seal with the new one.
+    let len = env.plaintext_len();
+    let (n, rest) = body.split_at_mut(NONCE_LEN);
+    let (ct, tag) = rest.split_at_mut(len);
+    use aes_gcm::aead::AeadInPlace;
+    from.decrypt_in_place_detached(aes_gcm::Nonce::from_slice(n), env.header, ct, aes_gcm::Tag::from_slice(tag))
+        .map_err(|_| Error::DecryptionFailed)?;
+    n.copy_from_slice(nonce);
+    let new_tag = to
+        .encrypt_in_place_detached(aes_gcm::Nonce::from_slice(nonce), header, ct)
+        .map_err(|_| Error::TooLarge)?;
+    tag.copy_from_slice(&new_tag);
+    Ok(())
+}
+
 pub fn to_text(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(TEXT_PREFIX.len() + bytes.len().div_ceil(3) * 4);
     s.push_str(TEXT_PREFIX);

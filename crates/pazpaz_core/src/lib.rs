@@ -20,6 +20,7 @@
 pub mod envelope;
 pub mod error;
 pub mod field;
+pub mod jsonb;
 pub mod key;
 pub mod keyring;
 pub mod nonce;

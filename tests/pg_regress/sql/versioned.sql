@@ -9,6 +9,11 @@ SELECT encrypt_field_versioned('John Doe')->>'version' AS version_in_plain_sql,
        key_version(encrypt_field_versioned('John Doe', 'v2')) AS explicit_version;
 SELECT decrypt_field_versioned(encrypt_field_versioned('Ünïcødé — 患者 🩺')) AS round_trip,
        decrypt_field_versioned(encrypt_field_versioned('', 'v2')) = '' AS empty_v2;
+-- Envelopes are built in jsonb's binary layout: they behave like any jsonb.
+SELECT e = e::text::jsonb AS equals_reparsed, jsonb_typeof(e) AS type,
+       e @> jsonb_build_object('version', 'v1') AS contains_version,
+       pg_column_size(e) = pg_column_size(e::text::jsonb) AS same_size
+FROM (SELECT encrypt_field_versioned(repeat('x', n)) AS e FROM generate_series(0, 200, 50) n) s;
 -- The ciphertext member is standard base64 of format 1.
 SELECT octet_length(decode(encrypt_field_versioned('abc')->>'ciphertext', 'base64')) AS format1_len;
 

@@ -1,0 +1,160 @@
+//! PostgreSQL's binary `jsonb` layout, for the one shape this crate needs:
+//! reading two string members of an envelope, and writing
+//! `{"version": …, "ciphertext": …}` directly (no JSON text on the way).
+//!
+//! Layout of a container (after the 4-byte varlena header; `jsonb.h`):
+//!
+//! ```text
+//! u32 header        count | JB_FOBJECT (0x20000000) | JB_FARRAY | JB_FSCALAR
+//! u32 entries[n]    objects: n = 2 × count, all keys first, then the values
+//! data…             the entries' data in the same order
+//! ```
+//!
+//! An entry holds a type (bits 28–30), and either the length of its data or,
+//! when bit 31 (HAS_OFF) is set, the end offset of its data; PostgreSQL sets
+//! HAS_OFF on every 32nd entry, counting keys then values. Object keys are
+//! sorted by length, then bytes. Strings are stored unpadded.
+//!
+//! The reader checks every offset against the buffer, so a corrupt datum is an
+//! error, never an out-of-bounds read.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use crate::error::{Error, Result};
+use crate::versioned::Member;
+
+const JB_CMASK: u32 = 0x0FFF_FFFF;
+const JB_FOBJECT: u32 = 0x2000_0000;
+const JENTRY_OFFLENMASK: u32 = 0x0FFF_FFFF;
+const JENTRY_TYPEMASK: u32 = 0x7000_0000;
+const JENTRY_HAS_OFF: u32 = 0x8000_0000;
+const JENTRY_ISSTRING: u32 = 0x0000_0000;
+const JB_OFFSET_STRIDE: usize = 32;
+
+const CORRUPT: Error = Error::BadJsonEnvelope("corrupt jsonb value");
+
+fn u32_at(b: &[u8], pos: usize) -> Result<u32> {
+    let s = b.get(pos..pos + 4).ok_or(CORRUPT)?;
+    Ok(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// The top-level members "version" and "ciphertext" of a jsonb container,
+/// and whether it is an object at all.
+pub fn envelope_members(container: &[u8]) -> Result<(bool, Member<'_>, Member<'_>)> {
+    let header = u32_at(container, 0)?;
+    if header & JB_FOBJECT == 0 {
+        return Ok((false, Member::Missing, Member::Missing));
+    }
+    let count = (header & JB_CMASK) as usize;
+    let n = count.checked_mul(2).ok_or(CORRUPT)?;
+    let data_start = n.checked_mul(4).and_then(|x| x.checked_add(4)).ok_or(CORRUPT)?;
+    if data_start > container.len() {
+        return Err(CORRUPT);
+    }
+    let entry = |i: usize| u32_at(container, 4 + 4 * i);
+    // End offset of every entry, in one pass (entries are few).
+    let mut ends = Vec::with_capacity(n);
+    let mut end = 0usize;
+    for i in 0..n {
+        let e = entry(i)?;
+        let field = (e & JENTRY_OFFLENMASK) as usize;
+        end = if e & JENTRY_HAS_OFF != 0 { field } else { end.checked_add(field).ok_or(CORRUPT)? };
+        ends.push(end);
+    }
+    let data = &container[data_start..];
+    let slice = |i: usize| -> Result<&[u8]> {
+        let start = if i == 0 { 0 } else { ends[i - 1] };
+        data.get(start..ends[i]).ok_or(CORRUPT)
+    };
+    let mut version = Member::Missing;
+    let mut ciphertext = Member::Missing;
+    for k in 0..count {
+        let key = slice(k)?;
+        let slot = match key {
+            b"version" => &mut version,
+            b"ciphertext" => &mut ciphertext,
+            _ => continue,
+        };
+        let v = entry(count + k)?;
+        *slot = if v & JENTRY_TYPEMASK == JENTRY_ISSTRING { Member::Str(slice(count + k)?) } else { Member::NotString };
+    }
+    Ok((true, version, ciphertext))
+}
+
+/// Container size of `{"version": version, "ciphertext": base64(sealed)}`.
+pub fn envelope_size(version: &str, sealed_len: usize) -> usize {
+    4 + 4 * 4 + "version".len() + "ciphertext".len() + version.len() + base64_len(sealed_len)
+}
+
+fn base64_len(n: usize) -> usize {
+    n.div_ceil(3) * 4
+}
+
+/// Writes the container of an envelope into `out` (exactly `envelope_size`
+/// bytes), byte for byte what PostgreSQL's own jsonb input would produce.
+pub fn write_envelope(out: &mut [u8], version: &str, sealed: &[u8]) -> Result<()> {
+    let b64 = base64_len(sealed.len());
+    assert_eq!(out.len(), envelope_size(version, sealed.len()), "output buffer size");
+    if b64 > JENTRY_OFFLENMASK as usize {
+        return Err(Error::TooLarge);
+    }
+    // Keys sorted by length: "version" (7) before "ciphertext" (10).
+    let lens = [7usize, 10, version.len(), b64];
+    if version.len() > JENTRY_OFFLENMASK as usize {
+        return Err(Error::TooLarge);
+    }
+    let mut put = |pos: usize, v: u32| out[pos..pos + 4].copy_from_slice(&v.to_ne_bytes());
+    put(0, 2 | JB_FOBJECT);
+    for (i, len) in lens.iter().enumerate() {
+        // PostgreSQL stores an end offset (HAS_OFF) instead of a length on
+        // key i when i % 32 == 0 and on value i when (i + count) % 32 == 0:
+        // with two pairs, on the first key only, whose end offset is its length.
+        let meta = if i % JB_OFFSET_STRIDE == 0 { JENTRY_HAS_OFF | *len as u32 } else { *len as u32 };
+        put(4 + 4 * i, JENTRY_ISSTRING | meta);
+    }
+    let mut pos = 4 + 16;
+    for s in [&b"version"[..], b"ciphertext", version.as_bytes()] {
+        out[pos..pos + s.len()].copy_from_slice(s);
+        pos += s.len();
+    }
+    STANDARD.encode_slice(sealed, &mut out[pos..]).map_err(|_| Error::TooLarge)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_envelopes_read_back() {
+        for sealed_len in [0usize, 1, 2, 3, 28, 100, 5000] {
+            let sealed: Vec<u8> = (0..sealed_len).map(|i| i as u8).collect();
+            let mut out = vec![0u8; envelope_size("v2", sealed.len())];
+            write_envelope(&mut out, "v2", &sealed).unwrap();
+            let (obj, v, c) = envelope_members(&out).unwrap();
+            assert!(obj);
+            assert!(matches!(v, Member::Str(b"v2")));
+            match c {
+                Member::Str(b) => assert_eq!(STANDARD.decode(b).unwrap(), sealed),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_containers_are_errors() {
+        let mut out = vec![0u8; envelope_size("v1", 40)];
+        write_envelope(&mut out, "v1", &[7; 40]).unwrap();
+        for len in 0..out.len() {
+            // Truncated: an error or, if the members still fit, a result; never a panic.
+            let _ = envelope_members(&out[..len]);
+        }
+        let mut bad = out.clone();
+        bad[4..8].copy_from_slice(&(JENTRY_OFFLENMASK).to_ne_bytes());
+        assert!(envelope_members(&bad).is_err());
+        let mut bad = out.clone();
+        bad[0..4].copy_from_slice(&(JB_FOBJECT | JB_CMASK).to_ne_bytes());
+        assert!(envelope_members(&bad).is_err());
+    }
+}
