@@ -66,7 +66,8 @@ elif [ "${BENCH_SKIP_INSTALL:-0}" != 1 ]; then
 fi
 LIBRARY=$(cd "$PGBIN/../lib" && pwd)/pazpaz_crypto.so
 
-trap 'pg_stop "$NAME"' EXIT
+# Stop the server and drop its data (GBs at 1M rows); server.log stays.
+trap 'pg_stop "$NAME"; rm -rf "$(pg_dir "$NAME")/data" "$(pg_dir "$NAME")/copy_in.txt"; [ -z "${BENCH_PACKAGE_DIR:-}" ] || rm -rf "$PG_BASE/bench-root"' EXIT
 echo "bench: starting cluster $NAME on port $PORT" >&2
 pg_start "$NAME" "$PORT" \
     "shared_buffers = 512MB" \

@@ -75,8 +75,10 @@ BEGIN
                      LIMIT $3
                      FOR UPDATE SKIP LOCKED
                 ), upd AS (
-                    UPDATE %1$s t SET %2$I = %3$s(t.%2$I, $2)
-                      FROM batch WHERE t.ctid = batch.ctid
+                    -- A TID scan of exactly the locked rows (a join back to
+                    -- the table could scan all of it for every batch).
+                    UPDATE %1$s SET %2$I = %3$s(%2$I, $2)
+                     WHERE ctid = ANY (ARRAY(SELECT ctid FROM batch))
                     RETURNING 1
                 )
                 SELECT (SELECT count(*) FROM upd), (SELECT max(ctid) FROM batch)

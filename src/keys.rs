@@ -20,13 +20,12 @@ use pazpaz_core::Error;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::backend_local::{BackendLocal, LocalCell};
 use crate::gucs;
 
-thread_local! {
-    /// `None` until first use after a change of a key setting.
-    static KEYRING: RefCell<Option<Result<Rc<Keyring>, Error>>> = const { RefCell::new(None) };
-    static NONCES: RefCell<NonceRng> = const { RefCell::new(NonceRng::new()) };
-}
+/// `None` until first use after a change of a key setting.
+static KEYRING: LocalCell<Option<Result<Rc<Keyring>, Error>>> = BackendLocal::new(RefCell::new(None));
+static NONCES: LocalCell<NonceRng> = BackendLocal::new(RefCell::new(NonceRng::new()));
 
 pub fn init() {
     unsafe { pg_sys::on_proc_exit(Some(wipe_at_exit), pg_sys::Datum::from(0)) };
@@ -35,14 +34,14 @@ pub fn init() {
 /// Drops the cached keyring (zeroizing it). Called by the key settings'
 /// assign hook; must not fail.
 pub fn invalidate() {
-    let old = KEYRING.with(|k| k.borrow_mut().take());
+    let old = KEYRING.borrow_mut().take();
     drop(old);
 }
 
 /// The session's keyring, parsed once per change of the key settings.
 pub fn keyring() -> Result<Rc<Keyring>, Error> {
-    KEYRING.with(|k| {
-        let mut slot = k.borrow_mut();
+    {
+        let mut slot = KEYRING.borrow_mut();
         if let Some(cached) = slot.as_ref() {
             return cached.clone();
         }
@@ -51,13 +50,13 @@ pub fn keyring() -> Result<Rc<Keyring>, Error> {
             .map(Rc::new);
         *slot = Some(built.clone());
         built
-    })
+    }
 }
 
 /// Whether a keyring is currently cached (for tests of the wiping rules).
 #[cfg_attr(not(any(test, feature = "pg_test")), allow(dead_code))]
 pub fn is_cached() -> bool {
-    KEYRING.with(|k| k.borrow().is_some())
+    KEYRING.borrow().is_some()
 }
 
 /// A fresh nonce. `MyProcPid` differs in every process forked from the
@@ -65,7 +64,7 @@ pub fn is_cached() -> bool {
 /// (see `pazpaz_core::nonce`).
 pub fn nonce() -> Result<[u8; NONCE_LEN], Error> {
     let pid = unsafe { pg_sys::MyProcPid } as u32;
-    NONCES.with(|n| n.borrow_mut().nonce(pid))
+    NONCES.borrow_mut().nonce(pid)
 }
 
 #[pg_guard]

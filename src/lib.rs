@@ -17,6 +17,7 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
+mod backend_local;
 mod encrypted_text;
 mod error;
 mod field_functions;

@@ -27,6 +27,8 @@ use std::cell::Cell;
 use std::ffi::{c_char, CStr};
 
 use pgrx::pg_sys;
+
+use crate::backend_local::{BackendLocal, LocalFlag};
 use pgrx::prelude::*;
 
 const STATEMENT_MARK: &[u8] = b"[statement redacted by pazpaz_crypto: it sets a key]";
@@ -38,10 +40,8 @@ const COPY_DATA_MARK: &[u8] = b": [data hidden by pazpaz_crypto]";
 
 static mut PREV_HOOK: pg_sys::emit_log_hook_type = None;
 
-thread_local! {
-    static PLAINTEXT_OUTPUT: Cell<bool> = const { Cell::new(false) };
-    static PLAINTEXT_INPUT: Cell<bool> = const { Cell::new(false) };
-}
+static PLAINTEXT_OUTPUT: LocalFlag = BackendLocal::new(Cell::new(false));
+static PLAINTEXT_INPUT: LocalFlag = BackendLocal::new(Cell::new(false));
 
 pub fn init() {
     unsafe {
@@ -52,12 +52,12 @@ pub fn init() {
 
 /// Called whenever this backend produces decrypted text.
 pub fn plaintext_was_output() {
-    PLAINTEXT_OUTPUT.with(|c| c.set(true));
+    PLAINTEXT_OUTPUT.set(true);
 }
 
 /// Called whenever this backend encrypts text given as input.
 pub fn plaintext_was_input() {
-    PLAINTEXT_INPUT.with(|c| c.set(true));
+    PLAINTEXT_INPUT.set(true);
 }
 
 /// Case-insensitive: does `s` name one of the key settings?
@@ -202,7 +202,7 @@ unsafe fn redact(e: &mut pg_sys::ErrorData) {
         }
     }
 
-    if PLAINTEXT_OUTPUT.with(|c| c.get()) {
+    if PLAINTEXT_OUTPUT.get() {
         if let Some(d) = unsafe { cstr(e.detail) } {
             if d.starts_with(b"Failing row contains") {
                 e.detail_log = pstrdup(ROW_MARK);
@@ -211,7 +211,7 @@ unsafe fn redact(e: &mut pg_sys::ErrorData) {
             }
         }
     }
-    if PLAINTEXT_INPUT.with(|c| c.get()) || PLAINTEXT_OUTPUT.with(|c| c.get()) {
+    if PLAINTEXT_INPUT.get() || PLAINTEXT_OUTPUT.get() {
         if let Some(new) = unsafe { cstr(e.context) }.and_then(strip_copy_data) {
             e.context = pstrdup(&new);
         }

@@ -83,10 +83,44 @@ pub fn decrypt(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>>
 /// PostgreSQL `text` must be valid UTF-8 (the server encoding we require)
 /// without NUL bytes; a foreign writer could have encrypted anything.
 pub fn check_text(plaintext: &[u8]) -> Result<()> {
+    // Fast path, one pass: ASCII without NUL, eight bytes at a time (most
+    // fields); anything else takes the full check.
+    let mut chunks = plaintext.chunks_exact(8);
+    let plain_ascii = chunks.all(|c| {
+        let x = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let has_zero = x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080;
+        (x & 0x8080_8080_8080_8080) | has_zero == 0
+    }) && chunks.remainder().iter().all(|&b| b != 0 && b < 0x80);
+    if plain_ascii {
+        return Ok(());
+    }
     if plaintext.contains(&0) || std::str::from_utf8(plaintext).is_err() {
         return Err(Error::NotUtf8);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_text_accepts_text_and_refuses_nul_and_bad_utf8() {
+        for ok in ["", "a", "abcdefgh", "abcdefghi", "Ünïcødé — 患者 🩺", "0123456789abcdef0123456789"] {
+            assert!(check_text(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        for len in 1..40 {
+            for pos in 0..len {
+                let mut v = vec![b'x'; len];
+                v[pos] = 0;
+                assert_eq!(check_text(&v), Err(Error::NotUtf8), "NUL at {pos} of {len}");
+                v[pos] = 0xff;
+                assert_eq!(check_text(&v), Err(Error::NotUtf8), "0xff at {pos} of {len}");
+                v[pos] = 0x80;
+                assert_eq!(check_text(&v), Err(Error::NotUtf8), "0x80 at {pos} of {len}");
+            }
+        }
+    }
 }
 
 /// Re-encrypts format 1 in place: `buf` holds `nonce ‖ ciphertext ‖ tag`

@@ -53,15 +53,24 @@ pub fn envelope_members(container: &[u8]) -> Result<(bool, Member<'_>, Member<'_
         return Err(CORRUPT);
     }
     let entry = |i: usize| u32_at(container, 4 + 4 * i);
-    // End offset of every entry, in one pass (entries are few).
-    let mut ends = Vec::with_capacity(n);
+    // End offset of every entry, in one pass; envelopes have few entries, so
+    // no allocation for them.
+    let mut small = [0usize; 16];
+    let mut large = Vec::new();
+    let ends: &mut [usize] = if n <= small.len() {
+        &mut small[..n]
+    } else {
+        large.resize(n, 0);
+        &mut large
+    };
     let mut end = 0usize;
-    for i in 0..n {
+    for (i, slot) in ends.iter_mut().enumerate() {
         let e = entry(i)?;
         let field = (e & JENTRY_OFFLENMASK) as usize;
         end = if e & JENTRY_HAS_OFF != 0 { field } else { end.checked_add(field).ok_or(CORRUPT)? };
-        ends.push(end);
+        *slot = end;
     }
+    let ends = &*ends;
     let data = &container[data_start..];
     let slice = |i: usize| -> Result<&[u8]> {
         let start = if i == 0 { 0 } else { ends[i - 1] };

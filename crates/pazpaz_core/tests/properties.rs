@@ -271,7 +271,7 @@ proptest! {
             format!(r#"{{"{good}": "{secret}"}}"#),
             format!(r#"["{secret}"]"#),
             format!(r#""{secret}""#),
-            format!(r#"{secret}"#),
+            secret.clone(),
             format!(r#"{{"v1": "{secret}\u00"}}"#),
         ];
         for json in cases {
@@ -299,6 +299,22 @@ proptest! {
                 if let Ok(ring) = r {
                     prop_assert!(!ring.entries().is_empty());
                 }
+            }
+        }
+    }
+
+    /// Looking up any version (an envelope's version member can hold any
+    /// text): never a panic, and the message repeats the name only when it
+    /// is a valid version name.
+    #[test]
+    fn keyring_lookup_of_any_version(name in prop_oneof![".{0,80}", valid_version()], key in any::<[u8; 32]>()) {
+        let ring = Keyring::from_json(&format!(r#"{{"v1": "{}"}}"#, STANDARD.encode(key))).unwrap();
+        match ring.get(&name) {
+            Ok(entry) => prop_assert!(name == "v1" && entry.version() == "v1"),
+            Err(e) => {
+                prop_assert_ne!(name.as_str(), "v1");
+                let shown = if is_valid_version(&name) { name.as_str() } else { "(invalid name)" };
+                prop_assert_eq!(e.to_string(), format!("Key version \"{shown}\" is not loaded (loaded versions: v1)"));
             }
         }
     }
