@@ -18,9 +18,6 @@
 //! The reader checks every offset against the buffer, so a corrupt datum is an
 //! error, never an out-of-bounds read.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-
 use crate::error::{Error, Result};
 use crate::versioned::Member;
 
@@ -127,13 +124,17 @@ pub fn write_envelope(out: &mut [u8], version: &str, sealed: &[u8]) -> Result<()
         out[pos..pos + s.len()].copy_from_slice(s);
         pos += s.len();
     }
-    STANDARD.encode_slice(sealed, &mut out[pos..]).map_err(|_| Error::TooLarge)?;
+    let dst = base64_simd::Out::from_slice(&mut out[pos..]);
+    let written = base64_simd::STANDARD.encode(sealed, dst).len();
+    debug_assert_eq!(written, b64);
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
 
     #[test]
     fn written_envelopes_read_back() {

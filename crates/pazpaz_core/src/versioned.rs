@@ -1,8 +1,6 @@
 //! Byte format 2, the existing application's versioned field:
 //! `{"version": "<key version>", "ciphertext": "<standard base64 of format 1>"}`.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 
 use crate::error::{Error, Result};
 use crate::field::OVERHEAD;
@@ -10,7 +8,7 @@ use crate::field::OVERHEAD;
 /// Builds the envelope's JSON text. `version` is a validated version name, so
 /// it needs no escaping beyond what serde_json does anyway.
 pub fn to_json(version: &str, sealed: &[u8]) -> serde_json::Value {
-    serde_json::json!({ "version": version, "ciphertext": STANDARD.encode(sealed) })
+    serde_json::json!({ "version": version, "ciphertext": encode_ciphertext(sealed) })
 }
 
 /// One member of an envelope as found by a JSON reader (serde_json here, the
@@ -45,8 +43,8 @@ pub fn version_from(is_object: bool, version: Member<'_>) -> Result<&str> {
 pub fn parts_from<'a>(is_object: bool, version: Member<'a>, ciphertext: Member<'a>) -> Result<(&'a str, Vec<u8>)> {
     let version = version_from(is_object, version)?;
     let ct = member_str(ciphertext, "missing \"ciphertext\"", "\"ciphertext\" is not a string")?;
-    let bytes = STANDARD
-        .decode(ct)
+    let bytes = base64_simd::STANDARD
+        .decode_to_vec(ct)
         .map_err(|_| Error::BadJsonEnvelope("\"ciphertext\" is not valid base64"))?;
     if bytes.len() < OVERHEAD {
         return Err(Error::CiphertextTooShort);
@@ -74,5 +72,41 @@ pub fn version_of(v: &serde_json::Value) -> Result<&str> {
 
 /// Standard base64 of format 1, for the envelope's "ciphertext".
 pub fn encode_ciphertext(sealed: &[u8]) -> String {
-    STANDARD.encode(sealed)
+    base64_simd::STANDARD.encode_to_string(sealed)
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use proptest::prelude::*;
+
+    /// The SIMD decoder used for envelopes accepts exactly what the reference
+    /// base64 crate accepts (padded, canonical, no whitespace), with the
+    /// same result.
+    fn same_as_reference(s: &str) {
+        let reference = STANDARD.decode(s).ok();
+        let simd = base64_simd::STANDARD.decode_to_vec(s).ok();
+        assert_eq!(simd, reference, "{s:?}");
+    }
+
+    #[test]
+    fn simd_base64_matches_reference_on_edge_cases() {
+        for s in ["", "=", "==", "A", "AB", "AB=", "AB==", "AA==", "AAA=", "AAB=", "AAAA", "AA=A", "A===", "AAAA====",
+                  "AAAA AAAA", "AAAA\nAAAA", "-_-_", "////", "++++", "AAAAAA==", "YQ==", "YR==", "YWI=", "YWJ="] {
+            same_as_reference(s);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn simd_base64_matches_reference(s in "[A-Za-z0-9+/=_\\- \n]{0,40}") {
+            same_as_reference(&s);
+        }
+
+        #[test]
+        fn simd_base64_round_trips(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            prop_assert_eq!(super::encode_ciphertext(&data), STANDARD.encode(&data));
+        }
+    }
 }
