@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: sets up the machine (idempotent), then
-#   1. pure core tests (cargo test -p pazpaz_core), incl. property tests
+#   1. pure core tests (cargo test -p pazpaz_core), incl. property tests, and a
+#      short fuzz run of every parser (scripts/fuzz.sh 10)
 #   2. #[pg_test]s inside PostgreSQL (cargo pgrx test, library preloaded)
 #   3. SQL regression suite (tests/pg_regress) on a throwaway server
 #   4. integration scripts (tests/integration/*.sh): pg_dump, logs, disk, …
@@ -20,6 +21,8 @@ step() { printf '\n=== %s ===\n' "$*"; }
 if want core; then
     step "core: cargo test -p pazpaz_core"
     cargo test -q -p pazpaz_core
+    step "core: fuzz smoke run (10 s per target; the long campaign is scripts/fuzz.sh)"
+    bash scripts/fuzz.sh 10
 fi
 
 if want pgtest; then
