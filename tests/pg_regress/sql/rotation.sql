@@ -16,8 +16,11 @@ SELECT set_config('pazpaz.encryption_keys', json_build_object('v1', :'k1', 'v2',
 SET pazpaz.encryption_key_version = 'v2';
 
 -- Phase 2: re-encrypt in one statement.
-UPDATE clients SET medical_history = reencrypt_field_versioned(medical_history)
-WHERE key_version(medical_history) <> 'v2';
+WITH rotated AS (
+    UPDATE clients SET medical_history = reencrypt_field_versioned(medical_history)
+    WHERE key_version(medical_history) <> 'v2'
+    RETURNING 1)
+SELECT count(*) AS rows_reencrypted FROM rotated;
 
 -- Phase 3: verify none is left on v1 — the index finds stale rows.
 SET enable_seqscan = off;
@@ -26,9 +29,14 @@ RESET enable_seqscan;
 SELECT count(*) AS left_on_v1 FROM clients WHERE key_version(medical_history) = 'v1';
 SELECT count(*) FILTER (WHERE decrypt_field_versioned(medical_history) = plain) AS decrypt_ok, count(*) AS total FROM clients;
 
--- A second run changes nothing.
-UPDATE clients SET medical_history = reencrypt_field_versioned(medical_history)
-WHERE key_version(medical_history) <> 'v2';
+-- A second run changes nothing: no row matches, and even without the WHERE
+-- clause every value would come back unchanged.
+WITH rotated AS (
+    UPDATE clients SET medical_history = reencrypt_field_versioned(medical_history)
+    WHERE key_version(medical_history) <> 'v2'
+    RETURNING 1)
+SELECT count(*) AS rows_reencrypted FROM rotated;
+SELECT count(*) AS changed_if_forced FROM clients WHERE reencrypt_field_versioned(medical_history) <> medical_history;
 
 -- Phase 4: drop v1 from the keyring; everything still reads.
 SELECT set_config('pazpaz.encryption_keys', json_build_object('v2', :'k2')::text, false) IS NOT NULL AS ring_v2;
