@@ -78,7 +78,7 @@ fn reencrypt(envelope: Jsonb, target: Option<&str>, aad: &[u8]) -> Jsonb {
     // Decrypted and re-encrypted in this one buffer, wiped when dropped.
     let mut buf = Zeroizing::new(sealed);
     let nonce = keys::nonce().or_raise();
-    field::reseal_in_place(from.cipher(), target.cipher(), &nonce, aad, &mut buf).or_raise();
+    field::reseal_in_place(from.cipher(), target.cipher(), &nonce, aad, aad, &mut buf).or_raise();
     Jsonb::build(target.version(), &buf)
 }
 

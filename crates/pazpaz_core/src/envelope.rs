@@ -80,6 +80,16 @@ pub fn sealed_len(version: &str, len: usize) -> Result<usize> {
     Ok(header_len(version) + field::sealed_len(len)?)
 }
 
+/// Writes the header for `version` at the start of `out`; returns its length.
+fn write_header(out: &mut [u8], version: &str) -> Result<usize> {
+    validate_version(version)?;
+    let h = header_len(version);
+    out[0] = FORMAT;
+    out[1] = version.len() as u8;
+    out[2..h].copy_from_slice(version.as_bytes());
+    Ok(h)
+}
+
 /// Writes an envelope into `out` (exactly `sealed_len(version, plaintext.len())` bytes).
 pub fn seal_into(
     cipher: &Aes256Gcm,
@@ -88,11 +98,7 @@ pub fn seal_into(
     plaintext: &[u8],
     out: &mut [u8],
 ) -> Result<()> {
-    validate_version(version)?;
-    let h = header_len(version);
-    out[0] = FORMAT;
-    out[1] = version.len() as u8;
-    out[2..h].copy_from_slice(version.as_bytes());
+    let h = write_header(out, version)?;
     let (header, rest) = out.split_at_mut(h);
     field::encrypt_into(cipher, nonce, plaintext, header, rest)
 }
@@ -116,27 +122,11 @@ pub fn reseal_into(
     nonce: &[u8; NONCE_LEN],
     out: &mut [u8],
 ) -> Result<()> {
-    validate_version(version)?;
-    let h = header_len(version);
-    out[0] = FORMAT;
-    out[1] = version.len() as u8;
-    out[2..h].copy_from_slice(version.as_bytes());
+    let h = write_header(out, version)?;
     let (header, body) = out.split_at_mut(h);
     body.copy_from_slice(env.sealed);
-    // Authenticate and decrypt with the old header as associated data, then
-    // seal with the new one.
-    let len = env.plaintext_len();
-    let (n, rest) = body.split_at_mut(NONCE_LEN);
-    let (ct, tag) = rest.split_at_mut(len);
-    use aes_gcm::aead::AeadInPlace;
-    from.decrypt_in_place_detached(aes_gcm::Nonce::from_slice(n), env.header, ct, aes_gcm::Tag::from_slice(tag))
-        .map_err(|_| Error::DecryptionFailed)?;
-    n.copy_from_slice(nonce);
-    let new_tag = to
-        .encrypt_in_place_detached(aes_gcm::Nonce::from_slice(nonce), header, ct)
-        .map_err(|_| Error::TooLarge)?;
-    tag.copy_from_slice(&new_tag);
-    Ok(())
+    // The old header authenticates the old body; the new one the new body.
+    field::reseal_in_place(from, to, nonce, env.header, header, body)
 }
 
 pub fn to_text(bytes: &[u8]) -> String {

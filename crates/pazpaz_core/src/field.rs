@@ -124,23 +124,25 @@ mod tests {
 }
 
 /// Re-encrypts format 1 in place: `buf` holds `nonce ‖ ciphertext ‖ tag`
-/// under `from`; afterwards it holds the same plaintext under `to` with
-/// `nonce`. The plaintext exists only in `buf`, between the two steps (the
-/// caller wipes `buf`). On an authentication failure `buf` is unchanged.
+/// under `from` with associated data `old_aad`; afterwards it holds the same
+/// plaintext under `to`, `nonce` and `new_aad`. The plaintext exists only in
+/// `buf`, between the two steps (the caller owns and wipes `buf`). On an
+/// authentication failure `buf` is unchanged.
 pub fn reseal_in_place(
     from: &Aes256Gcm,
     to: &Aes256Gcm,
     nonce: &[u8; NONCE_LEN],
-    aad: &[u8],
+    old_aad: &[u8],
+    new_aad: &[u8],
     buf: &mut [u8],
 ) -> Result<()> {
     let len = opened_len(buf)?;
     let (n, rest) = buf.split_at_mut(NONCE_LEN);
     let (body, tag) = rest.split_at_mut(len);
-    from.decrypt_in_place_detached(Nonce::from_slice(n), aad, body, Tag::from_slice(tag))
+    from.decrypt_in_place_detached(Nonce::from_slice(n), old_aad, body, Tag::from_slice(tag))
         .map_err(|_| Error::DecryptionFailed)?;
     n.copy_from_slice(nonce);
-    let new_tag = to.encrypt_in_place_detached(Nonce::from_slice(nonce), aad, body).map_err(|_| Error::TooLarge)?;
+    let new_tag = to.encrypt_in_place_detached(Nonce::from_slice(nonce), new_aad, body).map_err(|_| Error::TooLarge)?;
     tag.copy_from_slice(&new_tag);
     Ok(())
 }

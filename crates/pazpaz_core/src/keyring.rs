@@ -202,8 +202,9 @@ fn wipe_json(v: &mut serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    const K1: &str = "bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiTE=";
-    const K2: &str = "Z/TsZIiTccYEKunb7MB/oeQGL2uW5CyHQnwYj9xtvEU=";
+    // The public test vector keys of tests/vectors/field_vectors.json.
+    const K1: &str = "bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiTE="; // test vector key v1
+    const K2: &str = "Z/TsZIiTccYEKunb7MB/oeQGL2uW5CyHQnwYj9xtvEU="; // test vector key v2
 
     fn err(r: Result<Keyring>) -> Error {
         r.err().expect("expected an error")

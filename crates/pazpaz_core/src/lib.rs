@@ -7,7 +7,8 @@
 //!
 //! ```
 //! use pazpaz_core::{field, keyring::Keyring, nonce::NonceRng};
-//! let ring = Keyring::from_single_key("bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiTE=").unwrap();
+//! // the public test vector key v1 (tests/vectors/field_vectors.json)
+//! let ring = Keyring::from_single_key("bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiTE=").unwrap(); // test vector
 //! let mut rng = NonceRng::new();
 //! let key = ring.current().unwrap();
 //! let nonce = rng.nonce(std::process::id()).unwrap();

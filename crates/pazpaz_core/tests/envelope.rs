@@ -80,3 +80,25 @@ fn text_form_round_trips() {
     assert_eq!(envelope::from_text("hello"), None);
     assert!(envelope::parse_text("hello").is_err());
 }
+
+#[test]
+fn reseal_moves_a_value_to_another_key_and_version() {
+    let r = ring();
+    let (k1, k2) = (r.get("v1").unwrap(), r.get("v2").unwrap());
+    let old = envelope::seal(k1.cipher(), "v1", &[5; 12], "Zoë".as_bytes()).unwrap();
+    let env = Envelope::parse(&old).unwrap();
+    let mut out = vec![0u8; envelope::sealed_len("v2", env.plaintext_len()).unwrap()];
+    envelope::reseal_into(&env, k1.cipher(), k2.cipher(), "v2", &[6; 12], &mut out).unwrap();
+    let new = Envelope::parse(&out).unwrap();
+    assert_eq!(new.version, "v2");
+    assert_eq!(&out[4..16], &[6; 12]);
+    assert_eq!(new.open(k2.cipher()).unwrap(), "Zoë".as_bytes());
+    // A tampered source fails authentication and leaves no plaintext behind.
+    let mut bad = old.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let env = Envelope::parse(&bad).unwrap();
+    let mut out = vec![0u8; envelope::sealed_len("v2", env.plaintext_len()).unwrap()];
+    assert_eq!(envelope::reseal_into(&env, k1.cipher(), k2.cipher(), "v2", &[6; 12], &mut out), Err(Error::DecryptionFailed));
+    assert!(!out.windows(4).any(|w| w == "Zoë".as_bytes()));
+}
