@@ -55,7 +55,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 GROUPS = ["scan", "encrypt", "versioned", "copy", "rotation", "procedure",
           "large", "parallel", "pgbench", "python", "memory"]
 
-# Quoted from the issue for a 2-core machine of this kind. Reference only:
+# Reference figures for a 2-core machine of this kind, not measured here:
 # pgsodium is not installed here and none of these are measured.
 PGSODIUM_QUOTED = {
     "plain scan": 0.09,
@@ -773,7 +773,7 @@ def print_table(memory: dict | None) -> list[dict]:
         print(f"\nNoise: over the timed statements the backend waited for a CPU {100 * waited / timed:.0f}% of the "
               "wall-clock time (other load on the machine); 'cpu' columns count only the backend's own CPU time.")
     print()
-    print("NOT MEASURED — reference numbers quoted by the issue for a 2-core machine (µs/row); pgsodium is not "
+    print("NOT MEASURED — reference figures for a 2-core machine (µs/row); pgsodium is not "
           "installed here:")
     for k, v in PGSODIUM_QUOTED.items():
         print(f"  {k:<55} {v:>5.2f}")
@@ -885,7 +885,7 @@ def main() -> int:
                   for k, c in CASES.items()},
         "table": rows,
         "memory": memory,
-        "reference_not_measured": {"source": "quoted by the issue; pgsodium is not installed here",
+        "reference_not_measured": {"source": "reference figures, not measured; pgsodium is not packaged for Debian 12",
                                    "us_per_row": PGSODIUM_QUOTED},
     }
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
