@@ -7,9 +7,7 @@
 
 use std::ptr::NonNull;
 
-
 use pgrx::pg_sys;
-
 
 /// A varlena in the current memory context: a detoasted argument or a result
 /// being built.
