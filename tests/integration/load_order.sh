@@ -30,4 +30,23 @@ check "after loading, the value is masked" "$(echo "$out" | grep -c '^(hidden)$'
 check "and the key works" "$(echo "$out" | grep -c '^works once loaded$')" 1
 check "the server log does not contain the key" "$(grep -c -F "$key" "$(pg_log it_load)" || true)" 0
 
+# Without the library in the backend, PostgreSQL stores a role setting of an
+# unknown extension unchecked; once loaded, the check hook refuses it.
+unloaded=$(psql -X -At -v key="$key" 2>&1 <<'SQL'
+ALTER ROLE postgres SET pazpaz.encryption_key = :'key';
+SELECT count(*) FROM pg_db_role_setting WHERE array_to_string(setconfig, ',') LIKE 'pazpaz.encryption_key=%';
+SQL
+)
+check "a backend without the library stores ALTER ROLE … SET pazpaz.encryption_key" "$(echo "$unloaded" | tail -1)" 1
+psql -X -q -c "ALTER ROLE postgres RESET pazpaz.encryption_key"
+loaded=$(psql -X -At -v key="$key" 2>&1 <<'SQL'
+LOAD 'pazpaz_crypto';
+ALTER ROLE postgres SET pazpaz.encryption_key = :'key';
+SELECT count(*) FROM pg_db_role_setting WHERE array_to_string(setconfig, ',') LIKE 'pazpaz.encryption_key=%';
+SQL
+)
+check "with the library loaded, the same ALTER ROLE is refused" \
+    "$(echo "$loaded" | grep -c 'pazpaz.encryption_key cannot be set from ALTER ROLE')" 1
+check "… and nothing is stored" "$(echo "$loaded" | tail -1)" 0
+
 [ $fail -eq 0 ] && echo "load_order: all checks passed" || { echo "load_order: FAILED"; exit 1; }
