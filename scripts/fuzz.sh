@@ -38,7 +38,7 @@ export RUSTC_BOOTSTRAP=1
 # compile-time features (.cargo/config.toml), which cargo-fuzz's own RUSTFLAGS
 # would otherwise override.
 if [ "$(uname -m)" = x86_64 ]; then
-    export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+aes,+pclmulqdq,+ssse3,+sse4.1"
+    export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+aes,+pclmulqdq,+ssse3,+sse4.1,+avx"
 fi
 # Cargo caches its rustc probes, failures included, without keying them on
 # RUSTC_BOOTSTRAP: one earlier `cargo fuzz build` without it would make every

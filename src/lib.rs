@@ -39,7 +39,7 @@ pub extern "C-unwind" fn _PG_init() {
     log_filter::init();
 }
 
-/// The x86_64 build uses AES-NI and PCLMULQDQ unconditionally (.cargo/config.toml):
+/// The x86_64 build uses AES-NI, PCLMULQDQ and AVX unconditionally (.cargo/config.toml):
 /// refuse to load on a CPU without them rather than fault on the first key.
 fn require_cpu_features() {
     #[cfg(target_arch = "x86_64")]
@@ -47,12 +47,13 @@ fn require_cpu_features() {
         let ok = std::arch::is_x86_feature_detected!("aes")
             && std::arch::is_x86_feature_detected!("pclmulqdq")
             && std::arch::is_x86_feature_detected!("ssse3")
-            && std::arch::is_x86_feature_detected!("sse4.1");
+            && std::arch::is_x86_feature_detected!("sse4.1")
+            && std::arch::is_x86_feature_detected!("avx");
         if !ok {
             ereport!(
                 ERROR,
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                "pazpaz_crypto needs a CPU with AES-NI and PCLMULQDQ (x86_64 since 2010)",
+                "pazpaz_crypto needs a CPU with AES-NI, PCLMULQDQ and AVX (x86_64 since 2011)",
                 "Build it without the target features in .cargo/config.toml to use the portable code."
             );
         }

@@ -2,8 +2,8 @@
 //! `nonce(12) ‖ ciphertext ‖ tag(16)`, AES-256-GCM, associated data optional
 //! (empty for the application's own format).
 
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aes_gcm::aead::inout::InOutBuf;
+use aes_gcm::{AeadInOut, Aes256Gcm, Nonce, Tag};
 
 use crate::error::{Error, Result};
 use crate::nonce::NONCE_LEN;
@@ -37,9 +37,10 @@ pub fn encrypt_into(
     let (n, rest) = out.split_at_mut(NONCE_LEN);
     let (body, tag_out) = rest.split_at_mut(plaintext.len());
     n.copy_from_slice(nonce);
-    body.copy_from_slice(plaintext);
+    // Out of place: the plaintext is read once, the ciphertext written once.
+    let io = InOutBuf::new(plaintext, body).expect("lengths checked above");
     let tag = cipher
-        .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, body)
+        .encrypt_inout_detached(&Nonce::from(*nonce), aad, io)
         .map_err(|_| Error::TooLarge)?;
     tag_out.copy_from_slice(&tag);
     Ok(())
@@ -62,15 +63,17 @@ pub fn opened_len(sealed: &[u8]) -> Result<usize> {
 }
 
 /// Decrypts into `out` (exactly `opened_len(sealed)` bytes). The tag is checked
-/// before any keystream is applied, so on failure `out` holds no plaintext.
+/// before any keystream is applied, so on failure `out` is left untouched.
 pub fn decrypt_into(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8], out: &mut [u8]) -> Result<()> {
     let len = opened_len(sealed)?;
     assert_eq!(out.len(), len, "output buffer size");
     let (nonce, rest) = sealed.split_at(NONCE_LEN);
     let (body, tag) = rest.split_at(len);
-    out.copy_from_slice(body);
+    // aes-gcm checks the tag over `body` before it applies any keystream, so
+    // `out` is written only when the value is authentic.
+    let io = InOutBuf::new(body, out).expect("lengths checked above");
     cipher
-        .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, out, Tag::from_slice(tag))
+        .decrypt_inout_detached(&nonce_array(nonce), aad, io, &tag_array(tag))
         .map_err(|_| Error::DecryptionFailed)
 }
 
@@ -139,10 +142,22 @@ pub fn reseal_in_place(
     let len = opened_len(buf)?;
     let (n, rest) = buf.split_at_mut(NONCE_LEN);
     let (body, tag) = rest.split_at_mut(len);
-    from.decrypt_in_place_detached(Nonce::from_slice(n), old_aad, body, Tag::from_slice(tag))
+    from.decrypt_inout_detached(&nonce_array(n), old_aad, InOutBuf::from(&mut *body), &tag_array(tag))
         .map_err(|_| Error::DecryptionFailed)?;
     n.copy_from_slice(nonce);
-    let new_tag = to.encrypt_in_place_detached(Nonce::from_slice(nonce), new_aad, body).map_err(|_| Error::TooLarge)?;
+    let new_tag = to
+        .encrypt_inout_detached(&Nonce::from(*nonce), new_aad, InOutBuf::from(body))
+        .map_err(|_| Error::TooLarge)?;
     tag.copy_from_slice(&new_tag);
     Ok(())
+}
+
+fn nonce_array(n: &[u8]) -> Nonce<aes_gcm::aead::consts::U12> {
+    let n: [u8; NONCE_LEN] = n.try_into().expect("split at NONCE_LEN");
+    Nonce::from(n)
+}
+
+fn tag_array(t: &[u8]) -> Tag {
+    let t: [u8; TAG_LEN] = t.try_into().expect("split at TAG_LEN");
+    Tag::from(t)
 }

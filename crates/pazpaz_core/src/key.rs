@@ -20,12 +20,13 @@ pub struct Key {
 
 /// An `Aes256Gcm` whose memory is entirely zeroed when it is dropped.
 ///
-/// The `zeroize` features of `aes` and `aes-gcm` wipe the AES round keys, but
-/// the runtime-dispatched POLYVAL backend (polyval 0.6, used for GHASH) keeps
-/// its state in a `ManuallyDrop` union that is never dropped, so the GHASH key
-/// H = AES_K(0) would stay in freed memory. After the cipher's own drop, every
-/// byte of it is overwritten here with volatile writes (not elided as dead
-/// stores). A test checks the memory after a drop (tests/zeroize.rs).
+/// With aes-gcm 0.11 the `zeroize` features of `aes` and `polyval` already
+/// wipe the AES round keys and the GHASH key H = AES_K(0). The earlier
+/// runtime-dispatched POLYVAL (0.6) kept its state in a `ManuallyDrop` union
+/// that was never dropped, leaving H in freed memory. So, whatever a backend
+/// does, after the cipher's own drop every byte of it is overwritten here with
+/// volatile writes (not elided as dead stores); it costs nothing per row.
+/// tests/zeroize.rs checks the memory after a drop.
 struct WipedCipher(std::mem::ManuallyDrop<Aes256Gcm>);
 
 impl Drop for WipedCipher {
