@@ -37,28 +37,9 @@ if ((PORT < 55470 || PORT > 55479)); then
     exit 2
 fi
 
-# PostgreSQL finds its library and share directories relative to its own
-# executable (symlinks resolved), so a copy of bin/ next to symlinked lib/ and
-# share/ trees runs a different build of one extension without touching /usr.
-use_package_overlay() {
-    local pkg=$1 overlay=$PG_BASE/bench-root f
-    local lib=/usr/lib/postgresql/15/lib share=/usr/share/postgresql/15
-    [ -f "$pkg$lib/pazpaz_crypto.so" ] || { echo "bench: no $pkg$lib/pazpaz_crypto.so" >&2; exit 2; }
-    rm -rf "$overlay"
-    mkdir -p "$overlay$lib" "$overlay$share/extension" "$overlay/usr/lib/postgresql/15/bin"
-    cp -a "$PGBIN/." "$overlay/usr/lib/postgresql/15/bin/"
-    for f in "$lib"/*; do ln -s "$f" "$overlay$lib/"; done
-    for f in "$share"/*; do [ "$(basename "$f")" = extension ] || ln -s "$f" "$overlay$share/"; done
-    for f in "$share"/extension/*; do ln -s "$f" "$overlay$share/extension/"; done
-    rm -f "$overlay$lib"/pazpaz_crypto.so "$overlay$share"/extension/pazpaz_crypto*
-    cp "$pkg$lib"/pazpaz_crypto.so "$overlay$lib/"
-    cp "$pkg$share"/extension/pazpaz_crypto* "$overlay$share/extension/"
-    PGBIN=$overlay/usr/lib/postgresql/15/bin
-}
-
 if [ -n "${BENCH_PACKAGE_DIR:-}" ]; then
     mkdir -p "$PG_BASE"
-    use_package_overlay "$(cd "$BENCH_PACKAGE_DIR" && pwd)"
+    use_package_overlay "$(cd "$BENCH_PACKAGE_DIR" && pwd)" bench-root
     echo "bench: using the package in $BENCH_PACKAGE_DIR (private PostgreSQL layout)" >&2
 elif [ "${BENCH_SKIP_INSTALL:-0}" != 1 ]; then
     echo "bench: building and installing the release package (cargo pgrx package)…" >&2

@@ -6,12 +6,24 @@
 #     tar --unlink-first -xzf pazpaz_crypto-<version>-pg15-<arch>.tar.gz -C /
 # (--unlink-first replaces files by new ones, so running servers keep the
 # library they have mapped). Prints the artifact's path on stdout.
+#
+# Unlike the builds made for this machine (.cargo/config.toml: target-cpu=
+# native), the package is built for any x86_64 CPU with AES-NI, PCLMULQDQ and
+# AVX (2011 on), in its own target directory so that the two builds do not
+# undo each other's compilation. On other architectures, the target's
+# defaults with run-time detection of the crypto instructions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-out=target/package-release
+out=target/package-portable
+export CARGO_TARGET_DIR=$PWD/target/portable
+if [ "$(uname -m)" = x86_64 ]; then
+    export RUSTFLAGS="-C target-feature=+aes,+pclmulqdq,+ssse3,+sse4.1,+avx"
+else
+    export RUSTFLAGS=""
+fi
 cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$out" >&2
 artifact="$PWD/target/pazpaz_crypto-$version-pg15-$(dpkg --print-architecture).tar.gz"
 mapfile -t files < <(cd "$out" && find . -type f | sed 's|^\./||' | sort)

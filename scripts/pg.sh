@@ -63,3 +63,24 @@ install_package_dir() {
         cp "$f" "$dest.tmp.$$" && mv -f "$dest.tmp.$$" "$dest"
     done < <(find "$root" -type f)
 }
+
+# Runs another build of the extension without touching /usr: PostgreSQL finds
+# its library and share directories relative to its own executable (symlinks
+# resolved), so a copy of bin/ next to symlinked lib/ and share/ trees, with
+# this package's three files in place of the installed ones, loads that build.
+#   use_package_overlay PACKAGE_DIR NAME   -> sets PGBIN for pg_start/pg_stop
+use_package_overlay() {
+    local pkg=$1 overlay=$PG_BASE/$2 f
+    local lib=/usr/lib/postgresql/15/lib share=/usr/share/postgresql/15
+    [ -f "$pkg$lib/pazpaz_crypto.so" ] || { echo "no $pkg$lib/pazpaz_crypto.so" >&2; return 2; }
+    rm -rf "$overlay"
+    mkdir -p "$overlay$lib" "$overlay$share/extension" "$overlay/usr/lib/postgresql/15/bin"
+    cp -a /usr/lib/postgresql/15/bin/. "$overlay/usr/lib/postgresql/15/bin/"
+    for f in "$lib"/*; do ln -s "$f" "$overlay$lib/"; done
+    for f in "$share"/*; do [ "$(basename "$f")" = extension ] || ln -s "$f" "$overlay$share/"; done
+    for f in "$share"/extension/*; do ln -s "$f" "$overlay$share/extension/"; done
+    rm -f "$overlay$lib"/pazpaz_crypto.so "$overlay$share"/extension/pazpaz_crypto*
+    cp "$pkg$lib"/pazpaz_crypto.so "$overlay$lib/"
+    cp "$pkg$share"/extension/pazpaz_crypto* "$overlay$share/extension/"
+    PGBIN=$overlay/usr/lib/postgresql/15/bin
+}

@@ -39,24 +39,24 @@ pub extern "C-unwind" fn _PG_init() {
     log_filter::init();
 }
 
-/// The x86_64 build uses AES-NI, PCLMULQDQ and AVX unconditionally (.cargo/config.toml):
-/// refuse to load on a CPU without them rather than fault on the first key.
+/// Builds are compiled for a CPU (the build machine's own, or the portable
+/// x86_64 set in scripts/package.sh; see .cargo/config.toml). A library copied
+/// to a CPU that lacks one of those features would fault on the first key and
+/// take the server through crash recovery: refuse to load instead, naming
+/// what is missing (see `pazpaz_core::cpu`).
 fn require_cpu_features() {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let ok = std::arch::is_x86_feature_detected!("aes")
-            && std::arch::is_x86_feature_detected!("pclmulqdq")
-            && std::arch::is_x86_feature_detected!("ssse3")
-            && std::arch::is_x86_feature_detected!("sse4.1")
-            && std::arch::is_x86_feature_detected!("avx");
-        if !ok {
-            ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                "pazpaz_crypto needs a CPU with AES-NI, PCLMULQDQ and AVX (x86_64 since 2011)",
-                "Build it without the target features in .cargo/config.toml to use the portable code."
-            );
-        }
+    let missing = pazpaz_core::cpu::missing_features();
+    if !missing.is_empty() {
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("this build of pazpaz_crypto needs CPU features this machine lacks: {}", missing.join(", ")),
+            "pazpaz_crypto",
+        )
+        .set_hint(
+            "It was compiled for another CPU. Build it on this machine (cargo pgrx install), \
+             or install the portable package that scripts/package.sh makes.",
+        )
+        .report(PgLogLevel::ERROR);
     }
 }
 

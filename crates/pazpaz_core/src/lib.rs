@@ -18,6 +18,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod cpu;
 pub mod envelope;
 pub mod error;
 pub mod field;

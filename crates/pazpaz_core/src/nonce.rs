@@ -21,8 +21,24 @@ use crate::error::{Error, Result};
 
 pub const NONCE_LEN: usize = 12;
 
+/// Nonces generated per refill: one ChaCha20 call fills 32 of them, so the
+/// per-nonce cost is a 12-byte copy.
+const BATCH: usize = 32;
+
 pub struct NonceRng {
-    state: Option<(u32, ChaCha20Rng)>,
+    state: Option<Seeded>,
+}
+
+#[derive(Clone)]
+struct Seeded {
+    /// The process that seeded the generator (and filled `buf`).
+    owner: u32,
+    rng: ChaCha20Rng,
+    /// Nonces not yet handed out: `buf[pos..]`. Nonces are public (stored
+    /// next to every ciphertext), so the buffer needs no wiping; what matters
+    /// is that it is never shared across a fork, which the owner check ensures.
+    buf: [u8; NONCE_LEN * BATCH],
+    pos: usize,
 }
 
 impl Default for NonceRng {
@@ -38,22 +54,35 @@ impl NonceRng {
 
     /// A fresh nonce. `process_id` must identify the calling process (its PID).
     pub fn nonce(&mut self, process_id: u32) -> Result<[u8; NONCE_LEN]> {
-        let rng = match &mut self.state {
-            Some((owner, rng)) if *owner == process_id => rng,
+        let s = match &mut self.state {
+            Some(s) if s.owner == process_id => s,
+            // Not seeded yet, or inherited across a fork: the generator
+            // state and any buffered nonces are discarded.
             state => {
                 let mut seed = Zeroizing::new([0u8; 32]);
                 getrandom::fill(&mut seed[..]).map_err(|_| Error::Rng)?;
-                &mut state.insert((process_id, ChaCha20Rng::from_seed(*seed))).1
+                let fresh = Seeded {
+                    owner: process_id,
+                    rng: ChaCha20Rng::from_seed(*seed),
+                    buf: [0; NONCE_LEN * BATCH],
+                    pos: NONCE_LEN * BATCH,
+                };
+                state.insert(fresh)
             }
         };
+        if s.pos == s.buf.len() {
+            s.rng.fill_bytes(&mut s.buf);
+            s.pos = 0;
+        }
         let mut n = [0u8; NONCE_LEN];
-        rng.fill_bytes(&mut n);
+        n.copy_from_slice(&s.buf[s.pos..s.pos + NONCE_LEN]);
+        s.pos += NONCE_LEN;
         Ok(n)
     }
 
     /// Whether the generator was seeded by `process_id` (for tests).
     pub fn seeded_by(&self, process_id: u32) -> bool {
-        matches!(&self.state, Some((owner, _)) if *owner == process_id)
+        matches!(&self.state, Some(s) if s.owner == process_id)
     }
 }
 
