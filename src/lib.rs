@@ -47,16 +47,7 @@ pub extern "C-unwind" fn _PG_init() {
 fn require_cpu_features() {
     let missing = pazpaz_core::cpu::missing_features();
     if !missing.is_empty() {
-        pgrx::pg_sys::panic::ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("this build of pazpaz_crypto needs CPU features this machine lacks: {}", missing.join(", ")),
-            "pazpaz_crypto",
-        )
-        .set_hint(
-            "It was compiled for another CPU. Build it on this machine (cargo pgrx install), \
-             or install the portable package that scripts/package.sh makes.",
-        )
-        .report(PgLogLevel::ERROR);
+        error::raise_cpu_features_missing(&missing);
     }
 }
 

@@ -5,22 +5,48 @@
 //! straight into place. For a 100-byte field the copies pgrx's `Vec<u8>` and
 //! `String` conversions make cost about as much as AES-GCM itself.
 
+use std::ffi::c_int;
 use std::ptr::NonNull;
 
+use pazpaz_core::Error;
 use pgrx::pg_sys;
+
+use crate::error::{raise, raise_out_of_memory};
+
+/// PostgreSQL's MaxAllocSize: the largest ordinary palloc (1 GB - 1).
+const MAX_ALLOC_SIZE: usize = 0x3fff_ffff;
+const MCXT_ALLOC_NO_OOM: c_int = pg_sys::MCXT_ALLOC_NO_OOM as c_int;
+const MCXT_ALLOC_ZERO: c_int = pg_sys::MCXT_ALLOC_ZERO as c_int;
+
+mod unguarded {
+    use std::ffi::{c_int, c_void};
+
+    extern "C" {
+        /// PostgreSQL's palloc_extended (mcxt.c), declared without pgrx's
+        /// FFI guard; see `Varlena::alloc` for why that is sound here.
+        pub fn palloc_extended(size: usize, flags: c_int) -> *mut c_void;
+    }
+}
 
 /// A varlena in the current memory context: a detoasted argument or a result
 /// being built.
 pub struct Varlena(NonNull<pg_sys::varlena>);
 
 impl Varlena {
-    /// A new varlena with `len` data bytes (zeroed).
+    /// A new varlena with `len` data bytes (zeroed), in the current memory
+    /// context.
     pub fn alloc(len: usize) -> Varlena {
-        let total = len + pg_sys::VARHDRSZ;
-        // palloc0 raises "invalid memory alloc request size" beyond 1 GB.
-        let p = unsafe { pg_sys::palloc0(total) }.cast::<pg_sys::varlena>();
-        unsafe { pgrx::varlena::set_varsize_4b(p, total as i32) };
-        Varlena(NonNull::new(p).expect("palloc never returns NULL"))
+        let total = len.checked_add(pg_sys::VARHDRSZ).filter(|&t| t <= MAX_ALLOC_SIZE);
+        let Some(total) = total else { raise(Error::TooLarge) };
+        // SAFETY: with MCXT_ALLOC_NO_OOM, palloc_extended reports running out
+        // of memory by returning NULL; its only other ERROR is for a size
+        // above MaxAllocSize, excluded above. So it cannot longjmp over our
+        // frames, and needs none of the sigsetjmp guard pgrx puts around
+        // every PostgreSQL call (a measurable share of a short field's cost).
+        let p = unsafe { unguarded::palloc_extended(total, MCXT_ALLOC_NO_OOM | MCXT_ALLOC_ZERO) };
+        let Some(p) = NonNull::new(p.cast::<pg_sys::varlena>()) else { raise_out_of_memory() };
+        unsafe { pgrx::varlena::set_varsize_4b(p.as_ptr(), total as i32) };
+        Varlena(p)
     }
 
     /// # Safety
