@@ -9,7 +9,7 @@
 #
 # Unlike the builds made for this machine (.cargo/config.toml: target-cpu=
 # native), the package is built for any x86_64 CPU with AES-NI, PCLMULQDQ and
-# AVX (2011 on), in its own target directory so that the two builds do not
+# AVX (most CPUs since 2011), in its own target directory so that the two builds do not
 # undo each other's compilation. On other architectures, the target's
 # defaults with run-time detection of the crypto instructions.
 set -euo pipefail

@@ -34,7 +34,11 @@ pg_start() {
 
 pg_stop() {
     local dir; dir=$(pg_dir "$1")
-    [ -d "$dir/data" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1
+    # Stopping a server that is not running is not an error (and must not
+    # end a caller running under set -e, e.g. in an EXIT trap).
+    if [ -d "$dir/data" ]; then
+        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
     return 0
 }
 

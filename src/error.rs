@@ -47,21 +47,6 @@ pub fn raise_out_of_memory() -> ! {
     unreachable!("ERROR does not return")
 }
 
-/// The library was built for CPU features this machine lacks (0A000).
-pub fn raise_cpu_features_missing(missing: &[&str]) -> ! {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-        format!("this build of pazpaz_crypto needs CPU features this machine lacks: {}", missing.join(", ")),
-        "pazpaz_crypto",
-    )
-    .set_hint(
-        "It was compiled for another CPU. Build it on this machine (cargo pgrx install), \
-         or install the portable package that scripts/package.sh makes.",
-    )
-    .report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
-}
-
 pub trait OrRaise<T> {
     fn or_raise(self) -> T;
 }

@@ -31,24 +31,31 @@ mod versioned;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
 
+/// The library's entry point. Not `#[pg_guard]`, so that the CPU check is the
+/// first code that runs: it is C compiled for any x86_64 CPU
+/// (src/cpu_check.c), because the Rust code, pgrx's guard included, is
+/// compiled for the build's CPU and may use instructions this one lacks
+/// (tests/integration/cpu_features.sh disassembles both). The check raises its
+/// ERROR with a longjmp over this frame only, which holds nothing to drop.
+#[no_mangle]
+pub extern "C" fn _PG_init() {
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        pazpaz_require_cpu_features()
+    };
+    init();
+}
+
+#[cfg(target_arch = "x86_64")]
+extern "C" {
+    fn pazpaz_require_cpu_features();
+}
+
 #[pg_guard]
-pub extern "C-unwind" fn _PG_init() {
-    require_cpu_features();
+extern "C-unwind" fn init() {
     gucs::init();
     keys::init();
     log_filter::init();
-}
-
-/// Builds are compiled for a CPU (the build machine's own, or the portable
-/// x86_64 set in scripts/package.sh; see .cargo/config.toml). A library copied
-/// to a CPU that lacks one of those features would fault on the first key and
-/// take the server through crash recovery: refuse to load instead, naming
-/// what is missing (see `pazpaz_core::cpu`).
-fn require_cpu_features() {
-    let missing = pazpaz_core::cpu::missing_features();
-    if !missing.is_empty() {
-        error::raise_cpu_features_missing(&missing);
-    }
 }
 
 extension_sql_file!("../sql/rotation.sql", name = "rotation", requires = [

@@ -111,4 +111,69 @@ mod tests {
             assert_eq!(parsed, built, "version {version}, {len} bytes");
         }
     }
+
+    #[cfg(target_arch = "x86_64")]
+    extern "C" {
+        fn pazpaz_cpu_has(name: *const u8, len: usize) -> i32;
+        fn pazpaz_cpu_build_features() -> *const std::ffi::c_char;
+    }
+
+    /// Rust's feature names checked by src/cpu_check.c, with Linux's names.
+    #[cfg(target_arch = "x86_64")]
+    const CPU_FEATURES: &[(&str, &str)] = &[
+        ("sse3", "pni"), ("pclmulqdq", "pclmulqdq"), ("ssse3", "ssse3"), ("fma", "fma"),
+        ("cmpxchg16b", "cx16"), ("sse4.1", "sse4_1"), ("sse4.2", "sse4_2"), ("movbe", "movbe"),
+        ("popcnt", "popcnt"), ("aes", "aes"), ("xsave", "xsave"), ("avx", "avx"), ("f16c", "f16c"),
+        ("bmi1", "bmi1"), ("avx2", "avx2"), ("bmi2", "bmi2"), ("avx512f", "avx512f"),
+        ("avx512dq", "avx512dq"), ("adx", "adx"), ("avx512ifma", "avx512ifma"), ("avx512cd", "avx512cd"),
+        ("sha", "sha_ni"), ("avx512bw", "avx512bw"), ("avx512vl", "avx512vl"), ("avx512vbmi", "avx512vbmi"),
+        ("avx512vbmi2", "avx512_vbmi2"), ("gfni", "gfni"), ("vaes", "vaes"), ("vpclmulqdq", "vpclmulqdq"),
+        ("avx512vnni", "avx512_vnni"), ("avx512bitalg", "avx512_bitalg"),
+        ("avx512vpopcntdq", "avx512_vpopcntdq"), ("avx512vp2intersect", "avx512_vp2intersect"),
+        ("avx512fp16", "avx512_fp16"), ("avxvnni", "avx_vnni"), ("avx512bf16", "avx512_bf16"),
+        ("avxifma", "avx_ifma"), ("xsaveopt", "xsaveopt"), ("xsavec", "xsavec"), ("xsaves", "xsaves"),
+        ("lzcnt", "abm"), ("sse4a", "sse4a"), ("tbm", "tbm"),
+    ];
+
+    #[cfg(target_arch = "x86_64")]
+    fn cpu_has(name: &str) -> i32 {
+        unsafe { pazpaz_cpu_has(name.as_ptr(), name.len()) }
+    }
+
+    /// The load-time check (src/cpu_check.c) decodes CPUID and XCR0 as the
+    /// kernel does, for every feature it knows (Linux hides what the OS does
+    /// not save state for). RDRAND/RDSEED are left out: Linux hides them on
+    /// CPUs with faulty implementations (e.g. AMD Zen 5's RDSEED) although
+    /// CPUID reports them, and compilers never emit them unasked.
+    #[cfg(target_arch = "x86_64")]
+    #[pg_test]
+    fn cpu_check_agrees_with_proc_cpuinfo() {
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+        let flags: std::collections::HashSet<&str> =
+            info.lines().find(|l| l.starts_with("flags")).unwrap().split(':').nth(1).unwrap().split_whitespace().collect();
+        let disagree: Vec<String> = CPU_FEATURES
+            .iter()
+            .filter(|(name, linux)| (cpu_has(name) == 1) != flags.contains(linux))
+            .map(|(name, linux)| format!("{name}: check says {}, cpuinfo {}", cpu_has(name), flags.contains(linux)))
+            .collect();
+        assert!(disagree.is_empty(), "{disagree:?}");
+        assert_ne!(cpu_has("rdrand"), -1, "known to the table");
+        assert_eq!(cpu_has("no-such-feature"), -1);
+        assert_eq!(cpu_has("sse2"), 1, "baseline");
+    }
+
+    /// Every feature this build was compiled with is one the check knows, so
+    /// none is let through unchecked, and this CPU has them all.
+    #[cfg(target_arch = "x86_64")]
+    #[pg_test]
+    fn cpu_check_covers_the_build() {
+        let c = unsafe { std::ffi::CStr::from_ptr(pazpaz_cpu_build_features()) }.to_str().unwrap();
+        assert_eq!(c, env!("PAZPAZ_BUILD_FEATURES"));
+        let names: Vec<&str> = c.split(',').filter(|f| !f.is_empty()).collect();
+        assert!(names.contains(&"sse2"), "{c}");
+        let unknown: Vec<&&str> = names.iter().filter(|f| cpu_has(f) == -1).collect();
+        assert!(unknown.is_empty(), "not checked at load time: {unknown:?}");
+        let missing: Vec<&&str> = names.iter().filter(|f| cpu_has(f) == 0).collect();
+        assert!(missing.is_empty(), "{missing:?}");
+    }
 }

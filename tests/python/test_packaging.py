@@ -1,19 +1,20 @@
 """The portable package (scripts/package.sh, the README's packaging command)
 as an installable artifact, with no Rust involved: a .tar.gz of the three
-files, checked, extracted over / as the README says, then CREATE EXTENSION,
-a round trip and the independent known-answer vectors on a fresh cluster, and
-the catalogue of the extension's objects with their comments.
+files, checked, extracted into a private root (the README extracts it over /;
+the paths in the archive are the same), then CREATE EXTENSION, a round trip
+and the independent known-answer vectors on a fresh cluster that runs from
+that root, and the catalogue of the extension's objects with their comments.
 
 The package is built for any x86_64 CPU with AES-NI, PCLMULQDQ and AVX, unlike
-the build for this machine that the other suites test (.cargo/config.toml).
-The files it replaces are put back afterwards, by rename, so the rest of the
-suite keeps testing that build.
+the build for this machine that the other suites test (.cargo/config.toml),
+which stays installed in /usr untouched.
 """
 
 import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -23,7 +24,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import ROOT, SECOND_NAME, SECOND_PORT, new_key, remove_cluster, start_cluster
+from conftest import ROOT, SECOND_NAME, SECOND_PORT, Cluster, new_key, remove_cluster, run_pg
 from pazpaz_crypto import Keyring, set_keys
 
 PG_CONFIG = "/usr/lib/postgresql/15/bin/pg_config"
@@ -100,45 +101,30 @@ def test_library_needs_nothing_from_a_rust_toolchain(artifact, workdir):
 
 @pytest.fixture(scope="module")
 def installed(artifact, workdir):
-    """Extracts the artifact over / with plain tar, as the README says (each
-    file unlinked first, so running servers keep their mapped library), and
-    starts a fresh server on it. Afterwards the files that were installed
-    before are put back by rename."""
-    staging = workdir / "staging"
-    staging.mkdir(mode=0o755)
-    assert staging.stat().st_uid == 0
-    subprocess.run(["tar", "-xzf", str(artifact), "-C", str(staging)], check=True)
-    files = [p.relative_to(staging) for p in staging.rglob("*") if p.is_file()]
-    previous = workdir / "previous"
-    for f in files:
-        if (Path("/") / f).is_file():
-            (previous / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(Path("/") / f, previous / f)
+    """Extracts the artifact with plain tar into a fresh root-owned directory
+    standing in for /, and starts a fresh server whose PostgreSQL finds its
+    library and extension files there (scripts/pg.sh use_package_overlay)."""
+    root = workdir / "root"
+    root.mkdir(mode=0o755)
+    assert root.stat().st_uid == 0
+    subprocess.run(["tar", "--unlink-first", "-xzf", str(artifact), "-C", str(root)], check=True)
+    for f in (p for p in root.rglob("*") if p.is_file()):
+        assert f.stat().st_uid == 0, f
     try:
-        subprocess.run(["tar", "--unlink-first", "-xzf", str(artifact), "-C", "/"], check=True)
-        for f in files:
-            target = Path("/") / f
-            assert sha256(target) == sha256(staging / f), f
-            assert target.stat().st_uid == 0
-        cluster = start_cluster(SECOND_NAME, SECOND_PORT)  # a fresh server: loads the extracted library
-        try:
-            db = cluster.create_db()
-            yield cluster, db
-        finally:
-            remove_cluster(SECOND_NAME)
+        # A fresh server: loads the extracted library (preloaded, as in production).
+        run_pg(f"use_package_overlay {shlex.quote(str(root))} pkg-root && pg_start {SECOND_NAME} {SECOND_PORT}")
+        cluster = Cluster(SECOND_NAME, SECOND_PORT)
+        db = cluster.create_db()
+        library = Path("/tmp/pazpaz_crypto/pkg-root") / str(PKGLIBDIR).lstrip("/") / "pazpaz_crypto.so"
+        assert sha256(library) == sha256(root / str(PKGLIBDIR).lstrip("/") / "pazpaz_crypto.so")
+        yield cluster, db, library
     finally:
-        for f in files:
-            target = Path("/") / f
-            if (previous / f).is_file():
-                tmp = target.with_name(target.name + ".restore")
-                shutil.copy2(previous / f, tmp)
-                os.replace(tmp, target)
-            else:
-                target.unlink(missing_ok=True)
+        remove_cluster(SECOND_NAME)
+        shutil.rmtree("/tmp/pazpaz_crypto/pkg-root", ignore_errors=True)
 
 
 def test_create_extension_and_round_trip(installed, artifact):
-    cluster, db = installed
+    cluster, db, library = installed
     version = re.search(r"pazpaz_crypto-(.+)-pg15-[a-z0-9]+\.tar\.gz", artifact.name).group(1)
     with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
         assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'pazpaz_crypto'").fetchone()[0] == version
@@ -147,14 +133,18 @@ def test_create_extension_and_round_trip(installed, artifact):
         c.execute("CREATE TABLE t (v encrypted_text(20))")
         c.execute("INSERT INTO t VALUES (%s)", ("Zoë",))
         assert c.execute("SELECT v, key_version(v) FROM t").fetchone() == ("Zoë", "v1")
-        # The library is preloaded by the fresh server, as in production.
+        # The library is preloaded by the fresh server, as in production, and
+        # it is the packaged one, not the build installed in /usr.
         assert "pazpaz_crypto" in c.execute("SHOW shared_preload_libraries").fetchone()[0]
+        pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert str(library) in maps and str(PKGLIBDIR / "pazpaz_crypto.so") not in maps
 
 
 def test_known_answer_vectors(installed):
     """The portable build decrypts the vectors an independent implementation
     made (Python cryptography), in both formats."""
-    cluster, db = installed
+    cluster, db, _ = installed
     vectors = json.loads(Path(ROOT, "tests/vectors/field_vectors.json").read_text())
     with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
         set_keys(c, Keyring(vectors["keys_base64"], current="v1"))
@@ -200,7 +190,7 @@ def extension_objects(cluster, db) -> list[tuple[str, str, str | None]]:
 
 
 def test_dx_lists_every_object(installed):
-    cluster, db = installed
+    cluster, db, _ = installed
     out = subprocess.run(
         ["psql", "-X", "-A", "-t", "-h", cluster.host, "-p", str(cluster.port), "-U", "postgres", "-d", db,
          "-c", r"\dx+ pazpaz_crypto"], check=True, capture_output=True, text=True).stdout
@@ -210,7 +200,7 @@ def test_dx_lists_every_object(installed):
 
 
 def test_every_function_type_and_procedure_has_a_comment(installed):
-    cluster, db = installed
+    cluster, db, _ = installed
     missing = [o for o, catalog, comment in extension_objects(cluster, db)
                if catalog in ("pg_proc", "pg_type") and not comment]
     assert not missing, "objects without a COMMENT: " + "; ".join(missing)
@@ -219,7 +209,7 @@ def test_every_function_type_and_procedure_has_a_comment(installed):
 def test_every_cast_has_a_comment(installed):
     """COMMENT ON CAST documents what each cast does (encrypts, decrypts, or
     moves the raw envelope without a key) in \\dC+."""
-    cluster, db = installed
+    cluster, db, _ = installed
     casts = [(o, comment) for o, catalog, comment in extension_objects(cluster, db) if catalog == "pg_cast"]
     assert len(casts) >= 6
     missing = [o for o, comment in casts if not comment]

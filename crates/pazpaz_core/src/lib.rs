@@ -18,7 +18,6 @@
 //! ```
 #![deny(unsafe_code)]
 
-pub mod cpu;
 pub mod envelope;
 pub mod error;
 pub mod field;
