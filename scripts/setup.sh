@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-APT_PACKAGES=(sudo postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang
+APT_PACKAGES=(sudo gcc binutils postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang
               pgbouncer postgresql-15-pgaudit hyperfine python3-pip)
 
 missing=()
