@@ -28,10 +28,12 @@ fn main() {
         .file("src/cpu_check.c")
         .include(include)
         .define("PAZPAZ_BUILD_FEATURES", Some(format!("\"{features}\"").as_str()))
-        // After cc's own flags, so that they win over any -march it derives
-        // from RUSTFLAGS (-C target-cpu): this code must run on any x86_64.
+        // cc would otherwise turn RUSTFLAGS' -C target-feature=+aes,… into
+        // -maes …: this code must run on any x86_64. (CFLAGS from the
+        // environment still come last; cpu_check.c refuses to compile if they
+        // enable anything beyond the baseline.)
+        .inherit_rustflags(false)
         .flag("-march=x86-64")
         .flag("-mtune=generic")
-        .flag("-mno-avx")
         .compile("pazpaz_cpu_check");
 }

@@ -26,6 +26,16 @@
 #error "build.rs defines PAZPAZ_BUILD_FEATURES"
 #endif
 
+/* Compiled for baseline x86_64 only (SSE2), whatever CFLAGS say. */
+#if defined(__SSE3__) || defined(__SSSE3__) || defined(__SSE4_1__) || defined(__SSE4_2__) || \
+	defined(__POPCNT__) || defined(__AES__) || defined(__PCLMUL__) || defined(__AVX__) || \
+	defined(__AVX2__) || defined(__AVX512F__) || defined(__BMI__) || defined(__BMI2__) || \
+	defined(__LZCNT__) || defined(__FMA__) || defined(__F16C__) || defined(__MOVBE__) || \
+	defined(__VAES__) || defined(__VPCLMULQDQ__) || defined(__SHA__) || defined(__GFNI__) || \
+	defined(__ADX__) || defined(__SSE4A__) || defined(__TBM__)
+#error "cpu_check.c must be compiled for baseline x86_64 (-march=x86-64)"
+#endif
+
 enum reg
 {
 	L1_ECX,						/* leaf 1 */
