@@ -207,6 +207,13 @@ pazpaz_cpu_has(const char *name, size_t len)
 	return pazpaz_cpu_lookup(&cpu, name, len);
 }
 
+/* The i-th feature name of the table, NULL past its end; for tests. */
+const char *
+pazpaz_cpu_feature(size_t i)
+{
+	return i < lengthof(features) ? features[i].name : NULL;
+}
+
 /* The features the Rust code was compiled with, for tests. */
 const char *
 pazpaz_cpu_build_features(void)

@@ -116,6 +116,7 @@ mod tests {
     extern "C" {
         fn pazpaz_cpu_has(name: *const u8, len: usize) -> i32;
         fn pazpaz_cpu_build_features() -> *const std::ffi::c_char;
+        fn pazpaz_cpu_feature(i: usize) -> *const std::ffi::c_char;
     }
 
     /// Rust's feature names checked by src/cpu_check.c, with Linux's names.
@@ -157,6 +158,19 @@ mod tests {
             .map(|(name, linux)| format!("{name}: check says {}, cpuinfo {}", cpu_has(name), flags.contains(linux)))
             .collect();
         assert!(disagree.is_empty(), "{disagree:?}");
+        // Every feature the C table knows is compared above (or is one of the
+        // two the kernel may hide), so the lists cannot drift apart.
+        let table: Vec<String> = (0..)
+            .map(|i| unsafe { pazpaz_cpu_feature(i) })
+            .take_while(|p| !p.is_null())
+            .map(|p| unsafe { std::ffi::CStr::from_ptr(p) }.to_str().unwrap().to_owned())
+            .collect();
+        assert!(table.len() > 40, "{table:?}");
+        let uncompared: Vec<&String> = table
+            .iter()
+            .filter(|n| !["rdrand", "rdseed"].contains(&n.as_str()) && !CPU_FEATURES.iter().any(|(f, _)| f == n))
+            .collect();
+        assert!(uncompared.is_empty(), "in the C table but not compared with /proc/cpuinfo: {uncompared:?}");
         assert_ne!(cpu_has("rdrand"), -1, "known to the table");
         assert_eq!(cpu_has("no-such-feature"), -1);
         assert_eq!(cpu_has("sse2"), 1, "baseline");
