@@ -32,13 +32,12 @@ mod versioned;
 mod tests;
 
 /// The library's entry point. Not `#[pg_guard]`, so that the CPU check is the
-/// first code of ours that runs (PostgreSQL calls pgrx's `Pg_magic_func`
-/// before it: plain code, disassembled by the same test): it is C compiled
-/// for any x86_64 CPU
+/// first code of ours that runs: it is C compiled for any x86_64 CPU
 /// (src/cpu_check.c), because the Rust code, pgrx's guard included, is
-/// compiled for the build's CPU and may use instructions this one lacks
-/// (tests/integration/cpu_features.sh disassembles both). The check raises its
-/// ERROR with a longjmp over this frame only, which holds nothing to drop.
+/// compiled for the build's CPU and may use instructions this one lacks.
+/// (PostgreSQL calls pgrx's `Pg_magic_func` before this: plain code.)
+/// tests/integration/cpu_features.sh disassembles all three. The check raises
+/// its ERROR with a longjmp over this frame only, which holds nothing to drop.
 #[no_mangle]
 pub extern "C" fn _PG_init() {
     #[cfg(target_arch = "x86_64")]
