@@ -5,10 +5,10 @@ CREATE EXTENSION pazpaz_crypto;
 
 \echo
 \echo '-- 1. Keys are session state. The application generates a key once and'
-\echo '--    hands it to each session with a parameterised set_config(); here we'
-\echo '--    keep it in a psql variable so it is never printed.'
-SELECT generate_encryption_key() AS k1, generate_encryption_key() AS k2 \gset
-SELECT set_config('pazpaz.encryption_key', :'k1', false) AS "set_config(...)";
+\echo '--    hands it to each session with a parameterised set_config(); here the'
+\echo '--    server generates throwaway keys, so no key is ever in a statement.'
+CREATE TEMP TABLE demo_keys AS SELECT generate_encryption_key() AS k1, generate_encryption_key() AS k2;
+SELECT set_config('pazpaz.encryption_key', k1, false) AS "set_config(...)" FROM demo_keys;
 SHOW pazpaz.encryption_key;
 SELECT * FROM encryption_status();
 
@@ -42,7 +42,7 @@ SELECT id FROM clients WHERE first_name::text = 'Jane';
 \echo
 \echo '-- 4. Key rotation in the database: add v2, make it the write key, re-encrypt.'
 RESET pazpaz.encryption_key;
-SELECT set_config('pazpaz.encryption_keys', json_build_object('v1', :'k1', 'v2', :'k2')::text, false) IS NOT NULL AS keyring_set;
+SELECT set_config('pazpaz.encryption_keys', json_build_object('v1', k1, 'v2', k2)::text, false) IS NOT NULL AS keyring_set FROM demo_keys;
 SET pazpaz.encryption_key_version = 'v2';
 CALL rotate_column('clients', 'first_name', 1000);
 UPDATE clients SET medical_history = reencrypt(medical_history) WHERE key_version(medical_history) <> 'v2';

@@ -19,7 +19,6 @@ use pgrx::Internal;
 use crate::error::{raise, OrRaise};
 use crate::gucs::{self, TextIo};
 use crate::keys;
-use crate::log_filter;
 use crate::varlena::{varlena_type, Bytea, Text, Varlena};
 
 varlena_type!(
@@ -76,7 +75,6 @@ fn utf8_chars(s: &[u8]) -> usize {
 
 /// Encrypts `plaintext` (valid text) into a new envelope under the write key.
 fn seal(plaintext: &[u8], typmod: i32) -> EncryptedText {
-    log_filter::plaintext_was_input();
     check_length(plaintext, typmod).or_raise();
     let ring = keys::keyring().or_raise();
     let key = ring.current().or_raise();
@@ -100,7 +98,6 @@ fn open_into(bytes: &[u8], out: &mut [u8]) -> Result<(), Error> {
     let ring = keys::keyring()?;
     env.open_into(ring.get(env.version)?.cipher(), out)?;
     field::check_text(out)?;
-    log_filter::plaintext_was_output();
     Ok(())
 }
 
@@ -133,6 +130,7 @@ fn encrypted_text_in(input: &CStr, _typioparam: pg_sys::Oid, typmod: i32) -> Enc
                     "input is an envelope in text form; SET pazpaz.encrypted_text_io = 'envelope' to load envelopes",
                 ));
             }
+            keys::note_input_encryption();
             seal(text, typmod)
         }
     }
@@ -261,7 +259,11 @@ fn encrypted_text_length(value: EncryptedText, typmod: i32, _explicit: bool) -> 
 }
 
 /// bytea → encrypted_text: the raw envelope, checked for structure (no key).
-#[pg_extern(immutable, strict, parallel_safe, name = "encrypted_text", requires = ["encrypted_text_type"])]
+/// STABLE, not IMMUTABLE, although it is: an immutable call on a constant is
+/// folded into an `encrypted_text` constant, and printing a plan (EXPLAIN
+/// VERBOSE, auto_explain) prints constants with the decrypting output
+/// function — which fails without a key, and would show plaintext with one.
+#[pg_extern(stable, strict, parallel_safe, name = "encrypted_text", requires = ["encrypted_text_type"])]
 fn bytea_to_encrypted_text(envelope: Bytea) -> EncryptedText {
     from_envelope_bytes(envelope.0.as_bytes())
 }

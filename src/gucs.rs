@@ -23,10 +23,14 @@ use pgrx::prelude::*;
 use pgrx::PostgresGucEnum;
 use zeroize::Zeroizing;
 
+use std::cell::Cell;
+
+use crate::backend_local::BackendLocal;
+
 use pazpaz_core::keyring::{validate_version, Keyring};
 use pazpaz_core::key::Key;
 
-use crate::keys;
+use crate::log_secrets;
 
 pub const KEY: &CStr = c"pazpaz.encryption_key";
 pub const KEYS: &CStr = c"pazpaz.encryption_keys";
@@ -36,6 +40,10 @@ static ENCRYPTION_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString
 static ENCRYPTION_KEYS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ENCRYPTION_KEY_VERSION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ENCRYPTED_TEXT_IO: GucSetting<TextIo> = GucSetting::<TextIo>::new(TextIo::Plaintext);
+static LOG_REDACT_VALUES: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// Called after every change of a key setting (see `on_key_change`).
+static ON_KEY_CHANGE: BackendLocal<Cell<Option<fn()>>> = BackendLocal::new(Cell::new(None));
 
 /// How `encrypted_text` values are written and read as text.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -94,6 +102,14 @@ pub fn init() {
             GucContext::Userset,
             GucFlags::default(),
         );
+        GucRegistry::define_bool_guc(
+            c"pazpaz.log_redact_values",
+            c"Redact values (bind parameters, row values in details, input data, plan literals) from the server log.",
+            c"Keys are always redacted. Turning this off lets plaintext that a session writes or reads reach the server log.",
+            &LOG_REDACT_VALUES,
+            GucContext::Suset,
+            GucFlags::default(),
+        );
         pg_sys::MarkGUCPrefixReserved(c"pazpaz".as_ptr());
     }
 }
@@ -118,6 +134,17 @@ fn warn_if_set_before_load() {
 /// Current text I/O mode of `encrypted_text`.
 pub fn text_io() -> TextIo {
     ENCRYPTED_TEXT_IO.get()
+}
+
+/// Whether the log filter redacts values (`pazpaz.log_redact_values`).
+pub fn log_redact_values() -> bool {
+    LOG_REDACT_VALUES.get()
+}
+
+/// Registers the function that runs after every change of a key setting
+/// (the key cache drops its keyring there). Settings know nothing else of it.
+pub fn on_key_change(f: fn()) {
+    ON_KEY_CHANGE.set(Some(f));
 }
 
 /// Zeroizing copies of the three key settings, for building the keyring.
@@ -191,6 +218,10 @@ unsafe fn check_secret(
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return true; // empty: no key, nothing secret to protect
     }
+    // First of all, so that the log filter scrubs this value from every
+    // later message — including the refusal below and PostgreSQL's report
+    // of the statement that carried it.
+    log_secrets::remember(bytes);
     let name = name.to_string_lossy();
     if let Some(where_) = forbidden_source(source) {
         return unsafe {
@@ -246,7 +277,9 @@ unsafe extern "C-unwind" fn check_version(newval: *mut *mut c_char, _extra: *mut
 /// settings) drops the cached keyring; dropping it zeroizes the key schedule.
 #[pg_guard]
 unsafe extern "C-unwind" fn assign_key(_newval: *const c_char, _extra: *mut c_void) {
-    keys::invalidate();
+    if let Some(f) = ON_KEY_CHANGE.get() {
+        f();
+    }
 }
 
 // Even a role allowed to read a key setting sees only whether it is set.

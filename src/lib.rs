@@ -24,6 +24,7 @@ mod field_functions;
 mod gucs;
 mod keys;
 mod log_filter;
+mod log_secrets;
 mod status;
 mod varlena;
 mod versioned;
@@ -54,8 +55,9 @@ extern "C" {
 
 #[pg_guard]
 extern "C-unwind" fn init() {
-    gucs::init();
+    // Before the settings exist: defining them assigns values set earlier.
     keys::init();
+    gucs::init();
     log_filter::init();
 }
 

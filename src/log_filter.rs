@@ -1,230 +1,299 @@
 //! Keeps keys and decrypted values out of the server log.
 //!
-//! An `emit_log_hook` sees every message before it is written. It only
-//! exists in backends that loaded the library, which is one reason the
-//! production setup preloads it.
+//! An `emit_log_hook` rewrites every message this backend sends to the server
+//! log, before any other library's hook sees it (see "Order" below). The text
+//! rules are pure functions in `pazpaz_core::redact`; this module applies
+//! them to PostgreSQL's `ErrorData`:
 //!
-//! 1. Statements that set a key: with `log_statement = all`, PostgreSQL logs
-//!    `SET pazpaz.encryption_key = '…'` verbatim and, for the recommended
-//!    `set_config('pazpaz.encryption_key', $1, false)`, the bind parameters
-//!    (`DETAIL: parameters: $1 = '…'`). A statement counts as setting a key
-//!    when its text, its parameter details, or the prepared statement that an
-//!    `EXECUTE` runs names a `pazpaz` key setting. For those, the statement
-//!    text in the message, parameter and `prepare:` details, the context and
-//!    the `STATEMENT:` line are replaced by markers. Other messages are
-//!    untouched (a LOG line of the postmaster about a refused setting, say).
-//! 2. Row values: for NOT NULL / CHECK / partition violations PostgreSQL
-//!    writes "Failing row contains (…)" built with each column's output
-//!    function. Once this backend has decrypted anything, that detail is
-//!    replaced in the server log (`detail_log`); the client, which holds the
-//!    key, still receives it.
-//! 3. COPY input: an error during COPY FROM adds the offending input line or
-//!    value to the context (`COPY t, line 1, column c: "…"`). Once this
-//!    backend has encrypted text input, the quoted data is removed from such
-//!    contexts (for the client too: PostgreSQL has no log-only context).
+//! 1. **Keys, by value.** Every key string this backend holds or held (the
+//!    settings' check hooks record each value, `log_secrets.rs`) is scrubbed
+//!    from every field — message, detail, detail_log, hint, context, internal
+//!    query — whoever wrote it: auto_explain's plan of the `set_config` call,
+//!    an input error quoting a key, a deadlock report.
+//! 2. **Key statements, by shape**, for what is logged before the key is
+//!    known (`log_statement` logs a statement before it runs): a statement
+//!    that names `pazpaz` or `set_config`, or uses a Unicode escape, has its
+//!    text, parameters, context and `STATEMENT:` line replaced; so does any
+//!    detail or context naming them (another process's report of a
+//!    statement: "Failed process was running: …", deadlock details).
+//! 3. **Values, always** (unless a superuser turns
+//!    `pazpaz.log_redact_values` off): bind parameters (`parameters: $1 = …`,
+//!    pgaudit's parameter field), row values in details (`Failing row
+//!    contains`, `Key (…)=(…)`, partition keys; server log only, the client
+//!    keeps them), input data in COPY and JSON error contexts, values quoted
+//!    by data exceptions (SQLSTATE class 22), and the literals of
+//!    auto_explain plans (constants and folded parameters are printed with
+//!    the type's output function, which decrypts).
+//!
+//! **Failing closed.** Nothing in the hook can raise: replacement strings
+//! are allocated with `MCXT_ALLOC_NO_OOM` and no other PostgreSQL function is
+//! called, so the `catch_unwind` below only ever catches a Rust panic — and
+//! then, or when memory is short, every text field is emptied in place.
+//!
+//! **Order.** The hook that PostgreSQL calls first is the one installed
+//! last. A library loaded after this one (later in
+//! `shared_preload_libraries`, in `session_preload_libraries`, by `LOAD`)
+//! would see messages before they are redacted; so after the postmaster has
+//! loaded every preloaded library (`shmem_request_hook`) and before every
+//! parsed statement (`post_parse_analyze_hook`), the hook is re-installed on
+//! top if something was put above it. Each installation is a separate entry
+//! point with its own "previous hook", so the chain stays intact; only the
+//! topmost one redacts.
 
 use std::cell::Cell;
 use std::ffi::{c_char, CStr};
 
+use pazpaz_core::redact;
 use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
 
 use crate::backend_local::{BackendLocal, LocalFlag};
-use pgrx::prelude::*;
+use crate::gucs;
+use crate::log_secrets;
+use crate::varlena::cstring_no_raise;
 
-const STATEMENT_MARK: &[u8] = b"[statement redacted by pazpaz_crypto: it sets a key]";
-const PARAMS_MARK: &[u8] = b"[parameters redacted by pazpaz_crypto]";
-const CONTEXT_MARK: &[u8] = b"[context redacted by pazpaz_crypto]";
-const ROW_MARK: &[u8] = b"Failing row contains (values hidden by pazpaz_crypto).";
-const PARTITION_ROW_MARK: &[u8] = b"Partition key of the failing row contains (values hidden by pazpaz_crypto).";
-const COPY_DATA_MARK: &[u8] = b": [data hidden by pazpaz_crypto]";
+/// Re-installations on top of other hooks allowed per process (so two
+/// libraries that both insist on being on top cannot grow the chain forever).
+const POSITIONS: usize = 4;
 
-static mut PREV_HOOK: pg_sys::emit_log_hook_type = None;
+// Only touched from the backend's single thread (hooks and _PG_init).
+static mut PREV: [pg_sys::emit_log_hook_type; POSITIONS] = [None; POSITIONS];
+static mut TOP: usize = 0;
+static mut USED: usize = 0;
+static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
+static mut PREV_POST_PARSE_ANALYZE: pg_sys::post_parse_analyze_hook_type = None;
+/// A statement naming a key setting was PREPAREd in this backend: from now
+/// on an `EXECUTE` (which names only the prepared statement) counts as one.
+static KEY_PREPARED: LocalFlag = BackendLocal::new(Cell::new(false));
 
-static PLAINTEXT_OUTPUT: LocalFlag = BackendLocal::new(Cell::new(false));
-static PLAINTEXT_INPUT: LocalFlag = BackendLocal::new(Cell::new(false));
+macro_rules! positions {
+    ($($name:ident = $i:expr),*) => {
+        $(
+            unsafe extern "C-unwind" fn $name(edata: *mut pg_sys::ErrorData) {
+                // SAFETY: PostgreSQL passes the ErrorData being emitted.
+                unsafe { run($i, edata) }
+            }
+        )*
+        const ENTRY: [unsafe extern "C-unwind" fn(*mut pg_sys::ErrorData); POSITIONS] = [$($name),*];
+    };
+}
+positions!(hook_0 = 0, hook_1 = 1, hook_2 = 2, hook_3 = 3);
 
 pub fn init() {
+    ensure_outermost();
+    // SAFETY: _PG_init runs once per process, single-threaded; these are
+    // PostgreSQL's hook variables, chained to their previous values.
     unsafe {
-        PREV_HOOK = pg_sys::emit_log_hook;
-        pg_sys::emit_log_hook = Some(emit_log_hook);
+        PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(shmem_request);
+        PREV_POST_PARSE_ANALYZE = pg_sys::post_parse_analyze_hook;
+        pg_sys::post_parse_analyze_hook = Some(post_parse_analyze);
     }
 }
 
-/// Called whenever this backend produces decrypted text.
-pub fn plaintext_was_output() {
-    PLAINTEXT_OUTPUT.set(true);
+/// Puts this filter on top of `emit_log_hook` if another library installed
+/// its hook after it.
+fn ensure_outermost() {
+    // SAFETY: single-threaded access to our statics and PostgreSQL's hook
+    // variable; every installed entry point stays valid for the life of the
+    // process (the library is never unloaded).
+    unsafe {
+        let head = pg_sys::emit_log_hook;
+        if USED > 0 && head.map(|f| f as usize) == Some(ENTRY[TOP] as usize) {
+            return;
+        }
+        if USED == POSITIONS {
+            return;
+        }
+        PREV[USED] = head;
+        TOP = USED;
+        pg_sys::emit_log_hook = Some(ENTRY[USED]);
+        USED += 1;
+    }
 }
 
-/// Called whenever this backend encrypts text given as input.
-pub fn plaintext_was_input() {
-    PLAINTEXT_INPUT.set(true);
+unsafe extern "C-unwind" fn shmem_request() {
+    ensure_outermost();
+    // SAFETY: the previous hook, called as PostgreSQL would have.
+    if let Some(prev) = unsafe { PREV_SHMEM_REQUEST } {
+        unsafe { prev() };
+    }
 }
 
-/// Case-insensitive: does `s` name one of the key settings?
-pub fn mentions_key_setting(s: &[u8]) -> bool {
-    let lower = s.to_ascii_lowercase();
-    let has = |needle: &[u8]| lower.windows(needle.len()).any(|w| w == needle);
-    has(b"pazpaz") && has(b"encryption_key")
+unsafe extern "C-unwind" fn post_parse_analyze(pstate: *mut pg_sys::ParseState, query: *mut pg_sys::Query, jstate: *mut pg_sys::JumbleState) {
+    ensure_outermost();
+    // SAFETY: PostgreSQL passes the Query it just analysed; a utility
+    // statement's node is read for its tag only.
+    let prepares = unsafe { query.as_ref() }
+        .and_then(|q| unsafe { q.utilityStmt.as_ref() })
+        .is_some_and(|u| u.type_ == pg_sys::NodeTag::T_PrepareStmt);
+    // SAFETY: debug_query_string is NULL or the current statement's text.
+    if prepares && unsafe { cstr(pg_sys::debug_query_string) }.is_some_and(redact::names_key_setting) {
+        KEY_PREPARED.set(true);
+    }
+    // SAFETY: the previous hook, with PostgreSQL's own arguments.
+    if let Some(prev) = unsafe { PREV_POST_PARSE_ANALYZE } {
+        unsafe { prev(pstate, query, jstate) };
+    }
 }
 
+/// # Safety
+/// `edata` is the message PostgreSQL is emitting (or NULL).
+unsafe fn run(position: usize, edata: *mut pg_sys::ErrorData) {
+    // SAFETY: single-threaded reads of our statics; `edata` as given.
+    unsafe {
+        if position == TOP {
+            if let Some(e) = edata.as_mut() {
+                filter(e);
+            }
+        }
+        if let Some(prev) = PREV[position] {
+            prev(edata);
+        }
+    }
+}
+
+fn filter(e: &mut pg_sys::ErrorData) {
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut m = Message { e: &mut *e, ok: true };
+        m.redact();
+        m.ok
+    }));
+    if !matches!(done, Ok(true)) {
+        blank(e);
+    }
+}
+
+/// Empties every text field in place (no allocation) and hides the
+/// statement: used when redaction could not complete.
+fn blank(e: &mut pg_sys::ErrorData) {
+    for p in [e.message, e.detail, e.detail_log, e.hint, e.context, e.internalquery] {
+        if !p.is_null() {
+            // SAFETY: the fields are NUL-terminated strings owned by `e`.
+            unsafe { *p = 0 };
+        }
+    }
+    e.hide_stmt = true;
+}
+
+/// The fields of `ErrorData` that can carry text from anywhere.
+#[derive(Clone, Copy)]
+enum Field {
+    Message,
+    Detail,
+    DetailLog,
+    Hint,
+    Context,
+    InternalQuery,
+}
+
+const FIELDS: [Field; 6] = [Field::Message, Field::Detail, Field::DetailLog, Field::Hint, Field::Context, Field::InternalQuery];
+
+struct Message<'a> {
+    e: &'a mut pg_sys::ErrorData,
+    /// False once a replacement could not be allocated.
+    ok: bool,
+}
+
+impl Message<'_> {
+    fn slot(&mut self, f: Field) -> &mut *mut c_char {
+        match f {
+            Field::Message => &mut self.e.message,
+            Field::Detail => &mut self.e.detail,
+            Field::DetailLog => &mut self.e.detail_log,
+            Field::Hint => &mut self.e.hint,
+            Field::Context => &mut self.e.context,
+            Field::InternalQuery => &mut self.e.internalquery,
+        }
+    }
+
+    fn get(&mut self, f: Field) -> Option<Vec<u8>> {
+        let p = *self.slot(f);
+        // SAFETY: a non-null field is a NUL-terminated string owned by the
+        // ErrorData for the duration of the hook.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes().to_vec())
+    }
+
+    /// Replaces a field with a copy of `text` in the message's memory
+    /// context; PostgreSQL frees it with the message.
+    fn set(&mut self, f: Field, text: &[u8]) {
+        let text: Vec<u8> = text.iter().copied().filter(|&b| b != 0).collect();
+        match cstring_no_raise(self.e.assoc_context, &text) {
+            Some(p) => *self.slot(f) = p.as_ptr(),
+            None => self.ok = false,
+        }
+    }
+
+    fn map(&mut self, f: Field, rule: impl FnOnce(&[u8]) -> Option<Vec<u8>>) {
+        if let Some(new) = self.get(f).as_deref().and_then(rule) {
+            self.set(f, &new);
+        }
+    }
+
+    fn redact(&mut self) {
+        // 1. Keys, by value.
+        for f in FIELDS {
+            let Some(text) = self.get(f) else { continue };
+            match log_secrets::with(|s| s.scrub(&text)) {
+                Some(Some(new)) => self.set(f, &new),
+                Some(None) => {}
+                None => self.ok = false,
+            }
+        }
+
+        // 2. Key statements, by shape.
+        let is_log = self.e.elevel == pg_sys::LOG as i32 || self.e.elevel == pg_sys::LOG_SERVER_ONLY as i32;
+        let key_shaped = |t: &[u8]| redact::names_key_setting(t) || (KEY_PREPARED.get() && redact::may_execute(t));
+        self.map(Field::Message, |m| {
+            (is_log && redact::quotes_statement(m) && key_shaped(m)).then(|| redact::redact_statement_message(m))
+        });
+        // SAFETY: debug_query_string is NULL or the current statement's text.
+        let query = unsafe { cstr(pg_sys::debug_query_string) };
+        if query.is_some_and(key_shaped) {
+            self.e.hide_stmt = true;
+            for f in [Field::Detail, Field::DetailLog, Field::Context] {
+                self.map(f, |t| redact::redact_parameters(t));
+            }
+            // An input or syntax error in such a statement may quote the key
+            // it sets (before the check hook has seen it).
+            let code = self.e.sqlerrcode;
+            let quotes_input = is_data_exception(code) || code == PgSqlErrorCode::ERRCODE_SYNTAX_ERROR as i32;
+            self.map(Field::Message, |m| if !is_log && quotes_input { redact::redact_quoted(m) } else { None });
+        }
+        for f in [Field::Detail, Field::DetailLog, Field::Context, Field::InternalQuery] {
+            self.map(f, |t| redact::names_key_setting(t).then(|| redact::FIELD_MARK.to_vec()));
+        }
+
+        // 3. Values.
+        if !gucs::log_redact_values() {
+            return;
+        }
+        self.map(Field::Message, |m| if is_log { redact::redact_audit_parameters(m) } else { None });
+        self.map(Field::Message, |m| if is_log && redact::is_plan(m) { redact::redact_literals(m) } else { None });
+        for f in [Field::Detail, Field::DetailLog, Field::Context] {
+            self.map(f, |t| redact::redact_parameters(t));
+        }
+        if let Some(mark) = self.get(Field::Detail).as_deref().and_then(redact::row_detail_mark) {
+            self.set(Field::DetailLog, mark);
+        }
+        self.map(Field::Context, |t| redact::redact_input_context(t));
+        if is_data_exception(self.e.sqlerrcode) {
+            self.map(Field::Message, |m| redact::redact_quoted(m));
+            self.map(Field::Detail, |d| redact::redact_quoted(d));
+        }
+    }
+}
+
+/// SQLSTATE class 22, in PostgreSQL's packed form of the first two characters.
+fn is_data_exception(sqlerrcode: i32) -> bool {
+    // MAKE_SQLSTATE: six bits per character; ERRCODE_TO_CATEGORY keeps two.
+    let class = |c: u8| i32::from(c - b'0') & 0x3F;
+    sqlerrcode & 0xFFF == class(b'2') | (class(b'2') << 6)
+}
+
+/// # Safety
+/// `p` is NULL or a NUL-terminated string valid for `'a`.
 unsafe fn cstr<'a>(p: *const c_char) -> Option<&'a [u8]> {
+    // SAFETY: per the contract.
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
-}
-
-/// Replacement strings must be palloc'd: PostgreSQL pfree()s the fields of
-/// messages below ERROR after emitting them.
-fn pstrdup(s: &[u8]) -> *mut c_char {
-    unsafe {
-        let p = pg_sys::palloc(s.len() + 1).cast::<u8>();
-        std::ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
-        *p.add(s.len()) = 0;
-        p.cast()
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || needle.len() > haystack.len() {
-        return None;
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Log lines whose message quotes the statement (log_statement,
-/// log_min_duration_statement, extended-protocol steps).
-fn quotes_statement(m: &[u8]) -> bool {
-    [&b"statement: "[..], b"execute ", b"duration: ", b"parse ", b"bind "].iter().any(|p| m.starts_with(p))
-}
-
-/// Does an SQL-level `EXECUTE name(…)` in `query` run a prepared statement
-/// whose text names a key setting? (`EXECUTE s('<key>')` itself does not.)
-fn executes_key_statement(query: &[u8]) -> bool {
-    let lower = query.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(pos) = find(&lower[from..], b"execute") {
-        let at = from + pos;
-        from = at + 7;
-        if at > 0 && (lower[at - 1].is_ascii_alphanumeric() || lower[at - 1] == b'_') {
-            continue;
-        }
-        let rest = &query[from..];
-        let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
-        let name: Vec<u8> = if let Some(q) = rest.strip_prefix(b"\"") {
-            q.iter().take_while(|&&b| b != b'"').copied().collect()
-        } else {
-            rest.iter()
-                .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b >= 0x80)
-                .map(|b| b.to_ascii_lowercase())
-                .collect()
-        };
-        if name.is_empty() || name.len() >= 64 || name.contains(&0) {
-            continue;
-        }
-        let mut cname = name;
-        cname.push(0);
-        let stmt = unsafe { pg_sys::FetchPreparedStatement(cname.as_ptr().cast(), false) };
-        if stmt.is_null() {
-            continue;
-        }
-        let source = unsafe { (*stmt).plansource };
-        if !source.is_null() && unsafe { cstr((*source).query_string) }.is_some_and(mentions_key_setting) {
-            return true;
-        }
-    }
-    false
-}
-
-/// `COPY t, line 1, column c: "<data>"` → `COPY t, line 1, column c: [data hidden…]`, per line.
-fn strip_copy_data(context: &[u8]) -> Option<Vec<u8>> {
-    let mut changed = false;
-    let lines: Vec<Vec<u8>> = context
-        .split(|&b| b == b'\n')
-        .map(|line| match (line.starts_with(b"COPY "), find(line, b": \"")) {
-            (true, Some(pos)) => {
-                changed = true;
-                [&line[..pos], COPY_DATA_MARK].concat()
-            }
-            _ => line.to_vec(),
-        })
-        .collect();
-    changed.then(|| lines.join(&b'\n'))
-}
-
-unsafe fn redact(e: &mut pg_sys::ErrorData) {
-    let query = unsafe { cstr(pg_sys::debug_query_string) };
-    let detail = unsafe { cstr(e.detail) };
-    let detail_log = unsafe { cstr(e.detail_log) };
-    let context = unsafe { cstr(e.context) };
-
-    let names_key_in = |d: Option<&[u8]>, prefix: &[u8]| d.is_some_and(|d| find(d, prefix).is_some() && mentions_key_setting(d));
-    let sets_key = query.is_some_and(mentions_key_setting)
-        || query.is_some_and(executes_key_statement)
-        || [detail, detail_log, context].into_iter().any(|d| names_key_in(d, b"parameters:"))
-        || [detail, detail_log].into_iter().any(|d| d.is_some_and(|d| d.starts_with(b"prepare:") && mentions_key_setting(d)));
-
-    if sets_key {
-        if let Some(m) = unsafe { cstr(e.message) } {
-            let log_level = e.elevel == pg_sys::LOG as i32 || e.elevel == pg_sys::LOG_SERVER_ONLY as i32;
-            if let Some(pos) = query.and_then(|q| find(m, q)) {
-                // The statement and everything after it (pgaudit appends the
-                // bind parameters to the same line).
-                e.message = pstrdup(&[&m[..pos], STATEMENT_MARK].concat());
-            } else if quotes_statement(m) || (log_level && mentions_key_setting(m)) {
-                // A statement log line, or a LOG line quoting another
-                // statement that names a key setting (pgaudit, auto_explain
-                // on a statement inside a DO block or function). pgaudit's
-                // `AUDIT: class,…,"statement",parameters` keeps its fields
-                // up to the statement, so the audit trail stays usable.
-                let keep = match (m.starts_with(b"AUDIT: "), m.iter().position(|&b| b == b'"')) {
-                    (true, Some(q)) => &m[..=q],
-                    _ => &b""[..],
-                };
-                e.message = pstrdup(&[keep, STATEMENT_MARK].concat());
-            }
-        }
-        for field in [&mut e.detail, &mut e.detail_log] {
-            if unsafe { cstr(*field) }.is_some() {
-                *field = pstrdup(PARAMS_MARK);
-            }
-        }
-        if context.is_some() {
-            e.context = pstrdup(CONTEXT_MARK);
-        }
-        e.internalquery = std::ptr::null_mut();
-        e.hide_stmt = true;
-    } else {
-        // A key-setting statement inside a function: its text shows in the
-        // context or internal query.
-        if context.is_some_and(mentions_key_setting) {
-            e.context = pstrdup(CONTEXT_MARK);
-        }
-        if unsafe { cstr(e.internalquery) }.is_some_and(mentions_key_setting) {
-            e.internalquery = std::ptr::null_mut();
-        }
-    }
-
-    if PLAINTEXT_OUTPUT.get() {
-        if let Some(d) = unsafe { cstr(e.detail) } {
-            if d.starts_with(b"Failing row contains") {
-                e.detail_log = pstrdup(ROW_MARK);
-            } else if d.starts_with(b"Partition key of the failing row contains") {
-                e.detail_log = pstrdup(PARTITION_ROW_MARK);
-            }
-        }
-    }
-    if PLAINTEXT_INPUT.get() || PLAINTEXT_OUTPUT.get() {
-        if let Some(new) = unsafe { cstr(e.context) }.and_then(strip_copy_data) {
-            e.context = pstrdup(&new);
-        }
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn emit_log_hook(edata: *mut pg_sys::ErrorData) {
-    if !edata.is_null() {
-        // Never raise from inside error reporting.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { redact(&mut *edata) }));
-    }
-    if let Some(prev) = unsafe { PREV_HOOK } {
-        unsafe { prev(edata) };
-    }
 }

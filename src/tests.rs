@@ -44,6 +44,31 @@ mod tests {
         assert!(!keys::is_cached(), "RESET ALL (and so DISCARD ALL) drops the cached key");
     }
 
+    #[pg_test]
+    fn each_backend_registers_its_own_exit_wipe() {
+        // The postmaster's on_proc_exit list is discarded in every child, so a
+        // registration in _PG_init (postmaster, library preloaded) would
+        // never run; the first key change in this backend registers it here.
+        run(&format!("SET pazpaz.encryption_key = '{K1}'"));
+        assert!(keys::exit_wipe_registered());
+    }
+
+    #[pg_test]
+    fn a_key_change_replans_cached_encrypted_text_literals() {
+        run(&format!("SET pazpaz.encryption_keys = '{{\"v1\": \"{K1}\", \"v2\": \"{K2}\"}}'"));
+        run("SET pazpaz.encryption_key_version = 'v1'");
+        run("CREATE TEMP TABLE lit (c encrypted_text)");
+        run("PREPARE ins AS INSERT INTO lit VALUES ('same literal')");
+        run("EXECUTE ins");
+        run("SET pazpaz.encryption_key_version = 'v2'");
+        run("EXECUTE ins");
+        assert_eq!(
+            text("SELECT string_agg(key_version(c), ',' ORDER BY key_version(c)) FROM lit").as_deref(),
+            Some("v1,v2"),
+            "the cached plan's literal is encrypted again under the new write key"
+        );
+    }
+
     #[pg_test(error = "No encryption key is set: set pazpaz.encryption_key (or pazpaz.encryption_keys and pazpaz.encryption_key_version) for this session")]
     fn no_key_after_reset() {
         run(&format!("SET pazpaz.encryption_key = '{K1}'"));

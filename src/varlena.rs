@@ -25,6 +25,8 @@ mod unguarded {
         /// PostgreSQL's palloc_extended (mcxt.c), declared without pgrx's
         /// FFI guard; see `Varlena::alloc` for why that is sound here.
         pub fn palloc_extended(size: usize, flags: c_int) -> *mut c_void;
+        /// The same for an explicit memory context.
+        pub fn MemoryContextAllocExtended(context: *mut pgrx::pg_sys::MemoryContextData, size: usize, flags: c_int) -> *mut c_void;
     }
 }
 
@@ -82,6 +84,23 @@ impl Varlena {
     pub fn datum(&self) -> pg_sys::Datum {
         pg_sys::Datum::from(self.0.as_ptr())
     }
+}
+
+/// A NUL-terminated copy of `bytes` in `context`, or `None` when memory is
+/// short. Never raises: for code that must not longjmp (the log hook).
+/// `bytes` must not contain NUL (the copy would end there).
+pub fn cstring_no_raise(context: pg_sys::MemoryContext, bytes: &[u8]) -> Option<NonNull<std::ffi::c_char>> {
+    let size = bytes.len().checked_add(1).filter(|&t| t <= MAX_ALLOC_SIZE)?;
+    // SAFETY: `context` is a live memory context (the caller's contract);
+    // with MCXT_ALLOC_NO_OOM and a size below MaxAllocSize the call returns
+    // NULL instead of raising.
+    let p = NonNull::new(unsafe { unguarded::MemoryContextAllocExtended(context, size, MCXT_ALLOC_NO_OOM) }.cast::<u8>())?;
+    // SAFETY: `p` points to `size` writable bytes just allocated.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.as_ptr(), bytes.len());
+        *p.as_ptr().add(bytes.len()) = 0;
+    }
+    Some(p.cast())
 }
 
 /// Declares a varlena newtype usable as a `#[pg_extern]` argument and result.

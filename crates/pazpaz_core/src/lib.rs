@@ -25,6 +25,7 @@ pub mod jsonb;
 pub mod key;
 pub mod keyring;
 pub mod nonce;
+pub mod redact;
 pub mod versioned;
 
 pub use aes_gcm::Aes256Gcm as Cipher;

@@ -1,0 +1,437 @@
+//! The text rules of the extension's server-log filter, as pure functions.
+//!
+//! Two kinds of rule, both failing closed:
+//!
+//! - **By value** ([`Secrets`]): the backend knows every key string that was
+//!   set in it (the settings' check hooks see each value), so any text that
+//!   contains one of them, or a 20-character prefix of one, is scrubbed —
+//!   whoever wrote the text (auto_explain, an input error, a plan, another
+//!   extension's message).
+//! - **By shape**: what value-scrubbing cannot see — the statement that sets
+//!   a key is logged before the key is known, row values and bind parameters
+//!   that hold plaintext. These rules are deliberately broad: a statement
+//!   that so much as names `pazpaz` or `set_config`, or uses a Unicode
+//!   escape, counts as setting a key.
+//!
+//! Every function returns `None` when the text needs no change.
+
+use zeroize::Zeroizing;
+
+pub const KEY_MARK: &[u8] = b"[key redacted by pazpaz_crypto]";
+pub const STATEMENT_MARK: &[u8] = b"[statement redacted by pazpaz_crypto: it sets a key]";
+pub const FIELD_MARK: &[u8] = b"[redacted by pazpaz_crypto: names a key setting]";
+pub const PARAMS_MARK: &[u8] = b"[parameters redacted by pazpaz_crypto]";
+pub const VALUE_MARK: &[u8] = b"[value redacted by pazpaz_crypto]";
+pub const LITERAL_MARK: &[u8] = b"'[redacted]'";
+pub const ROW_MARK: &[u8] = b"Failing row contains (values hidden by pazpaz_crypto).";
+pub const PARTITION_ROW_MARK: &[u8] = b"Partition key of the failing row contains (values hidden by pazpaz_crypto).";
+pub const KEY_VALUES_MARK: &[u8] = b"Key values redacted by pazpaz_crypto.";
+pub const COPY_DATA_MARK: &[u8] = b": [data redacted by pazpaz_crypto]";
+
+/// A secret fragment this long is enough to be scrubbed wherever it appears
+/// (a log line cut short by a length limit still shows a key's prefix).
+pub const PREFIX_LEN: usize = 20;
+/// How many secrets a backend remembers (the oldest are forgotten first).
+pub const MAX_SECRETS: usize = 64;
+
+/// Key strings this backend holds or held, wiped on drop.
+#[derive(Default)]
+pub struct Secrets {
+    items: Vec<Zeroizing<Vec<u8>>>,
+}
+
+fn is_b64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
+}
+
+fn hex(bytes: &[u8], upper: bool) -> Zeroizing<Vec<u8>> {
+    let digits: &[u8; 16] = if upper { b"0123456789ABCDEF" } else { b"0123456789abcdef" };
+    let mut out = Zeroizing::new(Vec::with_capacity(bytes.len() * 2));
+    for b in bytes {
+        out.push(digits[usize::from(b >> 4)]);
+        out.push(digits[usize::from(b & 15)]);
+    }
+    out
+}
+
+impl Secrets {
+    pub const fn new() -> Secrets {
+        Secrets { items: Vec::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+
+    fn add(&mut self, s: Zeroizing<Vec<u8>>) {
+        if s.len() < PREFIX_LEN || self.items.iter().any(|i| **i == *s) {
+            return;
+        }
+        if self.items.len() == MAX_SECRETS {
+            self.items.remove(0);
+        }
+        self.items.push(s);
+    }
+
+    /// Remembers a value given to a key setting (valid or not): the whole
+    /// value, every key-sized base64 run in it (the keys of a keyring), and
+    /// each key's other spellings (hex, unpadded, URL-safe base64).
+    pub fn remember(&mut self, value: &[u8]) {
+        let trimmed = value.trim_ascii();
+        self.add(Zeroizing::new(trimmed.to_vec()));
+        for run in trimmed.split(|&b| !is_b64(b)) {
+            if run.len() < 40 {
+                continue;
+            }
+            self.add(Zeroizing::new(run.to_vec()));
+            let unpadded: Vec<u8> = run.iter().copied().filter(|&b| b != b'=').collect();
+            let std: Zeroizing<Vec<u8>> =
+                Zeroizing::new(unpadded.iter().map(|&b| if b == b'-' { b'+' } else if b == b'_' { b'/' } else { b }).collect());
+            let url: Zeroizing<Vec<u8>> =
+                Zeroizing::new(unpadded.iter().map(|&b| if b == b'+' { b'-' } else if b == b'/' { b'_' } else { b }).collect());
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD_NO_PAD.decode(&*std).map(Zeroizing::new);
+            self.add(Zeroizing::new(unpadded));
+            self.add(std);
+            self.add(url);
+            if let Ok(raw) = decoded {
+                self.add(hex(&raw, false));
+                self.add(hex(&raw, true));
+            }
+        }
+    }
+
+    /// `text` with every secret, and every run that starts with at least
+    /// [`PREFIX_LEN`] bytes of one, replaced by [`KEY_MARK`].
+    pub fn scrub(&self, text: &[u8]) -> Option<Vec<u8>> {
+        let mut cur: Option<Vec<u8>> = None;
+        for secret in &self.items {
+            let t = cur.as_deref().unwrap_or(text);
+            if let Some(next) = scrub_one(t, secret) {
+                cur = Some(next);
+            }
+        }
+        cur
+    }
+}
+
+fn scrub_one(text: &[u8], secret: &[u8]) -> Option<Vec<u8>> {
+    let probe = &secret[..PREFIX_LEN.min(secret.len())];
+    let mut out = Vec::new();
+    let (mut from, mut copied) = (0, 0);
+    while let Some(pos) = find(&text[from..], probe) {
+        let at = from + pos;
+        let run = text[at..].iter().zip(secret).take_while(|(a, b)| a == b).count();
+        out.extend_from_slice(&text[copied..at]);
+        out.extend_from_slice(KEY_MARK);
+        copied = at + run;
+        from = copied;
+    }
+    (copied > 0).then(|| {
+        out.extend_from_slice(&text[copied..]);
+        out
+    })
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || needle.len() > haystack.len() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Does this text (a statement, or a field quoting one) possibly set a key?
+/// Fails closed: any mention of the prefix or of `set_config`, and any
+/// Unicode escape (which can spell either), counts.
+pub fn names_key_setting(text: &[u8]) -> bool {
+    contains_ci(text, b"pazpaz") || contains_ci(text, b"set_config") || contains_ci(text, b"u&'") || contains_ci(text, b"u&\"")
+}
+
+/// Could this statement run a prepared statement (`EXECUTE`, in any
+/// spelling PostgreSQL accepts: quoted names, comments for spaces)?
+pub fn may_execute(text: &[u8]) -> bool {
+    contains_ci(text, b"execute")
+}
+
+/// Does a LOG message quote a statement (log_statement,
+/// log_min_duration_statement, extended-protocol steps, auto_explain,
+/// pgaudit)?
+pub fn quotes_statement(message: &[u8]) -> bool {
+    [&b"statement: "[..], b"execute ", b"duration: ", b"parse ", b"bind ", b"AUDIT: "].iter().any(|p| message.starts_with(p))
+}
+
+/// The replacement of a LOG message that quotes a key-setting statement. A
+/// pgaudit line keeps its classification fields (up to the statement), so
+/// the audit trail stays usable.
+pub fn redact_statement_message(message: &[u8]) -> Vec<u8> {
+    if let Some(rest) = message.strip_prefix(b"AUDIT: ") {
+        let fields = csv_fields(rest);
+        if fields.len() > 7 {
+            let keep = fields[6].1;
+            return [&message[..7 + keep], b",", STATEMENT_MARK].concat();
+        }
+    }
+    let keep = match message.iter().position(|&b| b == b':') {
+        Some(p) if quotes_statement(message) => &message[..=p],
+        _ => &b""[..],
+    };
+    [keep, if keep.is_empty() { b"" } else { b" " }, STATEMENT_MARK].concat()
+}
+
+/// pgaudit's comma-separated fields: (start, end) of each, quotes honoured.
+fn csv_fields(s: &[u8]) -> Vec<(usize, usize)> {
+    let mut fields = Vec::new();
+    let (mut i, mut start, mut quoted) = (0, 0, false);
+    while i < s.len() {
+        match s[i] {
+            b'"' if quoted && s.get(i + 1) == Some(&b'"') => i += 1,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                fields.push((start, i));
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    fields.push((start, s.len()));
+    fields
+}
+
+/// pgaudit with `log_parameter = on` appends the bind parameters after the
+/// statement field: keep the first eight fields, replace the rest.
+pub fn redact_audit_parameters(message: &[u8]) -> Option<Vec<u8>> {
+    let rest = message.strip_prefix(b"AUDIT: ")?;
+    let fields = csv_fields(rest);
+    let params = &rest[fields.get(8)?.0..];
+    if params == b"<not logged>" || params == b"<none>" {
+        return None;
+    }
+    Some([&message[..7 + fields[7].1], b",", PARAMS_MARK].concat())
+}
+
+/// Bind parameters in a detail or context (`parameters: $1 = '…'`,
+/// `unnamed portal with parameters: …`): everything from the first one on is
+/// replaced, since a parameter value may itself span lines.
+pub fn redact_parameters(text: &[u8]) -> Option<Vec<u8>> {
+    let pos = find(text, b"parameters: $")?;
+    Some([&text[..pos + b"parameters: ".len()], PARAMS_MARK].concat())
+}
+
+/// A detail that shows row or key values (constraint violations, unique and
+/// foreign keys, index builds): its replacement for the server log.
+pub fn row_detail_mark(detail: &[u8]) -> Option<&'static [u8]> {
+    if detail.starts_with(b"Failing row contains") {
+        Some(ROW_MARK)
+    } else if detail.starts_with(b"Partition key of the failing row contains") {
+        Some(PARTITION_ROW_MARK)
+    } else if detail.starts_with(b"Key (") {
+        Some(KEY_VALUES_MARK)
+    } else {
+        None
+    }
+}
+
+/// Input data quoted in an error context: COPY's `COPY t, line 1, column c:
+/// "…"` / `COPY t, line 1: "…"` and the JSON parser's `JSON data, line 1: …`.
+/// Everything from the quoted data on is removed (CSV data may span lines).
+pub fn redact_input_context(context: &[u8]) -> Option<Vec<u8>> {
+    let mut line_start = 0;
+    for line in context.split(|&b| b == b'\n') {
+        let cut = if line.starts_with(b"COPY ") {
+            find(line, b": \"")
+        } else if line.starts_with(b"JSON data, line ") {
+            find(line, b": ")
+        } else {
+            None
+        };
+        if let Some(p) = cut {
+            return Some([&context[..line_start + p], COPY_DATA_MARK].concat());
+        }
+        line_start += line.len() + 1;
+    }
+    None
+}
+
+/// Data exceptions (SQLSTATE class 22) quote the offending input in double
+/// quotes (`invalid input syntax for type integer: "…"`): replace every
+/// quoted part.
+pub fn redact_quoted(message: &[u8]) -> Option<Vec<u8>> {
+    let first = message.iter().position(|&b| b == b'"')?;
+    let mut out = message[..first].to_vec();
+    let mut rest = &message[first..];
+    while let Some(open) = rest.iter().position(|&b| b == b'"') {
+        out.extend_from_slice(&rest[..=open]);
+        out.extend_from_slice(VALUE_MARK);
+        // No closing quote: the rest is all value.
+        let Some(close) = rest[open + 1..].iter().position(|&b| b == b'"') else {
+            out.push(b'"');
+            return Some(out);
+        };
+        rest = &rest[open + 1 + close..];
+        out.push(b'"');
+        rest = &rest[1..];
+    }
+    out.extend_from_slice(rest);
+    Some(out)
+}
+
+/// auto_explain's `duration: … plan:` messages.
+pub fn is_plan(message: &[u8]) -> bool {
+    message.starts_with(b"duration: ") && find(message, b"plan:").is_some()
+}
+
+/// Every single-quoted SQL literal in a plan (constants, bound parameters
+/// folded into a custom plan, `Query Parameters`), replaced by
+/// [`LITERAL_MARK`]. An unterminated literal runs to the end.
+pub fn redact_literals(text: &[u8]) -> Option<Vec<u8>> {
+    let first = text.iter().position(|&b| b == b'\'')?;
+    let mut out = text[..first].to_vec();
+    let mut i = first;
+    while i < text.len() {
+        if text[i] != b'\'' {
+            out.push(text[i]);
+            i += 1;
+            continue;
+        }
+        // Skip to the closing quote ('' is an escaped quote).
+        let mut j = i + 1;
+        loop {
+            match text.get(j) {
+                None => break,
+                Some(b'\'') if text.get(j + 1) == Some(&b'\'') => j += 2,
+                Some(b'\'') => break,
+                Some(_) => j += 1,
+            }
+        }
+        out.extend_from_slice(LITERAL_MARK);
+        i = j + 1;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiTE="; // test vector key
+
+    fn s(v: Option<Vec<u8>>) -> String {
+        String::from_utf8(v.expect("changed")).unwrap()
+    }
+
+    #[test]
+    fn scrubs_keys_and_their_prefixes_and_spellings() {
+        let mut secrets = Secrets::new();
+        secrets.remember(format!(" {{\"v1\": \"{KEY}\"}} ").as_bytes());
+        let plan = format!("Output: set_config('pazpaz.encryption_key'::text, '{KEY}'::text, false)");
+        assert_eq!(s(secrets.scrub(plan.as_bytes())), "Output: set_config('pazpaz.encryption_key'::text, '[key redacted by pazpaz_crypto]'::text, false)");
+        let cut = format!("$1 = '{}...'", &KEY[..25]);
+        assert_eq!(s(secrets.scrub(cut.as_bytes())), "$1 = '[key redacted by pazpaz_crypto]...'");
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD.decode(KEY).unwrap();
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(secrets.scrub(format!("\\x{hex}").as_bytes()).is_some());
+        assert!(secrets.scrub(format!("\\x{}", hex.to_uppercase()).as_bytes()).is_some());
+        let url = KEY.trim_end_matches('=').replace('+', "-").replace('/', "_");
+        assert!(secrets.scrub(url.as_bytes()).is_some());
+        assert_eq!(secrets.scrub(b"nothing secret here"), None);
+        // A value that is not valid still counts (it was refused, but logged).
+        let mut bad = Secrets::new();
+        bad.remember(b"not-a-key-but-something-set-as-one");
+        assert!(bad.scrub(b"x not-a-key-but-something-set-as-one y").is_some());
+    }
+
+    #[test]
+    fn forgets_the_oldest_beyond_the_limit() {
+        let mut secrets = Secrets::new();
+        for i in 0..MAX_SECRETS + 5 {
+            secrets.remember(format!("secret-number-{i:04}-padding-padding").as_bytes());
+        }
+        assert!(secrets.items.len() <= MAX_SECRETS);
+        assert!(secrets.scrub(format!("secret-number-{:04}-padding-padding", MAX_SECRETS + 4).as_bytes()).is_some());
+    }
+
+    #[test]
+    fn shape_rules_fail_closed() {
+        for stmt in [
+            "SET pazpaz.encryption_key = 'k'",
+            "select SET_CONFIG($1, $2, false)",
+            "SELECT set_config(U&'\\0070azpaz.encryption_key', 'k', false)",
+            "SET U&\"\\0070azpaz\".encryption_key = 'k'",
+            "SELECT set_config('paz' || 'paz.encryption_key', 'k', false)",
+        ] {
+            assert!(names_key_setting(stmt.as_bytes()), "{stmt}");
+        }
+        assert!(!names_key_setting(b"SELECT decrypt_field(c) FROM t"));
+    }
+
+    #[test]
+    fn statement_messages() {
+        assert_eq!(
+            String::from_utf8(redact_statement_message(b"statement: SET pazpaz.encryption_key = 'k'")).unwrap(),
+            "statement: [statement redacted by pazpaz_crypto: it sets a key]"
+        );
+        let audit = b"AUDIT: SESSION,1,1,MISC,SET,,,\"SET pazpaz.encryption_key = 'k'\",<not logged>";
+        assert_eq!(
+            String::from_utf8(redact_statement_message(audit)).unwrap(),
+            "AUDIT: SESSION,1,1,MISC,SET,,,[statement redacted by pazpaz_crypto: it sets a key]"
+        );
+    }
+
+    #[test]
+    fn audit_parameters() {
+        let line = b"AUDIT: SESSION,2,1,WRITE,INSERT,TABLE,public.t,\"INSERT INTO t VALUES ($1, $2)\",\"PHI, with comma\",x";
+        assert_eq!(
+            s(redact_audit_parameters(line)),
+            "AUDIT: SESSION,2,1,WRITE,INSERT,TABLE,public.t,\"INSERT INTO t VALUES ($1, $2)\",[parameters redacted by pazpaz_crypto]"
+        );
+        assert_eq!(redact_audit_parameters(b"AUDIT: SESSION,2,1,READ,SELECT,,,SELECT 1,<not logged>"), None);
+    }
+
+    #[test]
+    fn parameters_rows_and_inputs() {
+        assert_eq!(s(redact_parameters(b"parameters: $1 = 'PHI\nmore'")), "parameters: [parameters redacted by pazpaz_crypto]");
+        assert_eq!(
+            s(redact_parameters(b"SQL function \"f\"\nunnamed portal with parameters: $1 = 'x'")),
+            "SQL function \"f\"\nunnamed portal with parameters: [parameters redacted by pazpaz_crypto]"
+        );
+        assert_eq!(row_detail_mark(b"Key (p)=(PHI) already exists."), Some(KEY_VALUES_MARK));
+        assert_eq!(row_detail_mark(b"Failing row contains (1, PHI)."), Some(ROW_MARK));
+        assert_eq!(row_detail_mark(b"Some other detail"), None);
+        assert_eq!(s(redact_input_context(b"COPY cp, line 1: \"PHI\tx\"")), "COPY cp, line 1: [data redacted by pazpaz_crypto]");
+        assert_eq!(
+            s(redact_input_context(b"COPY cp, line 2, column c: \"multi\nline\"\nSQL statement")),
+            "COPY cp, line 2, column c: [data redacted by pazpaz_crypto]"
+        );
+        assert_eq!(s(redact_input_context(b"JSON data, line 1: {\"PHI")), "JSON data, line 1: [data redacted by pazpaz_crypto]");
+        assert_eq!(redact_input_context(b"COPY cp, line 1, column c: null input"), None);
+        assert_eq!(
+            s(redact_quoted(b"invalid input syntax for type integer: \"PHI \"\" x\"")),
+            "invalid input syntax for type integer: \"[value redacted by pazpaz_crypto]\"\"[value redacted by pazpaz_crypto]\""
+        );
+        assert_eq!(s(redact_quoted(b"value \"PHI\" is out of range for type integer")), "value \"[value redacted by pazpaz_crypto]\" is out of range for type integer");
+        assert_eq!(s(redact_quoted(b"bad: \"unterminated PHI")), "bad: \"[value redacted by pazpaz_crypto]\"");
+        assert_eq!(redact_quoted(b"no quotes"), None);
+    }
+
+    #[test]
+    fn plan_literals() {
+        let plan = b"duration: 0.1 ms  plan:\nQuery Text: INSERT INTO t VALUES ($1)\nInsert on t\n  Output: 'It''s PHI'::encrypted_text, 'x'";
+        assert!(is_plan(plan));
+        assert_eq!(
+            s(redact_literals(plan)),
+            "duration: 0.1 ms  plan:\nQuery Text: INSERT INTO t VALUES ($1)\nInsert on t\n  Output: '[redacted]'::encrypted_text, '[redacted]'"
+        );
+        assert_eq!(s(redact_literals(b"a 'open")), "a '[redacted]'");
+        assert!(!is_plan(b"duration: 0.1 ms  statement: SELECT 1"));
+    }
+}
