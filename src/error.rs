@@ -17,6 +17,7 @@ pub fn sqlstate(class: ErrorClass) -> PgSqlErrorCode {
         ErrorClass::TooLong => ERRCODE_STRING_DATA_RIGHT_TRUNCATION,
         ErrorClass::TooLarge => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         ErrorClass::System => ERRCODE_SYSTEM_ERROR,
+        ErrorClass::Unsupported => ERRCODE_FEATURE_NOT_SUPPORTED,
     }
 }
 
@@ -24,6 +25,8 @@ fn hint(e: &Error) -> Option<&'static str> {
     match e {
         Error::MissingKey => Some("An application sets its key per session or transaction with SELECT set_config('pazpaz.encryption_key', $1, false)."),
         Error::DecryptionFailed => Some("The value was encrypted with another key or associated data, or it was altered."),
+        Error::EncryptedDefault => Some("Write DEFAULT 'value'::text::encrypted_text: the cast encrypts on every insert, under the key of the session that inserts."),
+        Error::PlaintextIndex => Some("Index key_version(col) or the ciphertext itself; never an expression that decrypts."),
         Error::BothKeySettings => Some("Use pazpaz.encryption_keys with pazpaz.encryption_key_version for several keys, or pazpaz.encryption_key for one."),
         _ => None,
     }

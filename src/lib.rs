@@ -18,6 +18,7 @@ use pgrx::prelude::*;
 ::pgrx::pg_module_magic!(name, version);
 
 mod backend_local;
+mod ddl_guard;
 mod encrypted_text;
 mod error;
 mod field_functions;
@@ -59,6 +60,7 @@ extern "C-unwind" fn init() {
     keys::init();
     gucs::init();
     log_filter::init();
+    ddl_guard::init();
 }
 
 extension_sql_file!("../sql/rotation.sql", name = "rotation", requires = [

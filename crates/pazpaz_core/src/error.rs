@@ -25,6 +25,8 @@ pub enum ErrorClass {
     TooLarge,
     /// 58000 system_error: the operating system's random source failed.
     System,
+    /// 0A000 feature_not_supported: DDL that would defeat the encryption.
+    Unsupported,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -63,6 +65,10 @@ pub enum Error {
     TooLarge,
     #[error("The operating system's random number generator failed")]
     Rng,
+    #[error("A column default cannot be an encrypted_text constant: it would be encrypted once, now, under this session's key")]
+    EncryptedDefault,
+    #[error("An index or statistics object cannot hold decrypted values: it would store plaintext")]
+    PlaintextIndex,
 }
 
 impl Error {
@@ -80,6 +86,7 @@ impl Error {
             TooLong { .. } => ErrorClass::TooLong,
             TooLarge => ErrorClass::TooLarge,
             Rng => ErrorClass::System,
+            EncryptedDefault | PlaintextIndex => ErrorClass::Unsupported,
         }
     }
 }

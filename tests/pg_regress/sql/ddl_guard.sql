@@ -1,0 +1,33 @@
+-- DDL that would defeat the encryption is refused with 0A000.
+SELECT set_config('pazpaz.encryption_key', generate_encryption_key(), false) IS NOT NULL AS key_set;
+
+-- An encrypted_text constant as a default would be encrypted once, now,
+-- under this session's key: refused, in CREATE TABLE and ALTER TABLE.
+SELECT regress.try($$CREATE TABLE d1 (id int, c encrypted_text DEFAULT 'none')$$);
+SELECT regress.try($$CREATE TABLE d1 (id int, c encrypted_text(10) DEFAULT 'none')$$);
+CREATE TABLE d2 (id int, c encrypted_text);
+SELECT regress.try($$ALTER TABLE d2 ALTER COLUMN c SET DEFAULT 'none'$$);
+SELECT regress.try($$ALTER TABLE d2 ADD COLUMN e encrypted_text DEFAULT 'none'$$);
+-- The per-row cast is fine: every insert encrypts with a new nonce, under
+-- the inserting session's write key.
+ALTER TABLE d2 ALTER COLUMN c SET DEFAULT 'none'::text::encrypted_text;
+CREATE TABLE d3 (id int, c encrypted_text DEFAULT 'none'::text::encrypted_text, n encrypted_text DEFAULT NULL);
+INSERT INTO d2 (id) VALUES (1), (2);
+SELECT count(DISTINCT c::bytea) AS distinct_envelopes, min(c::text) AS value FROM d2;
+\d d2
+
+-- Indexes and statistics over decrypted values would store plaintext.
+SELECT regress.try($$CREATE INDEX ON d2 ((c::text))$$);
+SELECT regress.try($$CREATE INDEX ON d2 (id) WHERE c::text = 'none'$$);
+SELECT regress.try($$CREATE STATISTICS s1 ON (c::text) FROM d2$$);
+CREATE TABLE d4 (id int, b bytea, j jsonb);
+SELECT regress.try($$CREATE INDEX ON d4 ((decrypt_field(b)))$$);
+SELECT regress.try($$CREATE STATISTICS s2 ON (decrypt_field_versioned(j)), id FROM d4$$);
+-- What may be indexed: the key version, the ciphertext.
+CREATE INDEX d2_version ON d2 (key_version(c));
+CREATE INDEX d4_b ON d4 (b);
+CREATE STATISTICS s3 ON id, b FROM d4;
+SELECT count(*) AS refused_objects_left FROM pg_indexes WHERE tablename IN ('d2', 'd4') AND indexname NOT IN ('d2_version', 'd4_b');
+
+DROP TABLE d2, d3, d4;
+RESET pazpaz.encryption_key;
