@@ -12,6 +12,13 @@
 -- and a new CALL finishes the job. Must be CALLed outside a transaction block,
 -- with keys set for the session (set_config(…, false)): keys set with
 -- SET LOCAL end at the first COMMIT.
+--
+-- Hostile search_path: the procedure runs with the caller's search_path (a
+-- procedure that COMMITs cannot carry a SET search_path clause), which may
+-- put a schema writable by others before pg_catalog. So nothing here, in the
+-- static SQL, in PL/pgSQL's own expressions or in the generated SQL, is
+-- resolved through it: every type, function and operator is
+-- schema-qualified, and the table is named by its schema and name.
 CREATE PROCEDURE rotate_column(
     tbl regclass,
     col name,
@@ -21,35 +28,39 @@ CREATE PROCEDURE rotate_column(
 LANGUAGE plpgsql
 AS $proc$
 DECLARE
-    coltype regtype;
-    fn text;
-    target text := key_version;
-    total bigint;
-    remaining bigint;
-    done bigint := 0;
-    n bigint;
-    batch integer := 0;
-    pass integer := 0;
-    cursor_tid tid;
-    last_tid tid;
-    q text;
+    typid pg_catalog.oid;
+    rel pg_catalog.text;
+    fn pg_catalog.text;
+    target pg_catalog.text := key_version;
+    total pg_catalog.int8;
+    remaining pg_catalog.int8;
+    done pg_catalog.int8 := 0;
+    n pg_catalog.int8;
+    batch pg_catalog.int4 := 0;
+    pass pg_catalog.int4 := 0;
+    cursor_tid pg_catalog.tid;
+    last_tid pg_catalog.tid;
+    q pg_catalog.text;
 BEGIN
-    IF batch_size IS NULL OR batch_size < 1 THEN
+    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
     END IF;
-    SELECT a.atttypid::regtype INTO coltype
+    SELECT a.atttypid INTO typid
       FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+     WHERE a.attrelid OPERATOR(pg_catalog.=) tbl
+       AND a.attname OPERATOR(pg_catalog.=) col
+       AND a.attnum OPERATOR(pg_catalog.>) 0
+       AND NOT a.attisdropped;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'column "%" of relation % does not exist', col, tbl USING ERRCODE = '42703';
     END IF;
-    IF coltype = 'jsonb'::regtype THEN
+    IF typid OPERATOR(pg_catalog.=) 'pg_catalog.jsonb'::pg_catalog.regtype::pg_catalog.oid THEN
         fn := '@extschema@.reencrypt_field_versioned';
-    ELSIF coltype = '@extschema@.encrypted_text'::regtype THEN
+    ELSIF typid OPERATOR(pg_catalog.=) '@extschema@.encrypted_text'::pg_catalog.regtype::pg_catalog.oid THEN
         fn := '@extschema@.reencrypt';
     ELSE
-        RAISE EXCEPTION 'rotate_column re-encrypts jsonb envelope and encrypted_text columns, not %', coltype
-            USING ERRCODE = '42804';
+        RAISE EXCEPTION 'rotate_column re-encrypts jsonb envelope and encrypted_text columns, not %',
+            typid::pg_catalog.regtype USING ERRCODE = '42804';
     END IF;
     IF target IS NULL THEN
         SELECT s.version INTO target FROM @extschema@.encryption_status() s WHERE s.is_current;
@@ -58,36 +69,47 @@ BEGIN
                 USING ERRCODE = '55000';
         END IF;
     END IF;
+    -- schema.name, both quoted. The text of a regclass omits the schema when
+    -- the table is visible at that moment; a same-named table created later
+    -- in pg_temp (searched first for tables) would then take its place in the
+    -- statements reused from batch to batch.
+    SELECT pg_catalog.format('%I.%I', ns.nspname, c.relname) INTO STRICT rel
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE c.oid OPERATOR(pg_catalog.=) tbl;
 
-    q := format('SELECT count(*) FROM %s WHERE %I IS NOT NULL AND @extschema@.key_version(%I) <> $1', tbl, col, col);
+    q := pg_catalog.format(
+        'SELECT pg_catalog.count(*) FROM %s WHERE %I IS NOT NULL AND @extschema@.key_version(%I) OPERATOR(pg_catalog.<>) $1',
+        rel, col, col);
     EXECUTE q INTO total USING target;
     RAISE NOTICE 'rotate_column: % rows of %.% to re-encrypt to version %', total, tbl, col, target;
     remaining := total;
 
-    WHILE remaining > 0 AND pass < 5 LOOP
-        pass := pass + 1;
-        cursor_tid := '(0,0)';
+    WHILE remaining OPERATOR(pg_catalog.>) 0 AND pass OPERATOR(pg_catalog.<) 5 LOOP
+        pass := pass OPERATOR(pg_catalog.+) 1;
+        cursor_tid := '(0,0)'::pg_catalog.tid;
         LOOP
-            EXECUTE format($q$
+            EXECUTE pg_catalog.format($q$
                 WITH batch AS (
                     SELECT ctid FROM %1$s
-                     WHERE ctid > $1 AND %2$I IS NOT NULL AND @extschema@.key_version(%2$I) <> $2
+                     WHERE ctid OPERATOR(pg_catalog.>) $1 AND %2$I IS NOT NULL
+                       AND @extschema@.key_version(%2$I) OPERATOR(pg_catalog.<>) $2
                      LIMIT $3
                      FOR UPDATE SKIP LOCKED
                 ), upd AS (
                     -- A TID scan of exactly the locked rows (a join back to
                     -- the table could scan all of it for every batch).
                     UPDATE %1$s SET %2$I = %3$s(%2$I, $2)
-                     WHERE ctid = ANY (ARRAY(SELECT ctid FROM batch))
+                     WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM batch))
                     RETURNING 1
                 )
-                SELECT (SELECT count(*) FROM upd), (SELECT max(ctid) FROM batch)
-            $q$, tbl, col, fn)
+                SELECT (SELECT pg_catalog.count(*) FROM upd), (SELECT pg_catalog.max(ctid) FROM batch)
+            $q$, rel, col, fn)
             INTO n, last_tid USING cursor_tid, target, batch_size;
             EXIT WHEN last_tid IS NULL;
-            IF n > 0 THEN
-                batch := batch + 1;
-                done := done + n;
+            IF n OPERATOR(pg_catalog.>) 0 THEN
+                batch := batch OPERATOR(pg_catalog.+) 1;
+                done := done OPERATOR(pg_catalog.+) n;
                 RAISE NOTICE 'batch %: %/% rows', batch, done, total;
             END IF;
             COMMIT;
@@ -97,7 +119,7 @@ BEGIN
         EXECUTE q INTO remaining USING target;
     END LOOP;
 
-    IF remaining > 0 THEN
+    IF remaining OPERATOR(pg_catalog.>) 0 THEN
         RAISE WARNING 'rotate_column: % rows of %.% are still not on version % (locked by other transactions?); CALL rotate_column again',
             remaining, tbl, col, target;
     ELSE
