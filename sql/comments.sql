@@ -21,11 +21,15 @@ COMMENT ON FUNCTION @extschema@.decrypt_field_versioned(pg_catalog.jsonb) IS
 COMMENT ON FUNCTION @extschema@.decrypt_field_versioned(pg_catalog.jsonb, pg_catalog.text) IS
   'decrypt_field_versioned(envelope, aad): decrypts an envelope made with associated data';
 COMMENT ON FUNCTION @extschema@.reencrypt_field_versioned(pg_catalog.jsonb) IS
-  'Re-encrypts an envelope under the write version; returns it unchanged when already there';
+  'Re-encrypts an envelope under the write version; returns it unchanged when already there and authentic (a relabelled one is re-encrypted from the loaded key it authenticates under)';
 COMMENT ON FUNCTION @extschema@.reencrypt_field_versioned(pg_catalog.jsonb, pg_catalog.text) IS
   'reencrypt_field_versioned(envelope, key_version): re-encrypts under the given version';
 COMMENT ON FUNCTION @extschema@.reencrypt_field_versioned(pg_catalog.jsonb, pg_catalog.text, pg_catalog.text) IS
   'reencrypt_field_versioned(envelope, key_version, aad): re-encrypts an envelope made with associated data';
+COMMENT ON FUNCTION @extschema@.verify_field_versioned(pg_catalog.jsonb) IS
+  'Whether a versioned envelope authenticates under the key its "version" names (false when that version is not loaded); the label itself is not authenticated, so check this before dropping a key';
+COMMENT ON FUNCTION @extschema@.verify_field_versioned(pg_catalog.jsonb, pg_catalog.text) IS
+  'verify_field_versioned(envelope, aad): as verify_field_versioned, for an envelope made with associated data';
 COMMENT ON FUNCTION @extschema@.key_version(pg_catalog.jsonb) IS
   'Key version of a versioned envelope; needs no key; IMMUTABLE, so it can back an index';
 COMMENT ON FUNCTION @extschema@.key_version(@extschema@.encrypted_text) IS
