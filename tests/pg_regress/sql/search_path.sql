@@ -14,6 +14,8 @@ SET pazpaz.encryption_key_version = 'v1';
 CREATE TABLE sp_clients (id int PRIMARY KEY, plain text, notes jsonb, history encrypted_text);
 INSERT INTO sp_clients SELECT i, 'note ' || i, encrypt_field_versioned('note ' || i), ('note ' || i)::text FROM generate_series(1, 10) i;
 INSERT INTO sp_clients VALUES (11, NULL, NULL, NULL);
+-- One v1 envelope relabelled "v2": the verification pass re-encrypts it.
+UPDATE sp_clients SET notes = jsonb_set(notes, '{version}', '"v2"') WHERE id = 4;
 
 CREATE ROLE mallory;
 GRANT CREATE ON SCHEMA public TO mallory;
@@ -151,13 +153,13 @@ CALL public.rotate_column('public.sp_clients', 'history', 3);
 RESET search_path;
 
 -- Nothing of mallory's ran, she is not a superuser, and the rotation worked:
--- every row on v2 and decrypting to its plaintext;
+-- every row on v2, every value authentic and decrypting to its plaintext;
 -- the temporary table was not touched.
 SELECT what, by_role FROM public.hijack_log;
 SELECT rolsuper AS mallory_is_superuser FROM pg_roles WHERE rolname = 'mallory';
 SELECT key_version(notes) AS notes_version, key_version(history) AS history_version, count(*)
 FROM public.sp_clients GROUP BY 1, 2 ORDER BY 1, 2;
-SELECT count(*) FILTER (WHERE decrypt_field_versioned(notes) = plain AND history::text = plain) AS decrypt_ok
+SELECT count(*) FILTER (WHERE verify_field_versioned(notes) AND decrypt_field_versioned(notes) = plain AND history::text = plain) AS decrypt_ok
 FROM public.sp_clients;
 SELECT key_version(notes) AS temp_notes_version, key_version(history) AS temp_history_version, count(*)
 FROM pg_temp.sp_clients GROUP BY 1, 2 ORDER BY 1, 2;
