@@ -12,6 +12,19 @@
 -- and a new CALL finishes the job. Must be CALLed outside a transaction block,
 -- with keys set for the session (set_config(…, false)): keys set with
 -- SET LOCAL end at the first COMMIT.
+--
+-- A jsonb column then gets a verification pass: format 2 does not
+-- authenticate its "version" label, so a value relabelled to the target
+-- version would pass for rotated. Every value is authenticated
+-- (verify_field_versioned, a decrypt-only check) and those that fail are
+-- re-encrypted from the loaded key they authenticate under, or reported.
+--
+-- Hostile search_path: the procedure runs with the caller's search_path (a
+-- procedure that COMMITs cannot carry a SET search_path clause), which may
+-- put a schema writable by others before pg_catalog. So nothing here, in the
+-- static SQL, in PL/pgSQL's own expressions or in the generated SQL, is
+-- resolved through it: every type, function and operator is
+-- schema-qualified, and the table is named by its schema and name.
 CREATE PROCEDURE rotate_column(
     tbl regclass,
     col name,
@@ -21,35 +34,45 @@ CREATE PROCEDURE rotate_column(
 LANGUAGE plpgsql
 AS $proc$
 DECLARE
-    coltype regtype;
-    fn text;
-    target text := key_version;
-    total bigint;
-    remaining bigint;
-    done bigint := 0;
-    n bigint;
-    batch integer := 0;
-    pass integer := 0;
-    cursor_tid tid;
-    last_tid tid;
-    q text;
+    typid pg_catalog.oid;
+    is_jsonb pg_catalog.bool;
+    rel pg_catalog.text;
+    fn pg_catalog.text;
+    target pg_catalog.text := key_version;
+    cond pg_catalog.text;
+    total pg_catalog.int8;
+    remaining pg_catalog.int8;
+    done pg_catalog.int8;
+    rotated pg_catalog.int8 := 0;
+    n pg_catalog.int8;
+    batch pg_catalog.int4 := 0;
+    pass pg_catalog.int4;
+    cursor_tid pg_catalog.tid;
+    last_tid pg_catalog.tid;
+    q pg_catalog.text;
+    upd pg_catalog.text;
 BEGIN
-    IF batch_size IS NULL OR batch_size < 1 THEN
+    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
     END IF;
-    SELECT a.atttypid::regtype INTO coltype
+    SELECT a.atttypid INTO typid
       FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+     WHERE a.attrelid OPERATOR(pg_catalog.=) tbl
+       AND a.attname OPERATOR(pg_catalog.=) col
+       AND a.attnum OPERATOR(pg_catalog.>) 0
+       AND NOT a.attisdropped;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'column "%" of relation % does not exist', col, tbl USING ERRCODE = '42703';
     END IF;
-    IF coltype = 'jsonb'::regtype THEN
+    IF typid OPERATOR(pg_catalog.=) 'pg_catalog.jsonb'::pg_catalog.regtype::pg_catalog.oid THEN
         fn := '@extschema@.reencrypt_field_versioned';
-    ELSIF coltype = '@extschema@.encrypted_text'::regtype THEN
+        is_jsonb := true;
+    ELSIF typid OPERATOR(pg_catalog.=) '@extschema@.encrypted_text'::pg_catalog.regtype::pg_catalog.oid THEN
         fn := '@extschema@.reencrypt';
+        is_jsonb := false;
     ELSE
-        RAISE EXCEPTION 'rotate_column re-encrypts jsonb envelope and encrypted_text columns, not %', coltype
-            USING ERRCODE = '42804';
+        RAISE EXCEPTION 'rotate_column re-encrypts jsonb envelope and encrypted_text columns, not %',
+            typid::pg_catalog.regtype USING ERRCODE = '42804';
     END IF;
     IF target IS NULL THEN
         SELECT s.version INTO target FROM @extschema@.encryption_status() s WHERE s.is_current;
@@ -58,50 +81,97 @@ BEGIN
                 USING ERRCODE = '55000';
         END IF;
     END IF;
+    -- schema.name, both quoted. The text of a regclass omits the schema when
+    -- the table is visible at that moment; a same-named table created later
+    -- in pg_temp (searched first for tables) would then take its place in the
+    -- statements reused from batch to batch.
+    SELECT pg_catalog.format('%I.%I', ns.nspname, c.relname) INTO STRICT rel
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE c.oid OPERATOR(pg_catalog.=) tbl;
 
-    q := format('SELECT count(*) FROM %s WHERE %I IS NOT NULL AND @extschema@.key_version(%I) <> $1', tbl, col, col);
-    EXECUTE q INTO total USING target;
-    RAISE NOTICE 'rotate_column: % rows of %.% to re-encrypt to version %', total, tbl, col, target;
-    remaining := total;
+    -- Phase 1 re-encrypts the values labelled with another version; phase 2
+    -- (jsonb only) those labelled with the target that do not authenticate.
+    FOR phase IN 1..2 LOOP
+        IF phase OPERATOR(pg_catalog.=) 1 THEN
+            cond := pg_catalog.format('@extschema@.key_version(%I) OPERATOR(pg_catalog.<>) %L::pg_catalog.text', col, target);
+        ELSIF is_jsonb THEN
+            cond := pg_catalog.format('NOT @extschema@.verify_field_versioned(%I)', col);
+        ELSE
+            EXIT;
+        END IF;
+        q := pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE %I IS NOT NULL AND %s', rel, col, cond);
+        upd := pg_catalog.format($q$
+            WITH batch AS (
+                SELECT ctid FROM %1$s
+                 WHERE ctid OPERATOR(pg_catalog.>) $1 AND %2$I IS NOT NULL AND %4$s
+                 LIMIT $3
+                 FOR UPDATE SKIP LOCKED
+            ), upd AS (
+                -- A TID scan of exactly the locked rows (a join back to
+                -- the table could scan all of it for every batch).
+                UPDATE %1$s SET %2$I = %3$s(%2$I, $2)
+                 WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM batch))
+                RETURNING 1
+            )
+            SELECT (SELECT pg_catalog.count(*) FROM upd), (SELECT pg_catalog.max(ctid) FROM batch)
+        $q$, rel, col, fn, cond);
+        EXECUTE q INTO total;
+        IF phase OPERATOR(pg_catalog.=) 1 THEN
+            RAISE NOTICE 'rotate_column: % rows of %.% to re-encrypt to version %', total, tbl, col, target;
+        ELSIF total OPERATOR(pg_catalog.>) 0 THEN
+            RAISE NOTICE 'rotate_column: % values of %.% do not authenticate under the key their "version" names; re-encrypting them to version %',
+                total, tbl, col, target;
+        END IF;
+        remaining := total;
+        done := 0;
+        pass := 0;
 
-    WHILE remaining > 0 AND pass < 5 LOOP
-        pass := pass + 1;
-        cursor_tid := '(0,0)';
-        LOOP
-            EXECUTE format($q$
-                WITH batch AS (
-                    SELECT ctid FROM %1$s
-                     WHERE ctid > $1 AND %2$I IS NOT NULL AND @extschema@.key_version(%2$I) <> $2
-                     LIMIT $3
-                     FOR UPDATE SKIP LOCKED
-                ), upd AS (
-                    -- A TID scan of exactly the locked rows (a join back to
-                    -- the table could scan all of it for every batch).
-                    UPDATE %1$s SET %2$I = %3$s(%2$I, $2)
-                     WHERE ctid = ANY (ARRAY(SELECT ctid FROM batch))
-                    RETURNING 1
-                )
-                SELECT (SELECT count(*) FROM upd), (SELECT max(ctid) FROM batch)
-            $q$, tbl, col, fn)
-            INTO n, last_tid USING cursor_tid, target, batch_size;
-            EXIT WHEN last_tid IS NULL;
-            IF n > 0 THEN
-                batch := batch + 1;
-                done := done + n;
-                RAISE NOTICE 'batch %: %/% rows', batch, done, total;
-            END IF;
+        WHILE remaining OPERATOR(pg_catalog.>) 0 AND pass OPERATOR(pg_catalog.<) 5 LOOP
+            pass := pass OPERATOR(pg_catalog.+) 1;
+            cursor_tid := '(0,0)'::pg_catalog.tid;
+            LOOP
+                IF phase OPERATOR(pg_catalog.=) 1 THEN
+                    EXECUTE upd INTO n, last_tid USING cursor_tid, target, batch_size;
+                ELSE
+                    BEGIN
+                        EXECUTE upd INTO n, last_tid USING cursor_tid, target, batch_size;
+                    EXCEPTION WHEN SQLSTATE '22000' THEN
+                        RAISE EXCEPTION USING ERRCODE = '22000', MESSAGE = SQLERRM,
+                            DETAIL = pg_catalog.format('A value of %s.%I does not authenticate under the key its "version" names, nor under any other loaded key.', tbl, col),
+                            HINT = pg_catalog.format('List such values with SELECT ctid, key_version(%2$I) FROM %1$s WHERE NOT verify_field_versioned(%2$I);', tbl, col);
+                    END;
+                END IF;
+                EXIT WHEN last_tid IS NULL;
+                IF n OPERATOR(pg_catalog.>) 0 THEN
+                    batch := batch OPERATOR(pg_catalog.+) 1;
+                    done := done OPERATOR(pg_catalog.+) n;
+                    rotated := rotated OPERATOR(pg_catalog.+) n;
+                    RAISE NOTICE 'batch %: %/% rows', batch, done, total;
+                END IF;
+                COMMIT;
+                cursor_tid := last_tid;
+            END LOOP;
             COMMIT;
-            cursor_tid := last_tid;
+            EXECUTE q INTO remaining;
         END LOOP;
-        COMMIT;
-        EXECUTE q INTO remaining USING target;
+
+        IF remaining OPERATOR(pg_catalog.>) 0 THEN
+            IF phase OPERATOR(pg_catalog.=) 1 THEN
+                RAISE WARNING 'rotate_column: % rows of %.% are still not on version % (locked by other transactions?); CALL rotate_column again',
+                    remaining, tbl, col, target;
+            ELSE
+                RAISE WARNING 'rotate_column: % values of %.% still do not authenticate (locked by other transactions?); CALL rotate_column again',
+                    remaining, tbl, col;
+            END IF;
+            RETURN;
+        END IF;
     END LOOP;
 
-    IF remaining > 0 THEN
-        RAISE WARNING 'rotate_column: % rows of %.% are still not on version % (locked by other transactions?); CALL rotate_column again',
-            remaining, tbl, col, target;
+    IF is_jsonb THEN
+        RAISE NOTICE 'rotate_column: done, % rows re-encrypted, none left on other versions, every value authenticates', rotated;
     ELSE
-        RAISE NOTICE 'rotate_column: done, % rows re-encrypted, none left on other versions', done;
+        RAISE NOTICE 'rotate_column: done, % rows re-encrypted, none left on other versions', rotated;
     END IF;
 END
 $proc$;

@@ -5,8 +5,9 @@
 //! API), and an envelope already at the target version is returned as the
 //! same datum.
 
+use pazpaz_core::keyring::{KeyEntry, Keyring};
 use pazpaz_core::versioned::{self, Member};
-use pazpaz_core::{field, jsonb, Error};
+use pazpaz_core::{field, jsonb, Cipher, Error};
 use pgrx::prelude::*;
 use zeroize::Zeroizing;
 
@@ -64,6 +65,17 @@ fn decrypt(envelope: &Jsonb, aad: &[u8]) -> Text {
     open_with(ring.get(version).or_raise().cipher(), &sealed, aad)
 }
 
+/// Whether format-1 `sealed` authenticates under `cipher` with `aad`. The
+/// plaintext goes to a scratch buffer that is wiped when dropped.
+fn authenticates(cipher: &Cipher, sealed: &[u8], aad: &[u8]) -> bool {
+    let mut scratch = Zeroizing::new(vec![0u8; field::opened_len(sealed).or_raise()]);
+    match field::decrypt_into(cipher, sealed, aad, &mut scratch) {
+        Ok(()) => true,
+        Err(Error::DecryptionFailed) => false,
+        Err(e) => raise(e),
+    }
+}
+
 fn reencrypt(envelope: Jsonb, target: Option<&str>, aad: &[u8]) -> Jsonb {
     let ring = keys::keyring().or_raise();
     let target = match target {
@@ -72,7 +84,12 @@ fn reencrypt(envelope: Jsonb, target: Option<&str>, aad: &[u8]) -> Jsonb {
     };
     let (version, sealed) = envelope.parts().or_raise();
     if version == target.version() {
-        return envelope; // already there: same datum, no new nonce
+        // Format 2 does not authenticate its "version" label, so an envelope
+        // relabelled to the target is checked, not passed over.
+        if authenticates(target.cipher(), &sealed, aad) {
+            return envelope; // already there: same datum, no new nonce
+        }
+        return reencrypt_mislabelled(&ring, target, sealed, aad);
     }
     let from = ring.get(version).or_raise();
     // Decrypted and re-encrypted in this one buffer, wiped when dropped.
@@ -80,6 +97,37 @@ fn reencrypt(envelope: Jsonb, target: Option<&str>, aad: &[u8]) -> Jsonb {
     let nonce = keys::nonce().or_raise();
     field::reseal_in_place(from.cipher(), target.cipher(), &nonce, aad, aad, &mut buf).or_raise();
     Jsonb::build(target.version(), &buf)
+}
+
+/// An envelope labelled with the target version that does not authenticate
+/// under the target key: re-encrypted under the target from whichever other
+/// loaded key it authenticates under, or "Decryption failed".
+#[cold]
+fn reencrypt_mislabelled(ring: &Keyring, target: &KeyEntry, sealed: Vec<u8>, aad: &[u8]) -> Jsonb {
+    let mut buf = Zeroizing::new(sealed);
+    let nonce = keys::nonce().or_raise();
+    for from in ring.entries().iter().filter(|e| e.version() != target.version()) {
+        // On an authentication failure `buf` is left unchanged.
+        match field::reseal_in_place(from.cipher(), target.cipher(), &nonce, aad, aad, &mut buf) {
+            Ok(()) => return Jsonb::build(target.version(), &buf),
+            Err(Error::DecryptionFailed) => continue,
+            Err(e) => raise(e),
+        }
+    }
+    raise(Error::DecryptionFailed)
+}
+
+/// Whether an envelope authenticates under the key its "version" names
+/// (false when that version is not loaded); a malformed envelope or a missing
+/// keyring is an error.
+fn verify(envelope: &Jsonb, aad: &[u8]) -> bool {
+    let (version, sealed) = envelope.parts().or_raise();
+    let ring = keys::keyring().or_raise();
+    match ring.get(version) {
+        Ok(key) => authenticates(key.cipher(), &sealed, aad),
+        Err(Error::UnknownVersion { .. }) => false,
+        Err(e) => raise(e),
+    }
 }
 
 #[pg_extern(volatile, strict, parallel_safe, cost = 20)]
@@ -122,6 +170,19 @@ fn reencrypt_field_versioned_aad(envelope: Jsonb, key_version: &str, aad: Text) 
     reencrypt(envelope, Some(key_version), aad.0.as_bytes())
 }
 
+/// Whether the envelope authenticates under its labelled version's key: the
+/// check that `key_version(col) = 'v2'` alone cannot make, because format 2
+/// does not authenticate the label.
+#[pg_extern(stable, strict, parallel_safe, cost = 20)]
+fn verify_field_versioned(envelope: Jsonb) -> bool {
+    verify(&envelope, b"")
+}
+
+#[pg_extern(stable, strict, parallel_safe, cost = 20, name = "verify_field_versioned")]
+fn verify_field_versioned_aad(envelope: Jsonb, aad: Text) -> bool {
+    verify(&envelope, aad.0.as_bytes())
+}
+
 /// The envelope's version, without a key. IMMUTABLE so that
 /// `CREATE INDEX … (key_version(col))` can find stale rows.
 #[pg_extern(immutable, strict, parallel_safe, name = "key_version")]
@@ -131,4 +192,3 @@ pub fn key_version_jsonb(envelope: Jsonb) -> String {
         Err(e) => raise(e),
     }
 }
-

@@ -4,9 +4,13 @@
 # expected/NAME.out. The files double as examples of use.
 #   bash tests/pg_regress/run.sh [NAME…]
 # To accept new output after reviewing it: ACCEPT=1 bash tests/pg_regress/run.sh NAME
+# Another build without installing it: PAZPAZ_PACKAGE_DIR=<cargo pgrx package
+# --out-dir> runs the server from an overlay that loads that build (with
+# PG_BASE and REGRESS_PORT chosen so as not to collide with other runs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/pg.sh
+if [ -n "${PAZPAZ_PACKAGE_DIR:-}" ]; then use_package_overlay "$PAZPAZ_PACKAGE_DIR" regress-overlay; fi
 DIR=tests/pg_regress
 OUT=target/regress
 PG_REGRESS=$(dirname "$("$PGBIN/pg_config" --pgxs)")/../test/regress/pg_regress
@@ -16,7 +20,7 @@ if [ $# -gt 0 ]; then tests=("$@"); else
 fi
 
 trap 'pg_stop regress' EXIT
-pg_start regress 55433 "log_min_messages = warning"
+pg_start regress "${REGRESS_PORT:-55433}" "log_min_messages = warning"
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 status=0

@@ -27,6 +27,9 @@ SET enable_seqscan = off;
 EXPLAIN (COSTS OFF) SELECT count(*) FROM clients WHERE key_version(medical_history) = 'v1';
 RESET enable_seqscan;
 SELECT count(*) AS left_on_v1 FROM clients WHERE key_version(medical_history) = 'v1';
+-- The label is not authenticated: before dropping v1, check that every value
+-- authenticates under the key its label names (a decrypt-only pass).
+SELECT count(*) AS not_authentic FROM clients WHERE NOT verify_field_versioned(medical_history);
 SELECT count(*) FILTER (WHERE decrypt_field_versioned(medical_history) = plain) AS decrypt_ok, count(*) AS total FROM clients;
 
 -- A second run changes nothing: no row matches, and even without the WHERE
@@ -50,6 +53,24 @@ CALL rotate_column('clients', 'medical_history', 3000);
 SELECT key_version(medical_history) AS version, count(*) FROM clients GROUP BY 1;
 SELECT count(*) FILTER (WHERE decrypt_field_versioned(medical_history) = plain) AS decrypt_ok FROM clients;
 -- Re-running is harmless.
+CALL rotate_column('clients', 'medical_history', 3000);
+
+-- A value relabelled to the target version: format 2 does not authenticate
+-- the "version" label, so the runbook's version check misses it; the
+-- verification query finds it, and rotate_column's verification pass
+-- re-encrypts it from the key it authenticates under.
+UPDATE clients SET medical_history = jsonb_set(encrypt_field_versioned(plain, 'v2'), '{version}', '"v3"') WHERE id IN (17, 4242);
+SELECT count(*) AS left_on_other_versions FROM clients WHERE key_version(medical_history) <> 'v3';
+SELECT id FROM clients WHERE NOT verify_field_versioned(medical_history) ORDER BY id;
+CALL rotate_column('clients', 'medical_history', 3000);
+SELECT count(*) AS not_authentic FROM clients WHERE NOT verify_field_versioned(medical_history);
+SELECT count(*) FILTER (WHERE decrypt_field_versioned(medical_history) = plain) AS decrypt_ok FROM clients;
+-- One that authenticates under no loaded key (made with another keyring) is
+-- reported, with how to find such values.
+UPDATE clients SET medical_history = '{"version": "v3", "ciphertext": "9aaDPJ651n2ienSNr4se6oAexS0UJNHJ1Y1oxzmM5Y1DMjGK"}' WHERE id = 99;
+CALL rotate_column('clients', 'medical_history', 3000);
+SELECT id FROM clients WHERE NOT verify_field_versioned(medical_history);
+UPDATE clients SET medical_history = encrypt_field_versioned(plain) WHERE id = 99;
 CALL rotate_column('clients', 'medical_history', 3000);
 
 -- Interrupted: a batch fails part-way, here at a row that cannot be

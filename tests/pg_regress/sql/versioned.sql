@@ -57,9 +57,38 @@ SELECT regress.try($$SELECT key_version('[]'::jsonb)$$), regress.try($$SELECT ke
 -- other key, and authentication fails).
 SELECT regress.try(format('SELECT decrypt_field_versioned(%L::jsonb)',
     jsonb_set(encrypt_field_versioned('x', 'v1'), '{version}', '"v2"')));
+-- That label is not authenticated (format 2 has no associated data), so
+-- re-encryption does not pass over an envelope that claims the target
+-- version: it authenticates it, re-encrypts it from the loaded key it does
+-- authenticate under, and refuses it when there is none.
+-- verify_field_versioned() tells whether an envelope authenticates under the
+-- key its label names.
+SELECT jsonb_set(encrypt_field_versioned('relabelled', 'v1'), '{version}', '"v2"') AS relabelled \gset
+SELECT key_version(:'relabelled'::jsonb) AS claims, verify_field_versioned(:'relabelled'::jsonb) AS authentic,
+       key_version(reencrypt_field_versioned(:'relabelled'::jsonb)) AS now,
+       verify_field_versioned(reencrypt_field_versioned(:'relabelled'::jsonb)) AS now_authentic,
+       decrypt_field_versioned(reencrypt_field_versioned(:'relabelled'::jsonb)) AS plaintext,
+       decrypt_field_versioned(reencrypt_field_versioned(:'relabelled'::jsonb, 'v2')) AS plaintext_given_version;
+SELECT verify_field_versioned(e) AS authentic, reencrypt_field_versioned(e) = e AS unchanged, reencrypt_field_versioned(e, 'v2') = e AS unchanged_given_version
+FROM (SELECT encrypt_field_versioned('already v2') AS e) s;
+-- With associated data.
+SELECT verify_field_versioned(e, 'a:1') AS authentic, verify_field_versioned(e, 'a:2') AS other_aad, verify_field_versioned(e) AS no_aad,
+       reencrypt_field_versioned(e, 'v2', 'a:1') = e AS unchanged
+FROM (SELECT encrypt_field_versioned('note', 'v2', 'a:1') AS e) s;
+SELECT decrypt_field_versioned(reencrypt_field_versioned(e, 'v2', 'a:1'), 'a:1') AS relabelled_with_aad,
+       regress.try(format('SELECT reencrypt_field_versioned(%L::jsonb, %L, %L)', e, 'v2', 'a:2')) AS other_aad
+FROM (SELECT jsonb_set(encrypt_field_versioned('note', 'v1', 'a:1'), '{version}', '"v2"') AS e) s;
+-- Made with a key that is not loaded (the application's vector keyring):
+-- authenticates under none, refused; an unknown version is not authentic.
+SELECT verify_field_versioned(e) AS authentic, regress.try(format('SELECT reencrypt_field_versioned(%L::jsonb)', e)) AS reencrypt
+FROM (VALUES ('{"version": "v2", "ciphertext": "9aaDPJ651n2ienSNr4se6oAexS0UJNHJ1Y1oxzmM5Y1DMjGK"}'::jsonb)) v(e);
+SELECT verify_field_versioned('{"version": "v7", "ciphertext": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}') AS unknown_version;
+SELECT regress.try($$SELECT verify_field_versioned('[]'::jsonb)$$) AS malformed,
+       regress.try($$SELECT verify_field_versioned('{"version": "v1", "ciphertext": "AAAA"}'::jsonb)$$) AS too_short;
 
 -- key_version() needs no key and can back an index.
 RESET pazpaz.encryption_keys;
 SELECT key_version('{"version": "v1", "ciphertext": "AAAA"}'::jsonb) AS without_key;
 SELECT regress.try($$SELECT decrypt_field_versioned('{"version": "v1", "ciphertext": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}')$$);
+SELECT regress.try($$SELECT verify_field_versioned('{"version": "v1", "ciphertext": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}')$$) AS verify_without_key;
 SELECT p.provolatile AS key_version_volatility FROM pg_proc p WHERE p.oid = 'key_version(jsonb)'::regprocedure;
