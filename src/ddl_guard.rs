@@ -25,6 +25,29 @@ use crate::error::raise;
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
+mod unguarded {
+    use pgrx::pg_sys;
+
+    extern "C-unwind" {
+        /// PostgreSQL's standard_ProcessUtility (utility.c), declared without
+        /// pgrx's FFI guard: an ERROR from the statement must reach the
+        /// caller unchanged (pgrx's guard would turn it into a Rust panic and
+        /// re-raise it with a Rust backtrace as its DETAIL, losing its
+        /// CONTEXT).
+        #[allow(clippy::too_many_arguments)]
+        pub fn standard_ProcessUtility(
+            pstmt: *mut pg_sys::PlannedStmt,
+            query_string: *const std::ffi::c_char,
+            read_only_tree: bool,
+            context: pg_sys::ProcessUtilityContext::Type,
+            params: pg_sys::ParamListInfo,
+            query_env: *mut pg_sys::QueryEnvironment,
+            dest: *mut pg_sys::DestReceiver,
+            qc: *mut pg_sys::QueryCompletion,
+        );
+    }
+}
+
 pub fn init() {
     // SAFETY: _PG_init runs once per process, single-threaded; the hook is
     // chained to its previous value.
@@ -105,7 +128,9 @@ fn check(rv: *mut pg_sys::RangeVar) {
     }
 }
 
-#[pg_guard]
+/// Not `#[pg_guard]`: an ERROR raised by the statement longjmps through this
+/// frame, which owns nothing that needs dropping; the check after it runs
+/// in its own guarded function.
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn process_utility(
     pstmt: *mut pg_sys::PlannedStmt,
@@ -121,15 +146,22 @@ unsafe extern "C-unwind" fn process_utility(
     unsafe {
         match PREV_PROCESS_UTILITY {
             Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
-            None => pg_sys::standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
+            None => unguarded::standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
         }
         let stmt = (*pstmt).utilityStmt;
         if !stmt.is_null() {
             let rv = target(stmt);
             if !rv.is_null() {
-                pg_sys::CommandCounterIncrement();
-                check(rv);
+                after_utility(rv);
             }
         }
     }
+}
+
+#[pg_guard]
+extern "C-unwind" fn after_utility(rv: *mut pg_sys::RangeVar) {
+    // SAFETY: inside the statement's transaction; makes its catalog changes
+    // visible to the check's queries.
+    unsafe { pg_sys::CommandCounterIncrement() };
+    check(rv);
 }

@@ -7,6 +7,7 @@ import os
 import secrets
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -31,6 +32,13 @@ def run_pg(cmd: str, env=None) -> str:
         cwd=ROOT, env={**os.environ, **(env or {})}, check=True, capture_output=True, text=True,
     )
     return out.stdout
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def new_key() -> str:

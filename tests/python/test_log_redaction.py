@@ -16,7 +16,6 @@ import base64
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import ROOT, new_key, remove_cluster, start_cluster
+from conftest import ROOT, free_port, new_key, remove_cluster, start_cluster
 
 TAP_SRC = ROOT / "tests/python/fixtures/log_tap.c"
 TAP_DIR = Path("/tmp/pazpaz_crypto/log_tap")
@@ -49,12 +48,6 @@ ORDERS = {
     "ours-first": "pazpaz_crypto,auto_explain,pg_stat_statements,{tap}",
     "ours-last": "{tap},auto_explain,pg_stat_statements,pazpaz_crypto",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_tap() -> Path:
@@ -160,6 +153,11 @@ def test_finding_1_auto_explain_of_the_recommended_set_config(server):
         assert c.execute("SELECT key_version(encrypt_field_versioned('x'))").fetchone() == ("v2",)
     logs = server.logs()
     assert "plan:" in logs and "Query Text:" in logs, "auto_explain ran"
+    # The parameterised form leaves no key in pg_stat_statements either.
+    with server.connect() as c:
+        tracked = "\n".join(q for (q,) in c.execute("SELECT query FROM pg_stat_statements"))
+    assert "set_config" in tracked
+    assert not any(f in tracked for k in (key, k2) for f in spellings(k))
     assert "[statement redacted by pazpaz_crypto: it sets a key]" in logs, "the statements were logged, redacted"
     assert server.leaks() == []
 
