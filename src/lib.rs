@@ -59,6 +59,7 @@ extern "C-unwind" fn init() {
     log_filter::init();
 }
 
+extension_sql_file!("../sql/require_utf8.sql", name = "require_utf8", bootstrap);
 extension_sql_file!("../sql/rotation.sql", name = "rotation", requires = [
         "encrypted_text_casts",
         status::encryption_status,
