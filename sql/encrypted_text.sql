@@ -1,5 +1,5 @@
 -- Casts of encrypted_text. Assignment casts let INSERT/UPDATE/COPY and
--- ALTER TABLE … TYPE move between text and encrypted_text; there is no
+-- ALTER TABLE ... TYPE move between text and encrypted_text; there is no
 -- implicit cast, so `WHERE col = 'x'` cannot silently compare ciphertext or
 -- decrypt a whole column behind the user's back.
 -- Every name is schema-qualified: nothing here depends on the search_path

@@ -10,7 +10,7 @@
 -- changed by others meanwhile are picked up by a further pass. Interrupted
 -- (cancelled, timed out, backend killed), it loses at most the current batch
 -- and a new CALL finishes the job. Must be CALLed outside a transaction block,
--- with keys set for the session (set_config(…, false)): keys set with
+-- with keys set for the session (set_config(..., false)): keys set with
 -- SET LOCAL end at the first COMMIT.
 --
 -- A jsonb column then gets a verification pass: format 2 does not

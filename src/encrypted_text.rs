@@ -142,12 +142,14 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
     match gucs::text_io() {
         TextIo::Envelope => {
             Envelope::parse(bytes).or_raise();
-            let s = envelope::to_text(bytes);
-            let p = unsafe { pg_sys::palloc(s.len() + 1) }.cast::<u8>();
-            unsafe {
-                std::ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
-                *p.add(s.len()) = 0;
-            }
+            // Sized before anything is allocated: base64 grows by 4/3, so an
+            // envelope over 768 MiB has no text form within MaxAllocSize
+            // (54000 naming binary COPY, rather than palloc's XX000).
+            let len = envelope::text_len(bytes.len()).or_raise();
+            let p = unsafe { pg_sys::palloc(len + 1) }.cast::<u8>();
+            let out = unsafe { std::slice::from_raw_parts_mut(p, len + 1) };
+            envelope::write_text(bytes, &mut out[..len]).or_raise();
+            out[len] = 0;
             CStringOut(p.cast())
         }
         TextIo::Plaintext => {

@@ -63,6 +63,7 @@ extern "C-unwind" fn init() {
     ddl_guard::init();
 }
 
+extension_sql_file!("../sql/require_utf8.sql", name = "require_utf8", bootstrap);
 extension_sql_file!("../sql/rotation.sql", name = "rotation", requires = [
         "encrypted_text_casts",
         status::encryption_status,

@@ -129,6 +129,36 @@ pub fn reseal_into(
     field::reseal_in_place(from, to, nonce, env.header, header, body)
 }
 
+/// Longest text form the extension returns: the text and its terminating NUL
+/// must fit in one PostgreSQL allocation (MaxAllocSize, 1 GB - 1).
+pub const MAX_TEXT_LEN: usize = (1 << 30) - 2;
+
+/// Longest envelope that has a text form (805,306,359 bytes: base64 grows by
+/// 4/3). Binary COPY moves longer ones.
+pub const MAX_TEXT_ENVELOPE: usize = (MAX_TEXT_LEN - TEXT_PREFIX.len()) / 4 * 3;
+
+/// Length of the text form of an envelope of `len` bytes, or
+/// `TooLargeForText` when it would exceed `MAX_TEXT_LEN`; computed before
+/// anything is allocated.
+pub fn text_len(len: usize) -> Result<usize> {
+    if len > MAX_TEXT_ENVELOPE {
+        return Err(Error::TooLargeForText { len, max: MAX_TEXT_ENVELOPE });
+    }
+    Ok(TEXT_PREFIX.len() + len.div_ceil(3) * 4)
+}
+
+/// Writes the text form of `bytes` into `out` (exactly `text_len(bytes.len())` bytes).
+pub fn write_text(bytes: &[u8], out: &mut [u8]) -> Result<()> {
+    assert_eq!(out.len(), text_len(bytes.len())?, "output buffer size");
+    let (prefix, b64) = out.split_at_mut(TEXT_PREFIX.len());
+    prefix.copy_from_slice(TEXT_PREFIX.as_bytes());
+    let written = STANDARD.encode_slice(bytes, b64).expect("length checked above");
+    debug_assert_eq!(written, b64.len());
+    Ok(())
+}
+
+/// The text form as a `String`, for callers outside PostgreSQL (no size
+/// limit; the extension uses `text_len` and `write_text`).
 pub fn to_text(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(TEXT_PREFIX.len() + bytes.len().div_ceil(3) * 4);
     s.push_str(TEXT_PREFIX);

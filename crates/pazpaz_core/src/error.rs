@@ -21,7 +21,8 @@ pub enum ErrorClass {
     InvalidCharacter,
     /// 22001 string_data_right_truncation: longer than the typmod allows.
     TooLong,
-    /// 54000 program_limit_exceeded: input too large to encrypt.
+    /// 54000 program_limit_exceeded: input too large to encrypt, or a value
+    /// too large for a text form.
     TooLarge,
     /// 58000 system_error: the operating system's random source failed.
     System,
@@ -63,6 +64,8 @@ pub enum Error {
     TooLong { max: i32 },
     #[error("Plaintext too large to encrypt")]
     TooLarge,
+    #[error("encrypted_text value too large for the text envelope form ({len}-byte envelope, at most {max}): COPY … (FORMAT binary) moves it without a key")]
+    TooLargeForText { len: usize, max: usize },
     #[error("The operating system's random number generator failed")]
     Rng,
     #[error("A column default cannot be an encrypted_text constant: it would be encrypted once, now, under this session's key")]
@@ -84,7 +87,7 @@ impl Error {
             BadJsonEnvelope(_) => ErrorClass::InvalidText,
             NotUtf8 => ErrorClass::InvalidCharacter,
             TooLong { .. } => ErrorClass::TooLong,
-            TooLarge => ErrorClass::TooLarge,
+            TooLarge | TooLargeForText { .. } => ErrorClass::TooLarge,
             Rng => ErrorClass::System,
             EncryptedDefault | PlaintextIndex => ErrorClass::Unsupported,
         }

@@ -88,9 +88,32 @@ pub fn envelope_members(container: &[u8]) -> Result<(bool, Member<'_>, Member<'_
     Ok((true, version, ciphertext))
 }
 
+/// Largest container PostgreSQL builds: `convertJsonbObject` (jsonb_util.c)
+/// raises 54000 ("total size of jsonb object elements exceeds the maximum")
+/// when the container's total size, header and entries included, exceeds
+/// `JENTRY_OFFLENMASK`, because that size is stored in a JEntry's 28-bit
+/// field. (Its check of the entries' data alone, 20 bytes smaller, is the
+/// weaker one.) Every length and end offset an envelope stores is smaller
+/// than its container, so this one bound covers them all.
+pub const MAX_CONTAINER: usize = JENTRY_OFFLENMASK as usize;
+
 /// Container size of `{"version": version, "ciphertext": base64(sealed)}`.
 pub fn envelope_size(version: &str, sealed_len: usize) -> usize {
     4 + 4 * 4 + "version".len() + "ciphertext".len() + version.len() + base64_len(sealed_len)
+}
+
+/// `envelope_size`, or `TooLarge` when PostgreSQL could not represent the
+/// container (see `MAX_CONTAINER`).
+pub fn checked_envelope_size(version: &str, sealed_len: usize) -> Result<usize> {
+    let size = sealed_len
+        .checked_add(2)
+        .and_then(|n| (n / 3).checked_mul(4))
+        .and_then(|b64| b64.checked_add(envelope_size(version, 0)))
+        .ok_or(Error::TooLarge)?;
+    if size > MAX_CONTAINER {
+        return Err(Error::TooLarge);
+    }
+    Ok(size)
 }
 
 fn base64_len(n: usize) -> usize {
@@ -102,14 +125,12 @@ fn base64_len(n: usize) -> usize {
 pub fn write_envelope(out: &mut [u8], version: &str, sealed: &[u8]) -> Result<()> {
     let b64 = base64_len(sealed.len());
     assert_eq!(out.len(), envelope_size(version, sealed.len()), "output buffer size");
-    if b64 > JENTRY_OFFLENMASK as usize {
-        return Err(Error::TooLarge);
-    }
+    // The whole container must fit, not only the base64 string: PostgreSQL's
+    // jsonb input refuses anything larger, so such a value could not be
+    // dumped and restored.
+    checked_envelope_size(version, sealed.len())?;
     // Keys sorted by length: "version" (7) before "ciphertext" (10).
     let lens = [7usize, 10, version.len(), b64];
-    if version.len() > JENTRY_OFFLENMASK as usize {
-        return Err(Error::TooLarge);
-    }
     let mut put = |pos: usize, v: u32| out[pos..pos + 4].copy_from_slice(&v.to_ne_bytes());
     put(0, 2 | JB_FOBJECT);
     for (i, len) in lens.iter().enumerate() {
