@@ -138,7 +138,7 @@ BEGIN
                         EXECUTE upd INTO n, last_tid USING cursor_tid, target, batch_size;
                     EXCEPTION WHEN SQLSTATE '22000' THEN
                         RAISE EXCEPTION USING ERRCODE = '22000', MESSAGE = SQLERRM,
-                            DETAIL = pg_catalog.format('A value of %s.%I does not authenticate under the key its "version" names, nor under any other loaded key.', tbl, col),
+                            DETAIL = pg_catalog.format('A value of %s.%I does not authenticate under the key of its version label, nor under any other loaded key.', tbl, col),
                             HINT = pg_catalog.format('List such values with SELECT ctid, key_version(%2$I) FROM %1$s WHERE NOT verify_field_versioned(%2$I);', tbl, col);
                     END;
                 END IF;

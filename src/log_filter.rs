@@ -277,7 +277,11 @@ impl Message<'_> {
             self.set(Field::DetailLog, mark);
         }
         self.map(Field::Context, |t| redact::redact_input_context(t));
-        if is_data_exception(self.e.sqlerrcode) {
+        // The extension's own errors (raised from Rust) never hold a value
+        // and quote only names such as "version".
+        // SAFETY: `filename` is NULL or the raising source file's name.
+        let ours = unsafe { cstr(self.e.filename) }.is_some_and(|f| f.ends_with(b".rs"));
+        if is_data_exception(self.e.sqlerrcode) && !ours {
             self.map(Field::Message, |m| redact::redact_quoted(m));
             self.map(Field::Detail, |d| redact::redact_quoted(d));
         }
