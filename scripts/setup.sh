@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 APT_PACKAGES=(sudo gcc binutils postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang
-              pgbouncer postgresql-15-pgaudit hyperfine python3-pip)
+              pgbouncer postgresql-15-pgaudit hyperfine python3-pip gdb)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

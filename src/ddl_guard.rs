@@ -1,18 +1,21 @@
 //! Refuses DDL that would quietly defeat the encryption:
 //!
-//! - an `encrypted_text` **constant as a column default**: the literal is
-//!   encrypted once, when the DDL is parsed, under whatever key that session
-//!   holds — every later row then gets the same envelope, under a key that
-//!   may be rotated away (`DEFAULT 'x'::text::encrypted_text` is a per-row
-//!   cast and is allowed);
-//! - an **index or extended statistics over a decrypting expression**
-//!   (`CREATE INDEX … ((col::text))`, `CREATE STATISTICS … ON (col::text)`):
-//!   both store plaintext on disk (the index, `pg_statistic_ext_data`), and
-//!   without a key ANALYZE of the table fails.
+//! - a **frozen `encrypted_text` constant** (of the type, or an array,
+//!   domain or composite containing it) in a column default, a domain
+//!   default or a view: the literal is encrypted once, when the DDL is
+//!   parsed, under whatever key that session holds — every later row then
+//!   gets the same envelope, under a key that may be rotated away
+//!   (`DEFAULT 'x'::text::encrypted_text` is a per-row cast and is allowed);
+//! - an **index, extended statistics or generated column over a decrypting
+//!   expression** (`CREATE STATISTICS … ON (col::text)`, an IMMUTABLE
+//!   wrapper around `decrypt_field` in an index): they store plaintext on
+//!   disk (the index, `pg_statistic_ext_data`, the heap), and without a key
+//!   ANALYZE of the table fails.
 //!
 //! A `ProcessUtility_hook` checks the relation after each CREATE TABLE,
-//! ALTER TABLE, CREATE INDEX and CREATE STATISTICS, and raises an ERROR,
-//! which rolls the statement back. The check reads the stored expression
+//! CREATE FOREIGN TABLE, ALTER TABLE, CREATE INDEX, CREATE VIEW and CREATE
+//! STATISTICS (and every domain after CREATE/ALTER DOMAIN), and raises an
+//! ERROR, which rolls the statement back. The check reads the stored expression
 //! trees (`pg_node_tree` text), never a deparsed form: deparsing prints
 //! constants with the type's output function, which decrypts.
 
@@ -58,48 +61,95 @@ pub fn init() {
 }
 
 /// Every name and operator is schema-qualified: this runs with the caller's
-/// search_path. 1 = encrypted default, 2 = decrypting index or statistics.
+/// search_path. `$1` is the relation (or 0 for domains only). Answers 1 for a
+/// frozen encrypted_text constant (a default, a domain default, a view), 2
+/// for an expression that decrypts (index, statistics, generated column).
+///
+/// - `et`: encrypted_text and every type that contains it (arrays, domains,
+///   composites), recursively;
+/// - a frozen constant: a non-null `CONST` of one of those types;
+/// - an expression that decrypts: one that calls a decrypting function of
+///   the extension, or reads a column of those types (`VAR`) and calls a
+///   function outside pg_catalog other than `key_version` or converts
+///   through text I/O (`COERCEVIAIO`). That catches user-written wrappers
+///   over `encrypted_text` columns (an IMMUTABLE SQL function around its
+///   cast); over format-1/2 `bytea`/`jsonb` columns only direct calls are
+///   recognised.
 const CHECK: &str = r#"
-WITH ext AS (
+WITH RECURSIVE ext AS (
     SELECT e.extnamespace FROM pg_catalog.pg_extension e
      WHERE e.extname OPERATOR(pg_catalog.=) 'pazpaz_crypto'
-), et AS (
-    SELECT pg_catalog.concat('[{]CONST :consttype ', t.oid, ' [^{}]*:constisnull false') AS re
-      FROM pg_catalog.pg_type t, ext
+), et(oid) AS (
+    SELECT t.oid FROM pg_catalog.pg_type t, ext
      WHERE t.typname OPERATOR(pg_catalog.=) 'encrypted_text'
        AND t.typnamespace OPERATOR(pg_catalog.=) ext.extnamespace
-), dec AS (
-    SELECT pg_catalog.concat('[{]FUNCEXPR :funcid (', pg_catalog.string_agg(p.oid::pg_catalog.text, '|'), ') ') AS re
-      FROM pg_catalog.pg_proc p, ext
+    UNION
+    SELECT t.oid FROM pg_catalog.pg_type t, et
+     WHERE t.typelem OPERATOR(pg_catalog.=) et.oid
+        OR t.typbasetype OPERATOR(pg_catalog.=) et.oid
+        OR t.typrelid OPERATOR(pg_catalog.=) ANY (
+               SELECT a.attrelid FROM pg_catalog.pg_attribute a
+                WHERE a.atttypid OPERATOR(pg_catalog.=) et.oid AND NOT a.attisdropped)
+), re AS (
+    SELECT pg_catalog.concat('[{]CONST :consttype (', l.oids, ') [^{}]*:constisnull false') AS frozen,
+           pg_catalog.concat('[{]VAR [^{}]*:vartype (', l.oids, ') ') AS reads
+      FROM (SELECT pg_catalog.string_agg(et.oid::pg_catalog.text, '|') AS oids FROM et) l
+), decrypting AS (
+    SELECT p.oid FROM pg_catalog.pg_proc p, ext
      WHERE p.pronamespace OPERATOR(pg_catalog.=) ext.extnamespace
        AND p.proname OPERATOR(pg_catalog.=) ANY ('{text,decrypt_field,decrypt_field_versioned}'::pg_catalog.name[])
+), allowed AS (
+    SELECT p.oid FROM pg_catalog.pg_proc p, ext
+     WHERE p.pronamespace OPERATOR(pg_catalog.=) ext.extnamespace
+       AND p.proname OPERATOR(pg_catalog.=) 'key_version'
+), exprs(x) AS (
+    SELECT i.indexprs::pg_catalog.text FROM pg_catalog.pg_index i WHERE i.indrelid OPERATOR(pg_catalog.=) $1
+    UNION ALL
+    SELECT i.indpred::pg_catalog.text FROM pg_catalog.pg_index i WHERE i.indrelid OPERATOR(pg_catalog.=) $1
+    UNION ALL
+    SELECT s.stxexprs::pg_catalog.text FROM pg_catalog.pg_statistic_ext s WHERE s.stxrelid OPERATOR(pg_catalog.=) $1
+    UNION ALL
+    SELECT d.adbin::pg_catalog.text FROM pg_catalog.pg_attrdef d JOIN pg_catalog.pg_attribute a
+        ON a.attrelid OPERATOR(pg_catalog.=) d.adrelid AND a.attnum OPERATOR(pg_catalog.=) d.adnum
+     WHERE d.adrelid OPERATOR(pg_catalog.=) $1 AND a.attgenerated OPERATOR(pg_catalog.<>) ''
+), frozen(x) AS (
+    SELECT d.adbin::pg_catalog.text FROM pg_catalog.pg_attrdef d WHERE d.adrelid OPERATOR(pg_catalog.=) $1
+    UNION ALL
+    SELECT r.ev_action::pg_catalog.text FROM pg_catalog.pg_rewrite r WHERE r.ev_class OPERATOR(pg_catalog.=) $1
+    UNION ALL
+    SELECT t.typdefaultbin::pg_catalog.text FROM pg_catalog.pg_type t
+     WHERE t.typtype OPERATOR(pg_catalog.=) 'd' AND t.typdefaultbin IS NOT NULL
 )
 SELECT CASE
-    WHEN EXISTS (SELECT FROM pg_catalog.pg_attrdef d, et
-                  WHERE d.adrelid OPERATOR(pg_catalog.=) $1
-                    AND d.adbin::pg_catalog.text OPERATOR(pg_catalog.~) et.re) THEN 1
-    WHEN EXISTS (SELECT FROM pg_catalog.pg_index i, dec
-                  WHERE i.indrelid OPERATOR(pg_catalog.=) $1
-                    AND (i.indexprs::pg_catalog.text OPERATOR(pg_catalog.~) dec.re
-                         OR i.indpred::pg_catalog.text OPERATOR(pg_catalog.~) dec.re)) THEN 2
-    WHEN EXISTS (SELECT FROM pg_catalog.pg_statistic_ext s, dec
-                  WHERE s.stxrelid OPERATOR(pg_catalog.=) $1
-                    AND s.stxexprs::pg_catalog.text OPERATOR(pg_catalog.~) dec.re) THEN 2
+    WHEN EXISTS (SELECT FROM frozen, re WHERE frozen.x OPERATOR(pg_catalog.~) re.frozen) THEN 1
+    WHEN EXISTS (
+        SELECT FROM exprs, re, pg_catalog.regexp_matches(exprs.x, ':(?:op)?funcid ([0-9]+)', 'g') m(f)
+         WHERE m.f[1]::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (SELECT oid FROM decrypting)
+            OR (exprs.x OPERATOR(pg_catalog.~) re.reads
+                AND m.f[1]::pg_catalog.oid OPERATOR(pg_catalog.<>) ALL (SELECT oid FROM allowed)
+                AND m.f[1]::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (
+                        SELECT p.oid FROM pg_catalog.pg_proc p
+                         WHERE p.pronamespace OPERATOR(pg_catalog.<>) 'pg_catalog'::pg_catalog.regnamespace))) THEN 2
+    WHEN EXISTS (SELECT FROM exprs, re
+                  WHERE exprs.x OPERATOR(pg_catalog.~) re.reads AND exprs.x OPERATOR(pg_catalog.~) '[{]COERCEVIAIO') THEN 2
     ELSE 0
 END
 "#;
 
-/// The relation a checked statement creates or changes.
+/// The relation a checked statement creates or changes (NULL: none, but
+/// check the domains); `None` for statements that are not checked.
 ///
 /// # Safety
 /// `stmt` is a valid utility statement node.
-unsafe fn target(stmt: *mut pg_sys::Node) -> *mut pg_sys::RangeVar {
+unsafe fn target(stmt: *mut pg_sys::Node) -> Option<*mut pg_sys::RangeVar> {
     // SAFETY: each cast matches the node's tag.
     unsafe {
-        match (*stmt).type_ {
+        let rv = match (*stmt).type_ {
             pg_sys::NodeTag::T_CreateStmt => (*stmt.cast::<pg_sys::CreateStmt>()).relation,
+            pg_sys::NodeTag::T_CreateForeignTableStmt => (*stmt.cast::<pg_sys::CreateForeignTableStmt>()).base.relation,
             pg_sys::NodeTag::T_AlterTableStmt => (*stmt.cast::<pg_sys::AlterTableStmt>()).relation,
             pg_sys::NodeTag::T_IndexStmt => (*stmt.cast::<pg_sys::IndexStmt>()).relation,
+            pg_sys::NodeTag::T_ViewStmt => (*stmt.cast::<pg_sys::ViewStmt>()).view,
             pg_sys::NodeTag::T_CreateStatsStmt => {
                 let rels = pgrx::PgList::<pg_sys::Node>::from_pg((*stmt.cast::<pg_sys::CreateStatsStmt>()).relations);
                 match rels.head() {
@@ -107,20 +157,22 @@ unsafe fn target(stmt: *mut pg_sys::Node) -> *mut pg_sys::RangeVar {
                     _ => std::ptr::null_mut(),
                 }
             }
-            _ => std::ptr::null_mut(),
-        }
+            // Domain defaults are checked catalog-wide (no relation).
+            pg_sys::NodeTag::T_CreateDomainStmt | pg_sys::NodeTag::T_AlterDomainStmt => std::ptr::null_mut(),
+            _ => return None,
+        };
+        Some(rv)
     }
 }
 
 fn check(rv: *mut pg_sys::RangeVar) {
-    // SAFETY: `rv` is the statement's RangeVar; missing_ok, no lock (the
-    // statement that just ran holds its own).
-    let relid = unsafe {
-        pg_sys::RangeVarGetRelidExtended(rv, pg_sys::NoLock as _, pg_sys::RVROption::RVR_MISSING_OK, None, std::ptr::null_mut())
+    let relid = if rv.is_null() {
+        pg_sys::InvalidOid
+    } else {
+        // SAFETY: `rv` is the statement's RangeVar; missing_ok, no lock (the
+        // statement that just ran holds its own).
+        unsafe { pg_sys::RangeVarGetRelidExtended(rv, pg_sys::NoLock as _, pg_sys::RVROption::RVR_MISSING_OK, None, std::ptr::null_mut()) }
     };
-    if relid == pg_sys::InvalidOid {
-        return;
-    }
     match Spi::get_one_with_args::<i32>(CHECK, &[relid.into()]) {
         Ok(Some(1)) => raise(Error::EncryptedDefault),
         Ok(Some(2)) => raise(Error::PlaintextIndex),
@@ -150,8 +202,7 @@ unsafe extern "C-unwind" fn process_utility(
         }
         let stmt = (*pstmt).utilityStmt;
         if !stmt.is_null() {
-            let rv = target(stmt);
-            if !rv.is_null() {
+            if let Some(rv) = target(stmt) {
                 after_utility(rv);
             }
         }

@@ -232,23 +232,32 @@ impl Message<'_> {
 
     fn redact(&mut self) {
         // 1. Keys, by value.
+        let mut holds_keys = false;
         for f in FIELDS {
             let Some(text) = self.get(f) else { continue };
-            match log_secrets::with(|s| s.scrub(&text)) {
+            match log_secrets::with(|s| {
+                holds_keys = !s.is_empty();
+                s.scrub(&text)
+            }) {
                 Some(Some(new)) => self.set(f, &new),
                 Some(None) => {}
                 None => self.ok = false,
             }
         }
+        // SAFETY: debug_query_string is NULL or the current statement's text.
+        let query = unsafe { cstr(pg_sys::debug_query_string) };
+        // The STATEMENT: line prints the statement itself, not a field.
+        if holds_keys && query.is_some_and(|q| log_secrets::with(|s| s.found_in(q)).unwrap_or(true)) {
+            self.e.hide_stmt = true;
+        }
 
         // 2. Key statements, by shape.
         let is_log = self.e.elevel == pg_sys::LOG as i32 || self.e.elevel == pg_sys::LOG_SERVER_ONLY as i32;
+        let code = self.e.sqlerrcode;
         let key_shaped = |t: &[u8]| redact::names_key_setting(t) || (KEY_PREPARED.get() && redact::may_execute(t));
         self.map(Field::Message, |m| {
             (is_log && redact::quotes_statement(m) && key_shaped(m)).then(|| redact::redact_statement_message(m))
         });
-        // SAFETY: debug_query_string is NULL or the current statement's text.
-        let query = unsafe { cstr(pg_sys::debug_query_string) };
         if query.is_some_and(key_shaped) {
             self.e.hide_stmt = true;
             for f in [Field::Detail, Field::DetailLog, Field::Context] {
@@ -256,20 +265,32 @@ impl Message<'_> {
             }
             // An input or syntax error in such a statement may quote the key
             // it sets (before the check hook has seen it).
-            let code = self.e.sqlerrcode;
             let quotes_input = is_data_exception(code) || code == PgSqlErrorCode::ERRCODE_SYNTAX_ERROR as i32;
             self.map(Field::Message, |m| if !is_log && quotes_input { redact::redact_quoted(m) } else { None });
         }
-        for f in [Field::Detail, Field::DetailLog, Field::Context, Field::InternalQuery] {
-            self.map(f, |t| redact::names_key_setting(t).then(|| redact::FIELD_MARK.to_vec()));
+        // A detail naming a key setting stays with the client (its own
+        // statement); the server log gets the mark. Reports quoting other
+        // sessions' statements (deadlocks) are server-only details already.
+        if self.get(Field::Detail).as_deref().is_some_and(key_shaped) && self.get(Field::DetailLog).is_none() {
+            self.set(Field::DetailLog, redact::FIELD_MARK);
+        }
+        for f in [Field::DetailLog, Field::Context, Field::InternalQuery] {
+            self.map(f, |t| key_shaped(t).then(|| redact::FIELD_MARK.to_vec()));
         }
 
         // 3. Values.
         if !gucs::log_redact_values() {
             return;
         }
-        self.map(Field::Message, |m| if is_log { redact::redact_audit_parameters(m) } else { None });
-        self.map(Field::Message, |m| if is_log && redact::is_plan(m) { redact::redact_literals(m) } else { None });
+        if is_log {
+            self.map(Field::Message, |m| redact::redact_audit_parameters(m));
+            if holds_keys && m_starts(self, b"AUDIT: ") {
+                // A statement run inside a function or DO block is audited
+                // with its text, which may carry decrypted values.
+                self.map(Field::Message, |m| redact::redact_literals(m));
+            }
+            self.map(Field::Message, |m| if redact::is_plan(m) { redact::redact_literals(m) } else { None });
+        }
         for f in [Field::Detail, Field::DetailLog, Field::Context] {
             self.map(f, |t| redact::redact_parameters(t));
         }
@@ -277,15 +298,73 @@ impl Message<'_> {
             self.set(Field::DetailLog, mark);
         }
         self.map(Field::Context, |t| redact::redact_input_context(t));
-        // The extension's own errors (raised from Rust) never hold a value
-        // and quote only names such as "version".
+        if is_log {
+            return;
+        }
+        // Errors, warnings and notices that quote values. A backend that
+        // holds keys can feed decrypted text to anything (casts to regclass,
+        // file names, setting names, dynamic SQL), so there every quoted
+        // part goes; elsewhere, data exceptions only. The extension's own
+        // errors (raised from Rust) quote only names.
         // SAFETY: `filename` is NULL or the raising source file's name.
         let ours = unsafe { cstr(self.e.filename) }.is_some_and(|f| f.ends_with(b".rs"));
-        if is_data_exception(self.e.sqlerrcode) && !ours {
-            self.map(Field::Message, |m| redact::redact_quoted(m));
-            self.map(Field::Detail, |d| redact::redact_quoted(d));
+        if ours || !(holds_keys || is_data_exception(code)) {
+            return;
         }
+        if let Some(message) = self.get(Field::Message) {
+            if let Some(redacted) = redact::redact_quoted(&message) {
+                // The client gets the original in DETAIL; the server log
+                // gets DETAIL_LOG.
+                let detail = self.get(Field::Detail);
+                let detail_log = self.get(Field::DetailLog).or_else(|| detail.clone());
+                let for_log = detail_log.as_deref().map_or_else(
+                    || redact::CLIENT_ONLY_MARK.to_vec(),
+                    |d| redact::redact_quoted(d).unwrap_or_else(|| d.to_vec()),
+                );
+                let for_client = match detail {
+                    Some(d) => [&message[..], b"\n", &d].concat(),
+                    None => message,
+                };
+                self.set(Field::Message, &redacted);
+                self.set(Field::Detail, &for_client);
+                self.set(Field::DetailLog, &for_log);
+            }
+        }
+        if self.get(Field::DetailLog).is_none() {
+            if let Some(new) = self.get(Field::Detail).as_deref().and_then(redact::redact_quoted) {
+                self.set(Field::DetailLog, &new);
+            }
+        }
+        if is_xml_error(code) {
+            // libxml echoes the offending input lines, unquoted.
+            self.set(Field::DetailLog, redact::VALUE_MARK);
+        }
+        self.map(Field::Hint, |h| redact::redact_quoted(h));
+        self.map(Field::Context, |c| {
+            let q = redact::redact_quoted(c);
+            let l = redact::redact_literals(q.as_deref().unwrap_or(c));
+            l.or(q)
+        });
+        self.map(Field::InternalQuery, |q| redact::redact_literals(q));
     }
+}
+
+fn m_starts(m: &mut Message<'_>, prefix: &[u8]) -> bool {
+    m.get(Field::Message).is_some_and(|t| t.starts_with(prefix))
+}
+
+/// SQLSTATEs 2200L/M/N/S/T: XML errors, whose detail echoes the input.
+fn is_xml_error(sqlerrcode: i32) -> bool {
+    use PgSqlErrorCode::*;
+    [
+        ERRCODE_NOT_AN_XML_DOCUMENT,
+        ERRCODE_INVALID_XML_DOCUMENT,
+        ERRCODE_INVALID_XML_CONTENT,
+        ERRCODE_INVALID_XML_COMMENT,
+        ERRCODE_INVALID_XML_PROCESSING_INSTRUCTION,
+    ]
+    .iter()
+    .any(|&c| c as i32 == sqlerrcode)
 }
 
 /// SQLSTATE class 22, in PostgreSQL's packed form of the first two characters.

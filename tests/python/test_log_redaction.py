@@ -13,6 +13,7 @@ Each test names the finding of the security review it reproduces.
 """
 
 import base64
+import json
 import os
 import secrets
 import signal
@@ -277,6 +278,50 @@ def test_finding_10_statement_shapes(server):
         k = server.key()
         fails(c, f"SELECT set_config('pazpaz.encryption_key', '{k}', '{k}')")
         fails(c, f"SET pazpaz.encryption_key = {k}")
+    assert server.leaks() == []
+
+
+# A second round of attacks: decrypted text fed to anything that quotes its
+# input in an error (name lookups, file names, settings, parsers) or that
+# carries it into a statement (dynamic SQL, strict-params details).
+OTHER_ERRORS = [
+    "SELECT {v}::regclass", "SELECT {v}::regtype", "SELECT {v}::regnamespace", "SELECT {v}::regrole",
+    "SELECT nextval({v})", "SELECT has_table_privilege({v}, 'select')", "SELECT current_setting({v})",
+    "SELECT ('a.' || {v} || '.c')::regclass", "SELECT ({v} || ' & & (')::tsquery", "SELECT pg_read_file('/nonexistent/' || {v})",
+    "SELECT to_regtype({v} || ' x(')", "SELECT xmlparse(document '<a>' || {v} || '</b>')",
+    "SELECT ('<a>' || {v} || '</b>')::xml", "SELECT dyn_cast({v})", "SELECT dyn_where({v})", "SELECT strict_params({v})",
+]
+
+
+def test_review_decrypted_text_in_other_errors(server):
+    with server.connect() as c:
+        set_key(c, server.key())
+        c.execute("CREATE TABLE r2 (id serial, c encrypted_text)")
+        c.execute("CREATE FUNCTION dyn_cast(v text) RETURNS int LANGUAGE plpgsql AS $$"
+                  " DECLARE r int; BEGIN EXECUTE 'SELECT ' || quote_literal(v) || '::int' INTO r; RETURN r; END $$")
+        c.execute("CREATE FUNCTION dyn_where(v text) RETURNS bigint LANGUAGE plpgsql AS $$ DECLARE r bigint; BEGIN"
+                  " EXECUTE format('SELECT count(*) FROM pg_class WHERE relname = %L AND 1/0 = 1', v) INTO r; RETURN r; END $$")
+        c.execute("CREATE FUNCTION strict_params(v text) RETURNS int LANGUAGE plpgsql AS $$ #print_strict_params on\n"
+                  " DECLARE r int; BEGIN SELECT 1 INTO STRICT r FROM pg_class WHERE relname <> v; RETURN r; END $$")
+        for sql in OTHER_ERRORS:
+            m = server.marker()
+            rid = c.execute("INSERT INTO r2 (c) VALUES (%s) RETURNING id", [m]).fetchone()[0]
+            e = fails(c, sql.format(v="(SELECT c::text FROM r2 WHERE id = %s)"), [rid])
+            assert e.sqlstate, sql
+    assert server.leaks() == []
+
+
+def test_review_a_big_keyring_and_the_statement_line(server):
+    """17 keys in one keyring (every spelling of each is remembered), and a
+    key that reaches the STATEMENT: line of an error (a wrapper call that
+    fails, under the default log_min_error_statement)."""
+    with server.connect() as c:
+        ring = {f"v{i}": server.key() for i in range(17)}
+        c.execute("SELECT set_config('pazpaz.encryption_keys', %s, false), set_config('pazpaz.encryption_key_version', 'v0', false)",
+                  [json.dumps(ring)])
+        assert c.execute("SELECT count(*) FROM encryption_status()").fetchone() == (17,)
+        for k in ring.values():
+            fails(c, f"SELECT '{k}'::regclass")
     assert server.leaks() == []
 
 

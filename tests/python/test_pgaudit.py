@@ -21,14 +21,13 @@ What these settings would change, found with the probes below:
   pazpaz.encryption_key = '…'` line is redacted by the extension's log hook.
 - pgaudit.log_parameter = on puts every bind parameter in the audit line: the
   plaintext of every INSERT/UPDATE, and the key of the recommended
-  set_config statement (the log hook replaces the statement text but not the
-  parameter field pgaudit appends to the same message).
+  set_config statement. The extension's log filter replaces that field
+  (unless a superuser turns pazpaz.log_redact_values off).
 - pgaudit.log = 'read' (or 'all') also audits statements run inside
-  functions and DO blocks, with their text: a key spelled out there is logged.
-
-The plaintext in parameter fields is pgaudit doing what it is told. The key
-in those lines is a failure of the extension's log hook (src/log_filter.rs),
-in both cases, kept here as failing checks.
+  functions and DO blocks, with their text: a key spelled out there, or a
+  decrypted value built into dynamic SQL, would be logged; the filter
+  scrubs the key by value and, in a session that holds keys, the literals
+  of audited statements.
 """
 
 import uuid
@@ -166,9 +165,11 @@ def test_misc_class_logs_set_statements_redacted(audited):
     secrets_absent(log.text, [key], [])
 
 
-def test_log_parameter_puts_plaintext_in_the_audit_log(audited):
-    """Why pgaudit.log_parameter must stay off: the bind parameters of every
-    write are the plaintext being encrypted."""
+def test_log_parameter_plaintext_is_redacted_unless_values_logging_is_allowed(audited):
+    """pgaudit.log_parameter = on puts the bind parameters of every write —
+    the plaintext being encrypted — into the audit line. The extension's log
+    filter replaces that field; a superuser who turns
+    pazpaz.log_redact_values off gets pgaudit's own behaviour back."""
     key = new_key()
     plain = {k: distinctive(k) for k in ("name", "history", "update")}
     with LogWindow(audited) as log:
@@ -177,7 +178,33 @@ def test_log_parameter_puts_plaintext_in_the_audit_log(audited):
             c.execute("SET pgaudit.log_parameter = on")
             app_workload(c, plain)
     insert = log.audit_lines("WRITE,INSERT,TABLE,public.clients")
+    assert len(insert) == 1 and "[parameters redacted by pazpaz_crypto]" in insert[0]
+    secrets_absent(log.text, [key], plain.values())
+    plain = {k: distinctive(k) for k in ("name", "history", "update")}
+    with LogWindow(audited) as log:
+        with psycopg.connect(audited.dsn(audited.db), autocommit=True) as c:
+            set_keys(c, key)
+            c.execute("SET pgaudit.log_parameter = on")
+            c.execute("SET pazpaz.log_redact_values = off")
+            app_workload(c, plain)
+    insert = log.audit_lines("WRITE,INSERT,TABLE,public.clients")
     assert len(insert) == 1 and plain["name"] in insert[0] and plain["history"] in insert[0]
+
+
+def test_decrypted_values_in_nested_dynamic_sql_stay_out_of_the_audit_log(audited):
+    """pgaudit audits statements run inside a DO block with their text; a
+    statement built from a decrypted value carries it as a literal."""
+    key = new_key()
+    plain = {k: distinctive(k) for k in ("name", "history", "update")}
+    with LogWindow(audited) as log:
+        with psycopg.connect(audited.dsn(audited.db), autocommit=True) as c:
+            set_keys(c, key)
+            app_workload(c, plain)
+            c.execute("CREATE TABLE IF NOT EXISTS audit_copy (t text)")
+            c.execute("DO $$ DECLARE v text; BEGIN SELECT medical_history::text INTO v FROM clients"
+                      " ORDER BY id DESC LIMIT 1; EXECUTE format('INSERT INTO audit_copy VALUES (%L)', 'copied: ' || v); END $$")
+    assert log.audit_lines("WRITE,INSERT,TABLE,public.audit_copy"), "the nested INSERT should be audited"
+    secrets_absent(log.text, [key], plain.values())
 
 
 def test_log_parameter_must_not_put_keys_in_the_audit_log(audited):

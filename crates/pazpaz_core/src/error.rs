@@ -68,9 +68,9 @@ pub enum Error {
     TooLargeForText { len: usize, max: usize },
     #[error("The operating system's random number generator failed")]
     Rng,
-    #[error("A column default cannot be an encrypted_text constant: it would be encrypted once, now, under this session's key")]
+    #[error("An encrypted_text constant cannot be stored in a column default, a domain default or a view: it would be encrypted once, now, under this session's key")]
     EncryptedDefault,
-    #[error("An index or statistics object cannot hold decrypted values: it would store plaintext")]
+    #[error("An index, statistics object or generated column cannot hold decrypted values: it would store plaintext")]
     PlaintextIndex,
 }
 

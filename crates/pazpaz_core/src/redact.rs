@@ -26,18 +26,31 @@ pub const LITERAL_MARK: &[u8] = b"'[redacted]'";
 pub const ROW_MARK: &[u8] = b"Failing row contains (values hidden by pazpaz_crypto).";
 pub const PARTITION_ROW_MARK: &[u8] = b"Partition key of the failing row contains (values hidden by pazpaz_crypto).";
 pub const KEY_VALUES_MARK: &[u8] = b"Key values redacted by pazpaz_crypto.";
+pub const CLIENT_ONLY_MARK: &[u8] = b"[message redacted by pazpaz_crypto; the client received it unredacted]";
 pub const COPY_DATA_MARK: &[u8] = b": [data redacted by pazpaz_crypto]";
 
 /// A secret fragment this long is enough to be scrubbed wherever it appears
 /// (a log line cut short by a length limit still shows a key's prefix).
 pub const PREFIX_LEN: usize = 20;
-/// How many secrets a backend remembers (the oldest are forgotten first).
-pub const MAX_SECRETS: usize = 64;
+/// How many secret spellings a backend remembers (about six per key); the
+/// oldest are forgotten first, so a backend keeps those of its last ~170
+/// keys — a long-lived pooled backend that served many tenants included.
+pub const MAX_SECRETS: usize = 1024;
 
 /// Key strings this backend holds or held, wiped on drop.
 #[derive(Default)]
 pub struct Secrets {
     items: Vec<Zeroizing<Vec<u8>>>,
+    /// `first four bytes << 16 | index into items`, sorted: a text is
+    /// scanned once, with a binary search per position, however many
+    /// secrets there are. Wiped on drop too (it holds key fragments).
+    index: Vec<u64>,
+}
+
+impl Drop for Secrets {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.index);
+    }
 }
 
 fn is_b64(b: u8) -> bool {
@@ -54,9 +67,13 @@ fn hex(bytes: &[u8], upper: bool) -> Zeroizing<Vec<u8>> {
     out
 }
 
+fn head(s: &[u8]) -> u64 {
+    u64::from(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
 impl Secrets {
     pub const fn new() -> Secrets {
-        Secrets { items: Vec::new() }
+        Secrets { items: Vec::new(), index: Vec::new() }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -65,6 +82,7 @@ impl Secrets {
 
     pub fn clear(&mut self) {
         self.items.clear();
+        zeroize::Zeroize::zeroize(&mut self.index);
     }
 
     fn add(&mut self, s: Zeroizing<Vec<u8>>) {
@@ -75,6 +93,15 @@ impl Secrets {
             self.items.remove(0);
         }
         self.items.push(s);
+        self.reindex();
+    }
+
+    fn reindex(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.index);
+        // MAX_SECRETS fits in 16 bits.
+        let mut index: Vec<u64> = self.items.iter().enumerate().map(|(i, s)| head(s) << 16 | i as u64).collect();
+        index.sort_unstable();
+        self.index = index;
     }
 
     /// Remembers a value given to a key setting (valid or not): the whole
@@ -105,36 +132,50 @@ impl Secrets {
         }
     }
 
+    /// How many bytes of the longest-matching secret whose first
+    /// [`PREFIX_LEN`] bytes start at `text[at..]`.
+    fn match_at(&self, text: &[u8], at: usize) -> Option<usize> {
+        let window = text.get(at..at + PREFIX_LEN)?;
+        let key = head(window);
+        let first = self.index.partition_point(|&e| e >> 16 < key);
+        self.index[first..]
+            .iter()
+            .take_while(|&&e| e >> 16 == key)
+            .map(|&e| &self.items[(e & 0xFFFF) as usize])
+            .filter(|s| s[..PREFIX_LEN] == *window)
+            .map(|s| text[at..].iter().zip(s.iter()).take_while(|(a, b)| a == b).count())
+            .max()
+    }
+
+    /// Does `text` contain a secret (or a [`PREFIX_LEN`]-byte prefix of one)?
+    pub fn found_in(&self, text: &[u8]) -> bool {
+        !self.items.is_empty() && (0..text.len()).any(|at| self.match_at(text, at).is_some())
+    }
+
     /// `text` with every secret, and every run that starts with at least
     /// [`PREFIX_LEN`] bytes of one, replaced by [`KEY_MARK`].
     pub fn scrub(&self, text: &[u8]) -> Option<Vec<u8>> {
-        let mut cur: Option<Vec<u8>> = None;
-        for secret in &self.items {
-            let t = cur.as_deref().unwrap_or(text);
-            if let Some(next) = scrub_one(t, secret) {
-                cur = Some(next);
+        if self.items.is_empty() {
+            return None;
+        }
+        let mut out = Vec::new();
+        let (mut at, mut copied) = (0, 0);
+        while at + PREFIX_LEN <= text.len() {
+            match self.match_at(text, at) {
+                Some(run) => {
+                    out.extend_from_slice(&text[copied..at]);
+                    out.extend_from_slice(KEY_MARK);
+                    at += run;
+                    copied = at;
+                }
+                None => at += 1,
             }
         }
-        cur
+        (copied > 0).then(|| {
+            out.extend_from_slice(&text[copied..]);
+            out
+        })
     }
-}
-
-fn scrub_one(text: &[u8], secret: &[u8]) -> Option<Vec<u8>> {
-    let probe = &secret[..PREFIX_LEN.min(secret.len())];
-    let mut out = Vec::new();
-    let (mut from, mut copied) = (0, 0);
-    while let Some(pos) = find(&text[from..], probe) {
-        let at = from + pos;
-        let run = text[at..].iter().zip(secret).take_while(|(a, b)| a == b).count();
-        out.extend_from_slice(&text[copied..at]);
-        out.extend_from_slice(KEY_MARK);
-        copied = at + run;
-        from = copied;
-    }
-    (copied > 0).then(|| {
-        out.extend_from_slice(&text[copied..]);
-        out
-    })
 }
 
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -219,10 +260,11 @@ pub fn redact_audit_parameters(message: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Bind parameters in a detail or context (`parameters: $1 = '…'`,
-/// `unnamed portal with parameters: …`): everything from the first one on is
-/// replaced, since a parameter value may itself span lines.
+/// `unnamed portal with parameters: …`, PL/pgSQL's `print_strict_params`
+/// `parameters: v = '…'`): everything from the first one on is replaced,
+/// since a parameter value may itself span lines.
 pub fn redact_parameters(text: &[u8]) -> Option<Vec<u8>> {
-    let pos = find(text, b"parameters: $")?;
+    let pos = find(text, b"parameters: ")?;
     Some([&text[..pos + b"parameters: ".len()], PARAMS_MARK].concat())
 }
 
@@ -348,6 +390,27 @@ mod tests {
         let mut bad = Secrets::new();
         bad.remember(b"not-a-key-but-something-set-as-one");
         assert!(bad.scrub(b"x not-a-key-but-something-set-as-one y").is_some());
+    }
+
+    #[test]
+    fn a_big_keyring_and_many_key_changes_are_all_remembered() {
+        use base64::Engine;
+        let keys: Vec<String> = (0u8..150).map(|i| base64::engine::general_purpose::STANDARD.encode([i; 32])).collect();
+        let mut secrets = Secrets::new();
+        for chunk in keys.chunks(17) {
+            let ring: Vec<String> = chunk.iter().enumerate().map(|(i, k)| format!("\"v{i}\": \"{k}\"")).collect();
+            secrets.remember(format!("{{{}}}", ring.join(", ")).as_bytes());
+        }
+        for k in &keys {
+            let line = format!("ERROR: relation \"{k}\" does not exist");
+            assert!(secrets.found_in(line.as_bytes()));
+            assert!(!String::from_utf8(secrets.scrub(line.as_bytes()).unwrap()).unwrap().contains(&k[..PREFIX_LEN]));
+        }
+        // One pass over a long text, whatever the number of secrets.
+        let long = "x".repeat(5_000_000);
+        let t = std::time::Instant::now();
+        assert_eq!(secrets.scrub(long.as_bytes()), None);
+        assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
     }
 
     #[test]
