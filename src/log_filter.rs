@@ -308,7 +308,9 @@ impl Message<'_> {
         // errors (raised from Rust) quote only names.
         // SAFETY: `filename` is NULL or the raising source file's name.
         let ours = unsafe { cstr(self.e.filename) }.is_some_and(|f| f.ends_with(b".rs"));
-        if ours || !(holds_keys || is_data_exception(code)) {
+        // Integrity violations (class 23) quote only catalog names in their
+        // message; their values are in the details handled above.
+        if ours || is_class(code, *b"23") || !(holds_keys || is_data_exception(code)) {
             return;
         }
         if let Some(message) = self.get(Field::Message) {
@@ -367,11 +369,16 @@ fn is_xml_error(sqlerrcode: i32) -> bool {
     .any(|&c| c as i32 == sqlerrcode)
 }
 
-/// SQLSTATE class 22, in PostgreSQL's packed form of the first two characters.
-fn is_data_exception(sqlerrcode: i32) -> bool {
+/// Is the SQLSTATE in this class (its first two characters)?
+fn is_class(sqlerrcode: i32, class: [u8; 2]) -> bool {
     // MAKE_SQLSTATE: six bits per character; ERRCODE_TO_CATEGORY keeps two.
-    let class = |c: u8| i32::from(c - b'0') & 0x3F;
-    sqlerrcode & 0xFFF == class(b'2') | (class(b'2') << 6)
+    let six = |c: u8| i32::from(c.wrapping_sub(b'0')) & 0x3F;
+    sqlerrcode & 0xFFF == six(class[0]) | (six(class[1]) << 6)
+}
+
+/// SQLSTATE class 22, data exceptions.
+fn is_data_exception(sqlerrcode: i32) -> bool {
+    is_class(sqlerrcode, *b"22")
 }
 
 /// # Safety
