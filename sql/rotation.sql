@@ -62,7 +62,7 @@ BEGIN
        AND a.attnum OPERATOR(pg_catalog.>) 0
        AND NOT a.attisdropped;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'column "%" of relation % does not exist', col, tbl USING ERRCODE = '42703';
+        RAISE EXCEPTION 'column % of relation % does not exist', col, tbl USING ERRCODE = '42703';
     END IF;
     IF typid OPERATOR(pg_catalog.=) 'pg_catalog.jsonb'::pg_catalog.regtype::pg_catalog.oid THEN
         fn := '@extschema@.reencrypt_field_versioned';

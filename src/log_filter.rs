@@ -251,12 +251,22 @@ impl Message<'_> {
             self.e.hide_stmt = true;
         }
 
+        // The extension's own errors (raised from Rust) quote only names, and
+        // so do the messages of the key settings' check hooks, which
+        // PostgreSQL raises from guc.c: "invalid value for pazpaz.…: <a core
+        // error>", never holding the value.
+        // SAFETY: `filename` and `funcname` are NULL or static strings.
+        let ours = unsafe { cstr(self.e.filename) }.is_some_and(|f| f.ends_with(b".rs"))
+            || (unsafe { cstr(self.e.funcname) } == Some(&b"call_string_check_hook"[..])
+                && self.get(Field::Message).is_some_and(|m| m.starts_with(b"invalid value for pazpaz.")));
+
         // 2. Key statements, by shape.
         let is_log = self.e.elevel == pg_sys::LOG as i32 || self.e.elevel == pg_sys::LOG_SERVER_ONLY as i32;
         let code = self.e.sqlerrcode;
         let key_shaped = |t: &[u8]| redact::names_key_setting(t) || (KEY_PREPARED.get() && redact::may_execute(t));
+        // Any level: at debug2 the extended protocol logs `parse S: <text>`.
         self.map(Field::Message, |m| {
-            (is_log && redact::quotes_statement(m) && key_shaped(m)).then(|| redact::redact_statement_message(m))
+            (redact::quotes_statement(m) && key_shaped(m)).then(|| redact::redact_statement_message(m))
         });
         if query.is_some_and(key_shaped) {
             self.e.hide_stmt = true;
@@ -266,7 +276,7 @@ impl Message<'_> {
             // An input or syntax error in such a statement may quote the key
             // it sets (before the check hook has seen it).
             let quotes_input = is_data_exception(code) || code == PgSqlErrorCode::ERRCODE_SYNTAX_ERROR as i32;
-            self.map(Field::Message, |m| if !is_log && quotes_input { redact::redact_quoted(m) } else { None });
+            self.map(Field::Message, |m| if !is_log && quotes_input && !ours { redact::redact_quoted(m) } else { None });
         }
         // A detail naming a key setting stays with the client (its own
         // statement); the server log gets the mark. Reports quoting other
@@ -306,8 +316,6 @@ impl Message<'_> {
         // file names, setting names, dynamic SQL), so there every quoted
         // part goes; elsewhere, data exceptions only. The extension's own
         // errors (raised from Rust) quote only names.
-        // SAFETY: `filename` is NULL or the raising source file's name.
-        let ours = unsafe { cstr(self.e.filename) }.is_some_and(|f| f.ends_with(b".rs"));
         // Integrity violations (class 23) quote only catalog names in their
         // message; their values are in the details handled above.
         if ours || is_class(code, *b"23") || !(holds_keys || is_data_exception(code)) {
