@@ -64,6 +64,16 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'column % of relation % does not exist', col, tbl USING ERRCODE = '42703';
     END IF;
+    -- The UPDATE runs the table's triggers and index expressions as the
+    -- caller: a superuser rotating a table that another role owns would run
+    -- that role's code with superuser rights. Run it as the owner.
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_class c
+                    WHERE c.oid OPERATOR(pg_catalog.=) tbl::pg_catalog.oid
+                      AND pg_catalog.pg_get_userbyid(c.relowner) OPERATOR(pg_catalog.=) CURRENT_USER) THEN
+        RAISE EXCEPTION 'rotate_column must be run by the owner of %', tbl
+            USING ERRCODE = '42501',
+                  HINT = 'SET ROLE to the table''s owner first: the UPDATE runs the table''s triggers and index expressions, which must not run with the rights of another role.';
+    END IF;
     IF typid OPERATOR(pg_catalog.=) 'pg_catalog.jsonb'::pg_catalog.regtype::pg_catalog.oid THEN
         fn := '@extschema@.reencrypt_field_versioned';
         is_jsonb := true;

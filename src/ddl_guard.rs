@@ -13,9 +13,10 @@
 //!   ANALYZE of the table fails.
 //!
 //! A `ProcessUtility_hook` checks the relation after each CREATE TABLE,
-//! CREATE FOREIGN TABLE, ALTER TABLE, CREATE INDEX, CREATE VIEW and CREATE
-//! STATISTICS (and every domain after CREATE/ALTER DOMAIN), and raises an
-//! ERROR, which rolls the statement back. The check reads the stored expression
+//! CREATE FOREIGN TABLE, ALTER TABLE, CREATE INDEX, CREATE VIEW, CREATE RULE
+//! and CREATE STATISTICS (and every domain and function default after
+//! CREATE/ALTER DOMAIN and CREATE FUNCTION), and raises an ERROR, which
+//! rolls the statement back. The check reads the stored expression
 //! trees (`pg_node_tree` text), never a deparsed form: deparsing prints
 //! constants with the type's output function, which decrypts.
 
@@ -84,12 +85,14 @@ WITH RECURSIVE ext AS (
      WHERE t.typname OPERATOR(pg_catalog.=) 'encrypted_text'
        AND t.typnamespace OPERATOR(pg_catalog.=) ext.extnamespace
     UNION
-    SELECT t.oid FROM pg_catalog.pg_type t, et
+    -- One join per level (a subquery per type would scan pg_attribute
+    -- once for every type).
+    SELECT t.oid FROM et, pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_attribute a
+        ON a.attrelid OPERATOR(pg_catalog.=) t.typrelid AND NOT a.attisdropped
+       AND t.typrelid OPERATOR(pg_catalog.<>) 0::pg_catalog.oid
      WHERE t.typelem OPERATOR(pg_catalog.=) et.oid
         OR t.typbasetype OPERATOR(pg_catalog.=) et.oid
-        OR t.typrelid OPERATOR(pg_catalog.=) ANY (
-               SELECT a.attrelid FROM pg_catalog.pg_attribute a
-                WHERE a.atttypid OPERATOR(pg_catalog.=) et.oid AND NOT a.attisdropped)
+        OR a.atttypid OPERATOR(pg_catalog.=) et.oid
 ), re AS (
     SELECT pg_catalog.concat('[{]CONST :consttype (', l.oids, ') [^{}]*:constisnull false') AS frozen,
            pg_catalog.concat('[{]VAR [^{}]*:vartype (', l.oids, ') ') AS reads
@@ -119,6 +122,8 @@ WITH RECURSIVE ext AS (
     UNION ALL
     SELECT t.typdefaultbin::pg_catalog.text FROM pg_catalog.pg_type t
      WHERE t.typtype OPERATOR(pg_catalog.=) 'd' AND t.typdefaultbin IS NOT NULL
+    UNION ALL
+    SELECT p.proargdefaults::pg_catalog.text FROM pg_catalog.pg_proc p WHERE p.proargdefaults IS NOT NULL
 )
 SELECT CASE
     WHEN EXISTS (SELECT FROM frozen, re WHERE frozen.x OPERATOR(pg_catalog.~) re.frozen) THEN 1
@@ -136,42 +141,72 @@ SELECT CASE
 END
 "#;
 
-/// The relation a checked statement creates or changes (NULL: none, but
-/// check the domains); `None` for statements that are not checked.
+/// What a checked statement creates or changes; `None` for statements that
+/// are not checked.
 ///
 /// # Safety
 /// `stmt` is a valid utility statement node.
-unsafe fn target(stmt: *mut pg_sys::Node) -> Option<*mut pg_sys::RangeVar> {
+unsafe fn target(stmt: *mut pg_sys::Node) -> Option<Target> {
     // SAFETY: each cast matches the node's tag.
     unsafe {
-        let rv = match (*stmt).type_ {
-            pg_sys::NodeTag::T_CreateStmt => (*stmt.cast::<pg_sys::CreateStmt>()).relation,
-            pg_sys::NodeTag::T_CreateForeignTableStmt => (*stmt.cast::<pg_sys::CreateForeignTableStmt>()).base.relation,
-            pg_sys::NodeTag::T_AlterTableStmt => (*stmt.cast::<pg_sys::AlterTableStmt>()).relation,
-            pg_sys::NodeTag::T_IndexStmt => (*stmt.cast::<pg_sys::IndexStmt>()).relation,
-            pg_sys::NodeTag::T_ViewStmt => (*stmt.cast::<pg_sys::ViewStmt>()).view,
+        let t = match (*stmt).type_ {
+            pg_sys::NodeTag::T_CreateStmt => Target::Created((*stmt.cast::<pg_sys::CreateStmt>()).relation),
+            pg_sys::NodeTag::T_CreateForeignTableStmt => {
+                Target::Created((*stmt.cast::<pg_sys::CreateForeignTableStmt>()).base.relation)
+            }
+            pg_sys::NodeTag::T_ViewStmt => Target::Created((*stmt.cast::<pg_sys::ViewStmt>()).view),
+            pg_sys::NodeTag::T_AlterTableStmt => Target::Existing((*stmt.cast::<pg_sys::AlterTableStmt>()).relation),
+            pg_sys::NodeTag::T_IndexStmt => Target::Existing((*stmt.cast::<pg_sys::IndexStmt>()).relation),
+            pg_sys::NodeTag::T_RuleStmt => Target::Existing((*stmt.cast::<pg_sys::RuleStmt>()).relation),
             pg_sys::NodeTag::T_CreateStatsStmt => {
                 let rels = pgrx::PgList::<pg_sys::Node>::from_pg((*stmt.cast::<pg_sys::CreateStatsStmt>()).relations);
                 match rels.head() {
-                    Some(n) if (*n).type_ == pg_sys::NodeTag::T_RangeVar => n.cast(),
-                    _ => std::ptr::null_mut(),
+                    Some(n) if (*n).type_ == pg_sys::NodeTag::T_RangeVar => Target::Existing(n.cast()),
+                    _ => Target::Catalog,
                 }
             }
-            // Domain defaults are checked catalog-wide (no relation).
-            pg_sys::NodeTag::T_CreateDomainStmt | pg_sys::NodeTag::T_AlterDomainStmt => std::ptr::null_mut(),
+            // Domain and function defaults are checked catalog-wide.
+            pg_sys::NodeTag::T_CreateDomainStmt
+            | pg_sys::NodeTag::T_AlterDomainStmt
+            | pg_sys::NodeTag::T_CreateFunctionStmt => Target::Catalog,
             _ => return None,
         };
-        Some(rv)
+        Some(t)
     }
 }
 
-fn check(rv: *mut pg_sys::RangeVar) {
-    let relid = if rv.is_null() {
-        pg_sys::InvalidOid
-    } else {
-        // SAFETY: `rv` is the statement's RangeVar; missing_ok, no lock (the
-        // statement that just ran holds its own).
-        unsafe { pg_sys::RangeVarGetRelidExtended(rv, pg_sys::NoLock as _, pg_sys::RVROption::RVR_MISSING_OK, None, std::ptr::null_mut()) }
+/// What a checked statement made or changed.
+#[derive(Clone, Copy)]
+#[repr(C)] // passed to the guarded extern "C-unwind" function below
+enum Target {
+    /// A relation it created: found in the namespace it was created in (a
+    /// second lookup of the name could find a temporary table or a
+    /// pg_catalog view of the same name instead).
+    Created(*mut pg_sys::RangeVar),
+    /// A relation that existed, found as the statement found it.
+    Existing(*mut pg_sys::RangeVar),
+    /// No relation: the catalog-wide checks only.
+    Catalog,
+}
+
+fn check(target: Target) {
+    // SAFETY: the RangeVars are the statement's own; no lock is taken (the
+    // statement that just ran holds its own).
+    let relid = unsafe {
+        match target {
+            Target::Created(rv) if !rv.is_null() => {
+                let nsp = pg_sys::RangeVarGetCreationNamespace(rv);
+                pg_sys::get_relname_relid((*rv).relname, nsp)
+            }
+            Target::Existing(rv) if !rv.is_null() => pg_sys::RangeVarGetRelidExtended(
+                rv,
+                pg_sys::NoLock as _,
+                pg_sys::RVROption::RVR_MISSING_OK,
+                None,
+                std::ptr::null_mut(),
+            ),
+            _ => pg_sys::InvalidOid,
+        }
     };
     match Spi::get_one_with_args::<i32>(CHECK, &[relid.into()]) {
         Ok(Some(1)) => raise(Error::EncryptedDefault),
@@ -202,17 +237,17 @@ unsafe extern "C-unwind" fn process_utility(
         }
         let stmt = (*pstmt).utilityStmt;
         if !stmt.is_null() {
-            if let Some(rv) = target(stmt) {
-                after_utility(rv);
+            if let Some(t) = target(stmt) {
+                after_utility(t);
             }
         }
     }
 }
 
 #[pg_guard]
-extern "C-unwind" fn after_utility(rv: *mut pg_sys::RangeVar) {
+extern "C-unwind" fn after_utility(target: Target) {
     // SAFETY: inside the statement's transaction; makes its catalog changes
     // visible to the check's queries.
     unsafe { pg_sys::CommandCounterIncrement() };
-    check(rv);
+    check(target);
 }

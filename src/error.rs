@@ -4,6 +4,11 @@ use pazpaz_core::error::{Error, ErrorClass};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
+/// The function name the extension's errors carry; the log filter leaves
+/// their quoted parts alone (they quote only names, never values).
+pub const FUNCNAME: &std::ffi::CStr = c"pazpaz_crypto";
+const FUNCNAME_STR: &str = "pazpaz_crypto";
+
 pub fn sqlstate(class: ErrorClass) -> PgSqlErrorCode {
     use PgSqlErrorCode::*;
     match class {
@@ -36,7 +41,7 @@ fn hint(e: &Error) -> Option<&'static str> {
 /// key material or plaintext.
 #[track_caller]
 pub fn raise(e: Error) -> ! {
-    let mut report = ErrorReport::new(sqlstate(e.class()), e.to_string(), "pazpaz_crypto");
+    let mut report = ErrorReport::new(sqlstate(e.class()), e.to_string(), FUNCNAME_STR);
     if let Some(h) = hint(&e) {
         report = report.set_hint(h);
     }
@@ -46,7 +51,7 @@ pub fn raise(e: Error) -> ! {
 
 /// Raises PostgreSQL's "out of memory" ERROR (53200).
 pub fn raise_out_of_memory() -> ! {
-    ErrorReport::new(PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY, "out of memory", "pazpaz_crypto").report(PgLogLevel::ERROR);
+    ErrorReport::new(PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY, "out of memory", FUNCNAME_STR).report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
 }
 

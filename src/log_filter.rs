@@ -251,32 +251,32 @@ impl Message<'_> {
             self.e.hide_stmt = true;
         }
 
-        // The extension's own errors (raised from Rust) quote only names, and
-        // so do the messages of the key settings' check hooks, which
-        // PostgreSQL raises from guc.c: "invalid value for pazpaz.…: <a core
-        // error>", never holding the value.
-        // SAFETY: `filename` and `funcname` are NULL or static strings.
-        let ours = unsafe { cstr(self.e.filename) }.is_some_and(|f| f.ends_with(b".rs"))
-            || (unsafe { cstr(self.e.funcname) } == Some(&b"call_string_check_hook"[..])
+        // The extension's own errors (raised through `error::raise`, which
+        // names it as their function) quote only names, and so do the
+        // messages of the key settings' check hooks, which PostgreSQL raises
+        // from guc.c: "invalid value for pazpaz.…: <a core error>".
+        // SAFETY: `funcname` is NULL or a static string.
+        let funcname = unsafe { cstr(self.e.funcname) };
+        let ours = funcname == Some(crate::error::FUNCNAME.to_bytes())
+            || (funcname == Some(&b"call_string_check_hook"[..])
                 && self.get(Field::Message).is_some_and(|m| m.starts_with(b"invalid value for pazpaz.")));
-
-        // 2. Key statements, by shape.
         let is_log = self.e.elevel == pg_sys::LOG as i32 || self.e.elevel == pg_sys::LOG_SERVER_ONLY as i32;
         let code = self.e.sqlerrcode;
+
+        // 2. Key statements, by shape.
         let key_shaped = |t: &[u8]| redact::names_key_setting(t) || (KEY_PREPARED.get() && redact::may_execute(t));
         // Any level: at debug2 the extended protocol logs `parse S: <text>`.
-        self.map(Field::Message, |m| {
-            (redact::quotes_statement(m) && key_shaped(m)).then(|| redact::redact_statement_message(m))
-        });
+        self.map(Field::Message, |m| (redact::quotes_statement(m) && key_shaped(m)).then(|| redact::redact_statement_message(m)));
         if query.is_some_and(key_shaped) {
             self.e.hide_stmt = true;
             for f in [Field::Detail, Field::DetailLog, Field::Context] {
-                self.map(f, |t| redact::redact_parameters(t));
+                self.map(f, redact::redact_parameters);
             }
             // An input or syntax error in such a statement may quote the key
             // it sets (before the check hook has seen it).
-            let quotes_input = is_data_exception(code) || code == PgSqlErrorCode::ERRCODE_SYNTAX_ERROR as i32;
-            self.map(Field::Message, |m| if !is_log && quotes_input && !ours { redact::redact_quoted(m) } else { None });
+            if !is_log && !ours && (is_data_exception(code) || code == PgSqlErrorCode::ERRCODE_SYNTAX_ERROR as i32) {
+                self.redact_message_for_log(redact::redact_quoted);
+            }
         }
         // A detail naming a key setting stays with the client (its own
         // statement); the server log gets the mark. Reports quoting other
@@ -293,74 +293,86 @@ impl Message<'_> {
             return;
         }
         if is_log {
-            self.map(Field::Message, |m| redact::redact_audit_parameters(m));
-            if holds_keys && m_starts(self, b"AUDIT: ") {
+            self.map(Field::Message, redact::redact_audit_parameters);
+            if redact::is_plan(self.get(Field::Message).as_deref().unwrap_or_default()) {
+                // Plan constants and folded parameters are printed with the
+                // type's output function, which decrypts; in a session that
+                // holds keys any value in a plan may be decrypted text.
+                self.map(Field::Message, if holds_keys { redact::redact_plan_values } else { redact::redact_literals });
+            }
+            if holds_keys {
                 // A statement run inside a function or DO block is audited
                 // with its text, which may carry decrypted values.
-                self.map(Field::Message, |m| redact::redact_literals(m));
+                self.map(Field::Message, redact::redact_audit_nested);
             }
-            self.map(Field::Message, |m| if redact::is_plan(m) { redact::redact_literals(m) } else { None });
         }
         for f in [Field::Detail, Field::DetailLog, Field::Context] {
-            self.map(f, |t| redact::redact_parameters(t));
+            self.map(f, redact::redact_parameters);
         }
         if let Some(mark) = self.get(Field::Detail).as_deref().and_then(redact::row_detail_mark) {
             self.set(Field::DetailLog, mark);
         }
-        self.map(Field::Context, |t| redact::redact_input_context(t));
-        if is_log {
+        self.map(Field::Context, redact::redact_input_context);
+        if holds_keys {
+            // Contexts and internal queries quote statements run inside
+            // functions: dynamic SQL built from decrypted values.
+            self.map(Field::Context, |c| {
+                let q = redact::redact_quoted(c);
+                redact::redact_literals(q.as_deref().unwrap_or(c)).or(q)
+            });
+            if self.get(Field::InternalQuery).is_some() {
+                self.set(Field::InternalQuery, redact::VALUE_MARK);
+            }
+        }
+        // Integrity violations (class 23) quote only catalog names in their
+        // message; their values are in the details handled above.
+        if is_log || ours || is_class(code, *b"23") {
             return;
         }
         // Errors, warnings and notices that quote values. A backend that
         // holds keys can feed decrypted text to anything (casts to regclass,
-        // file names, setting names, dynamic SQL), so there every quoted
-        // part goes; elsewhere, data exceptions only. The extension's own
-        // errors (raised from Rust) quote only names.
-        // Integrity violations (class 23) quote only catalog names in their
-        // message; their values are in the details handled above.
-        if ours || is_class(code, *b"23") || !(holds_keys || is_data_exception(code)) {
-            return;
-        }
-        if let Some(message) = self.get(Field::Message) {
-            if let Some(redacted) = redact::redact_quoted(&message) {
-                // The client gets the original in DETAIL; the server log
-                // gets DETAIL_LOG.
-                let detail = self.get(Field::Detail);
-                let detail_log = self.get(Field::DetailLog).or_else(|| detail.clone());
-                let for_log = detail_log.as_deref().map_or_else(
-                    || redact::CLIENT_ONLY_MARK.to_vec(),
-                    |d| redact::redact_quoted(d).unwrap_or_else(|| d.to_vec()),
-                );
-                let for_client = match detail {
-                    Some(d) => [&message[..], b"\n", &d].concat(),
-                    None => message,
-                };
-                self.set(Field::Message, &redacted);
-                self.set(Field::Detail, &for_client);
-                self.set(Field::DetailLog, &for_log);
-            }
-        }
-        if self.get(Field::DetailLog).is_none() {
-            if let Some(new) = self.get(Field::Detail).as_deref().and_then(redact::redact_quoted) {
-                self.set(Field::DetailLog, &new);
-            }
+        // file names, setting names, parsers), so there every quoted part,
+        // whatever follows the message's first ": " and every number go;
+        // elsewhere, the quoted parts of data exceptions.
+        if holds_keys {
+            self.redact_message_for_log(|m| {
+                let q = redact::redact_quoted(m);
+                redact::redact_unquoted(q.as_deref().unwrap_or(m)).or(q)
+            });
+            self.map(Field::Hint, redact::redact_quoted);
+        } else if is_data_exception(code) {
+            self.redact_message_for_log(redact::redact_quoted);
         }
         if is_xml_error(code) {
             // libxml echoes the offending input lines, unquoted.
             self.set(Field::DetailLog, redact::VALUE_MARK);
         }
-        self.map(Field::Hint, |h| redact::redact_quoted(h));
-        self.map(Field::Context, |c| {
-            let q = redact::redact_quoted(c);
-            let l = redact::redact_literals(q.as_deref().unwrap_or(c));
-            l.or(q)
-        });
-        self.map(Field::InternalQuery, |q| redact::redact_literals(q));
     }
-}
 
-fn m_starts(m: &mut Message<'_>, prefix: &[u8]) -> bool {
-    m.get(Field::Message).is_some_and(|t| t.starts_with(prefix))
+    /// Redacts the message and detail for the server log. PostgreSQL sends
+    /// one message text to the log and the client, so the client gets the
+    /// original message (and detail) in DETAIL, and the log DETAIL_LOG.
+    fn redact_message_for_log(&mut self, rule: impl Fn(&[u8]) -> Option<Vec<u8>>) {
+        let Some(message) = self.get(Field::Message) else { return };
+        let detail = self.get(Field::Detail);
+        let detail_log = self.get(Field::DetailLog).or_else(|| detail.clone());
+        let log_detail = detail_log.as_deref().map(|d| rule(d).unwrap_or_else(|| d.to_vec()));
+        let Some(redacted) = rule(&message) else {
+            if let (Some(new), Some(old)) = (log_detail, detail_log) {
+                if new != old {
+                    self.set(Field::DetailLog, &new);
+                }
+            }
+            return;
+        };
+        let for_client = match detail {
+            Some(d) => [&message[..], b"\n", &d].concat(),
+            None => message,
+        };
+        self.set(Field::Message, &redacted);
+        self.set(Field::Detail, &for_client);
+        self.set(Field::DetailLog, log_detail.as_deref().unwrap_or(redact::CLIENT_ONLY_MARK));
+    }
 }
 
 /// SQLSTATEs 2200L/M/N/S/T: XML errors, whose detail echoes the input.

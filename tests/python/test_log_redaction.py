@@ -325,6 +325,62 @@ def test_review_a_big_keyring_and_the_statement_line(server):
     assert server.leaks() == []
 
 
+def test_review_values_with_quotes_unquoted_values_and_nested_statements(server):
+    """Third round: a decrypted value with double quotes in it (JSON kept in
+    an encrypted column), values that errors print without quotes, internal
+    queries and contexts of dynamic SQL at every level (auto_explain logs
+    nested statements at LOG), plans whose values are identifiers or
+    numbers."""
+    with server.connect() as c:
+        set_key(c, server.key())
+        c.execute("CREATE TABLE r3 (id serial, c encrypted_text)")
+        cases = [
+            ('{"diagnosis": "%s", "x": 1}', "SELECT c::text::int FROM r3 WHERE id = %s"),
+            ('a"%s"b', "SELECT c::text::numeric FROM r3 WHERE id = %s"),
+            ("%s", "SELECT query_to_xml('SELECT ' || c::text || ' FROM', true, true, '') FROM r3 WHERE id = %s"),
+            ("1987-13-45 %s", "SELECT make_date(1987, 13, 45), c::text::date FROM r3 WHERE id = %s"),
+            ("a.b.c.%s", "SELECT c::text::regclass FROM r3 WHERE id = %s"),
+        ]
+        for template, sql in cases:
+            m = server.marker()
+            rid = c.execute("INSERT INTO r3 (c) VALUES (%s) RETURNING id", [template % m]).fetchone()[0]
+            fails(c, sql, [rid])
+        # Numbers printed without quotes (make_date's own message quotes none).
+        n = str(900000000 + secrets.randbelow(99999999))
+        server.markers.append(n)
+        rid = c.execute("INSERT INTO r3 (c) VALUES (%s) RETURNING id", [n]).fetchone()[0]
+        fails(c, "SELECT chr(c::text::int) FROM r3 WHERE id = %s", [rid])
+        fails(c, "SELECT setseed(c::text::float8) FROM r3 WHERE id = %s", [rid])
+        # Dynamic SQL that quotes the value the safe way (%L), an identifier
+        # (%I) or a number, logged by auto_explain as a nested statement.
+        for fmt in ("SELECT %L::text", "SELECT 1 AS %I", "SELECT %s::bigint + 1"):
+            m = server.marker() if "%s" not in fmt else n
+            rid = c.execute("INSERT INTO r3 (c) VALUES (%s) RETURNING id", [m]).fetchone()[0]
+            c.execute("DO $$ DECLARE v text; r text; BEGIN SELECT c::text INTO v FROM r3 WHERE id = " + str(rid)
+                      + f"; EXECUTE format('{fmt}', v) INTO r; END $$")
+    assert server.leaks() == []
+
+
+def test_review_keyring_with_json_escapes(server):
+    with server.connect() as c:
+        k = server.key()
+        ring = '{"v1": "%s"}' % k.replace("/", "\\/").replace("+", "\\u002b")
+        c.execute("SELECT set_config('pazpaz.encryption_keys', %s, false)", [ring])
+        assert c.execute("SELECT count(*) FROM encryption_status()").fetchone() == (1,)
+        fails(c, f"SELECT decode('{k}', 'base64')::text::int")
+    assert server.leaks() == []
+
+
+def test_review_names_that_are_not_key_settings_stay_readable(server):
+    """A schema or table named pazpaz is not a key setting: its statements
+    are logged as they are (no over-redaction of the audit trail)."""
+    with server.connect() as c:
+        c.execute("CREATE SCHEMA IF NOT EXISTS pazpaz")
+        c.execute("CREATE TABLE IF NOT EXISTS pazpaz.visits (id int)")
+        c.execute("SELECT count(*) FROM pazpaz.visits")
+    assert "statement: SELECT count(*) FROM pazpaz.visits" in server.cluster.log.read_text()
+
+
 def test_finding_17_values_decrypted_in_workers_only(server):
     with server.connect() as c:
         set_key(c, server.key())

@@ -189,7 +189,7 @@ impl<'de> Visitor<'de> for RingVisitor {
     }
 }
 
-fn wipe_json(v: &mut serde_json::Value) {
+pub(crate) fn wipe_json(v: &mut serde_json::Value) {
     use zeroize::Zeroize;
     match v {
         serde_json::Value::String(s) => s.zeroize(),

@@ -26,6 +26,7 @@ pub const LITERAL_MARK: &[u8] = b"'[redacted]'";
 pub const ROW_MARK: &[u8] = b"Failing row contains (values hidden by pazpaz_crypto).";
 pub const PARTITION_ROW_MARK: &[u8] = b"Partition key of the failing row contains (values hidden by pazpaz_crypto).";
 pub const KEY_VALUES_MARK: &[u8] = b"Key values redacted by pazpaz_crypto.";
+pub const NESTED_MARK: &[u8] = b"[nested statement redacted by pazpaz_crypto]";
 pub const CLIENT_ONLY_MARK: &[u8] = b"[message redacted by pazpaz_crypto; the client received it unredacted]";
 pub const COPY_DATA_MARK: &[u8] = b": [data redacted by pazpaz_crypto]";
 
@@ -110,6 +111,21 @@ impl Secrets {
     pub fn remember(&mut self, value: &[u8]) {
         let trimmed = value.trim_ascii();
         self.add(Zeroizing::new(trimmed.to_vec()));
+        // A keyring may spell its keys with JSON escapes (`\/`, `\u0041`):
+        // remember what they decode to as well.
+        if let Ok(mut parsed) = serde_json::from_slice::<serde_json::Value>(trimmed) {
+            if let Some(map) = parsed.as_object() {
+                for v in map.values().filter_map(|v| v.as_str()) {
+                    self.remember_plain(v.as_bytes());
+                }
+            }
+            crate::keyring::wipe_json(&mut parsed);
+        }
+        self.remember_plain(trimmed);
+    }
+
+    fn remember_plain(&mut self, trimmed: &[u8]) {
+        self.add(Zeroizing::new(trimmed.to_vec()));
         for run in trimmed.split(|&b| !is_b64(b)) {
             if run.len() < 40 {
                 continue;
@@ -190,10 +206,38 @@ fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Does this text (a statement, or a field quoting one) possibly set a key?
-/// Fails closed: any mention of the prefix or of `set_config`, and any
-/// Unicode escape (which can spell either), counts.
+/// Fails closed: a key setting's name (`pazpaz.encryption…`, `pazpaz.kek…`,
+/// `pazpaz.index…`, with any quoting or spacing around the dot), a `SET` or
+/// `RESET` that names `pazpaz` at all, any `set_config`, and any Unicode
+/// escape (which can spell either) count. The bare word `pazpaz` (a schema
+/// or table of that name) does not.
 pub fn names_key_setting(text: &[u8]) -> bool {
-    contains_ci(text, b"pazpaz") || contains_ci(text, b"set_config") || contains_ci(text, b"u&'") || contains_ci(text, b"u&\"")
+    if contains_ci(text, b"set_config") || contains_ci(text, b"u&'") || contains_ci(text, b"u&\"") {
+        return true;
+    }
+    let lower = text.to_ascii_lowercase();
+    let first_word: Vec<u8> = lower.trim_ascii_start().iter().take_while(|b| b.is_ascii_alphabetic()).copied().collect();
+    if matches!(&first_word[..], b"set" | b"reset") && find(&lower, b"pazpaz").is_some() {
+        return true;
+    }
+    let skip = |mut i: usize| {
+        while lower.get(i).is_some_and(|&b| b == b'"' || b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        i
+    };
+    let mut from = 0;
+    while let Some(pos) = find(&lower[from..], b"pazpaz") {
+        let after = skip(from + pos + 6);
+        if lower.get(after) == Some(&b'.') {
+            let name = &lower[skip(after + 1)..];
+            if [&b"encryption"[..], b"kek", b"index"].iter().any(|p| name.starts_with(p)) {
+                return true;
+            }
+        }
+        from += pos + 6;
+    }
+    false
 }
 
 /// Could this statement run a prepared statement (`EXECUTE`, in any
@@ -303,27 +347,70 @@ pub fn redact_input_context(context: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Data exceptions (SQLSTATE class 22) quote the offending input in double
-/// quotes (`invalid input syntax for type integer: "…"`): replace every
-/// quoted part.
+/// Errors quote the offending input in double quotes (`invalid input
+/// syntax for type integer: "…"`). The value itself may contain quotes, so
+/// everything from the first quote to the last one goes (to the end, if
+/// there is only one).
 pub fn redact_quoted(message: &[u8]) -> Option<Vec<u8>> {
     let first = message.iter().position(|&b| b == b'"')?;
-    let mut out = message[..first].to_vec();
-    let mut rest = &message[first..];
-    while let Some(open) = rest.iter().position(|&b| b == b'"') {
-        out.extend_from_slice(&rest[..=open]);
-        out.extend_from_slice(VALUE_MARK);
-        // No closing quote: the rest is all value.
-        let Some(close) = rest[open + 1..].iter().position(|&b| b == b'"') else {
-            out.push(b'"');
-            return Some(out);
-        };
-        rest = &rest[open + 1 + close..];
-        out.push(b'"');
-        rest = &rest[1..];
+    let last = message.iter().rposition(|&b| b == b'"').filter(|&l| l > first);
+    let end = last.map_or(message.len(), |l| l + 1);
+    Some([&message[..first], b"\"", VALUE_MARK, b"\"", &message[end..]].concat())
+}
+
+/// In a session that holds keys, an error's message may carry a decrypted
+/// value without quotes (`date field value out of range: 1987-13-45`,
+/// `setseed parameter 42 is out of allowed range`): everything after the
+/// first `": "` and every run of digits go.
+pub fn redact_unquoted(message: &[u8]) -> Option<Vec<u8>> {
+    let head = match find(message, b": ") {
+        Some(p) => [&message[..p + 2], VALUE_MARK].concat(),
+        None => message.to_vec(),
+    };
+    let mut out = Vec::with_capacity(head.len());
+    let mut i = 0;
+    while i < head.len() {
+        if head[i].is_ascii_digit() {
+            while i < head.len() && head[i].is_ascii_alphanumeric() {
+                i += 1;
+            }
+            out.push(b'#');
+        } else {
+            out.push(head[i]);
+            i += 1;
+        }
     }
-    out.extend_from_slice(rest);
-    Some(out)
+    (out != message).then_some(out)
+}
+
+/// A pgaudit line of a statement run inside a function or DO block (its
+/// substatement number is not 1): the statement text goes, since dynamic SQL
+/// built from decrypted values carries them.
+pub fn redact_audit_nested(message: &[u8]) -> Option<Vec<u8>> {
+    let rest = message.strip_prefix(b"AUDIT: ")?;
+    let fields = csv_fields(rest);
+    let (start, end) = *fields.get(7)?;
+    (&rest[fields[2].0..fields[2].1] != b"1").then(|| [&message[..7 + start], NESTED_MARK, &message[7 + end..]].concat())
+}
+
+/// An auto_explain plan in a session that holds keys: the first line and
+/// the plan's shape stay; everything after the first `:` of every other
+/// line (`Output:`, `Filter:`, `Query Text:`, JSON/YAML values) goes.
+pub fn redact_plan_values(message: &[u8]) -> Option<Vec<u8>> {
+    let mut lines = message.split(|&b| b == b'\n');
+    let mut out = lines.next()?.to_vec();
+    for line in lines {
+        out.push(b'\n');
+        match line.iter().position(|&b| b == b':') {
+            Some(p) => {
+                out.extend_from_slice(&line[..=p]);
+                out.extend_from_slice(b" ");
+                out.extend_from_slice(VALUE_MARK);
+            }
+            None => out.extend_from_slice(line),
+        }
+    }
+    (out != message).then_some(out)
 }
 
 /// auto_explain's `duration: … plan:` messages.
@@ -386,6 +473,10 @@ mod tests {
         let url = KEY.trim_end_matches('=').replace('+', "-").replace('/', "_");
         assert!(secrets.scrub(url.as_bytes()).is_some());
         assert_eq!(secrets.scrub(b"nothing secret here"), None);
+        // Keys written with JSON escapes are remembered as they decode.
+        let mut escaped = Secrets::new();
+        escaped.remember(format!("{{\"v1\": \"{}\"}}", KEY.replace('/', "\\/").replacen('b', "\\u0062", 1)).as_bytes());
+        assert!(escaped.found_in(format!("decode('{KEY}', 'base64')").as_bytes()));
         // A value that is not valid still counts (it was refused, but logged).
         let mut bad = Secrets::new();
         bad.remember(b"not-a-key-but-something-set-as-one");
@@ -431,10 +522,15 @@ mod tests {
             "SELECT set_config(U&'\\0070azpaz.encryption_key', 'k', false)",
             "SET U&\"\\0070azpaz\".encryption_key = 'k'",
             "SELECT set_config('paz' || 'paz.encryption_key', 'k', false)",
+            "SET \"pazpaz\" . \"encryption_key\" = 'k'",
+            "set pazpaz.encrpytion_key = 'k'",
+            "ALTER ROLE app SET pazpaz.encryption_kye = 'k'",
         ] {
             assert!(names_key_setting(stmt.as_bytes()), "{stmt}");
         }
-        assert!(!names_key_setting(b"SELECT decrypt_field(c) FROM t"));
+        for stmt in ["SELECT decrypt_field(c) FROM t", "SELECT * FROM pazpaz.clients", "INSERT INTO pazpaz_audit VALUES (1)"] {
+            assert!(!names_key_setting(stmt.as_bytes()), "{stmt}");
+        }
     }
 
     #[test]
@@ -478,12 +574,27 @@ mod tests {
         assert_eq!(s(redact_input_context(b"JSON data, line 1: {\"PHI")), "JSON data, line 1: [data redacted by pazpaz_crypto]");
         assert_eq!(redact_input_context(b"COPY cp, line 1, column c: null input"), None);
         assert_eq!(
-            s(redact_quoted(b"invalid input syntax for type integer: \"PHI \"\" x\"")),
-            "invalid input syntax for type integer: \"[value redacted by pazpaz_crypto]\"\"[value redacted by pazpaz_crypto]\""
+            s(redact_quoted(b"invalid input syntax for type integer: \"{\"diagnosis\": \"HIV\", \"x\": 1}\"")),
+            "invalid input syntax for type integer: \"[value redacted by pazpaz_crypto]\""
         );
         assert_eq!(s(redact_quoted(b"value \"PHI\" is out of range for type integer")), "value \"[value redacted by pazpaz_crypto]\" is out of range for type integer");
         assert_eq!(s(redact_quoted(b"bad: \"unterminated PHI")), "bad: \"[value redacted by pazpaz_crypto]\"");
         assert_eq!(redact_quoted(b"no quotes"), None);
+    }
+
+    #[test]
+    fn unquoted_nested_and_plan_values() {
+        assert_eq!(s(redact_unquoted(b"date field value out of range: 1987-13-45")), "date field value out of range: [value redacted by pazpaz_crypto]");
+        assert_eq!(s(redact_unquoted(b"setseed parameter 42 is out of allowed range")), "setseed parameter # is out of allowed range");
+        assert_eq!(redact_unquoted(b"division by zero"), None);
+        let nested = b"AUDIT: SESSION,3,2,WRITE,INSERT,TABLE,public.c,\"insert into c values ('PHI')\",<not logged>";
+        assert_eq!(s(redact_audit_nested(nested)), "AUDIT: SESSION,3,2,WRITE,INSERT,TABLE,public.c,[nested statement redacted by pazpaz_crypto],<not logged>");
+        assert_eq!(redact_audit_nested(b"AUDIT: SESSION,3,1,READ,SELECT,,,select 1,<not logged>"), None);
+        let plan = b"duration: 0.1 ms  plan:\nQuery Text: SELECT 1 AS \"PHI\"\nResult  (cost=0.00..0.01 rows=1 width=4)\n  Output: 987654321";
+        assert_eq!(
+            s(redact_plan_values(plan)),
+            "duration: 0.1 ms  plan:\nQuery Text: [value redacted by pazpaz_crypto]\nResult  (cost=0.00..0.01 rows=1 width=4)\n  Output: [value redacted by pazpaz_crypto]"
+        );
     }
 
     #[test]

@@ -20,6 +20,18 @@ CREATE FOREIGN DATA WRAPPER guard_fdw;
 CREATE SERVER guard_srv FOREIGN DATA WRAPPER guard_fdw;
 SELECT regress.try($$CREATE FOREIGN TABLE f1 (c encrypted_text DEFAULT 'none') SERVER guard_srv$$);
 SELECT regress.try($$CREATE VIEW v1 AS SELECT 'none'::encrypted_text AS c$$);
+-- A view whose name a temporary table (or a pg_catalog view) shadows, a
+-- rule, a function's argument default.
+CREATE TEMP TABLE shadowed (x int);
+SELECT regress.try($$CREATE VIEW shadowed AS SELECT 'none'::encrypted_text AS c$$);
+SELECT regress.try($$CREATE VIEW pg_tables AS SELECT 'none'::encrypted_text AS c$$);
+DROP TABLE shadowed;
+CREATE TABLE rule_target (c encrypted_text);
+CREATE TABLE ruled (id int);
+SELECT regress.try($$CREATE RULE r AS ON INSERT TO ruled DO ALSO INSERT INTO rule_target VALUES ('none'::encrypted_text)$$);
+SELECT regress.try($$CREATE FUNCTION f_def(x encrypted_text DEFAULT 'none'::encrypted_text) RETURNS int LANGUAGE sql AS 'SELECT 1'$$);
+CREATE INDEX ON ruled (id);
+DROP TABLE rule_target, ruled;
 -- The per-row cast is fine: every insert encrypts with a new nonce, under
 -- the inserting session's write key.
 ALTER TABLE d2 ALTER COLUMN c SET DEFAULT 'none'::text::encrypted_text;

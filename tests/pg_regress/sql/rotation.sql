@@ -95,3 +95,12 @@ CALL rotate_column('clients', 'plain');
 CALL rotate_column('clients', 'no_such_column');
 CALL rotate_column('clients', 'medical_history', 0);
 DROP TABLE clients;
+
+-- rotate_column runs the table's triggers and index expressions as its
+-- caller: it must be the table's owner (a superuser SETs ROLE first).
+CREATE ROLE regress_owner;
+CREATE TABLE owned (id int, c encrypted_text);
+ALTER TABLE owned OWNER TO regress_owner;
+CALL rotate_column('owned', 'c');
+DROP TABLE owned;
+DROP ROLE regress_owner;
