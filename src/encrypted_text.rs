@@ -19,7 +19,7 @@ use pgrx::Internal;
 use crate::error::{raise, OrRaise};
 use crate::gucs::{self, TextIo};
 use crate::keys;
-use crate::varlena::{varlena_type, Bytea, Text, Varlena};
+use crate::varlena::{varlena_type, Bytea, Text, VarlenaBuf};
 
 varlena_type!(
     /// An `encrypted_text` datum: the envelope bytes.
@@ -78,18 +78,18 @@ fn seal(plaintext: &[u8], typmod: i32) -> EncryptedText {
     check_length(plaintext, typmod).or_raise();
     let ring = keys::keyring().or_raise();
     let key = ring.current().or_raise();
-    let mut out = Varlena::alloc(envelope::sealed_len(key.version(), plaintext.len()).or_raise());
+    let mut out = VarlenaBuf::alloc(envelope::sealed_len(key.version(), plaintext.len()).or_raise());
     let nonce = keys::nonce().or_raise();
     envelope::seal_into(key.cipher(), key.version(), &nonce, plaintext, out.data_mut()).or_raise();
-    EncryptedText(out)
+    EncryptedText::from(out)
 }
 
 /// A structurally valid envelope copied into a new datum (no key needed).
 fn from_envelope_bytes(bytes: &[u8]) -> EncryptedText {
     Envelope::parse(bytes).or_raise();
-    let mut out = Varlena::alloc(bytes.len());
+    let mut out = VarlenaBuf::alloc(bytes.len());
     out.data_mut().copy_from_slice(bytes);
-    EncryptedText(out)
+    EncryptedText::from(out)
 }
 
 /// Decrypts an envelope into `out` with the session's key for its version.
@@ -178,9 +178,9 @@ fn encrypted_text_recv(mut buf: Internal, _typioparam: pg_sys::Oid, _typmod: i32
 #[pg_extern(immutable, strict, parallel_safe)]
 fn encrypted_text_send(value: EncryptedText) -> Bytea {
     let bytes = value.0.as_bytes();
-    let mut out = Varlena::alloc(bytes.len());
+    let mut out = VarlenaBuf::alloc(bytes.len());
     out.data_mut().copy_from_slice(bytes);
-    Bytea(out)
+    Bytea::from(out)
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
@@ -274,9 +274,9 @@ fn bytea_to_encrypted_text(envelope: Bytea) -> EncryptedText {
 #[pg_extern(stable, strict, parallel_safe, cost = 10, name = "text", requires = ["encrypted_text_type"])]
 fn encrypted_text_to_text(value: EncryptedText) -> Text {
     let bytes = value.0.as_bytes();
-    let mut out = Varlena::alloc(plaintext_len(bytes));
+    let mut out = VarlenaBuf::alloc(plaintext_len(bytes));
     open_into(bytes, out.data_mut()).or_raise();
-    Text(out)
+    Text::from(out)
 }
 
 fn reencrypt_to(value: EncryptedText, version: Option<&str>) -> EncryptedText {
@@ -295,10 +295,10 @@ fn reencrypt_to(value: EncryptedText, version: Option<&str>) -> EncryptedText {
     // Copy the envelope under the new header, then decrypt and re-encrypt the
     // body in place: the plaintext exists only inside the new datum, between
     // the two steps (and the datum holds ciphertext when it is returned).
-    let mut out = Varlena::alloc(envelope::sealed_len(target.version(), env.plaintext_len()).or_raise());
+    let mut out = VarlenaBuf::alloc(envelope::sealed_len(target.version(), env.plaintext_len()).or_raise());
     let nonce = keys::nonce().or_raise();
     envelope::reseal_into(&env, from.cipher(), target.cipher(), target.version(), &nonce, out.data_mut()).or_raise();
-    EncryptedText(out)
+    EncryptedText::from(out)
 }
 
 /// Re-encrypts under the current write key; a value already there is
