@@ -26,6 +26,8 @@ varlena_type!(
     EncryptedText, pgrx::regtypein("encrypted_text")
 );
 
+// SAFETY: the SQL type named here is the one whose datums this Rust type
+// reads and returns (varlena envelopes, `varlena_type!`).
 unsafe impl SqlTranslatable for EncryptedText {
     const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(EncryptedText);
     const TYPE_ORIGIN: TypeOrigin = TypeOrigin::ThisExtension;
@@ -44,8 +46,11 @@ impl pgrx::IntoDatum for CStringOut {
         pg_sys::CSTRINGOID
     }
 }
+// SAFETY: the datum returned is a NUL-terminated string palloc'd in the
+// call's memory context, as a `cstring` result must be.
 unsafe impl pgrx::callconv::BoxRet for CStringOut {
     unsafe fn box_into<'fcx>(self, f: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        // SAFETY: as above; every `CStringOut` is made from such a pointer.
         unsafe { f.return_raw_datum(pg_sys::Datum::from(self.0)) }
     }
 }
@@ -146,7 +151,11 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
             // envelope over 768 MiB has no text form within MaxAllocSize
             // (54000 naming binary COPY, rather than palloc's XX000).
             let len = envelope::text_len(bytes.len()).or_raise();
+            // SAFETY: `len + 1` is at most MaxAllocSize (`text_len` checked);
+            // palloc raises on failure and never returns NULL.
             let p = unsafe { pg_sys::palloc(len + 1) }.cast::<u8>();
+            // SAFETY: `p` points to `len + 1` bytes just allocated, owned here;
+            // every byte is written below before it is read.
             let out = unsafe { std::slice::from_raw_parts_mut(p, len + 1) };
             envelope::write_text(bytes, &mut out[..len]).or_raise();
             out[len] = 0;
@@ -154,7 +163,11 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
         }
         TextIo::Plaintext => {
             let len = plaintext_len(bytes);
+            // SAFETY: palloc0 raises on failure (or for a size over
+            // MaxAllocSize) and never returns NULL; the bytes are zeroed.
             let p = unsafe { pg_sys::palloc0(len + 1) }.cast::<u8>();
+            // SAFETY: `p` points to `len + 1` zeroed bytes just allocated and
+            // owned here; the last one stays NUL.
             let out = unsafe { std::slice::from_raw_parts_mut(p, len) };
             open_into(bytes, out).or_raise();
             CStringOut(p.cast())
@@ -167,8 +180,12 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
 // strict by itself).
 #[pg_extern(immutable, strict, parallel_safe)]
 fn encrypted_text_recv(mut buf: Internal, _typioparam: pg_sys::Oid, _typmod: i32) -> EncryptedText {
+    // SAFETY: a type's receive function gets a StringInfo as its `internal`
+    // argument.
     let sid = unsafe { buf.get_mut::<pg_sys::StringInfoData>() }.unwrap_or_else(|| raise(Error::BadEnvelope("no data")));
     let (start, end) = (sid.cursor as usize, sid.len as usize);
+    // SAFETY: PostgreSQL's StringInfo holds `len` bytes at `data`, and
+    // `cursor <= len`; the buffer outlives this call.
     let data = unsafe { std::slice::from_raw_parts(sid.data.cast::<u8>().add(start), end - start) };
     let v = from_envelope_bytes(data);
     sid.cursor = sid.len;
@@ -206,6 +223,7 @@ fn encrypted_text_typmod_in(modifiers: pgrx::Array<&CStr>) -> i32 {
 #[pg_extern(immutable, strict, parallel_safe)]
 fn encrypted_text_typmod_out(typmod: i32) -> CStringOut {
     let s = if typmod >= 0 { format!("({typmod})\0") } else { "\0".to_string() };
+    // SAFETY: `s` ends with NUL; pstrdup copies it into the current context.
     CStringOut(unsafe { pg_sys::pstrdup(s.as_ptr().cast()) })
 }
 

@@ -105,6 +105,7 @@ pub fn is_cached() -> bool {
 /// postmaster, so a generator state inherited across a fork is never used
 /// (see `pazpaz_core::nonce`).
 pub fn nonce() -> Result<[u8; NONCE_LEN], Error> {
+    // SAFETY: reads this process's id, set at process start.
     let pid = unsafe { pg_sys::MyProcPid } as u32;
     NONCES.borrow_mut().nonce(pid)
 }
@@ -113,6 +114,7 @@ pub fn nonce() -> Result<[u8; NONCE_LEN], Error> {
 unsafe extern "C-unwind" fn wipe_at_exit(_code: i32, _arg: pg_sys::Datum) {
     invalidate();
     log_secrets::forget_all();
-    // No GUC value will be restored after this point.
+    // SAFETY: at process exit, no GUC value will be restored or read after
+    // this point.
     unsafe { gucs::wipe_key_strings() };
 }

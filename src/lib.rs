@@ -43,6 +43,8 @@ mod tests;
 #[no_mangle]
 pub extern "C" fn _PG_init() {
     #[cfg(target_arch = "x86_64")]
+    // SAFETY: plain C with no arguments, compiled for baseline x86_64; it
+    // returns, or raises PostgreSQL's ERROR over a frame with nothing to drop.
     unsafe {
         pazpaz_require_cpu_features()
     };

@@ -129,6 +129,8 @@ mod tests {
             jsonb::write_envelope(&mut built, version, &sealed).unwrap();
             let text = format!(r#"{{"version": "{version}", "ciphertext": "{}"}}"#, versioned::encode_ciphertext(&sealed));
             let c = std::ffi::CString::new(text).unwrap();
+            // SAFETY: jsonb_in on a NUL-terminated string returns a jsonb
+            // varlena datum (or raises); it is read and copied at once.
             let parsed = unsafe {
                 let d = pg_sys::OidInputFunctionCall(pg_sys::Oid::from(pg_sys::F_JSONB_IN), c.as_ptr().cast_mut(), pg_sys::JSONBOID, -1);
                 pgrx::varlena::varlena_to_byte_slice(d.cast_mut_ptr::<pg_sys::varlena>()).to_vec()
@@ -163,6 +165,7 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     fn cpu_has(name: &str) -> i32 {
+        // SAFETY: the C function reads `len` bytes at `name`, which `name` holds.
         unsafe { pazpaz_cpu_has(name.as_ptr(), name.len()) }
     }
 
@@ -186,8 +189,10 @@ mod tests {
         // Every feature the C table knows is compared above (or is one of the
         // two the kernel may hide), so the lists cannot drift apart.
         let table: Vec<String> = (0..)
+            // SAFETY: any index is valid; past the table's end it gives NULL.
             .map(|i| unsafe { pazpaz_cpu_feature(i) })
             .take_while(|p| !p.is_null())
+            // SAFETY: non-null entries are static NUL-terminated names.
             .map(|p| unsafe { std::ffi::CStr::from_ptr(p) }.to_str().unwrap().to_owned())
             .collect();
         assert!(table.len() > 40, "{table:?}");
@@ -206,6 +211,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[pg_test]
     fn cpu_check_covers_the_build() {
+        // SAFETY: returns a static NUL-terminated string.
         let c = unsafe { std::ffi::CStr::from_ptr(pazpaz_cpu_build_features()) }.to_str().unwrap();
         assert_eq!(c, env!("PAZPAZ_BUILD_FEATURES"));
         let names: Vec<&str> = c.split(',').filter(|f| !f.is_empty()).collect();
