@@ -42,8 +42,11 @@ static ENCRYPTION_KEY_VERSION: GucSetting<Option<CString>> = GucSetting::<Option
 static ENCRYPTED_TEXT_IO: GucSetting<TextIo> = GucSetting::<TextIo>::new(TextIo::Plaintext);
 static LOG_REDACT_VALUES: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// A function run after every change of a key setting.
+type KeyChangeHook = Option<fn()>;
+
 /// Called after every change of a key setting (see `on_key_change`).
-static ON_KEY_CHANGE: BackendLocal<Cell<Option<fn()>>> = BackendLocal::new(Cell::new(None));
+static ON_KEY_CHANGE: BackendLocal<Cell<KeyChangeHook>> = BackendLocal::new(Cell::new(None));
 
 /// How `encrypted_text` values are written and read as text.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]

@@ -103,29 +103,6 @@ pub fn check_text(plaintext: &[u8]) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn check_text_accepts_text_and_refuses_nul_and_bad_utf8() {
-        for ok in ["", "a", "abcdefgh", "abcdefghi", "Ünïcødé — 患者 🩺", "0123456789abcdef0123456789"] {
-            assert!(check_text(ok.as_bytes()).is_ok(), "{ok}");
-        }
-        for len in 1..40 {
-            for pos in 0..len {
-                let mut v = vec![b'x'; len];
-                v[pos] = 0;
-                assert_eq!(check_text(&v), Err(Error::NotUtf8), "NUL at {pos} of {len}");
-                v[pos] = 0xff;
-                assert_eq!(check_text(&v), Err(Error::NotUtf8), "0xff at {pos} of {len}");
-                v[pos] = 0x80;
-                assert_eq!(check_text(&v), Err(Error::NotUtf8), "0x80 at {pos} of {len}");
-            }
-        }
-    }
-}
-
 /// Re-encrypts format 1 in place: `buf` holds `nonce ‖ ciphertext ‖ tag`
 /// under `from` with associated data `old_aad`; afterwards it holds the same
 /// plaintext under `to`, `nonce` and `new_aad`. The plaintext exists only in
@@ -160,4 +137,27 @@ fn nonce_array(n: &[u8]) -> Nonce<aes_gcm::aead::consts::U12> {
 fn tag_array(t: &[u8]) -> Tag {
     let t: [u8; TAG_LEN] = t.try_into().expect("split at TAG_LEN");
     Tag::from(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_text_accepts_text_and_refuses_nul_and_bad_utf8() {
+        for ok in ["", "a", "abcdefgh", "abcdefghi", "Ünïcødé — 患者 🩺", "0123456789abcdef0123456789"] {
+            assert!(check_text(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        for len in 1..40 {
+            for pos in 0..len {
+                let mut v = vec![b'x'; len];
+                v[pos] = 0;
+                assert_eq!(check_text(&v), Err(Error::NotUtf8), "NUL at {pos} of {len}");
+                v[pos] = 0xff;
+                assert_eq!(check_text(&v), Err(Error::NotUtf8), "0xff at {pos} of {len}");
+                v[pos] = 0x80;
+                assert_eq!(check_text(&v), Err(Error::NotUtf8), "0x80 at {pos} of {len}");
+            }
+        }
+    }
 }
