@@ -55,11 +55,7 @@ unsafe impl pgrx::callconv::BoxRet for CStringOut {
     }
 }
 
-extension_sql!(
-    "CREATE TYPE encrypted_text;",
-    name = "encrypted_text_shell",
-    creates = [Type(EncryptedText)]
-);
+extension_sql!("CREATE TYPE encrypted_text;", name = "encrypted_text_shell", creates = [Type(EncryptedText)]);
 
 /// Plaintext length limit from the typmod, in characters (like varchar(n)).
 fn check_length(plaintext: &[u8], typmod: i32) -> Result<(), Error> {
@@ -119,7 +115,8 @@ fn encrypted_text_in(input: &CStr, _typioparam: pg_sys::Oid, typmod: i32) -> Enc
     let text = input.to_bytes();
     match gucs::text_io() {
         TextIo::Envelope => {
-            let s = std::str::from_utf8(text).map_err(|_| Error::BadEnvelope("text form is not valid base64")).or_raise();
+            let s =
+                std::str::from_utf8(text).map_err(|_| Error::BadEnvelope("text form is not valid base64")).or_raise();
             // The plaintext cannot be seen here, so the typmod was enforced
             // when the value was first encrypted.
             from_envelope_bytes(&envelope::parse_text(s).or_raise())
@@ -182,7 +179,8 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
 fn encrypted_text_recv(mut buf: Internal, _typioparam: pg_sys::Oid, _typmod: i32) -> EncryptedText {
     // SAFETY: a type's receive function gets a StringInfo as its `internal`
     // argument.
-    let sid = unsafe { buf.get_mut::<pg_sys::StringInfoData>() }.unwrap_or_else(|| raise(Error::BadEnvelope("no data")));
+    let sid =
+        unsafe { buf.get_mut::<pg_sys::StringInfoData>() }.unwrap_or_else(|| raise(Error::BadEnvelope("no data")));
     let (start, end) = (sid.cursor as usize, sid.len as usize);
     // SAFETY: PostgreSQL's StringInfo holds `len` bytes at `data`, and
     // `cursor <= len`; the buffer outlives this call.

@@ -27,8 +27,8 @@ use std::cell::Cell;
 
 use crate::backend_local::BackendLocal;
 
-use pazpaz_core::keyring::{validate_version, Keyring};
 use pazpaz_core::key::Key;
+use pazpaz_core::keyring::{validate_version, Keyring};
 
 use crate::log_secrets;
 
@@ -271,7 +271,13 @@ unsafe fn check_secret(
     }
     let Ok(text) = std::str::from_utf8(bytes) else {
         // SAFETY: inside a check hook (this function's contract).
-        return unsafe { check_fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, &format!("invalid value for {name}: not valid UTF-8"), None) };
+        return unsafe {
+            check_fail(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                &format!("invalid value for {name}: not valid UTF-8"),
+                None,
+            )
+        };
     };
     match parse(text) {
         Ok(()) => true,
@@ -284,19 +290,31 @@ unsafe fn check_secret(
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_key(newval: *mut *mut c_char, _extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_key(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
     // SAFETY: PostgreSQL calls this check hook with a valid `newval`.
     unsafe { check_secret(KEY, newval, source, |t| Key::from_base64(t).map(drop)) }
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_keys(newval: *mut *mut c_char, _extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_keys(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
     // SAFETY: PostgreSQL calls this check hook with a valid `newval`.
     unsafe { check_secret(KEYS, newval, source, |t| Keyring::from_json(t).map(drop)) }
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_version(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_version(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
     // SAFETY: PostgreSQL calls this check hook with a valid pointer to the
     // proposed value, NULL or a C string.
     let raw = unsafe { *newval };
@@ -312,7 +330,11 @@ unsafe extern "C-unwind" fn check_version(newval: *mut *mut c_char, _extra: *mut
         Ok(()) => true,
         // SAFETY: inside a check hook.
         Err(e) => unsafe {
-            check_fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, &format!("invalid value for pazpaz.encryption_key_version: {e}"), None)
+            check_fail(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                &format!("invalid value for pazpaz.encryption_key_version: {e}"),
+                None,
+            )
         },
     }
 }

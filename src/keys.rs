@@ -88,8 +88,12 @@ pub fn keyring() -> Result<Rc<Keyring>, Error> {
             return cached.clone();
         }
         let [key, keys, version] = gucs::key_settings();
-        let built = Keyring::from_settings(key.as_deref().map(|s| s.as_str()), keys.as_deref().map(|s| s.as_str()), version.as_deref().map(|s| s.as_str()))
-            .map(Rc::new);
+        let built = Keyring::from_settings(
+            key.as_deref().map(|s| s.as_str()),
+            keys.as_deref().map(|s| s.as_str()),
+            version.as_deref().map(|s| s.as_str()),
+        )
+        .map(Rc::new);
         *slot = Some(built.clone());
         built
     }

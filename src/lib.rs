@@ -66,14 +66,18 @@ extern "C-unwind" fn init() {
 }
 
 extension_sql_file!("../sql/require_utf8.sql", name = "require_utf8", bootstrap);
-extension_sql_file!("../sql/rotation.sql", name = "rotation", requires = [
+extension_sql_file!(
+    "../sql/rotation.sql",
+    name = "rotation",
+    requires = [
         "encrypted_text_casts",
         status::encryption_status,
         versioned::reencrypt_field_versioned_to,
         versioned::key_version_jsonb,
         encrypted_text::reencrypt_to_version,
         encrypted_text::key_version_encrypted_text
-    ]);
+    ]
+);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 /// Required by `cargo pgrx test`.

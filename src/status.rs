@@ -21,7 +21,8 @@ fn generate_encryption_key() -> Text {
 /// short fingerprint (8 hex digits of a domain-separated SHA-256) that tells
 /// keys apart without revealing them. No rows when no key is set.
 #[pg_extern(stable, strict, parallel_safe)]
-pub fn encryption_status() -> TableIterator<'static, (name!(version, String), name!(is_current, bool), name!(fingerprint, String))> {
+pub fn encryption_status(
+) -> TableIterator<'static, (name!(version, String), name!(is_current, bool), name!(fingerprint, String))> {
     let rows = match keys::keyring() {
         Ok(ring) => ring
             .entries()

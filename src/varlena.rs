@@ -147,7 +147,8 @@ pub fn cstring_no_raise(context: pg_sys::MemoryContext, bytes: &[u8]) -> Option<
     // SAFETY: `context` is a live memory context (the caller's contract);
     // with MCXT_ALLOC_NO_OOM and a size below MaxAllocSize the call returns
     // NULL instead of raising.
-    let p = NonNull::new(unsafe { unguarded::MemoryContextAllocExtended(context, size, MCXT_ALLOC_NO_OOM) }.cast::<u8>())?;
+    let p =
+        NonNull::new(unsafe { unguarded::MemoryContextAllocExtended(context, size, MCXT_ALLOC_NO_OOM) }.cast::<u8>())?;
     // SAFETY: `p` points to `size` writable bytes just allocated.
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.as_ptr(), bytes.len());
@@ -218,4 +219,3 @@ varlena_type!(
     Text, pgrx::pg_sys::TEXTOID
 );
 pgrx::impl_sql_translatable!(Text, "text");
-

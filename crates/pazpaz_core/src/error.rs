@@ -78,8 +78,13 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         use Error::*;
         match self {
-            KeySize | KeyBase64 | KeyringJson(_) | BadVersionName | EmptyKeyring
-            | BothKeySettings | NoCurrentVersion { .. } => ErrorClass::InvalidParameter,
+            KeySize
+            | KeyBase64
+            | KeyringJson(_)
+            | BadVersionName
+            | EmptyKeyring
+            | BothKeySettings
+            | NoCurrentVersion { .. } => ErrorClass::InvalidParameter,
             MissingKey => ErrorClass::MissingKey,
             UnknownVersion { .. } => ErrorClass::UnknownVersion,
             DecryptionFailed => ErrorClass::AuthenticationFailed,

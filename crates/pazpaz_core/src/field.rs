@@ -39,19 +39,12 @@ pub fn encrypt_into(
     n.copy_from_slice(nonce);
     // Out of place: the plaintext is read once, the ciphertext written once.
     let io = InOutBuf::new(plaintext, body).expect("lengths checked above");
-    let tag = cipher
-        .encrypt_inout_detached(&Nonce::from(*nonce), aad, io)
-        .map_err(|_| Error::TooLarge)?;
+    let tag = cipher.encrypt_inout_detached(&Nonce::from(*nonce), aad, io).map_err(|_| Error::TooLarge)?;
     tag_out.copy_from_slice(&tag);
     Ok(())
 }
 
-pub fn encrypt(
-    cipher: &Aes256Gcm,
-    nonce: &[u8; NONCE_LEN],
-    plaintext: &[u8],
-    aad: &[u8],
-) -> Result<Vec<u8>> {
+pub fn encrypt(cipher: &Aes256Gcm, nonce: &[u8; NONCE_LEN], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
     let mut out = vec![0u8; sealed_len(plaintext.len())?];
     encrypt_into(cipher, nonce, plaintext, aad, &mut out)?;
     Ok(out)
@@ -72,9 +65,7 @@ pub fn decrypt_into(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8], out: &mut [u8
     // aes-gcm checks the tag over `body` before it applies any keystream, so
     // `out` is written only when the value is authentic.
     let io = InOutBuf::new(body, out).expect("lengths checked above");
-    cipher
-        .decrypt_inout_detached(&nonce_array(nonce), aad, io, &tag_array(tag))
-        .map_err(|_| Error::DecryptionFailed)
+    cipher.decrypt_inout_detached(&nonce_array(nonce), aad, io, &tag_array(tag)).map_err(|_| Error::DecryptionFailed)
 }
 
 pub fn decrypt(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
@@ -122,9 +113,8 @@ pub fn reseal_in_place(
     from.decrypt_inout_detached(&nonce_array(n), old_aad, InOutBuf::from(&mut *body), &tag_array(tag))
         .map_err(|_| Error::DecryptionFailed)?;
     n.copy_from_slice(nonce);
-    let new_tag = to
-        .encrypt_inout_detached(&Nonce::from(*nonce), new_aad, InOutBuf::from(body))
-        .map_err(|_| Error::TooLarge)?;
+    let new_tag =
+        to.encrypt_inout_detached(&Nonce::from(*nonce), new_aad, InOutBuf::from(body)).map_err(|_| Error::TooLarge)?;
     tag.copy_from_slice(&new_tag);
     Ok(())
 }

@@ -21,5 +21,9 @@ fn cipher_state_is_zero_after_drop() {
     // bytes are only read, never used as a Key.
     unsafe { slot.assume_init_drop() };
     let after = view();
-    assert!(after.iter().all(|&b| b == 0), "{} of {len} bytes left after drop", after.iter().filter(|&&b| b != 0).count());
+    assert!(
+        after.iter().all(|&b| b == 0),
+        "{} of {len} bytes left after drop",
+        after.iter().filter(|&&b| b != 0).count()
+    );
 }
