@@ -115,8 +115,7 @@ fn encrypted_text_in(input: &CStr, _typioparam: pg_sys::Oid, typmod: i32) -> Enc
     let text = input.to_bytes();
     match gucs::text_io() {
         TextIo::Envelope => {
-            let s =
-                std::str::from_utf8(text).map_err(|_| Error::BadEnvelope("text form is not valid base64")).or_raise();
+            let s = std::str::from_utf8(text).map_err(|_| Error::TextFormNotUtf8).or_raise();
             // The plaintext cannot be seen here, so the typmod was enforced
             // when the value was first encrypted.
             from_envelope_bytes(&envelope::parse_text(s).or_raise())
@@ -200,15 +199,7 @@ fn encrypted_text_send(value: EncryptedText) -> Bytea {
 
 #[pg_extern(immutable, strict, parallel_safe)]
 fn encrypted_text_typmod_in(modifiers: pgrx::Array<&CStr>) -> i32 {
-    #[allow(unreachable_code)]
-    let bad = || -> ! {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "encrypted_text takes one modifier: the maximum length in characters, from 1 to 10485760"
-        );
-        unreachable!("ERROR does not return")
-    };
+    let bad = || raise(Error::BadTypmod);
     if modifiers.len() != 1 {
         bad();
     }

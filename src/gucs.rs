@@ -29,7 +29,9 @@ use crate::backend_local::BackendLocal;
 
 use pazpaz_core::key::Key;
 use pazpaz_core::keyring::{validate_version, Keyring};
+use pazpaz_core::Error;
 
+use crate::error;
 use crate::log_secrets;
 
 pub const KEY: &CStr = c"pazpaz.encryption_key";
@@ -130,13 +132,7 @@ fn warn_if_set_before_load() {
         let v = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
         // SAFETY: non-null, so it points to at least its NUL terminator.
         if !v.is_null() && unsafe { *v } != 0 {
-            let name = name.to_string_lossy();
-            ereport!(
-                PgLogLevel::WARNING,
-                PgSqlErrorCode::ERRCODE_WARNING,
-                format!("{name} was set before the pazpaz_crypto library was loaded"),
-                "Until the library is loaded the value is an unprotected placeholder that SHOW and current_setting() reveal to any role. Add pazpaz_crypto to shared_preload_libraries."
-            );
+            error::warn(Error::SetBeforeLoad { name: name.to_string_lossy().into_owned() });
         }
     }
 }
@@ -212,11 +208,14 @@ fn forbidden_source(source: pg_sys::GucSource::Type) -> Option<&'static str> {
     }
 }
 
-/// Sets the check hook's message. Postgres frees it; it must be palloc'd.
+/// Fails a check hook with `msg`, and the SQLSTATE and hint of `e` (a check
+/// hook must not raise). Postgres frees the strings; they must be palloc'd.
 ///
 /// # Safety
 /// Only inside a GUC check hook.
-unsafe fn check_fail(code: PgSqlErrorCode, msg: &str, hint: Option<&str>) -> bool {
+unsafe fn check_fail(e: &Error, msg: &str) -> bool {
+    let code = error::sqlstate(e.class());
+    let hint = error::hint(e);
     // SAFETY: called from a check hook (the caller's contract), where
     // PostgreSQL reads and frees GUC_check_errmsg_string and
     // GUC_check_errhint_string; pstrdup copies the NUL-terminated strings
@@ -241,7 +240,7 @@ unsafe fn check_secret(
     name: &CStr,
     newval: *mut *mut c_char,
     source: pg_sys::GucSource::Type,
-    parse: fn(&str) -> Result<(), pazpaz_core::Error>,
+    parse: fn(&str) -> Result<(), Error>,
 ) -> bool {
     // SAFETY: `newval` is the check hook's argument (the caller's contract):
     // a valid pointer to the proposed value, NULL or a C string.
@@ -260,32 +259,20 @@ unsafe fn check_secret(
     log_secrets::remember(bytes);
     let name = name.to_string_lossy();
     if let Some(where_) = forbidden_source(source) {
+        let e = Error::KeySettingSource { name: name.into_owned(), origin: where_ };
         // SAFETY: inside a check hook (this function's contract).
-        return unsafe {
-            check_fail(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                &format!("{name} cannot be set from {where_}"),
-                Some("Keys are session state: a key stored there would sit in plain text in a file or in pg_db_role_setting. Have the application run SELECT set_config('pazpaz.encryption_key', $1, false) when it opens or checks out a connection (is_local = true per transaction behind a transaction-mode pooler)."),
-            )
-        };
+        return unsafe { check_fail(&e, &e.to_string()) };
     }
     let Ok(text) = std::str::from_utf8(bytes) else {
+        let e = Error::SettingNotUtf8;
         // SAFETY: inside a check hook (this function's contract).
-        return unsafe {
-            check_fail(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                &format!("invalid value for {name}: not valid UTF-8"),
-                None,
-            )
-        };
+        return unsafe { check_fail(&e, &format!("invalid value for {name}: {e}")) };
     };
     match parse(text) {
         Ok(()) => true,
         // Core messages never contain the value.
         // SAFETY: inside a check hook (this function's contract).
-        Err(e) => unsafe {
-            check_fail(crate::error::sqlstate(e.class()), &format!("invalid value for {name}: {e}"), None)
-        },
+        Err(e) => unsafe { check_fail(&e, &format!("invalid value for {name}: {e}")) },
     }
 }
 
@@ -326,16 +313,10 @@ unsafe extern "C-unwind" fn check_version(
     if v.is_empty() {
         return true;
     }
-    match std::str::from_utf8(v).map_err(|_| pazpaz_core::Error::BadVersionName).and_then(validate_version) {
+    match std::str::from_utf8(v).map_err(|_| Error::BadVersionName).and_then(validate_version) {
         Ok(()) => true,
         // SAFETY: inside a check hook.
-        Err(e) => unsafe {
-            check_fail(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                &format!("invalid value for pazpaz.encryption_key_version: {e}"),
-                None,
-            )
-        },
+        Err(e) => unsafe { check_fail(&e, &format!("invalid value for pazpaz.encryption_key_version: {e}")) },
     }
 }
 
