@@ -86,7 +86,9 @@ pub enum Error {
     /// A setting's value that is not UTF-8 (the check hook names the setting).
     #[error("not valid UTF-8")]
     SettingNotUtf8,
-    #[error("Invalid encrypted_text envelope: text form is not valid UTF-8")]
+    /// Envelope-mode text input that is not UTF-8 (22021, as PostgreSQL reports
+    /// an invalid byte sequence).
+    #[error("Text form of an encrypted_text envelope is not valid UTF-8")]
     TextFormNotUtf8,
     #[error("{name} was set before the pazpaz_crypto library was loaded")]
     SetBeforeLoad { name: String },
