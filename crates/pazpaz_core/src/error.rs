@@ -124,3 +124,25 @@ impl Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setting_and_typmod_errors_keep_their_classes() {
+        let source = Error::KeySettingSource {
+            name: "pazpaz.encryption_key".into(),
+            origin: "ALTER ROLE or ALTER DATABASE settings",
+        };
+        assert_eq!(
+            source.to_string(),
+            "pazpaz.encryption_key cannot be set from ALTER ROLE or ALTER DATABASE settings"
+        );
+        assert_eq!(source.class(), ErrorClass::InsufficientPrivilege);
+        assert_eq!(Error::SettingNotUtf8.class(), ErrorClass::InvalidParameter);
+        assert_eq!(Error::BadTypmod.class(), ErrorClass::InvalidParameter);
+        assert_eq!(Error::TextFormNotUtf8.class(), ErrorClass::InvalidCharacter);
+        assert_eq!(Error::SetBeforeLoad { name: "pazpaz.encryption_keys".into() }.class(), ErrorClass::Warning);
+    }
+}
