@@ -18,7 +18,11 @@ fn main() {
 
     let pg_config = env::var("PGRX_PG_CONFIG_PATH").ok().map(PathBuf::from).unwrap_or_else(|| {
         let debian = PathBuf::from("/usr/lib/postgresql/15/bin/pg_config");
-        if debian.exists() { debian } else { PathBuf::from("pg_config") }
+        if debian.exists() {
+            debian
+        } else {
+            PathBuf::from("pg_config")
+        }
     });
     let out = Command::new(&pg_config).arg("--includedir-server").output().expect("pg_config runs");
     assert!(out.status.success(), "{} --includedir-server failed", pg_config.display());

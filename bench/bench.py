@@ -55,23 +55,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 GROUPS = ["scan", "encrypt", "versioned", "copy", "rotation", "procedure",
           "large", "parallel", "pgbench", "python", "memory"]
 
-# Reference figures for a 2-core machine of this kind, not measured here:
-# pgsodium is not installed here and none of these are measured.
-PGSODIUM_QUOTED = {
-    "plain scan": 0.09,
-    "pgcrypto encrypt": 1.24,
-    "pgcrypto decrypt": 1.01,
-    "pgsodium encrypt": 1.18,
-    "pgsodium decrypt": 0.57,
-    "rotation UPDATE SET c = c": 1.35,
-    "pgcrypto rotation": 3.64,
-    "pgsodium rotation": 3.92,
-    "100k rows to Python: plaintext": 0.75,
-    "100k rows to Python: pgcrypto": 2.22,
-    "100k rows to Python: pgsodium": 1.63,
-    "100k rows to Python: app's way (cryptography AESGCM)": 1.93,
-}
-
 
 def log(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
@@ -773,11 +756,6 @@ def print_table(memory: dict | None) -> list[dict]:
         print(f"\nNoise: over the timed statements the backend waited for a CPU {100 * waited / timed:.0f}% of the "
               "wall-clock time (other load on the machine); 'cpu' columns count only the backend's own CPU time.")
     print()
-    print("NOT MEASURED — reference figures for a 2-core machine (µs/row); pgsodium is not "
-          "installed here:")
-    for k, v in PGSODIUM_QUOTED.items():
-        print(f"  {k:<55} {v:>5.2f}")
-    print()
     return rows
 
 
@@ -885,8 +863,6 @@ def main() -> int:
                   for k, c in CASES.items()},
         "table": rows,
         "memory": memory,
-        "reference_not_measured": {"source": "reference figures, not measured; pgsodium is not packaged for Debian 12",
-                                   "us_per_row": PGSODIUM_QUOTED},
     }
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"Results written to {a.out}")

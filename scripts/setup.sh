@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-APT_PACKAGES=(sudo gcc binutils postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang
+# g++: libFuzzer (the fuzz crate, also built by the lint stage's clippy).
+APT_PACKAGES=(sudo gcc g++ binutils postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang
               pgbouncer postgresql-15-pgaudit hyperfine python3-pip gdb)
 
 missing=()
@@ -25,6 +26,11 @@ if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q
     pg_ctlcluster 15 main stop 2>/dev/null || true
 fi
 
+# The lint stage of scripts/test.sh.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    echo "setup: installing rustfmt and clippy"
+    rustup component add rustfmt clippy
+fi
 if ! cargo pgrx --version 2>/dev/null | grep -q '0\.18\.1'; then
     echo "setup: installing cargo-pgrx 0.18.1 (a few minutes)"
     cargo install cargo-pgrx --version 0.18.1 --locked

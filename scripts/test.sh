@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test: sets up the machine (idempotent), then
+#   0. lint: cargo fmt --check and cargo clippy -D warnings (extension, core,
+#      fuzz crate)
 #   1. pure core tests (cargo test -p pazpaz_core), incl. property tests, and a
 #      short fuzz run of every parser (scripts/fuzz.sh 10)
 #   2. #[pg_test]s inside PostgreSQL (cargo pgrx test, library preloaded)
 #   3. SQL regression suite (tests/pg_regress) on a throwaway server
 #   4. integration scripts (tests/integration/*.sh): pg_dump, logs, disk, …
 #   5. Python suite (tests/python): drivers, SQLAlchemy, Alembic, PgBouncer, …
-# Usage: bash scripts/test.sh [stage…]   (stages: core pgtest regress integration python)
+# Usage: bash scripts/test.sh [stage…]   (stages: lint core pgtest regress integration python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -14,9 +16,20 @@ bash scripts/setup.sh
 source scripts/pg.sh
 
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(core pgtest regress integration python)
+[ ${#stages[@]} -eq 0 ] && stages=(lint core pgtest regress integration python)
 want() { local s; for s in "${stages[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 step() { printf '\n=== %s ===\n' "$*"; }
+
+if want lint; then
+    step "lint: cargo fmt --check"
+    cargo fmt --check
+    cargo fmt --check --manifest-path fuzz/Cargo.toml
+    step "lint: cargo clippy -D warnings (extension with pg15, pazpaz_core, fuzz targets)"
+    cargo clippy -q --workspace --all-targets --features pg15 -- -D warnings
+    # The fuzz crate (outside the workspace) with RUSTC_BOOTSTRAP=1, as
+    # scripts/fuzz.sh builds it.
+    RUSTC_BOOTSTRAP=1 cargo clippy -q --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
+fi
 
 if want core; then
     step "core: cargo test -p pazpaz_core"

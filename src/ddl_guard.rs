@@ -233,7 +233,16 @@ unsafe extern "C-unwind" fn process_utility(
     unsafe {
         match PREV_PROCESS_UTILITY {
             Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
-            None => unguarded::standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
+            None => unguarded::standard_ProcessUtility(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
         }
         let stmt = (*pstmt).utilityStmt;
         if !stmt.is_null() {

@@ -19,13 +19,15 @@ use pgrx::Internal;
 use crate::error::{raise, OrRaise};
 use crate::gucs::{self, TextIo};
 use crate::keys;
-use crate::varlena::{varlena_type, Bytea, Text, Varlena};
+use crate::varlena::{varlena_type, Bytea, Text, VarlenaBuf};
 
 varlena_type!(
     /// An `encrypted_text` datum: the envelope bytes.
     EncryptedText, pgrx::regtypein("encrypted_text")
 );
 
+// SAFETY: the SQL type named here is the one whose datums this Rust type
+// reads and returns (varlena envelopes, `varlena_type!`).
 unsafe impl SqlTranslatable for EncryptedText {
     const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(EncryptedText);
     const TYPE_ORIGIN: TypeOrigin = TypeOrigin::ThisExtension;
@@ -44,17 +46,16 @@ impl pgrx::IntoDatum for CStringOut {
         pg_sys::CSTRINGOID
     }
 }
+// SAFETY: the datum returned is a NUL-terminated string palloc'd in the
+// call's memory context, as a `cstring` result must be.
 unsafe impl pgrx::callconv::BoxRet for CStringOut {
     unsafe fn box_into<'fcx>(self, f: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        // SAFETY: as above; every `CStringOut` is made from such a pointer.
         unsafe { f.return_raw_datum(pg_sys::Datum::from(self.0)) }
     }
 }
 
-extension_sql!(
-    "CREATE TYPE encrypted_text;",
-    name = "encrypted_text_shell",
-    creates = [Type(EncryptedText)]
-);
+extension_sql!("CREATE TYPE encrypted_text;", name = "encrypted_text_shell", creates = [Type(EncryptedText)]);
 
 /// Plaintext length limit from the typmod, in characters (like varchar(n)).
 fn check_length(plaintext: &[u8], typmod: i32) -> Result<(), Error> {
@@ -78,18 +79,18 @@ fn seal(plaintext: &[u8], typmod: i32) -> EncryptedText {
     check_length(plaintext, typmod).or_raise();
     let ring = keys::keyring().or_raise();
     let key = ring.current().or_raise();
-    let mut out = Varlena::alloc(envelope::sealed_len(key.version(), plaintext.len()).or_raise());
+    let mut out = VarlenaBuf::alloc(envelope::sealed_len(key.version(), plaintext.len()).or_raise());
     let nonce = keys::nonce().or_raise();
     envelope::seal_into(key.cipher(), key.version(), &nonce, plaintext, out.data_mut()).or_raise();
-    EncryptedText(out)
+    EncryptedText::from(out)
 }
 
 /// A structurally valid envelope copied into a new datum (no key needed).
 fn from_envelope_bytes(bytes: &[u8]) -> EncryptedText {
     Envelope::parse(bytes).or_raise();
-    let mut out = Varlena::alloc(bytes.len());
+    let mut out = VarlenaBuf::alloc(bytes.len());
     out.data_mut().copy_from_slice(bytes);
-    EncryptedText(out)
+    EncryptedText::from(out)
 }
 
 /// Decrypts an envelope into `out` with the session's key for its version.
@@ -114,7 +115,7 @@ fn encrypted_text_in(input: &CStr, _typioparam: pg_sys::Oid, typmod: i32) -> Enc
     let text = input.to_bytes();
     match gucs::text_io() {
         TextIo::Envelope => {
-            let s = std::str::from_utf8(text).map_err(|_| Error::BadEnvelope("text form is not valid base64")).or_raise();
+            let s = std::str::from_utf8(text).map_err(|_| Error::TextFormNotUtf8).or_raise();
             // The plaintext cannot be seen here, so the typmod was enforced
             // when the value was first encrypted.
             from_envelope_bytes(&envelope::parse_text(s).or_raise())
@@ -146,7 +147,11 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
             // envelope over 768 MiB has no text form within MaxAllocSize
             // (54000 naming binary COPY, rather than palloc's XX000).
             let len = envelope::text_len(bytes.len()).or_raise();
+            // SAFETY: `len + 1` is at most MaxAllocSize (`text_len` checked);
+            // palloc raises on failure and never returns NULL.
             let p = unsafe { pg_sys::palloc(len + 1) }.cast::<u8>();
+            // SAFETY: `p` points to `len + 1` bytes just allocated, owned here;
+            // every byte is written below before it is read.
             let out = unsafe { std::slice::from_raw_parts_mut(p, len + 1) };
             envelope::write_text(bytes, &mut out[..len]).or_raise();
             out[len] = 0;
@@ -154,7 +159,11 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
         }
         TextIo::Plaintext => {
             let len = plaintext_len(bytes);
+            // SAFETY: palloc0 raises on failure (or for a size over
+            // MaxAllocSize) and never returns NULL; the bytes are zeroed.
             let p = unsafe { pg_sys::palloc0(len + 1) }.cast::<u8>();
+            // SAFETY: `p` points to `len + 1` zeroed bytes just allocated and
+            // owned here; the last one stays NUL.
             let out = unsafe { std::slice::from_raw_parts_mut(p, len) };
             open_into(bytes, out).or_raise();
             CStringOut(p.cast())
@@ -167,8 +176,13 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
 // strict by itself).
 #[pg_extern(immutable, strict, parallel_safe)]
 fn encrypted_text_recv(mut buf: Internal, _typioparam: pg_sys::Oid, _typmod: i32) -> EncryptedText {
-    let sid = unsafe { buf.get_mut::<pg_sys::StringInfoData>() }.unwrap_or_else(|| raise(Error::BadEnvelope("no data")));
+    // SAFETY: a type's receive function gets a StringInfo as its `internal`
+    // argument.
+    let sid =
+        unsafe { buf.get_mut::<pg_sys::StringInfoData>() }.unwrap_or_else(|| raise(Error::BadEnvelope("no data")));
     let (start, end) = (sid.cursor as usize, sid.len as usize);
+    // SAFETY: PostgreSQL's StringInfo holds `len` bytes at `data`, and
+    // `cursor <= len`; the buffer outlives this call.
     let data = unsafe { std::slice::from_raw_parts(sid.data.cast::<u8>().add(start), end - start) };
     let v = from_envelope_bytes(data);
     sid.cursor = sid.len;
@@ -178,22 +192,14 @@ fn encrypted_text_recv(mut buf: Internal, _typioparam: pg_sys::Oid, _typmod: i32
 #[pg_extern(immutable, strict, parallel_safe)]
 fn encrypted_text_send(value: EncryptedText) -> Bytea {
     let bytes = value.0.as_bytes();
-    let mut out = Varlena::alloc(bytes.len());
+    let mut out = VarlenaBuf::alloc(bytes.len());
     out.data_mut().copy_from_slice(bytes);
-    Bytea(out)
+    Bytea::from(out)
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
 fn encrypted_text_typmod_in(modifiers: pgrx::Array<&CStr>) -> i32 {
-    #[allow(unreachable_code)]
-    let bad = || -> ! {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "encrypted_text takes one modifier: the maximum length in characters, from 1 to 10485760"
-        );
-        unreachable!("ERROR does not return")
-    };
+    let bad = || raise(Error::BadTypmod);
     if modifiers.len() != 1 {
         bad();
     }
@@ -206,6 +212,7 @@ fn encrypted_text_typmod_in(modifiers: pgrx::Array<&CStr>) -> i32 {
 #[pg_extern(immutable, strict, parallel_safe)]
 fn encrypted_text_typmod_out(typmod: i32) -> CStringOut {
     let s = if typmod >= 0 { format!("({typmod})\0") } else { "\0".to_string() };
+    // SAFETY: `s` ends with NUL; pstrdup copies it into the current context.
     CStringOut(unsafe { pg_sys::pstrdup(s.as_ptr().cast()) })
 }
 
@@ -274,9 +281,9 @@ fn bytea_to_encrypted_text(envelope: Bytea) -> EncryptedText {
 #[pg_extern(stable, strict, parallel_safe, cost = 10, name = "text", requires = ["encrypted_text_type"])]
 fn encrypted_text_to_text(value: EncryptedText) -> Text {
     let bytes = value.0.as_bytes();
-    let mut out = Varlena::alloc(plaintext_len(bytes));
+    let mut out = VarlenaBuf::alloc(plaintext_len(bytes));
     open_into(bytes, out.data_mut()).or_raise();
-    Text(out)
+    Text::from(out)
 }
 
 fn reencrypt_to(value: EncryptedText, version: Option<&str>) -> EncryptedText {
@@ -295,10 +302,10 @@ fn reencrypt_to(value: EncryptedText, version: Option<&str>) -> EncryptedText {
     // Copy the envelope under the new header, then decrypt and re-encrypt the
     // body in place: the plaintext exists only inside the new datum, between
     // the two steps (and the datum holds ciphertext when it is returned).
-    let mut out = Varlena::alloc(envelope::sealed_len(target.version(), env.plaintext_len()).or_raise());
+    let mut out = VarlenaBuf::alloc(envelope::sealed_len(target.version(), env.plaintext_len()).or_raise());
     let nonce = keys::nonce().or_raise();
     envelope::reseal_into(&env, from.cipher(), target.cipher(), target.version(), &nonce, out.data_mut()).or_raise();
-    EncryptedText(out)
+    EncryptedText::from(out)
 }
 
 /// Re-encrypts under the current write key; a value already there is

@@ -1,4 +1,15 @@
 //! Core errors → PostgreSQL errors. The one place where SQLSTATEs are chosen.
+//!
+//! Every error the Rust code reports is a `pazpaz_core::Error`, raised by
+//! `raise` (or `warn` for a WARNING) with the SQLSTATE of its class, below.
+//! The deliberate exceptions, each for a reason:
+//! - `src/cpu_check.c` raises 0A000 itself from `_PG_init`: it runs before any
+//!   Rust code, which may use instructions this CPU lacks.
+//! - `sql/rotation.sql` and `sql/require_utf8.sql` are SQL (PL/pgSQL `RAISE …
+//!   USING ERRCODE`), outside the Rust code.
+//! - The GUC check hooks (`gucs.rs`) must not raise: they return false and set
+//!   PostgreSQL's check message, hint and code (`GUC_check_errcode`), but
+//!   that code and the hint come from `sqlstate` and `hint` here.
 
 use pazpaz_core::error::{Error, ErrorClass};
 use pgrx::pg_sys::panic::ErrorReport;
@@ -6,6 +17,8 @@ use pgrx::prelude::*;
 
 /// The function name the extension's errors carry; the log filter leaves
 /// their quoted parts alone (they quote only names, never values).
+/// (The same name twice: `ErrorReport` takes a `&str`, the filter compares
+/// the C string PostgreSQL stored.)
 pub const FUNCNAME: &std::ffi::CStr = c"pazpaz_crypto";
 const FUNCNAME_STR: &str = "pazpaz_crypto";
 
@@ -23,30 +36,54 @@ pub fn sqlstate(class: ErrorClass) -> PgSqlErrorCode {
         ErrorClass::TooLarge => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         ErrorClass::System => ERRCODE_SYSTEM_ERROR,
         ErrorClass::Unsupported => ERRCODE_FEATURE_NOT_SUPPORTED,
+        ErrorClass::InsufficientPrivilege => ERRCODE_INSUFFICIENT_PRIVILEGE,
+        ErrorClass::Warning => ERRCODE_WARNING,
     }
 }
 
-fn hint(e: &Error) -> Option<&'static str> {
+pub fn hint(e: &Error) -> Option<&'static str> {
     match e {
         Error::MissingKey => Some("An application sets its key per session or transaction with SELECT set_config('pazpaz.encryption_key', $1, false)."),
         Error::DecryptionFailed => Some("The value was encrypted with another key or associated data, or it was altered."),
         Error::EncryptedDefault => Some("Write DEFAULT 'value'::text::encrypted_text: the cast encrypts on every insert, under the key of the session that inserts."),
         Error::PlaintextIndex => Some("Index key_version(col) or the ciphertext itself; never an expression that decrypts."),
         Error::BothKeySettings => Some("Use pazpaz.encryption_keys with pazpaz.encryption_key_version for several keys, or pazpaz.encryption_key for one."),
+        Error::KeySettingSource { .. } => Some("Keys are session state: a key stored there would sit in plain text in a file or in pg_db_role_setting. Have the application run SELECT set_config('pazpaz.encryption_key', $1, false) when it opens or checks out a connection (is_local = true per transaction behind a transaction-mode pooler)."),
         _ => None,
     }
+}
+
+fn detail(e: &Error) -> Option<&'static str> {
+    match e {
+        Error::SetBeforeLoad { .. } => Some("Until the library is loaded the value is an unprotected placeholder that SHOW and current_setting() reveal to any role. Add pazpaz_crypto to shared_preload_libraries."),
+        _ => None,
+    }
+}
+
+#[track_caller]
+fn report(e: &Error) -> ErrorReport {
+    let mut report = ErrorReport::new(sqlstate(e.class()), e.to_string(), FUNCNAME_STR);
+    if let Some(d) = detail(e) {
+        report = report.set_detail(d);
+    }
+    if let Some(h) = hint(e) {
+        report = report.set_hint(h);
+    }
+    report
 }
 
 /// Raises `e` as an ERROR. Messages come from the core and never contain
 /// key material or plaintext.
 #[track_caller]
 pub fn raise(e: Error) -> ! {
-    let mut report = ErrorReport::new(sqlstate(e.class()), e.to_string(), FUNCNAME_STR);
-    if let Some(h) = hint(&e) {
-        report = report.set_hint(h);
-    }
-    report.report(PgLogLevel::ERROR);
+    report(&e).report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
+}
+
+/// Reports `e` as a WARNING and returns.
+#[track_caller]
+pub fn warn(e: Error) {
+    report(&e).report(PgLogLevel::WARNING);
 }
 
 /// Raises PostgreSQL's "out of memory" ERROR (53200).

@@ -6,24 +6,24 @@ use pgrx::prelude::*;
 
 use crate::error::OrRaise;
 use crate::keys;
-use crate::varlena::{Bytea, Text, Varlena};
+use crate::varlena::{Bytea, Text, VarlenaBuf};
 
 /// Encrypts into a new bytea; `aad` is bound as GCM associated data.
 pub(crate) fn seal(plaintext: &[u8], aad: &[u8]) -> Bytea {
     let ring = keys::keyring().or_raise();
     let key = ring.current().or_raise();
-    let mut out = Varlena::alloc(field::sealed_len(plaintext.len()).or_raise());
+    let mut out = VarlenaBuf::alloc(field::sealed_len(plaintext.len()).or_raise());
     let nonce = keys::nonce().or_raise();
     field::encrypt_into(key.cipher(), &nonce, plaintext, aad, out.data_mut()).or_raise();
-    Bytea(out)
+    Bytea::from(out)
 }
 
 /// Decrypts format 1 with `cipher` into a new text value.
 pub(crate) fn open_with(cipher: &Cipher, sealed: &[u8], aad: &[u8]) -> Text {
-    let mut out = Varlena::alloc(field::opened_len(sealed).or_raise());
+    let mut out = VarlenaBuf::alloc(field::opened_len(sealed).or_raise());
     field::decrypt_into(cipher, sealed, aad, out.data_mut()).or_raise();
-    field::check_text(out.data_mut()).or_raise();
-    Text(out)
+    field::check_text(out.data()).or_raise();
+    Text::from(out)
 }
 
 fn open(sealed: &[u8], aad: &[u8]) -> Text {

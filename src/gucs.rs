@@ -27,9 +27,11 @@ use std::cell::Cell;
 
 use crate::backend_local::BackendLocal;
 
-use pazpaz_core::keyring::{validate_version, Keyring};
 use pazpaz_core::key::Key;
+use pazpaz_core::keyring::{validate_version, Keyring};
+use pazpaz_core::Error;
 
+use crate::error;
 use crate::log_secrets;
 
 pub const KEY: &CStr = c"pazpaz.encryption_key";
@@ -42,8 +44,11 @@ static ENCRYPTION_KEY_VERSION: GucSetting<Option<CString>> = GucSetting::<Option
 static ENCRYPTED_TEXT_IO: GucSetting<TextIo> = GucSetting::<TextIo>::new(TextIo::Plaintext);
 static LOG_REDACT_VALUES: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// A function run after every change of a key setting.
+type KeyChangeHook = Option<fn()>;
+
 /// Called after every change of a key setting (see `on_key_change`).
-static ON_KEY_CHANGE: BackendLocal<Cell<Option<fn()>>> = BackendLocal::new(Cell::new(None));
+static ON_KEY_CHANGE: BackendLocal<Cell<KeyChangeHook>> = BackendLocal::new(Cell::new(None));
 
 /// How `encrypted_text` values are written and read as text.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -60,6 +65,9 @@ pub enum TextIo {
 pub fn init() {
     warn_if_set_before_load();
     let secret = GucFlags::NO_SHOW_ALL;
+    // SAFETY: called once per process from _PG_init; the names and
+    // descriptions are 'static C strings, the settings are 'static, and the
+    // hooks have the signatures PostgreSQL's GUC machinery calls them with.
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
             KEY,
@@ -118,15 +126,13 @@ pub fn init() {
 /// as an unvalidated placeholder that any role can read back. Say so loudly.
 fn warn_if_set_before_load() {
     for name in [KEY, KEYS] {
+        // SAFETY: a NUL-terminated name; missing_ok, so an unknown name gives
+        // NULL rather than an ERROR. The result is NULL or a C string owned by
+        // the GUC machinery, read at once.
         let v = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
+        // SAFETY: non-null, so it points to at least its NUL terminator.
         if !v.is_null() && unsafe { *v } != 0 {
-            let name = name.to_string_lossy();
-            ereport!(
-                PgLogLevel::WARNING,
-                PgSqlErrorCode::ERRCODE_WARNING,
-                format!("{name} was set before the pazpaz_crypto library was loaded"),
-                "Until the library is loaded the value is an unprotected placeholder that SHOW and current_setting() reveal to any role. Add pazpaz_crypto to shared_preload_libraries."
-            );
+            error::warn(Error::SetBeforeLoad { name: name.to_string_lossy().into_owned() });
         }
     }
 }
@@ -150,23 +156,35 @@ pub fn on_key_change(f: fn()) {
 /// Zeroizing copies of the three key settings, for building the keyring.
 pub fn key_settings() -> [Option<Zeroizing<String>>; 3] {
     [&ENCRYPTION_KEY, &ENCRYPTION_KEYS, &ENCRYPTION_KEY_VERSION].map(|s| {
+        // SAFETY: `as_ptr` is the address of the setting's C string variable,
+        // which PostgreSQL keeps NULL or pointing to the current value.
         let raw = unsafe { *s.as_ptr() };
         if raw.is_null() {
             return None;
         }
+        // SAFETY: a non-null GUC value is a NUL-terminated string that lives
+        // until the setting changes, after this copy.
         let bytes = unsafe { CStr::from_ptr(raw) }.to_bytes();
         // Invalid UTF-8 cannot pass the check hook; treat it as unset.
         std::str::from_utf8(bytes).ok().map(|s| Zeroizing::new(s.to_owned()))
     })
 }
 
-/// Wipes the current values of the key settings in place. Only for backend
-/// exit, when no saved value will be restored (see `keys.rs`).
+/// Wipes the current values of the key settings in place.
+///
+/// # Safety
+/// Only for backend exit, when no saved value will be restored and nothing
+/// reads the settings again (see `keys.rs`).
 pub unsafe fn wipe_key_strings() {
     for s in [&ENCRYPTION_KEY, &ENCRYPTION_KEYS] {
+        // SAFETY: the setting's C string variable, NULL or the current value.
         let raw = unsafe { *s.as_ptr() };
         if !raw.is_null() {
+            // SAFETY: a non-null GUC value is a NUL-terminated string.
             let len = unsafe { CStr::from_ptr(raw) }.to_bytes().len();
+            // SAFETY: its `len` bytes before the NUL are PostgreSQL's own
+            // malloc'd copy, writable, and nothing else reads them while we
+            // wipe (single-threaded backend at exit; the caller's contract).
             let bytes = unsafe { std::slice::from_raw_parts_mut(raw.cast::<u8>(), len) };
             zeroize::Zeroize::zeroize(bytes);
         }
@@ -190,8 +208,18 @@ fn forbidden_source(source: pg_sys::GucSource::Type) -> Option<&'static str> {
     }
 }
 
-/// Sets the check hook's message. Postgres frees it; it must be palloc'd.
-unsafe fn check_fail(code: PgSqlErrorCode, msg: &str, hint: Option<&str>) -> bool {
+/// Fails a check hook with `msg`, and the SQLSTATE and hint of `e` (a check
+/// hook must not raise). Postgres frees the strings; they must be palloc'd.
+///
+/// # Safety
+/// Only inside a GUC check hook.
+unsafe fn check_fail(e: &Error, msg: &str) -> bool {
+    let code = error::sqlstate(e.class());
+    let hint = error::hint(e);
+    // SAFETY: called from a check hook (the caller's contract), where
+    // PostgreSQL reads and frees GUC_check_errmsg_string and
+    // GUC_check_errhint_string; pstrdup copies the NUL-terminated strings
+    // into the current (palloc) context as it expects.
     unsafe {
         pg_sys::GUC_check_errcode(code as i32);
         let m = CString::new(msg).unwrap_or_default();
@@ -204,16 +232,23 @@ unsafe fn check_fail(code: PgSqlErrorCode, msg: &str, hint: Option<&str>) -> boo
     false
 }
 
+/// The check hook of a key setting.
+///
+/// # Safety
+/// Only inside a GUC check hook, with the `newval` PostgreSQL passed to it.
 unsafe fn check_secret(
     name: &CStr,
     newval: *mut *mut c_char,
     source: pg_sys::GucSource::Type,
-    parse: fn(&str) -> Result<(), pazpaz_core::Error>,
+    parse: fn(&str) -> Result<(), Error>,
 ) -> bool {
+    // SAFETY: `newval` is the check hook's argument (the caller's contract):
+    // a valid pointer to the proposed value, NULL or a C string.
     let raw = unsafe { *newval };
     if raw.is_null() {
         return true;
     }
+    // SAFETY: non-null, so a NUL-terminated string alive during the hook.
     let bytes = unsafe { CStr::from_ptr(raw) }.to_bytes();
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return true; // empty: no key, nothing secret to protect
@@ -224,51 +259,64 @@ unsafe fn check_secret(
     log_secrets::remember(bytes);
     let name = name.to_string_lossy();
     if let Some(where_) = forbidden_source(source) {
-        return unsafe {
-            check_fail(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                &format!("{name} cannot be set from {where_}"),
-                Some("Keys are session state: a key stored there would sit in plain text in a file or in pg_db_role_setting. Have the application run SELECT set_config('pazpaz.encryption_key', $1, false) when it opens or checks out a connection (is_local = true per transaction behind a transaction-mode pooler)."),
-            )
-        };
+        let e = Error::KeySettingSource { name: name.into_owned(), origin: where_ };
+        // SAFETY: inside a check hook (this function's contract).
+        return unsafe { check_fail(&e, &e.to_string()) };
     }
     let Ok(text) = std::str::from_utf8(bytes) else {
-        return unsafe { check_fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, &format!("invalid value for {name}: not valid UTF-8"), None) };
+        let e = Error::SettingNotUtf8;
+        // SAFETY: inside a check hook (this function's contract).
+        return unsafe { check_fail(&e, &format!("invalid value for {name}: {e}")) };
     };
     match parse(text) {
         Ok(()) => true,
         // Core messages never contain the value.
-        Err(e) => unsafe {
-            check_fail(crate::error::sqlstate(e.class()), &format!("invalid value for {name}: {e}"), None)
-        },
+        // SAFETY: inside a check hook (this function's contract).
+        Err(e) => unsafe { check_fail(&e, &format!("invalid value for {name}: {e}")) },
     }
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_key(newval: *mut *mut c_char, _extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_key(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL calls this check hook with a valid `newval`.
     unsafe { check_secret(KEY, newval, source, |t| Key::from_base64(t).map(drop)) }
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_keys(newval: *mut *mut c_char, _extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_keys(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL calls this check hook with a valid `newval`.
     unsafe { check_secret(KEYS, newval, source, |t| Keyring::from_json(t).map(drop)) }
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_version(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_version(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL calls this check hook with a valid pointer to the
+    // proposed value, NULL or a C string.
     let raw = unsafe { *newval };
     if raw.is_null() {
         return true;
     }
+    // SAFETY: non-null, so a NUL-terminated string alive during the hook.
     let v = unsafe { CStr::from_ptr(raw) }.to_bytes();
     if v.is_empty() {
         return true;
     }
-    match std::str::from_utf8(v).map_err(|_| pazpaz_core::Error::BadVersionName).and_then(validate_version) {
+    match std::str::from_utf8(v).map_err(|_| Error::BadVersionName).and_then(validate_version) {
         Ok(()) => true,
-        Err(e) => unsafe {
-            check_fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, &format!("invalid value for pazpaz.encryption_key_version: {e}"), None)
-        },
+        // SAFETY: inside a check hook.
+        Err(e) => unsafe { check_fail(&e, &format!("invalid value for pazpaz.encryption_key_version: {e}")) },
     }
 }
 
@@ -286,7 +334,9 @@ unsafe extern "C-unwind" fn assign_key(_newval: *const c_char, _extra: *mut c_vo
 // (Parallel workers still get the real value: GUC serialization reads the
 // variable, not the show hook.)
 fn mask(setting: &GucSetting<Option<CString>>) -> *const c_char {
+    // SAFETY: the setting's C string variable, NULL or the current value.
     let raw = unsafe { *setting.as_ptr() };
+    // SAFETY: non-null, so it points to at least its NUL terminator.
     if raw.is_null() || unsafe { *raw } == 0 {
         c"".as_ptr()
     } else {

@@ -88,8 +88,12 @@ pub fn keyring() -> Result<Rc<Keyring>, Error> {
             return cached.clone();
         }
         let [key, keys, version] = gucs::key_settings();
-        let built = Keyring::from_settings(key.as_deref().map(|s| s.as_str()), keys.as_deref().map(|s| s.as_str()), version.as_deref().map(|s| s.as_str()))
-            .map(Rc::new);
+        let built = Keyring::from_settings(
+            key.as_deref().map(|s| s.as_str()),
+            keys.as_deref().map(|s| s.as_str()),
+            version.as_deref().map(|s| s.as_str()),
+        )
+        .map(Rc::new);
         *slot = Some(built.clone());
         built
     }
@@ -105,6 +109,7 @@ pub fn is_cached() -> bool {
 /// postmaster, so a generator state inherited across a fork is never used
 /// (see `pazpaz_core::nonce`).
 pub fn nonce() -> Result<[u8; NONCE_LEN], Error> {
+    // SAFETY: reads this process's id, set at process start.
     let pid = unsafe { pg_sys::MyProcPid } as u32;
     NONCES.borrow_mut().nonce(pid)
 }
@@ -113,6 +118,7 @@ pub fn nonce() -> Result<[u8; NONCE_LEN], Error> {
 unsafe extern "C-unwind" fn wipe_at_exit(_code: i32, _arg: pg_sys::Datum) {
     invalidate();
     log_secrets::forget_all();
-    // No GUC value will be restored after this point.
+    // SAFETY: at process exit, no GUC value will be restored or read after
+    // this point.
     unsafe { gucs::wipe_key_strings() };
 }

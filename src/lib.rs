@@ -3,15 +3,25 @@
 //! The cryptography, formats and key parsing live in the pure `pazpaz_core`
 //! crate; this crate is the PostgreSQL glue:
 //!
-//! - `gucs.rs`: the key settings, their check/assign/show hooks
-//! - `keys.rs`: the per-backend keyring cache and the nonce generator
+//! - `gucs.rs`: every setting, its check/assign/show hooks (knows nothing of
+//!   the key cache: a key change calls the hook `keys.rs` registered)
+//! - `keys.rs`: the per-backend keyring cache, the nonce generator, the exit
+//!   wipe, replanning after a key change
 //! - `error.rs`: core errors → SQLSTATEs, in one place
 //! - `field_functions.rs`: `encrypt_field`/`decrypt_field` (format 1)
 //! - `versioned.rs`: the `jsonb` envelope functions (format 2)
 //! - `encrypted_text.rs`: the `encrypted_text` type (format 3)
 //! - `status.rs`: `generate_encryption_key()`, `encryption_status()`
 //! - `log_filter.rs`: keeps keys and decrypted values out of the server log
-//! - `sql/*.sql`: hand-written SQL (casts, rotation procedure, comments)
+//!   (rules in `pazpaz_core::redact`), on top of other log hooks
+//! - `log_secrets.rs`: the key strings the filter scrubs by value
+//! - `ddl_guard.rs`: refuses DDL that would store plaintext or freeze an
+//!   envelope (defaults, indexes, statistics, views)
+//! - `varlena.rs`: zero-copy arguments, results built in place
+//! - `backend_local.rs`: per-backend state without thread-local storage
+//! - `cpu_check.c`: the load-time CPU check, in C for baseline x86-64
+//! - `sql/*.sql`: hand-written SQL (UTF8 check, casts, rotation procedure,
+//!   comments)
 
 use pgrx::prelude::*;
 
@@ -43,6 +53,8 @@ mod tests;
 #[no_mangle]
 pub extern "C" fn _PG_init() {
     #[cfg(target_arch = "x86_64")]
+    // SAFETY: plain C with no arguments, compiled for baseline x86_64; it
+    // returns, or raises PostgreSQL's ERROR over a frame with nothing to drop.
     unsafe {
         pazpaz_require_cpu_features()
     };
@@ -64,14 +76,18 @@ extern "C-unwind" fn init() {
 }
 
 extension_sql_file!("../sql/require_utf8.sql", name = "require_utf8", bootstrap);
-extension_sql_file!("../sql/rotation.sql", name = "rotation", requires = [
+extension_sql_file!(
+    "../sql/rotation.sql",
+    name = "rotation",
+    requires = [
         "encrypted_text_casts",
         status::encryption_status,
         versioned::reencrypt_field_versioned_to,
         versioned::key_version_jsonb,
         encrypted_text::reencrypt_to_version,
         encrypted_text::key_version_encrypted_text
-    ]);
+    ]
+);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 /// Required by `cargo pgrx test`.

@@ -114,13 +114,18 @@ fn ensure_outermost() {
 
 unsafe extern "C-unwind" fn shmem_request() {
     ensure_outermost();
-    // SAFETY: the previous hook, called as PostgreSQL would have.
+    // SAFETY: our static, written only in _PG_init.
     if let Some(prev) = unsafe { PREV_SHMEM_REQUEST } {
+        // SAFETY: the previous hook, called as PostgreSQL would have.
         unsafe { prev() };
     }
 }
 
-unsafe extern "C-unwind" fn post_parse_analyze(pstate: *mut pg_sys::ParseState, query: *mut pg_sys::Query, jstate: *mut pg_sys::JumbleState) {
+unsafe extern "C-unwind" fn post_parse_analyze(
+    pstate: *mut pg_sys::ParseState,
+    query: *mut pg_sys::Query,
+    jstate: *mut pg_sys::JumbleState,
+) {
     ensure_outermost();
     // SAFETY: PostgreSQL passes the Query it just analysed; a utility
     // statement's node is read for its tag only.
@@ -131,8 +136,9 @@ unsafe extern "C-unwind" fn post_parse_analyze(pstate: *mut pg_sys::ParseState, 
     if prepares && unsafe { cstr(pg_sys::debug_query_string) }.is_some_and(redact::names_key_setting) {
         KEY_PREPARED.set(true);
     }
-    // SAFETY: the previous hook, with PostgreSQL's own arguments.
+    // SAFETY: our static, written only in _PG_init.
     if let Some(prev) = unsafe { PREV_POST_PARSE_ANALYZE } {
+        // SAFETY: the previous hook, with PostgreSQL's own arguments.
         unsafe { prev(pstate, query, jstate) };
     }
 }
@@ -187,7 +193,8 @@ enum Field {
     InternalQuery,
 }
 
-const FIELDS: [Field; 6] = [Field::Message, Field::Detail, Field::DetailLog, Field::Hint, Field::Context, Field::InternalQuery];
+const FIELDS: [Field; 6] =
+    [Field::Message, Field::Detail, Field::DetailLog, Field::Hint, Field::Context, Field::InternalQuery];
 
 struct Message<'a> {
     e: &'a mut pg_sys::ErrorData,
@@ -218,7 +225,9 @@ impl Message<'_> {
     /// context; PostgreSQL frees it with the message.
     fn set(&mut self, f: Field, text: &[u8]) {
         let text: Vec<u8> = text.iter().copied().filter(|&b| b != 0).collect();
-        match cstring_no_raise(self.e.assoc_context, &text) {
+        // SAFETY: a message's assoc_context is the memory context it lives
+        // in (ErrorContext), live until the message has been emitted.
+        match unsafe { cstring_no_raise(self.e.assoc_context, &text) } {
             Some(p) => *self.slot(f) = p.as_ptr(),
             None => self.ok = false,
         }
@@ -266,7 +275,9 @@ impl Message<'_> {
         // 2. Key statements, by shape.
         let key_shaped = |t: &[u8]| redact::names_key_setting(t) || (KEY_PREPARED.get() && redact::may_execute(t));
         // Any level: at debug2 the extended protocol logs `parse S: <text>`.
-        self.map(Field::Message, |m| (redact::quotes_statement(m) && key_shaped(m)).then(|| redact::redact_statement_message(m)));
+        self.map(Field::Message, |m| {
+            (redact::quotes_statement(m) && key_shaped(m)).then(|| redact::redact_statement_message(m))
+        });
         if query.is_some_and(key_shaped) {
             self.e.hide_stmt = true;
             for f in [Field::Detail, Field::DetailLog, Field::Context] {

@@ -5,23 +5,24 @@ use pgrx::prelude::*;
 
 use crate::error::{raise, OrRaise};
 use crate::keys;
-use crate::varlena::{Text, Varlena};
+use crate::varlena::{Text, VarlenaBuf};
 
 /// Base64 of 32 bytes from the operating system's CSPRNG.
 #[pg_extern(volatile, strict, parallel_safe)]
 fn generate_encryption_key() -> Text {
     let k = pazpaz_core::key::generate_base64().or_raise();
     // Written straight into the result datum; the Rust copies are wiped.
-    let mut out = Varlena::alloc(k.len());
+    let mut out = VarlenaBuf::alloc(k.len());
     out.data_mut().copy_from_slice(k.as_bytes());
-    Text(out)
+    Text::from(out)
 }
 
 /// One row per loaded key version: whether it is the write version, and a
 /// short fingerprint (8 hex digits of a domain-separated SHA-256) that tells
 /// keys apart without revealing them. No rows when no key is set.
 #[pg_extern(stable, strict, parallel_safe)]
-pub fn encryption_status() -> TableIterator<'static, (name!(version, String), name!(is_current, bool), name!(fingerprint, String))> {
+pub fn encryption_status(
+) -> TableIterator<'static, (name!(version, String), name!(is_current, bool), name!(fingerprint, String))> {
     let rows = match keys::keyring() {
         Ok(ring) => ring
             .entries()

@@ -8,7 +8,6 @@ mod tests {
 
     use crate::keys;
 
-
     const K1: &str = "bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiTE=";
     const K2: &str = "Z/TsZIiTccYEKunb7MB/oeQGL2uW5CyHQnwYj9xtvEU=";
 
@@ -69,7 +68,9 @@ mod tests {
         );
     }
 
-    #[pg_test(error = "No encryption key is set: set pazpaz.encryption_key (or pazpaz.encryption_keys and pazpaz.encryption_key_version) for this session")]
+    #[pg_test(
+        error = "No encryption key is set: set pazpaz.encryption_key (or pazpaz.encryption_keys and pazpaz.encryption_key_version) for this session"
+    )]
     fn no_key_after_reset() {
         run(&format!("SET pazpaz.encryption_key = '{K1}'"));
         run("RESET ALL");
@@ -109,11 +110,8 @@ mod tests {
             let ver = t["key_version"].as_str().unwrap();
             Spi::run_with_args("SELECT set_config('pazpaz.encryption_key_version', $1, false)", &[ver.into()]).unwrap();
             let hex = t["bytea_hex"].as_str().unwrap();
-            let got: Option<String> = Spi::get_one_with_args(
-                "SELECT decrypt_field(decode($1, 'hex'))",
-                &[hex.into()],
-            )
-            .unwrap();
+            let got: Option<String> =
+                Spi::get_one_with_args("SELECT decrypt_field(decode($1, 'hex'))", &[hex.into()]).unwrap();
             assert_eq!(got.as_deref(), Some(want));
         }
     }
@@ -127,10 +125,18 @@ mod tests {
             let sealed: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
             let mut built = vec![0u8; jsonb::envelope_size(version, len)];
             jsonb::write_envelope(&mut built, version, &sealed).unwrap();
-            let text = format!(r#"{{"version": "{version}", "ciphertext": "{}"}}"#, versioned::encode_ciphertext(&sealed));
+            let text =
+                format!(r#"{{"version": "{version}", "ciphertext": "{}"}}"#, versioned::encode_ciphertext(&sealed));
             let c = std::ffi::CString::new(text).unwrap();
+            // SAFETY: jsonb_in on a NUL-terminated string returns a jsonb
+            // varlena datum (or raises); it is read and copied at once.
             let parsed = unsafe {
-                let d = pg_sys::OidInputFunctionCall(pg_sys::Oid::from(pg_sys::F_JSONB_IN), c.as_ptr().cast_mut(), pg_sys::JSONBOID, -1);
+                let d = pg_sys::OidInputFunctionCall(
+                    pg_sys::Oid::from(pg_sys::F_JSONB_IN),
+                    c.as_ptr().cast_mut(),
+                    pg_sys::JSONBOID,
+                    -1,
+                );
                 pgrx::varlena::varlena_to_byte_slice(d.cast_mut_ptr::<pg_sys::varlena>()).to_vec()
             };
             assert_eq!(parsed, built, "version {version}, {len} bytes");
@@ -146,6 +152,7 @@ mod tests {
 
     /// Rust's feature names checked by src/cpu_check.c, with Linux's names.
     #[cfg(target_arch = "x86_64")]
+    #[rustfmt::skip] // a table, laid out by hand
     const CPU_FEATURES: &[(&str, &str)] = &[
         ("sse3", "pni"), ("pclmulqdq", "pclmulqdq"), ("ssse3", "ssse3"), ("fma", "fma"),
         ("cmpxchg16b", "cx16"), ("sse4.1", "sse4_1"), ("sse4.2", "sse4_2"), ("movbe", "movbe"),
@@ -163,6 +170,7 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     fn cpu_has(name: &str) -> i32 {
+        // SAFETY: the C function reads `len` bytes at `name`, which `name` holds.
         unsafe { pazpaz_cpu_has(name.as_ptr(), name.len()) }
     }
 
@@ -175,8 +183,15 @@ mod tests {
     #[pg_test]
     fn cpu_check_agrees_with_proc_cpuinfo() {
         let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
-        let flags: std::collections::HashSet<&str> =
-            info.lines().find(|l| l.starts_with("flags")).unwrap().split(':').nth(1).unwrap().split_whitespace().collect();
+        let flags: std::collections::HashSet<&str> = info
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .unwrap()
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .collect();
         let disagree: Vec<String> = CPU_FEATURES
             .iter()
             .filter(|(name, linux)| (cpu_has(name) == 1) != flags.contains(linux))
@@ -186,8 +201,10 @@ mod tests {
         // Every feature the C table knows is compared above (or is one of the
         // two the kernel may hide), so the lists cannot drift apart.
         let table: Vec<String> = (0..)
+            // SAFETY: any index is valid; past the table's end it gives NULL.
             .map(|i| unsafe { pazpaz_cpu_feature(i) })
             .take_while(|p| !p.is_null())
+            // SAFETY: non-null entries are static NUL-terminated names.
             .map(|p| unsafe { std::ffi::CStr::from_ptr(p) }.to_str().unwrap().to_owned())
             .collect();
         assert!(table.len() > 40, "{table:?}");
@@ -206,6 +223,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[pg_test]
     fn cpu_check_covers_the_build() {
+        // SAFETY: returns a static NUL-terminated string.
         let c = unsafe { std::ffi::CStr::from_ptr(pazpaz_cpu_build_features()) }.to_str().unwrap();
         assert_eq!(c, env!("PAZPAZ_BUILD_FEATURES"));
         let names: Vec<&str> = c.split(',').filter(|f| !f.is_empty()).collect();

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use crate::error::{raise, OrRaise};
 use crate::field_functions::open_with;
 use crate::keys;
-use crate::varlena::{varlena_type, Text, Varlena};
+use crate::varlena::{varlena_type, Text, VarlenaBuf};
 
 varlena_type!(
     /// A `jsonb` argument (read in place, packed or not) or result.
@@ -41,9 +41,9 @@ impl Jsonb {
     /// `{"version": version, "ciphertext": base64(sealed)}`, built in place in
     /// PostgreSQL's binary layout.
     fn build(version: &str, sealed: &[u8]) -> Jsonb {
-        let mut out = Varlena::alloc(jsonb::envelope_size(version, sealed.len()));
+        let mut out = VarlenaBuf::alloc(jsonb::envelope_size(version, sealed.len()));
         jsonb::write_envelope(out.data_mut(), version, sealed).or_raise();
-        Jsonb(out)
+        Jsonb::from(out)
     }
 }
 

@@ -52,7 +52,8 @@ impl<'a> Envelope<'a> {
         if bytes.len() < 2 + l + OVERHEAD {
             return Err(Error::CiphertextTooShort);
         }
-        let version = std::str::from_utf8(&bytes[2..2 + l]).map_err(|_| Error::BadEnvelope("invalid key version name"))?;
+        let version =
+            std::str::from_utf8(&bytes[2..2 + l]).map_err(|_| Error::BadEnvelope("invalid key version name"))?;
         validate_version(version).map_err(|_| Error::BadEnvelope("invalid key version name"))?;
         Ok(Envelope { version, header: &bytes[..2 + l], sealed: &bytes[2 + l..] })
     }
@@ -177,9 +178,7 @@ pub fn from_text(text: &str) -> Option<Vec<u8>> {
 
 /// Like `from_text`, but says why a value in envelope mode is not an envelope.
 pub fn parse_text(text: &str) -> Result<Vec<u8>> {
-    let b64 = text
-        .strip_prefix(TEXT_PREFIX)
-        .ok_or(Error::BadEnvelope("text form must start with \"pazpaz:\""))?;
+    let b64 = text.strip_prefix(TEXT_PREFIX).ok_or(Error::BadEnvelope("text form must start with \"pazpaz:\""))?;
     let bytes = STANDARD.decode(b64).map_err(|_| Error::BadEnvelope("text form is not valid base64"))?;
     Envelope::parse(&bytes)?;
     Ok(bytes)

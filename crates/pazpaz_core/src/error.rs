@@ -28,6 +28,11 @@ pub enum ErrorClass {
     System,
     /// 0A000 feature_not_supported: DDL that would defeat the encryption.
     Unsupported,
+    /// 42501 insufficient_privilege: a key setting from a source that would
+    /// store it outside the session.
+    InsufficientPrivilege,
+    /// 01000 warning: reported at WARNING level, not raised.
+    Warning,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -72,26 +77,72 @@ pub enum Error {
     EncryptedDefault,
     #[error("An index, statistics object or generated column cannot hold decrypted values: it would store plaintext")]
     PlaintextIndex,
+    #[error("encrypted_text takes one modifier: the maximum length in characters, from 1 to 10485760")]
+    BadTypmod,
+    /// `origin` says where the value came from (e.g. "a configuration file or
+    /// ALTER SYSTEM").
+    #[error("{name} cannot be set from {origin}")]
+    KeySettingSource { name: String, origin: &'static str },
+    /// A setting's value that is not UTF-8 (the check hook names the setting).
+    #[error("not valid UTF-8")]
+    SettingNotUtf8,
+    /// Envelope-mode text input that is not UTF-8 (22021, as PostgreSQL reports
+    /// an invalid byte sequence).
+    #[error("Text form of an encrypted_text envelope is not valid UTF-8")]
+    TextFormNotUtf8,
+    #[error("{name} was set before the pazpaz_crypto library was loaded")]
+    SetBeforeLoad { name: String },
 }
 
 impl Error {
     pub fn class(&self) -> ErrorClass {
         use Error::*;
         match self {
-            KeySize | KeyBase64 | KeyringJson(_) | BadVersionName | EmptyKeyring
-            | BothKeySettings | NoCurrentVersion { .. } => ErrorClass::InvalidParameter,
+            KeySize
+            | KeyBase64
+            | KeyringJson(_)
+            | BadVersionName
+            | EmptyKeyring
+            | BothKeySettings
+            | NoCurrentVersion { .. }
+            | BadTypmod
+            | SettingNotUtf8 => ErrorClass::InvalidParameter,
             MissingKey => ErrorClass::MissingKey,
             UnknownVersion { .. } => ErrorClass::UnknownVersion,
             DecryptionFailed => ErrorClass::AuthenticationFailed,
             CiphertextTooShort | BadEnvelope(_) => ErrorClass::InvalidBinary,
             BadJsonEnvelope(_) => ErrorClass::InvalidText,
-            NotUtf8 => ErrorClass::InvalidCharacter,
+            NotUtf8 | TextFormNotUtf8 => ErrorClass::InvalidCharacter,
             TooLong { .. } => ErrorClass::TooLong,
             TooLarge | TooLargeForText { .. } => ErrorClass::TooLarge,
             Rng => ErrorClass::System,
             EncryptedDefault | PlaintextIndex => ErrorClass::Unsupported,
+            KeySettingSource { .. } => ErrorClass::InsufficientPrivilege,
+            SetBeforeLoad { .. } => ErrorClass::Warning,
         }
     }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setting_and_typmod_errors_keep_their_classes() {
+        let source = Error::KeySettingSource {
+            name: "pazpaz.encryption_key".into(),
+            origin: "ALTER ROLE or ALTER DATABASE settings",
+        };
+        assert_eq!(
+            source.to_string(),
+            "pazpaz.encryption_key cannot be set from ALTER ROLE or ALTER DATABASE settings"
+        );
+        assert_eq!(source.class(), ErrorClass::InsufficientPrivilege);
+        assert_eq!(Error::SettingNotUtf8.class(), ErrorClass::InvalidParameter);
+        assert_eq!(Error::BadTypmod.class(), ErrorClass::InvalidParameter);
+        assert_eq!(Error::TextFormNotUtf8.class(), ErrorClass::InvalidCharacter);
+        assert_eq!(Error::SetBeforeLoad { name: "pazpaz.encryption_keys".into() }.class(), ErrorClass::Warning);
+    }
+}

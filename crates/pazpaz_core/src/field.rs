@@ -39,19 +39,12 @@ pub fn encrypt_into(
     n.copy_from_slice(nonce);
     // Out of place: the plaintext is read once, the ciphertext written once.
     let io = InOutBuf::new(plaintext, body).expect("lengths checked above");
-    let tag = cipher
-        .encrypt_inout_detached(&Nonce::from(*nonce), aad, io)
-        .map_err(|_| Error::TooLarge)?;
+    let tag = cipher.encrypt_inout_detached(&Nonce::from(*nonce), aad, io).map_err(|_| Error::TooLarge)?;
     tag_out.copy_from_slice(&tag);
     Ok(())
 }
 
-pub fn encrypt(
-    cipher: &Aes256Gcm,
-    nonce: &[u8; NONCE_LEN],
-    plaintext: &[u8],
-    aad: &[u8],
-) -> Result<Vec<u8>> {
+pub fn encrypt(cipher: &Aes256Gcm, nonce: &[u8; NONCE_LEN], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
     let mut out = vec![0u8; sealed_len(plaintext.len())?];
     encrypt_into(cipher, nonce, plaintext, aad, &mut out)?;
     Ok(out)
@@ -72,9 +65,7 @@ pub fn decrypt_into(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8], out: &mut [u8
     // aes-gcm checks the tag over `body` before it applies any keystream, so
     // `out` is written only when the value is authentic.
     let io = InOutBuf::new(body, out).expect("lengths checked above");
-    cipher
-        .decrypt_inout_detached(&nonce_array(nonce), aad, io, &tag_array(tag))
-        .map_err(|_| Error::DecryptionFailed)
+    cipher.decrypt_inout_detached(&nonce_array(nonce), aad, io, &tag_array(tag)).map_err(|_| Error::DecryptionFailed)
 }
 
 pub fn decrypt(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
@@ -103,6 +94,41 @@ pub fn check_text(plaintext: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Re-encrypts format 1 in place: `buf` holds `nonce ‖ ciphertext ‖ tag`
+/// under `from` with associated data `old_aad`; afterwards it holds the same
+/// plaintext under `to`, `nonce` and `new_aad`. The plaintext exists only in
+/// `buf`, between the two steps (the caller owns and wipes `buf`). On an
+/// authentication failure `buf` is unchanged.
+pub fn reseal_in_place(
+    from: &Aes256Gcm,
+    to: &Aes256Gcm,
+    nonce: &[u8; NONCE_LEN],
+    old_aad: &[u8],
+    new_aad: &[u8],
+    buf: &mut [u8],
+) -> Result<()> {
+    let len = opened_len(buf)?;
+    let (n, rest) = buf.split_at_mut(NONCE_LEN);
+    let (body, tag) = rest.split_at_mut(len);
+    from.decrypt_inout_detached(&nonce_array(n), old_aad, InOutBuf::from(&mut *body), &tag_array(tag))
+        .map_err(|_| Error::DecryptionFailed)?;
+    n.copy_from_slice(nonce);
+    let new_tag =
+        to.encrypt_inout_detached(&Nonce::from(*nonce), new_aad, InOutBuf::from(body)).map_err(|_| Error::TooLarge)?;
+    tag.copy_from_slice(&new_tag);
+    Ok(())
+}
+
+fn nonce_array(n: &[u8]) -> Nonce<aes_gcm::aead::consts::U12> {
+    let n: [u8; NONCE_LEN] = n.try_into().expect("split at NONCE_LEN");
+    Nonce::from(n)
+}
+
+fn tag_array(t: &[u8]) -> Tag {
+    let t: [u8; TAG_LEN] = t.try_into().expect("split at TAG_LEN");
+    Tag::from(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,40 +150,4 @@ mod tests {
             }
         }
     }
-}
-
-/// Re-encrypts format 1 in place: `buf` holds `nonce ‖ ciphertext ‖ tag`
-/// under `from` with associated data `old_aad`; afterwards it holds the same
-/// plaintext under `to`, `nonce` and `new_aad`. The plaintext exists only in
-/// `buf`, between the two steps (the caller owns and wipes `buf`). On an
-/// authentication failure `buf` is unchanged.
-pub fn reseal_in_place(
-    from: &Aes256Gcm,
-    to: &Aes256Gcm,
-    nonce: &[u8; NONCE_LEN],
-    old_aad: &[u8],
-    new_aad: &[u8],
-    buf: &mut [u8],
-) -> Result<()> {
-    let len = opened_len(buf)?;
-    let (n, rest) = buf.split_at_mut(NONCE_LEN);
-    let (body, tag) = rest.split_at_mut(len);
-    from.decrypt_inout_detached(&nonce_array(n), old_aad, InOutBuf::from(&mut *body), &tag_array(tag))
-        .map_err(|_| Error::DecryptionFailed)?;
-    n.copy_from_slice(nonce);
-    let new_tag = to
-        .encrypt_inout_detached(&Nonce::from(*nonce), new_aad, InOutBuf::from(body))
-        .map_err(|_| Error::TooLarge)?;
-    tag.copy_from_slice(&new_tag);
-    Ok(())
-}
-
-fn nonce_array(n: &[u8]) -> Nonce<aes_gcm::aead::consts::U12> {
-    let n: [u8; NONCE_LEN] = n.try_into().expect("split at NONCE_LEN");
-    Nonce::from(n)
-}
-
-fn tag_array(t: &[u8]) -> Tag {
-    let t: [u8; TAG_LEN] = t.try_into().expect("split at TAG_LEN");
-    Tag::from(t)
 }

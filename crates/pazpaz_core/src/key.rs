@@ -54,9 +54,7 @@ impl Key {
         let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
         // Decode into a buffer that is wiped on drop, whatever happens next.
         let mut buf = Zeroizing::new(vec![0u8; text.len() / 4 * 3 + 3]);
-        let n = STANDARD
-            .decode_slice(text.as_bytes(), &mut buf[..])
-            .map_err(|_| Error::KeyBase64)?;
+        let n = STANDARD.decode_slice(text.as_bytes(), &mut buf[..]).map_err(|_| Error::KeyBase64)?;
         if n != KEY_LEN {
             return Err(Error::KeySize);
         }
@@ -119,7 +117,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_base64() {
-        for s in ["garbage!", "%%%%", "abc", "bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiTE", "bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiT=="] {
+        for s in [
+            "garbage!",
+            "%%%%",
+            "abc",
+            "bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiTE",
+            "bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiT==",
+        ] {
             assert_eq!(Key::from_base64(s).err(), Some(Error::KeyBase64), "{s}");
         }
     }

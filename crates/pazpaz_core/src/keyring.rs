@@ -57,10 +57,7 @@ fn set(v: Option<&str>) -> Option<&str> {
 impl Keyring {
     pub fn from_single_key(base64: &str) -> Result<Keyring> {
         let key = Key::from_base64(base64)?;
-        Ok(Keyring {
-            entries: vec![KeyEntry { version: SINGLE_KEY_VERSION.into(), key }],
-            current: Some(0),
-        })
+        Ok(Keyring { entries: vec![KeyEntry { version: SINGLE_KEY_VERSION.into(), key }], current: Some(0) })
     }
 
     /// Parses `{"v1": "<base64>", …}`. Messages never echo a value.
@@ -74,7 +71,9 @@ impl Keyring {
                 None => Error::KeyringJson(format!("malformed JSON at line {} column {}", e.line(), e.column())),
             }
         })?;
-        de.end().map_err(|e| Error::KeyringJson(format!("trailing characters at line {} column {}", e.line(), e.column())))?;
+        de.end().map_err(|e| {
+            Error::KeyringJson(format!("trailing characters at line {} column {}", e.line(), e.column()))
+        })?;
         if entries.is_empty() {
             return Err(Error::EmptyKeyring);
         }
@@ -95,10 +94,9 @@ impl Keyring {
         };
         if let Some(v) = set(version) {
             let v = v.trim();
-            let idx = ring.index_of(v).ok_or_else(|| Error::UnknownVersion {
-                version: v.to_string(),
-                loaded: ring.loaded_versions(),
-            })?;
+            let idx = ring
+                .index_of(v)
+                .ok_or_else(|| Error::UnknownVersion { version: v.to_string(), loaded: ring.loaded_versions() })?;
             ring.current = Some(idx);
         }
         Ok(ring)
@@ -178,7 +176,9 @@ impl<'de> Visitor<'de> for RingVisitor {
                 Ok(serde_json::Value::String(s)) => Zeroizing::new(s),
                 Ok(mut other) => {
                     wipe_json(&mut other);
-                    return Err(fail(Error::KeyringJson(format!("the key of version \"{version}\" must be a base64 string"))));
+                    return Err(fail(Error::KeyringJson(format!(
+                        "the key of version \"{version}\" must be a base64 string"
+                    ))));
                 }
                 Err(e) => return Err(e),
             };

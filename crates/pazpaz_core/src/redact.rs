@@ -132,10 +132,34 @@ impl Secrets {
             }
             self.add(Zeroizing::new(run.to_vec()));
             let unpadded: Vec<u8> = run.iter().copied().filter(|&b| b != b'=').collect();
-            let std: Zeroizing<Vec<u8>> =
-                Zeroizing::new(unpadded.iter().map(|&b| if b == b'-' { b'+' } else if b == b'_' { b'/' } else { b }).collect());
-            let url: Zeroizing<Vec<u8>> =
-                Zeroizing::new(unpadded.iter().map(|&b| if b == b'+' { b'-' } else if b == b'/' { b'_' } else { b }).collect());
+            let std: Zeroizing<Vec<u8>> = Zeroizing::new(
+                unpadded
+                    .iter()
+                    .map(|&b| {
+                        if b == b'-' {
+                            b'+'
+                        } else if b == b'_' {
+                            b'/'
+                        } else {
+                            b
+                        }
+                    })
+                    .collect(),
+            );
+            let url: Zeroizing<Vec<u8>> = Zeroizing::new(
+                unpadded
+                    .iter()
+                    .map(|&b| {
+                        if b == b'+' {
+                            b'-'
+                        } else if b == b'/' {
+                            b'_'
+                        } else {
+                            b
+                        }
+                    })
+                    .collect(),
+            );
             use base64::Engine;
             let decoded = base64::engine::general_purpose::STANDARD_NO_PAD.decode(&*std).map(Zeroizing::new);
             self.add(Zeroizing::new(unpadded));
@@ -216,7 +240,8 @@ pub fn names_key_setting(text: &[u8]) -> bool {
         return true;
     }
     let lower = text.to_ascii_lowercase();
-    let first_word: Vec<u8> = lower.trim_ascii_start().iter().take_while(|b| b.is_ascii_alphabetic()).copied().collect();
+    let first_word: Vec<u8> =
+        lower.trim_ascii_start().iter().take_while(|b| b.is_ascii_alphabetic()).copied().collect();
     if matches!(&first_word[..], b"set" | b"reset") && find(&lower, b"pazpaz").is_some() {
         return true;
     }
@@ -250,7 +275,9 @@ pub fn may_execute(text: &[u8]) -> bool {
 /// log_min_duration_statement, extended-protocol steps, auto_explain,
 /// pgaudit)?
 pub fn quotes_statement(message: &[u8]) -> bool {
-    [&b"statement: "[..], b"execute ", b"duration: ", b"parse ", b"bind ", b"AUDIT: "].iter().any(|p| message.starts_with(p))
+    [&b"statement: "[..], b"execute ", b"duration: ", b"parse ", b"bind ", b"AUDIT: "]
+        .iter()
+        .any(|p| message.starts_with(p))
 }
 
 /// The replacement of a LOG message that quotes a key-setting statement. A
@@ -390,7 +417,8 @@ pub fn redact_audit_nested(message: &[u8]) -> Option<Vec<u8>> {
     let rest = message.strip_prefix(b"AUDIT: ")?;
     let fields = csv_fields(rest);
     let (start, end) = *fields.get(7)?;
-    (&rest[fields[2].0..fields[2].1] != b"1").then(|| [&message[..7 + start], NESTED_MARK, &message[7 + end..]].concat())
+    (&rest[fields[2].0..fields[2].1] != b"1")
+        .then(|| [&message[..7 + start], NESTED_MARK, &message[7 + end..]].concat())
 }
 
 /// An auto_explain plan in a session that holds keys: the first line and
@@ -462,7 +490,10 @@ mod tests {
         let mut secrets = Secrets::new();
         secrets.remember(format!(" {{\"v1\": \"{KEY}\"}} ").as_bytes());
         let plan = format!("Output: set_config('pazpaz.encryption_key'::text, '{KEY}'::text, false)");
-        assert_eq!(s(secrets.scrub(plan.as_bytes())), "Output: set_config('pazpaz.encryption_key'::text, '[key redacted by pazpaz_crypto]'::text, false)");
+        assert_eq!(
+            s(secrets.scrub(plan.as_bytes())),
+            "Output: set_config('pazpaz.encryption_key'::text, '[key redacted by pazpaz_crypto]'::text, false)"
+        );
         let cut = format!("$1 = '{}...'", &KEY[..25]);
         assert_eq!(s(secrets.scrub(cut.as_bytes())), "$1 = '[key redacted by pazpaz_crypto]...'");
         use base64::Engine;
@@ -528,7 +559,9 @@ mod tests {
         ] {
             assert!(names_key_setting(stmt.as_bytes()), "{stmt}");
         }
-        for stmt in ["SELECT decrypt_field(c) FROM t", "SELECT * FROM pazpaz.clients", "INSERT INTO pazpaz_audit VALUES (1)"] {
+        for stmt in
+            ["SELECT decrypt_field(c) FROM t", "SELECT * FROM pazpaz.clients", "INSERT INTO pazpaz_audit VALUES (1)"]
+        {
             assert!(!names_key_setting(stmt.as_bytes()), "{stmt}");
         }
     }
@@ -548,7 +581,8 @@ mod tests {
 
     #[test]
     fn audit_parameters() {
-        let line = b"AUDIT: SESSION,2,1,WRITE,INSERT,TABLE,public.t,\"INSERT INTO t VALUES ($1, $2)\",\"PHI, with comma\",x";
+        let line =
+            b"AUDIT: SESSION,2,1,WRITE,INSERT,TABLE,public.t,\"INSERT INTO t VALUES ($1, $2)\",\"PHI, with comma\",x";
         assert_eq!(
             s(redact_audit_parameters(line)),
             "AUDIT: SESSION,2,1,WRITE,INSERT,TABLE,public.t,\"INSERT INTO t VALUES ($1, $2)\",[parameters redacted by pazpaz_crypto]"
@@ -558,7 +592,10 @@ mod tests {
 
     #[test]
     fn parameters_rows_and_inputs() {
-        assert_eq!(s(redact_parameters(b"parameters: $1 = 'PHI\nmore'")), "parameters: [parameters redacted by pazpaz_crypto]");
+        assert_eq!(
+            s(redact_parameters(b"parameters: $1 = 'PHI\nmore'")),
+            "parameters: [parameters redacted by pazpaz_crypto]"
+        );
         assert_eq!(
             s(redact_parameters(b"SQL function \"f\"\nunnamed portal with parameters: $1 = 'x'")),
             "SQL function \"f\"\nunnamed portal with parameters: [parameters redacted by pazpaz_crypto]"
@@ -566,29 +603,47 @@ mod tests {
         assert_eq!(row_detail_mark(b"Key (p)=(PHI) already exists."), Some(KEY_VALUES_MARK));
         assert_eq!(row_detail_mark(b"Failing row contains (1, PHI)."), Some(ROW_MARK));
         assert_eq!(row_detail_mark(b"Some other detail"), None);
-        assert_eq!(s(redact_input_context(b"COPY cp, line 1: \"PHI\tx\"")), "COPY cp, line 1: [data redacted by pazpaz_crypto]");
+        assert_eq!(
+            s(redact_input_context(b"COPY cp, line 1: \"PHI\tx\"")),
+            "COPY cp, line 1: [data redacted by pazpaz_crypto]"
+        );
         assert_eq!(
             s(redact_input_context(b"COPY cp, line 2, column c: \"multi\nline\"\nSQL statement")),
             "COPY cp, line 2, column c: [data redacted by pazpaz_crypto]"
         );
-        assert_eq!(s(redact_input_context(b"JSON data, line 1: {\"PHI")), "JSON data, line 1: [data redacted by pazpaz_crypto]");
+        assert_eq!(
+            s(redact_input_context(b"JSON data, line 1: {\"PHI")),
+            "JSON data, line 1: [data redacted by pazpaz_crypto]"
+        );
         assert_eq!(redact_input_context(b"COPY cp, line 1, column c: null input"), None);
         assert_eq!(
             s(redact_quoted(b"invalid input syntax for type integer: \"{\"diagnosis\": \"HIV\", \"x\": 1}\"")),
             "invalid input syntax for type integer: \"[value redacted by pazpaz_crypto]\""
         );
-        assert_eq!(s(redact_quoted(b"value \"PHI\" is out of range for type integer")), "value \"[value redacted by pazpaz_crypto]\" is out of range for type integer");
+        assert_eq!(
+            s(redact_quoted(b"value \"PHI\" is out of range for type integer")),
+            "value \"[value redacted by pazpaz_crypto]\" is out of range for type integer"
+        );
         assert_eq!(s(redact_quoted(b"bad: \"unterminated PHI")), "bad: \"[value redacted by pazpaz_crypto]\"");
         assert_eq!(redact_quoted(b"no quotes"), None);
     }
 
     #[test]
     fn unquoted_nested_and_plan_values() {
-        assert_eq!(s(redact_unquoted(b"date field value out of range: 1987-13-45")), "date field value out of range: [value redacted by pazpaz_crypto]");
-        assert_eq!(s(redact_unquoted(b"setseed parameter 42 is out of allowed range")), "setseed parameter # is out of allowed range");
+        assert_eq!(
+            s(redact_unquoted(b"date field value out of range: 1987-13-45")),
+            "date field value out of range: [value redacted by pazpaz_crypto]"
+        );
+        assert_eq!(
+            s(redact_unquoted(b"setseed parameter 42 is out of allowed range")),
+            "setseed parameter # is out of allowed range"
+        );
         assert_eq!(redact_unquoted(b"division by zero"), None);
         let nested = b"AUDIT: SESSION,3,2,WRITE,INSERT,TABLE,public.c,\"insert into c values ('PHI')\",<not logged>";
-        assert_eq!(s(redact_audit_nested(nested)), "AUDIT: SESSION,3,2,WRITE,INSERT,TABLE,public.c,[nested statement redacted by pazpaz_crypto],<not logged>");
+        assert_eq!(
+            s(redact_audit_nested(nested)),
+            "AUDIT: SESSION,3,2,WRITE,INSERT,TABLE,public.c,[nested statement redacted by pazpaz_crypto],<not logged>"
+        );
         assert_eq!(redact_audit_nested(b"AUDIT: SESSION,3,1,READ,SELECT,,,select 1,<not logged>"), None);
         let plan = b"duration: 0.1 ms  plan:\nQuery Text: SELECT 1 AS \"PHI\"\nResult  (cost=0.00..0.01 rows=1 width=4)\n  Output: 987654321";
         assert_eq!(

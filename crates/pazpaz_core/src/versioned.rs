@@ -1,7 +1,6 @@
 //! Byte format 2, the existing application's versioned field:
 //! `{"version": "<key version>", "ciphertext": "<standard base64 of format 1>"}`.
 
-
 use crate::error::{Error, Result};
 use crate::field::OVERHEAD;
 
@@ -92,8 +91,32 @@ mod tests {
 
     #[test]
     fn simd_base64_matches_reference_on_edge_cases() {
-        for s in ["", "=", "==", "A", "AB", "AB=", "AB==", "AA==", "AAA=", "AAB=", "AAAA", "AA=A", "A===", "AAAA====",
-                  "AAAA AAAA", "AAAA\nAAAA", "-_-_", "////", "++++", "AAAAAA==", "YQ==", "YR==", "YWI=", "YWJ="] {
+        for s in [
+            "",
+            "=",
+            "==",
+            "A",
+            "AB",
+            "AB=",
+            "AB==",
+            "AA==",
+            "AAA=",
+            "AAB=",
+            "AAAA",
+            "AA=A",
+            "A===",
+            "AAAA====",
+            "AAAA AAAA",
+            "AAAA\nAAAA",
+            "-_-_",
+            "////",
+            "++++",
+            "AAAAAA==",
+            "YQ==",
+            "YR==",
+            "YWI=",
+            "YWJ=",
+        ] {
             same_as_reference(s);
         }
     }

@@ -45,7 +45,8 @@ fn header_changes_are_detected() {
     for pos in 0..e.len() {
         let mut bad = e.clone();
         bad[pos] ^= 0x04;
-        let ok = Envelope::parse(&bad).and_then(|p| r.get(p.version).map_err(|_| Error::DecryptionFailed).and_then(|k| p.open(k.cipher())));
+        let ok = Envelope::parse(&bad)
+            .and_then(|p| r.get(p.version).map_err(|_| Error::DecryptionFailed).and_then(|k| p.open(k.cipher())));
         assert!(ok.is_err(), "pos {pos}");
     }
 }
@@ -99,6 +100,9 @@ fn reseal_moves_a_value_to_another_key_and_version() {
     bad[last] ^= 1;
     let env = Envelope::parse(&bad).unwrap();
     let mut out = vec![0u8; envelope::sealed_len("v2", env.plaintext_len()).unwrap()];
-    assert_eq!(envelope::reseal_into(&env, k1.cipher(), k2.cipher(), "v2", &[6; 12], &mut out), Err(Error::DecryptionFailed));
+    assert_eq!(
+        envelope::reseal_into(&env, k1.cipher(), k2.cipher(), "v2", &[6; 12], &mut out),
+        Err(Error::DecryptionFailed)
+    );
     assert!(!out.windows(4).any(|w| w == "Zoë".as_bytes()));
 }

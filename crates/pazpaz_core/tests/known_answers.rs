@@ -134,7 +134,11 @@ fn every_byte_position_is_authenticated() {
                 let mut bad = sealed.clone();
                 bad[pos] ^= bit;
                 if t["key_version"] == "v1" {
-                    assert_eq!(field::decrypt(key.cipher(), &bad, b"").err(), Some(Error::DecryptionFailed), "pos {pos}");
+                    assert_eq!(
+                        field::decrypt(key.cipher(), &bad, b"").err(),
+                        Some(Error::DecryptionFailed),
+                        "pos {pos}"
+                    );
                 }
             }
         }

@@ -12,6 +12,8 @@ fn cipher_state_is_zero_after_drop() {
     let key = slot.write(Key::from_base64("bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiTE=").unwrap());
     let cipher: *const Cipher = key.cipher();
     let len = size_of::<Cipher>();
+    // SAFETY: `cipher` points into `slot`, which lives to the end of the
+    // test, `len` bytes long; after the drop its bytes are only read.
     let view = || unsafe { std::slice::from_raw_parts(cipher.cast::<u8>(), len) }.to_vec();
     let before = view();
     assert!(before.iter().filter(|&&b| b != 0).count() > len / 4, "round keys present before the drop");
@@ -19,5 +21,9 @@ fn cipher_state_is_zero_after_drop() {
     // bytes are only read, never used as a Key.
     unsafe { slot.assume_init_drop() };
     let after = view();
-    assert!(after.iter().all(|&b| b == 0), "{} of {len} bytes left after drop", after.iter().filter(|&&b| b != 0).count());
+    assert!(
+        after.iter().all(|&b| b == 0),
+        "{} of {len} bytes left after drop",
+        after.iter().filter(|&&b| b != 0).count()
+    );
 }
