@@ -68,6 +68,11 @@ fn hex(bytes: &[u8], upper: bool) -> Zeroizing<Vec<u8>> {
     out
 }
 
+/// `bytes` with each `from` byte replaced by its `to`.
+fn swap(bytes: &[u8], pairs: [(u8, u8); 2]) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(bytes.iter().map(|&b| pairs.iter().find(|p| p.0 == b).map_or(b, |p| p.1)).collect())
+}
+
 fn head(s: &[u8]) -> u64 {
     u64::from(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
@@ -132,34 +137,9 @@ impl Secrets {
             }
             self.add(Zeroizing::new(run.to_vec()));
             let unpadded: Vec<u8> = run.iter().copied().filter(|&b| b != b'=').collect();
-            let std: Zeroizing<Vec<u8>> = Zeroizing::new(
-                unpadded
-                    .iter()
-                    .map(|&b| {
-                        if b == b'-' {
-                            b'+'
-                        } else if b == b'_' {
-                            b'/'
-                        } else {
-                            b
-                        }
-                    })
-                    .collect(),
-            );
-            let url: Zeroizing<Vec<u8>> = Zeroizing::new(
-                unpadded
-                    .iter()
-                    .map(|&b| {
-                        if b == b'+' {
-                            b'-'
-                        } else if b == b'/' {
-                            b'_'
-                        } else {
-                            b
-                        }
-                    })
-                    .collect(),
-            );
+            // The two base64 alphabets differ in two characters.
+            let std = swap(&unpadded, [(b'-', b'+'), (b'_', b'/')]);
+            let url = swap(&unpadded, [(b'+', b'-'), (b'/', b'_')]);
             use base64::Engine;
             let decoded = base64::engine::general_purpose::STANDARD_NO_PAD.decode(&*std).map(Zeroizing::new);
             self.add(Zeroizing::new(unpadded));
