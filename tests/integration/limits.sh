@@ -46,6 +46,18 @@ $1
 SQL
 }
 last() { run "$1" | tail -1; }
+# The same in a session without keys, for PostgreSQL's own limits: in a
+# session that holds keys the log filter redacts the numbers of errors
+# (the client gets them in DETAIL, which psql's variables do not show).
+last_keyless() {
+    psql -X -At 2>/dev/null <<SQL | tail -1
+\set ON_ERROR_STOP 0
+$1
+\if :ERROR
+\echo :LAST_ERROR_SQLSTATE: :LAST_ERROR_MESSAGE
+\endif
+SQL
+}
 
 # 1. jsonb envelopes. For version "v1" the container is 39 bytes + the base64
 # string: PostgreSQL itself builds 268,435,455 bytes (JENTRY_OFFLENMASK) and
@@ -53,7 +65,7 @@ last() { run "$1" | tail -1; }
 check "PostgreSQL builds a 268,435,455-byte jsonb container" \
     "$(last "SELECT octet_length(jsonb_build_object('version', 'v1', 'ciphertext', repeat('A', 268435416))::text);")" 268435451
 check "and refuses one byte more (54000)" \
-    "$(last "SELECT jsonb_build_object('version', 'v1', 'ciphertext', repeat('A', 268435417));")" \
+    "$(last_keyless "SELECT jsonb_build_object('version', 'v1', 'ciphertext', repeat('A', 268435417));")" \
     "54000: total size of jsonb object elements exceeds the maximum of 268435455 bytes"
 check "the largest envelope (201,326,534-byte plaintext) survives jsonb_out → jsonb_in and decrypts" \
     "$(last "WITH s AS MATERIALIZED (SELECT encrypt_field_versioned(repeat('é', 100663267)) AS e)
