@@ -1,9 +1,13 @@
-# Throwaway PostgreSQL 15 clusters for the demo, tests and benchmark.
+# Throwaway PostgreSQL clusters for the demo, tests and benchmark.
 # Source this file; PostgreSQL refuses to run as root, so servers run as the
 # `postgres` user and clients connect over a private Unix socket directory.
+# The server version comes from PG_MAJOR (default 15, Debian 12's).
 #   pg_start NAME PORT [postgresql.conf lines…]   -> sets PGHOST/PGPORT/PGUSER
 #   pg_stop NAME
-PGBIN=/usr/lib/postgresql/15/bin
+#   pg_tool TOOL    prints the command (one word per line) that runs TOOL
+#                   (pg_dump, psql, pg_config, …) of PG_MAJOR's server
+PG_MAJOR=${PG_MAJOR:-15}
+PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
 PG_BASE=${PG_BASE:-/tmp/pazpaz_crypto}
 
 pg_dir() { echo "$PG_BASE/$1"; }
@@ -41,6 +45,8 @@ pg_stop() {
     fi
     return 0
 }
+
+pg_tool() { printf '%s\n' "$PGBIN/$1"; }
 
 pg_log() { echo "$(pg_dir "$1")/server.log"; }
 
