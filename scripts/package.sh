@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Builds the installable artifact: `cargo pgrx package` (release) for Debian's
-# PostgreSQL 15, as a tarball of the extension's three files with paths
-# relative to / (no directory entries, root-owned). Install it on a server
-# without Rust with:
-#     tar --unlink-first -xzf pazpaz_crypto-<version>-pg15-<arch>.tar.gz -C /
+# Builds the installable artifact: `cargo pgrx package` (release) for one
+# PostgreSQL version, as a tarball of the extension's three files with paths
+# relative to / (no directory entries, root-owned):
+#     bash scripts/package.sh [MAJOR]      (default: PG_MAJOR, else 15)
+# The build uses that version's pg_config, headers and paths (scripts/pg.sh;
+# inside its chroot for 17 and 18). Install it on a server without Rust with:
+#     tar --unlink-first -xzf pazpaz_crypto-<version>-pg<MAJOR>-<arch>.tar.gz -C /
 # (--unlink-first replaces files by new ones, so running servers keep the
 # library they have mapped). Prints the artifact's path on stdout.
 #
@@ -14,18 +16,23 @@
 # defaults with run-time detection of the crypto instructions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PG_MAJOR=${1:-${PG_MAJOR:-15}}
 bash scripts/setup.sh >/dev/null
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+source scripts/pg.sh
+PG_CONFIG=$PGBIN/pg_config
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-out=target/package-portable
-export CARGO_TARGET_DIR=$PWD/target/portable
+# 15 keeps the directories it always had; the others have their own (under
+# the repository, which the chroots of 17 and 18 see).
+sfx=$([ "$PG_MAJOR" = 15 ] || echo "-pg$PG_MAJOR")
+out=target/package-portable$sfx
+export CARGO_TARGET_DIR=$PWD/target/portable$sfx
 if [ "$(uname -m)" = x86_64 ]; then
     export RUSTFLAGS="-C target-feature=+aes,+pclmulqdq,+ssse3,+sse4.1,+avx"
 else
     export RUSTFLAGS=""
 fi
-cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$out" >&2
-artifact="$PWD/target/pazpaz_crypto-$version-pg15-$(dpkg --print-architecture).tar.gz"
+pg_exec cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$out" >&2
+artifact="$PWD/target/pazpaz_crypto-$version-pg$PG_MAJOR-$(dpkg --print-architecture).tar.gz"
 mapfile -t files < <(cd "$out" && find . -type f | sed 's|^\./||' | sort)
 tar --owner=0 --group=0 --numeric-owner -czf "$artifact" -C "$out" "${files[@]}"
 printf '%s\n' "${files[@]}" | sed 's/^/  /' >&2

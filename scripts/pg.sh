@@ -1,16 +1,84 @@
 # Throwaway PostgreSQL clusters for the demo, tests and benchmark.
 # Source this file; PostgreSQL refuses to run as root, so servers run as the
 # `postgres` user and clients connect over a private Unix socket directory.
-# The server version comes from PG_MAJOR (default 15, Debian 12's).
+# The server version comes from PG_MAJOR (default 15, Debian 12's); where each
+# version's server comes from is scripts/provision.sh:
+#   15  Debian's packages on the host          (/usr/lib/postgresql/15)
+#   16  PyPI pgserver under PAZPAZ_CACHE, run on the host
+#   17, 18  a Debian chroot under PAZPAZ_CACHE: the server, its tools and
+#       the builds run inside it (scripts/chroot), with PG_BASE and the
+#       repository at the same paths as on the host.
 #   pg_start NAME PORT [postgresql.conf lines…]   -> sets PGHOST/PGPORT/PGUSER
 #   pg_stop NAME
+#   pg_dir NAME / pg_log NAME   the cluster's directory / its server log
+#   pg_free_port    a free TCP port
 #   pg_tool TOOL    prints the command (one word per line) that runs TOOL
-#                   (pg_dump, psql, pg_config, …) of PG_MAJOR's server
+#                   (pg_dump, psql, pg_config, …) of PG_MAJOR's server, as
+#                   root: a path, or `…/scripts/chroot`, ROOT, a path
+#   pg_exec CMD…    runs CMD as root where PG_MAJOR's server lives
+#   pg_config_of FLAG   a pg_config value (a path as the server sees it)
+#   pg_host_path PATH   that path as the host sees it
+#   install_extension / use_package_overlay: see below
 PG_MAJOR=${PG_MAJOR:-15}
-PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
 PG_BASE=${PG_BASE:-/tmp/pazpaz_crypto}
+PAZPAZ_CACHE=${PAZPAZ_CACHE:-/var/cache/pazpaz_crypto}
+PAZPAZ_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+
+case $PG_MAJOR in
+    15) PG_ROOT=""; PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin ;;
+    16) PG_ROOT=""; PGBIN=$PAZPAZ_CACHE/pg16/pgserver/pginstall/bin ;;
+    17 | 18) PG_ROOT=$PAZPAZ_CACHE/chroot-$PG_MAJOR; PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin ;;
+    *)
+        echo "scripts/pg.sh: PostgreSQL $PG_MAJOR is not supported (PG_MAJOR must be 15, 16, 17 or 18)" >&2
+        return 2 2>/dev/null || exit 2
+        ;;
+esac
+# The cargo target directory of builds for PG_MAJOR: builds made inside a
+# chroot (another C library) have their own under the repository (which the
+# chroot sees); builds on the host use the usual one.
+if [ -n "$PG_ROOT" ]; then
+    PG_TARGET_DIR=$PAZPAZ_REPO/target/pg$PG_MAJOR
+else
+    PG_TARGET_DIR=${CARGO_TARGET_DIR:-$PAZPAZ_REPO/target}
+fi
+
+pg_exec() {
+    if [ -n "$PG_ROOT" ]; then "$PAZPAZ_REPO/scripts/chroot" "$PG_ROOT" "$@"; else "$@"; fi
+}
+
+# Runs CMD as the server's postgres user.
+pg_exec_postgres() { pg_exec runuser -u postgres -- "$@"; }
+
+pg_tool() {
+    if [ -n "$PG_ROOT" ]; then printf '%s\n' "$PAZPAZ_REPO/scripts/chroot" "$PG_ROOT"; fi
+    printf '%s\n' "$PGBIN/$1"
+}
+
+pg_config_of() { pg_exec "$PGBIN/pg_config" "$1"; }
+
+pg_host_path() { echo "${PG_ROOT}$1"; }
 
 pg_dir() { echo "$PG_BASE/$1"; }
+
+# A TCP port on loopback that nothing listens on right now.
+pg_free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+pg_log() { echo "$(pg_dir "$1")/server.log"; }
+
+# uid:gid of postgres where the server runs (the chroots are made with the
+# host's, scripts/provision.sh).
+pg_owner() {
+    if [ -z "${_PG_OWNER:-}" ]; then
+        if [ -n "$PG_ROOT" ]; then
+            _PG_OWNER=$(chroot "$PG_ROOT" id -u postgres):$(chroot "$PG_ROOT" id -g postgres)
+        else
+            _PG_OWNER=$(id -u postgres):$(id -g postgres)
+        fi
+    fi
+    echo "$_PG_OWNER"
+}
 
 pg_start() {
     local name=$1 port=$2; shift 2
@@ -18,9 +86,10 @@ pg_start() {
     pg_stop "$name" 2>/dev/null || true
     rm -rf "$dir"
     mkdir -p "$dir/sock"
-    chown -R postgres:postgres "$PG_BASE" "$dir"
+    chown postgres:postgres "$PG_BASE"
     chmod 755 "$PG_BASE"
-    runuser -u postgres -- "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+    chown -R "$(pg_owner)" "$dir"
+    pg_exec_postgres "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log"; return 1; }
     {
         echo "listen_addresses = '127.0.0.1'"
@@ -31,7 +100,7 @@ pg_start() {
         local line
         for line in "$@"; do echo "$line"; done
     } >>"$dir/data/postgresql.conf"
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+    pg_exec_postgres "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
         || { cat "$dir/server.log"; return 1; }
     export PGHOST="$dir/sock" PGPORT="$port" PGUSER=postgres PGDATABASE=postgres
 }
@@ -41,56 +110,58 @@ pg_stop() {
     # Stopping a server that is not running is not an error (and must not
     # end a caller running under set -e, e.g. in an EXIT trap).
     if [ -d "$dir/data" ]; then
-        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+        pg_exec_postgres "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
     fi
     return 0
 }
 
-pg_tool() { printf '%s\n' "$PGBIN/$1"; }
-
-pg_log() { echo "$(pg_dir "$1")/server.log"; }
-
-# Builds the extension package (release unless --debug) and installs it into
-# Debian's PostgreSQL 15. Files are replaced by rename, so servers that have
-# the old library mapped keep running.
+# Builds the extension package (release unless --debug) for PG_MAJOR (inside
+# the chroot for 17 and 18) and installs it into that server's directories.
+# Files are replaced by rename, so servers that have the old library mapped
+# keep running.
 install_extension() {
-    local mode=${1:---release} out
-    out="$PWD/target/package-${mode#--}"
-    if [ "$mode" = --debug ]; then
-        cargo pgrx package --debug --pg-config "$PGBIN/pg_config" --out-dir "$out" >/dev/null
-    else
-        cargo pgrx package --pg-config "$PGBIN/pg_config" --out-dir "$out" >/dev/null
-    fi
-    install_package_dir "$out"
+    local mode=${1:---release} out args=()
+    out="$PG_TARGET_DIR/package-${mode#--}"
+    if [ "$mode" = --debug ]; then args+=(--debug); fi
+    (cd "$PAZPAZ_REPO" && CARGO_TARGET_DIR=$PG_TARGET_DIR pg_exec \
+        cargo pgrx package "${args[@]}" --pg-config "$PGBIN/pg_config" --out-dir "$out" >/dev/null)
+    install_package_dir "$out" "$PG_ROOT"
 }
 
-# Copies a `cargo pgrx package` tree into / (no Rust involved).
+# Copies a `cargo pgrx package` tree into DEST (default /; no Rust involved).
 install_package_dir() {
-    local root=$1 f dest
+    local root=$1 prefix=${2:-} f dest
     while IFS= read -r f; do
-        dest="/${f#"$root"/}"
+        dest="$prefix/${f#"$root"/}"
         mkdir -p "$(dirname "$dest")"
         cp "$f" "$dest.tmp.$$" && mv -f "$dest.tmp.$$" "$dest"
     done < <(find "$root" -type f)
 }
 
-# Runs another build of the extension without touching /usr: PostgreSQL finds
-# its library and share directories relative to its own executable (symlinks
-# resolved), so a copy of bin/ next to symlinked lib/ and share/ trees, with
-# this package's three files in place of the installed ones, loads that build.
+# Runs another build of the extension without touching the installation:
+# PostgreSQL finds its library and share directories relative to its own
+# executable (symlinks resolved), so a copy of bin/ next to symlinked lib/ and
+# share/ trees, with this package's three files in place of the installed
+# ones, loads that build. The overlay is under PG_BASE, which the chroots of
+# 17 and 18 see at the same path.
 #   use_package_overlay PACKAGE_DIR NAME   -> sets PGBIN for pg_start/pg_stop
+# PACKAGE_DIR is a `cargo pgrx package --out-dir` tree for PG_MAJOR (paths as
+# the server sees them).
 use_package_overlay() {
-    local pkg=$1 overlay=$PG_BASE/$2 f
-    local lib=/usr/lib/postgresql/15/lib share=/usr/share/postgresql/15
+    local pkg=$1 overlay=$PG_BASE/$2 f bin lib share
+    bin=$(pg_config_of --bindir) lib=$(pg_config_of --pkglibdir) share=$(pg_config_of --sharedir)
     [ -f "$pkg$lib/pazpaz_crypto.so" ] || { echo "no $pkg$lib/pazpaz_crypto.so" >&2; return 2; }
     rm -rf "$overlay"
-    mkdir -p "$overlay$lib" "$overlay$share/extension" "$overlay/usr/lib/postgresql/15/bin"
-    cp -a /usr/lib/postgresql/15/bin/. "$overlay/usr/lib/postgresql/15/bin/"
-    for f in "$lib"/*; do ln -s "$f" "$overlay$lib/"; done
-    for f in "$share"/*; do [ "$(basename "$f")" = extension ] || ln -s "$f" "$overlay$share/"; done
-    for f in "$share"/extension/*; do ln -s "$f" "$overlay$share/extension/"; done
+    mkdir -p "$overlay$lib" "$overlay$share/extension" "$overlay$bin"
+    cp -a "$(pg_host_path "$bin")/." "$overlay$bin/"
+    # Links name the files as the server sees them (inside its chroot).
+    for f in "$(pg_host_path "$lib")"/*; do ln -s "$lib/${f##*/}" "$overlay$lib/"; done
+    for f in "$(pg_host_path "$share")"/*; do
+        [ "${f##*/}" = extension ] || ln -s "$share/${f##*/}" "$overlay$share/"
+    done
+    for f in "$(pg_host_path "$share")"/extension/*; do ln -s "$share/extension/${f##*/}" "$overlay$share/extension/"; done
     rm -f "$overlay$lib"/pazpaz_crypto.so "$overlay$share"/extension/pazpaz_crypto*
     cp "$pkg$lib"/pazpaz_crypto.so "$overlay$lib/"
     cp "$pkg$share"/extension/pazpaz_crypto* "$overlay$share/extension/"
-    PGBIN=$overlay/usr/lib/postgresql/15/bin
+    PGBIN=$overlay$bin
 }

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Installs everything the demo, the tests and the benchmark need, idempotently:
 # Debian packages, cargo-pgrx 0.18.1 (matching the pinned pgrx), pgrx's
-# registration of Debian's PostgreSQL 15, and the Python packages of the tests.
+# registration of Debian's PostgreSQL 15, and the Python packages of the tests;
+# then, when PG_MAJOR is another version, that version's server
+# (scripts/provision.sh: pgserver for 16, a Debian chroot for 17 and 18).
 # Safe to run again: every step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+# Debian 12's PostgreSQL: the default build, the lint stage, the host's
+# postgres user (the servers of 16, 17 and 18 run as it too).
+HOST_PG=15
+PG_CONFIG=/usr/lib/postgresql/$HOST_PG/bin/pg_config
 # g++: libFuzzer (the fuzz crate, also built by the lint stage's clippy).
-APT_PACKAGES=(sudo gcc g++ binutils postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang
-              pgbouncer postgresql-15-pgaudit hyperfine python3-pip gdb)
+APT_PACKAGES=(sudo gcc g++ binutils postgresql-$HOST_PG postgresql-server-dev-$HOST_PG postgresql-contrib libclang-dev
+              clang pgbouncer postgresql-$HOST_PG-pgaudit hyperfine python3-pip gdb debootstrap)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -23,7 +28,7 @@ if ((${#missing[@]})); then
 fi
 # Debian starts a cluster of its own on 5432; the project uses throwaway ones.
 if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
-    pg_ctlcluster 15 main stop 2>/dev/null || true
+    pg_ctlcluster "$HOST_PG" main stop 2>/dev/null || true
 fi
 
 # The lint stage of scripts/test.sh.
@@ -35,12 +40,16 @@ if ! cargo pgrx --version 2>/dev/null | grep -q '0\.18\.1'; then
     echo "setup: installing cargo-pgrx 0.18.1 (a few minutes)"
     cargo install cargo-pgrx --version 0.18.1 --locked
 fi
-if ! grep -qs "pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-    cargo pgrx init --pg15 "$PG_CONFIG"
+if ! grep -qs "pg$HOST_PG = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    cargo pgrx init "--pg$HOST_PG" "$PG_CONFIG"
 fi
 
 PY_PACKAGES=("psycopg[binary]>=3.1" "SQLAlchemy[asyncio]>=2.0" "asyncpg>=0.29" "alembic>=1.13" "pytest>=8" "cryptography>=41")
 if ! python3 -c 'import psycopg, sqlalchemy, greenlet, asyncpg, alembic, pytest, cryptography' 2>/dev/null; then
     echo "setup: installing Python packages"
     python3 -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+
+if [ "${PG_MAJOR:-$HOST_PG}" != "$HOST_PG" ]; then
+    bash scripts/provision.sh "$PG_MAJOR"
 fi

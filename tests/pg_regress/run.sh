@@ -6,25 +6,32 @@
 # To accept new output after reviewing it: ACCEPT=1 bash tests/pg_regress/run.sh NAME
 # Another build without installing it: PAZPAZ_PACKAGE_DIR=<cargo pgrx package
 # --out-dir> runs the server from an overlay that loads that build (with
-# PG_BASE and REGRESS_PORT chosen so as not to collide with other runs).
+# PG_BASE chosen so as not to collide with other runs).
+# The server is PG_MAJOR's (scripts/pg.sh), on a free port unless REGRESS_PORT
+# says otherwise; pg_regress and psql are that version's too (in its chroot
+# for 17 and 18). Where a version's output really differs, pg_regress accepts
+# an alternative expected file, expected/NAME_1.out.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/pg.sh
 if [ -n "${PAZPAZ_PACKAGE_DIR:-}" ]; then use_package_overlay "$PAZPAZ_PACKAGE_DIR" regress-overlay; fi
 DIR=tests/pg_regress
-OUT=target/regress
-PG_REGRESS=$(dirname "$("$PGBIN/pg_config" --pgxs)")/../test/regress/pg_regress
+OUT=target/regress/pg$PG_MAJOR
+PG_REGRESS=$(dirname "$(pg_config_of --pgxs)")/../test/regress/pg_regress
 
 if [ $# -gt 0 ]; then tests=("$@"); else
     mapfile -t tests < <(grep -v '^#' "$DIR/schedule" | sed '/^$/d')
 fi
 
-trap 'pg_stop regress' EXIT
-pg_start regress "${REGRESS_PORT:-55433}" "log_min_messages = warning"
+# A name of its own (other checkouts share PG_BASE); its directory, with the
+# server log, stays when the suite fails.
+name=regress-pg$PG_MAJOR-$$
+trap 'pg_stop "$name"' EXIT
+pg_start "$name" "${REGRESS_PORT:-$(pg_free_port)}" "log_min_messages = warning"
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 status=0
-"$PG_REGRESS" --host="$PGHOST" --port="$PGPORT" --user=postgres \
+pg_exec "$PG_REGRESS" --bindir="$PGBIN" --host="$PGHOST" --port="$PGPORT" --user=postgres \
     --dbname=pazpaz_regress --inputdir="$DIR" --outputdir="$OUT" \
     --load-extension=pazpaz_crypto "${tests[@]}" || status=$?
 if [ $status -ne 0 ]; then
@@ -36,3 +43,4 @@ if [ $status -ne 0 ]; then
         exit $status
     fi
 fi
+pg_stop "$name" && rm -rf "$(pg_dir "$name")"

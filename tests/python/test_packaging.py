@@ -5,9 +5,14 @@ the paths in the archive are the same), then CREATE EXTENSION, a round trip
 and the independent known-answer vectors on a fresh cluster that runs from
 that root, and the catalogue of the extension's objects with their comments.
 
+It runs for the PostgreSQL version under test (PG_MAJOR, default 15): the
+artifact is that version's, built against its headers and paths, and the
+server that loads it is a server of that version (in its chroot for 17 and
+18; the work files are under PG_BASE, which the chroot sees at the same path).
+
 The package is built for any x86_64 CPU with AES-NI, PCLMULQDQ and AVX, unlike
 the build for this machine that the other suites test (.cargo/config.toml),
-which stays installed in /usr untouched.
+which stays installed untouched.
 """
 
 import hashlib
@@ -17,25 +22,37 @@ import re
 import shlex
 import shutil
 import subprocess
+import secrets
 import tarfile
-import tempfile
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from conftest import ROOT, SECOND_NAME, SECOND_PORT, Cluster, new_key, remove_cluster, run_pg
+from conftest import ROOT, Cluster, free_port, new_key, remove_cluster, run_pg
 from pazpaz_crypto import Keyring, set_keys
 
-PG_CONFIG = "/usr/lib/postgresql/15/bin/pg_config"
+pytestmark = pytest.mark.every_version
+
+PG_MAJOR = os.environ.get("PG_MAJOR", "15")
+PG_BASE = Path(os.environ.get("PG_BASE", "/tmp/pazpaz_crypto"))
+ARTIFACT_NAME = re.compile(rf"pazpaz_crypto-(.+)-pg{PG_MAJOR}-[a-z0-9]+\.tar\.gz")
+
+
+def tool(name: str) -> list[str]:
+    """The argv that runs PostgreSQL tool `name` of the version under test
+    (scripts/pg.sh pg_tool: one word per line, several for a chroot)."""
+    return run_pg(f"pg_tool {shlex.quote(name)}").splitlines()
 
 
 def pg_config(flag: str) -> Path:
-    return Path(subprocess.run([PG_CONFIG, flag], check=True, capture_output=True, text=True).stdout.strip())
+    """A directory of the server under test, as the server sees it."""
+    return Path(subprocess.run(tool("pg_config") + [flag], check=True, capture_output=True, text=True).stdout.strip())
 
 
-PKGLIBDIR = pg_config("--pkglibdir")                 # /usr/lib/postgresql/15/lib
-EXTDIR = pg_config("--sharedir") / "extension"       # /usr/share/postgresql/15/extension
+# e.g. /usr/lib/postgresql/15/lib and /usr/share/postgresql/15/extension
+PKGLIBDIR = pg_config("--pkglibdir")
+EXTDIR = pg_config("--sharedir") / "extension"
 
 
 def sha256(path: Path) -> str:
@@ -48,19 +65,23 @@ def sha256(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def workdir():
-    d = Path(tempfile.mkdtemp(prefix="pazpaz_pkg_"))
+    """Under PG_BASE, so that the server of a chroot sees it at the same path."""
+    d = PG_BASE / f"pkg_{os.getpid()}_{secrets.token_hex(3)}"
+    d.mkdir(mode=0o755, parents=True)
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def artifact(workdir) -> Path:
-    """The artifact scripts/package.sh makes (the README's packaging command):
-    pazpaz_crypto-<version>-pg15-<arch>.tar.gz, the package's files only (no
-    directory entries, so extracting over / touches no existing directory),
-    owned by root, paths relative to /."""
-    made = subprocess.run(["bash", "scripts/package.sh"], cwd=ROOT, check=True, capture_output=True, text=True)
+    """The artifact scripts/package.sh makes (the README's packaging command)
+    for the version under test: pazpaz_crypto-<version>-pg<N>-<arch>.tar.gz,
+    the package's files only (no directory entries, so extracting over /
+    touches no existing directory), owned by root, paths relative to /."""
+    made = subprocess.run(["bash", "scripts/package.sh", PG_MAJOR], cwd=ROOT, check=True, capture_output=True,
+                          text=True)
     path = Path(made.stdout.strip().splitlines()[-1])
+    assert ARTIFACT_NAME.fullmatch(path.name), path.name
     out = workdir / path.name
     shutil.copy(path, out)
     return out
@@ -73,7 +94,7 @@ def members(artifact: Path) -> dict[str, tarfile.TarInfo]:
 
 def test_artifact_holds_exactly_the_extension_files(artifact):
     m = members(artifact)
-    version = re.search(r"pazpaz_crypto-(.+)-pg15-[a-z0-9]+\.tar\.gz", artifact.name).group(1)
+    version = ARTIFACT_NAME.fullmatch(artifact.name).group(1)
     lib, ext = str(PKGLIBDIR).lstrip("/"), str(EXTDIR).lstrip("/")
     assert set(m) == {
         f"{lib}/pazpaz_crypto.so",
@@ -86,12 +107,13 @@ def test_artifact_holds_exactly_the_extension_files(artifact):
 
 def test_library_needs_nothing_from_a_rust_toolchain(artifact, workdir):
     """The Rust standard library is linked in: the .so depends only on system
-    libraries, all of which resolve."""
+    libraries, all of which resolve (on the system the server runs on: its
+    chroot for 17 and 18)."""
     staging = workdir / "inspect"
     staging.mkdir()
     subprocess.run(["tar", "-xzf", str(artifact), "-C", str(staging)], check=True)
     so = staging / str(PKGLIBDIR).lstrip("/") / "pazpaz_crypto.so"
-    deps = subprocess.run(["ldd", str(so)], check=True, capture_output=True, text=True).stdout
+    deps = run_pg(f"pg_exec ldd {shlex.quote(str(so))}")
     assert "not found" not in deps
     assert not re.search(r"rustup|\.cargo|libstd-", deps), deps
     # The PostgreSQL module magic is there (PG_MODULE_MAGIC).
@@ -110,23 +132,26 @@ def installed(artifact, workdir):
     subprocess.run(["tar", "--unlink-first", "-xzf", str(artifact), "-C", str(root)], check=True)
     for f in (p for p in root.rglob("*") if p.is_file()):
         assert f.stat().st_uid == 0, f
+    name, port = f"{workdir.name}_server", free_port()
+    overlay = f"{workdir.name}/overlay"      # under PG_BASE
     try:
         # A fresh server: loads the extracted library (preloaded, as in production).
-        run_pg(f"use_package_overlay {shlex.quote(str(root))} pkg-root && pg_start {SECOND_NAME} {SECOND_PORT}")
-        cluster = Cluster(SECOND_NAME, SECOND_PORT)
+        run_pg(f"use_package_overlay {shlex.quote(str(root))} {shlex.quote(overlay)} && pg_start {name} {port}")
+        cluster = Cluster(name, port)
         db = cluster.create_db()
-        library = Path("/tmp/pazpaz_crypto/pkg-root") / str(PKGLIBDIR).lstrip("/") / "pazpaz_crypto.so"
+        # The same path for the server (in a chroot or not) and for the host.
+        library = PG_BASE / overlay / str(PKGLIBDIR).lstrip("/") / "pazpaz_crypto.so"
         assert sha256(library) == sha256(root / str(PKGLIBDIR).lstrip("/") / "pazpaz_crypto.so")
         yield cluster, db, library
     finally:
-        remove_cluster(SECOND_NAME)
-        shutil.rmtree("/tmp/pazpaz_crypto/pkg-root", ignore_errors=True)
+        remove_cluster(name)
 
 
 def test_create_extension_and_round_trip(installed, artifact):
     cluster, db, library = installed
-    version = re.search(r"pazpaz_crypto-(.+)-pg15-[a-z0-9]+\.tar\.gz", artifact.name).group(1)
+    version = ARTIFACT_NAME.fullmatch(artifact.name).group(1)
     with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
+        assert c.execute("SHOW server_version_num").fetchone()[0][:-4] == PG_MAJOR
         assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'pazpaz_crypto'").fetchone()[0] == version
         set_keys(c, new_key())
         assert c.execute("SELECT decrypt_field(encrypt_field('round trip ✓'))").fetchone()[0] == "round trip ✓"
@@ -134,7 +159,7 @@ def test_create_extension_and_round_trip(installed, artifact):
         c.execute("INSERT INTO t VALUES (%s)", ("Zoë",))
         assert c.execute("SELECT v, key_version(v) FROM t").fetchone() == ("Zoë", "v1")
         # The library is preloaded by the fresh server, as in production, and
-        # it is the packaged one, not the build installed in /usr.
+        # it is the packaged one, not the build installed for the other suites.
         assert "pazpaz_crypto" in c.execute("SHOW shared_preload_libraries").fetchone()[0]
         pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
         mapped = {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
@@ -193,8 +218,8 @@ def extension_objects(cluster, db) -> list[tuple[str, str, str | None]]:
 def test_dx_lists_every_object(installed):
     cluster, db, _ = installed
     out = subprocess.run(
-        ["psql", "-X", "-A", "-t", "-h", cluster.host, "-p", str(cluster.port), "-U", "postgres", "-d", db,
-         "-c", r"\dx+ pazpaz_crypto"], check=True, capture_output=True, text=True).stdout
+        tool("psql") + ["-X", "-A", "-t", "-h", cluster.host, "-p", str(cluster.port), "-U", "postgres", "-d", db,
+                        "-c", r"\dx+ pazpaz_crypto"], check=True, capture_output=True, text=True).stdout
     listed = {ln.strip() for ln in out.splitlines() if ln.strip()}
     assert listed == {o for o, _, _ in extension_objects(cluster, db)}
     assert EXPECTED_OBJECTS <= listed, sorted(EXPECTED_OBJECTS - listed)
