@@ -76,6 +76,17 @@ debian_mirror() {
     echo "${uri:-http://deb.debian.org/debian}"
 }
 
+# Name resolution as on the host (apt, cargo), localhost for servers that
+# listen on it (cargo pgrx test), the host name for sudo. Done on every run:
+# the host's name and resolvers may have changed since the chroot was made.
+configure_network() {
+    local root=$1 name
+    name=$(hostname)
+    cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+    printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n' "$name" >"$root/etc/hosts.new"
+    if ! cmp -s "$root/etc/hosts.new" "$root/etc/hosts"; then mv "$root/etc/hosts.new" "$root/etc/hosts"; else rm "$root/etc/hosts.new"; fi
+}
+
 # The chroot's postgres user gets the host's uid and gid, so that cluster
 # directories under PG_BASE belong to "postgres" on both sides.
 add_postgres_user() {
@@ -126,8 +137,7 @@ provision_chroot() {
         # No service starts inside the chroot, no cluster is made on install.
         printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
         chmod 755 "$root/usr/sbin/policy-rc.d"
-        cp /etc/resolv.conf "$root/etc/resolv.conf"
-        grep -qw "$(hostname)" "$root/etc/hosts" 2>/dev/null || echo "127.0.1.1 $(hostname)" >>"$root/etc/hosts"
+        configure_network "$root"
         add_postgres_user "$root"
         local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Options::=--force-confold)
         "${run[@]}" apt-get update -qq
@@ -149,6 +159,7 @@ provision_chroot() {
         echo "$desc" >"$marker"
         say "chroot ready in $((SECONDS - started)) s ($(du -sh --one-file-system "$root" | cut -f1))"
     fi
+    configure_network "$root"
     if ! registered_with_pgrx "$pg_config" "$root"; then
         "${run[@]}" cargo pgrx init "--pg$MAJOR" "$pg_config" >/dev/null
     fi
