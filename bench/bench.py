@@ -789,7 +789,7 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown groups: {', '.join(sorted(unknown))}")
     server_dir = os.environ["BENCH_SERVER_DIR"]
-    pgbin = os.environ.get("BENCH_PGBIN", "/usr/lib/postgresql/15/bin")
+    pgbin = os.environ["BENCH_PGBIN"]
     n5k = max(2_000, n // 10)
     n_oltp = min(n, 100_000)
     n_py = min(n, 100_000)
@@ -798,7 +798,7 @@ def main() -> int:
     outdir = Path(a.out).parent
     outdir.mkdir(parents=True, exist_ok=True)
 
-    lib = library_info(os.environ.get("BENCH_LIBRARY", "/usr/lib/postgresql/15/lib/pazpaz_crypto.so"))
+    lib = library_info(os.environ["BENCH_LIBRARY"])
     if lib.get("debug_build"):
         log("WARNING: the pazpaz_crypto library is a DEBUG build (has .debug_info); its numbers are not "
             "representative")

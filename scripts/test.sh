@@ -23,6 +23,12 @@ stages=("$@")
 want() { local s; for s in "${stages[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 step() { printf '\n=== %s ===\n' "$*"; }
 if [ -n "${PG_MAJOR:-}" ]; then versions=("$PG_MAJOR"); else versions=(15 16 17 18); fi
+for v in "${versions[@]}"; do
+    case $v in 15 | 16 | 17 | 18) ;; *) echo "PG_MAJOR=$v: the supported versions are 15, 16, 17 and 18" >&2; exit 2 ;; esac
+done
+for s in "${stages[@]}"; do
+    case $s in lint | core | pgtest | regress | integration | python) ;; *) echo "unknown stage: $s" >&2; exit 2 ;; esac
+done
 timings=()
 
 started=$SECONDS

@@ -19,11 +19,16 @@ SELECT count(*) AS type_ok FROM par WHERE t::text = plain;
 -- leader's) and decrypted their share of the rows, none of which the filter
 -- removed.
 SELECT * FROM regress.explain_analyze($$SELECT count(*) FROM par WHERE decrypt_field_versioned(v) = plain$$);
--- debug_parallel_query (force_parallel_mode in 15) runs even a simple query in a worker.
+-- debug_parallel_query (force_parallel_mode in 15) runs even a simple query in
+-- a worker (Single Copy: the worker decrypts, the leader only collects the
+-- rows), with parallel plans costed as usual again.
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
 SELECT CASE WHEN current_setting('server_version_num')::int >= 160000
             THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END AS force_parallel \gset
 SET :force_parallel = on;
-EXPLAIN (COSTS OFF) SELECT decrypt_field(f) AS in_worker FROM par WHERE id = 42;
+EXPLAIN (COSTS OFF, VERBOSE) SELECT decrypt_field(f) AS in_worker FROM par WHERE id = 42;
 SELECT decrypt_field(f) AS in_worker FROM par WHERE id = 42;
 RESET :force_parallel;
 -- A worker without the leader's key would fail: the error is the same as the leader's.
