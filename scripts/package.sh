@@ -21,11 +21,12 @@ bash scripts/setup.sh >/dev/null
 source scripts/pg.sh
 PG_CONFIG=$PGBIN/pg_config
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-# 15 keeps the directories it always had; the others have their own (under
-# the repository, which the chroots of 17 and 18 see).
+# 15 keeps the directories it always had. Each other version has a package
+# tree of its own; builds made in a chroot (17, 18) also have their own target
+# directory (under the repository, which the chroot sees).
 sfx=$([ "$PG_MAJOR" = 15 ] || echo "-pg$PG_MAJOR")
 out=target/package-portable$sfx
-export CARGO_TARGET_DIR=$PWD/target/portable$sfx
+export CARGO_TARGET_DIR=$PWD/target/portable$([ -z "$PG_ROOT" ] || echo "$sfx")
 if [ "$(uname -m)" = x86_64 ]; then
     export RUSTFLAGS="-C target-feature=+aes,+pclmulqdq,+ssse3,+sse4.1,+avx"
 else
