@@ -32,6 +32,7 @@ if [ "$(uname -m)" = x86_64 ]; then
 else
     export RUSTFLAGS=""
 fi
+rm -rf "$out"     # the artifact holds this build's files only
 pg_exec cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$out" >&2
 artifact="$PWD/target/pazpaz_crypto-$version-pg$PG_MAJOR-$(dpkg --print-architecture).tar.gz"
 mapfile -t files < <(cd "$out" && find . -type f | sed 's|^\./||' | sort)

@@ -121,21 +121,36 @@ pg_stop() {
 # keep running.
 install_extension() {
     local mode=${1:---release} out args=()
+    # A package tree per version, emptied first: only this build's files are
+    # installed.
     out="$PG_TARGET_DIR/package-${mode#--}"
+    [ "$PG_MAJOR" = 15 ] || out+="-pg$PG_MAJOR"
     if [ "$mode" = --debug ]; then args+=(--debug); fi
+    rm -rf "$out"
     (cd "$PAZPAZ_REPO" && CARGO_TARGET_DIR=$PG_TARGET_DIR pg_exec \
         cargo pgrx package "${args[@]}" --pg-config "$PGBIN/pg_config" --out-dir "$out" >/dev/null)
-    install_package_dir "$out" "$PG_ROOT"
+    install_package_dir "$out"
 }
 
-# Copies a `cargo pgrx package` tree into DEST (default /; no Rust involved).
+# Copies a `cargo pgrx package` tree for PG_MAJOR into that server's
+# directories (in its chroot for 17 and 18; no Rust involved). Refuses any
+# file that is not for this server's library or extension directory.
 install_package_dir() {
-    local root=$1 prefix=${2:-} f dest
-    while IFS= read -r f; do
-        dest="$prefix/${f#"$root"/}"
-        mkdir -p "$(dirname "$dest")"
-        cp "$f" "$dest.tmp.$$" && mv -f "$dest.tmp.$$" "$dest"
-    done < <(find "$root" -type f)
+    local root=$1 f rel lib ext files=()
+    lib=$(pg_config_of --pkglibdir) ext=$(pg_config_of --sharedir)/extension
+    mapfile -t files < <(cd "$root" && find . -type f | sed 's|^\.||')
+    [ ${#files[@]} -gt 0 ] || { echo "install_package_dir: no files in $root" >&2; return 1; }
+    for rel in "${files[@]}"; do
+        case $rel in
+            "$lib"/pazpaz_crypto.so | "$ext"/pazpaz_crypto*) ;;
+            *) echo "install_package_dir: $rel is not for PostgreSQL $PG_MAJOR's $lib or $ext" >&2; return 1 ;;
+        esac
+    done
+    for rel in "${files[@]}"; do
+        f=$PG_ROOT$rel
+        mkdir -p "$(dirname "$f")"
+        cp "$root$rel" "$f.tmp.$$" && mv -f "$f.tmp.$$" "$f"
+    done
 }
 
 # Runs another build of the extension without touching the installation:
