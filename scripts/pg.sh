@@ -169,6 +169,17 @@ use_package_overlay() {
     rm -rf "$overlay"
     mkdir -p "$overlay$lib" "$overlay$share/extension" "$overlay$bin"
     cp -a "$(pg_host_path "$bin")/." "$overlay$bin/"
+    # Libraries the programs find relative to themselves (RPATH $ORIGIN/…, as
+    # in pgserver's build of 16) are linked at the same place in the overlay.
+    local rpath dir
+    for rpath in $(for f in "$overlay$bin"/*; do readelf -d "$f" 2>/dev/null; done \
+                   | sed -n 's/.*(R\(UN\)\{0,1\}PATH).*\[\(.*\)\]/\2/p' | tr ':' '\n' | grep '^\$ORIGIN/' | sort -u); do
+        dir=$(realpath -m "$bin/${rpath#\$ORIGIN/}")
+        if [ -e "$(pg_host_path "$dir")" ] && [ ! -e "$overlay$dir" ]; then
+            mkdir -p "$(dirname "$overlay$dir")"
+            ln -s "$dir" "$overlay$dir"
+        fi
+    done
     # Links name the files as the server sees them (inside its chroot).
     for f in "$(pg_host_path "$lib")"/*; do ln -s "$lib/${f##*/}" "$overlay$lib/"; done
     for f in "$(pg_host_path "$share")"/*; do

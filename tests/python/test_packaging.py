@@ -162,9 +162,12 @@ def test_create_extension_and_round_trip(installed, artifact):
         # it is the packaged one, not the build installed for the other suites.
         assert "pazpaz_crypto" in c.execute("SHOW shared_preload_libraries").fetchone()[0]
         pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
-        mapped = {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
-                  if line.endswith("pazpaz_crypto.so")}
-        assert mapped == {str(library)}
+        # By inode: a server in a chroot shows its files under the chroot's
+        # path (the path as the host sees it ends with the server's path).
+        mapped = {(int(line.split()[4]), line.split()[-1])
+                  for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if line.endswith("pazpaz_crypto.so")}
+        assert {inode for inode, _ in mapped} == {library.stat().st_ino}, mapped
+        assert all(path.endswith(str(library)) for _, path in mapped), mapped
 
 
 def test_known_answer_vectors(installed):
@@ -225,10 +228,24 @@ def test_dx_lists_every_object(installed):
     assert EXPECTED_OBJECTS <= listed, sorted(EXPECTED_OBJECTS - listed)
 
 
+IMPLICIT_ARRAY_TYPES = """
+SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
+  FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid AND d.refclassid = 'pg_extension'::regclass
+ WHERE e.extname = 'pazpaz_crypto' AND d.deptype = 'e' AND d.classid = 'pg_type'::regclass
+   AND EXISTS (SELECT 1 FROM pg_type elem WHERE elem.typarray = d.objid)
+"""
+
+
 def test_every_function_type_and_procedure_has_a_comment(installed):
+    """Every function and type the extension defines has a COMMENT. The array
+    type PostgreSQL makes by itself for encrypted_text (encrypted_text[]; a
+    member of the extension on some versions) is not one of them."""
     cluster, db, _ = installed
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
+        implicit = {r[0] for r in c.execute(IMPLICIT_ARRAY_TYPES).fetchall()}
+    assert implicit <= {"type encrypted_text[]"}, implicit
     missing = [o for o, catalog, comment in extension_objects(cluster, db)
-               if catalog in ("pg_proc", "pg_type") and not comment]
+               if catalog in ("pg_proc", "pg_type") and not comment and o not in implicit]
     assert not missing, "objects without a COMMENT: " + "; ".join(missing)
 
 
