@@ -65,7 +65,7 @@ for t in "${targets[@]}"; do
     dict=()
     case "$t" in
         keyring_json | versioned_json) dict=(-dict=dicts/json.dict) ;;
-        envelope_text) dict=(-dict=dicts/envelope_text.dict) ;;
+        encrypted_text_form) dict=(-dict=dicts/encrypted_text_form.dict) ;;
     esac
     log=$(mktemp)
     echo "fuzz: $t for ${secs}s"

@@ -6,7 +6,8 @@
 mod tests {
     use pgrx::prelude::*;
 
-    use crate::keys;
+    use crate::key_cache;
+    use crate::nonces;
 
     const K1: &str = "bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiTE=";
     const K2: &str = "Z/TsZIiTccYEKunb7MB/oeQGL2uW5CyHQnwYj9xtvEU=";
@@ -22,25 +23,25 @@ mod tests {
     #[pg_test]
     fn keyring_is_parsed_once_and_dropped_on_every_change() {
         run(&format!("SET pazpaz.encryption_key = '{K1}'"));
-        assert!(!keys::is_cached(), "a SET must not leave a parsed key behind");
+        assert!(!key_cache::is_cached(), "a SET must not leave a parsed key behind");
         assert_eq!(text("SELECT decrypt_field(encrypt_field('x'))").as_deref(), Some("x"));
-        assert!(keys::is_cached(), "first use parses and caches");
-        let first = keys::keyring().map(|r| std::rc::Rc::as_ptr(&r) as usize).unwrap();
+        assert!(key_cache::is_cached(), "first use parses and caches");
+        let first = key_cache::keyring().map(|r| std::rc::Rc::as_ptr(&r) as usize).unwrap();
         text("SELECT decrypt_field(encrypt_field('y'))");
-        let again = keys::keyring().map(|r| std::rc::Rc::as_ptr(&r) as usize).unwrap();
+        let again = key_cache::keyring().map(|r| std::rc::Rc::as_ptr(&r) as usize).unwrap();
         assert_eq!(first, again, "no re-parse without a change");
 
         run(&format!("SET pazpaz.encryption_key = '{K2}'"));
-        assert!(!keys::is_cached(), "SET drops (and so zeroizes) the cached key");
+        assert!(!key_cache::is_cached(), "SET drops (and so zeroizes) the cached key");
         text("SELECT encrypt_field('x')::text");
-        assert!(keys::is_cached());
+        assert!(key_cache::is_cached());
         run("RESET pazpaz.encryption_key");
-        assert!(!keys::is_cached(), "RESET drops the cached key");
+        assert!(!key_cache::is_cached(), "RESET drops the cached key");
         run(&format!("SET pazpaz.encryption_keys = '{{\"v1\": \"{K1}\"}}'"));
         text("SELECT encrypt_field('x')::text");
-        assert!(keys::is_cached());
+        assert!(key_cache::is_cached());
         run("RESET ALL");
-        assert!(!keys::is_cached(), "RESET ALL (and so DISCARD ALL) drops the cached key");
+        assert!(!key_cache::is_cached(), "RESET ALL (and so DISCARD ALL) drops the cached key");
     }
 
     #[pg_test]
@@ -49,7 +50,7 @@ mod tests {
         // registration in _PG_init (postmaster, library preloaded) would
         // never run; the first key change in this backend registers it here.
         run(&format!("SET pazpaz.encryption_key = '{K1}'"));
-        assert!(keys::exit_wipe_registered());
+        assert!(key_cache::exit_wipe_registered());
     }
 
     #[pg_test]
@@ -86,13 +87,13 @@ mod tests {
         run(&format!("SELECT set_config('pazpaz.encryption_key', '{K2}', true)"));
         let fp2 = text("SELECT fingerprint FROM encryption_status()");
         assert_ne!(fp1, fp2);
-        assert!(keys::is_cached());
+        assert!(key_cache::is_cached());
     }
 
     #[pg_test]
     fn nonce_generator_is_tagged_with_this_backend() {
-        let a = keys::nonce().unwrap();
-        let b = keys::nonce().unwrap();
+        let a = nonces::next().unwrap();
+        let b = nonces::next().unwrap();
         assert_ne!(a, b);
     }
 
@@ -123,8 +124,8 @@ mod tests {
         let cases = [("v1", 28usize), ("v2", 29), ("key-2026.1", 30), ("x", 128), (long_name.as_str(), 5000)];
         for (version, len) in cases {
             let sealed: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
-            let mut built = vec![0u8; jsonb::envelope_size(version, len)];
-            jsonb::write_envelope(&mut built, version, &sealed).unwrap();
+            let mut built = vec![0u8; jsonb::versioned_size(version, len)];
+            jsonb::write_versioned(&mut built, version, &sealed).unwrap();
             let text =
                 format!(r#"{{"version": "{version}", "ciphertext": "{}"}}"#, versioned::encode_ciphertext(&sealed));
             let c = std::ffi::CString::new(text).unwrap();
