@@ -64,7 +64,7 @@ for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
     dict=()
     case "$t" in
-        keyring_json | versioned_json) dict=(-dict=dicts/json.dict) ;;
+        keyring_json) dict=(-dict=dicts/json.dict) ;;
         encrypted_text_form) dict=(-dict=dicts/encrypted_text_form.dict) ;;
     esac
     log=$(mktemp)
