@@ -7,11 +7,9 @@
 # (--unlink-first replaces files by new ones, so running servers keep the
 # library they have mapped). Prints the artifact's path on stdout.
 #
-# Unlike the builds made for this machine (.cargo/config.toml: target-cpu=
-# native), the package is built for any x86_64 CPU with AES-NI, PCLMULQDQ and
-# AVX (most CPUs since 2011), in its own target directory so that the two builds do not
-# undo each other's compilation. On other architectures, the target's
-# defaults with run-time detection of the crypto instructions.
+# Unlike the builds made for this machine, the package is built for the
+# portable CPU set of scripts/cpu_target.sh, in its own target directory so
+# that the two builds do not undo each other's compilation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
@@ -19,11 +17,9 @@ PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 out=target/package-portable
 export CARGO_TARGET_DIR=$PWD/target/portable
-if [ "$(uname -m)" = x86_64 ]; then
-    export RUSTFLAGS="-C target-feature=+aes,+pclmulqdq,+ssse3,+sse4.1,+avx"
-else
-    export RUSTFLAGS=""
-fi
+source scripts/cpu_target.sh
+RUSTFLAGS=$(portable_rustflags)
+export RUSTFLAGS
 cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$out" >&2
 artifact="$PWD/target/pazpaz_crypto-$version-pg15-$(dpkg --print-architecture).tar.gz"
 mapfile -t files < <(cd "$out" && find . -type f | sed 's|^\./||' | sort)
