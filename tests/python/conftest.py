@@ -154,7 +154,8 @@ class Cluster:
     def value(self, sql: str, dbname="postgres", env=None) -> str:
         """The result of one query through psql (unaligned, tuples only)."""
         r = self.psql("-At", "-v", "ON_ERROR_STOP=1", "-c", sql, dbname=dbname, env=env)
-        assert r.returncode == 0, r.stderr
+        if r.returncode != 0:
+            raise AssertionError(f"psql failed on {sql[:200]!r}:\n{r.stderr[-2000:]}")
         return r.stdout.strip()
 
     def create_db(self) -> str:
