@@ -279,6 +279,7 @@ class Checks:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        print(f"{self.passed} checks passed, {len(self.failed)} failed")
         if exc_type is None and self.failed:
             raise AssertionError(f"{len(self.failed)} of {len(self.failed) + self.passed} checks failed:\n  "
                                  + "\n  ".join(self.failed))
