@@ -6,8 +6,11 @@
 #      short fuzz run of every parser (scripts/fuzz.sh 10)
 #   2. #[pg_test]s inside PostgreSQL (cargo pgrx test, library preloaded)
 #   3. SQL regression suite (tests/pg_regress) on a throwaway server
-#   4. integration scripts (tests/integration/*.sh): pg_dump, logs, disk, …
-#   5. Python suite (tests/python): drivers, SQLAlchemy, Alembic, PgBouncer, …
+#   4. integration: tests/integration/cpu_features.sh (a build for a CPU
+#      feature the machine lacks)
+#   5. Python suite (tests/python, pytest): pg_dump, logs, leaks, crashes,
+#      concurrency, drivers, SQLAlchemy, Alembic, PgBouncer, … (on a version
+#      other than 15 only the tests marked every_version)
 # Usage: bash scripts/test.sh [stage…]   (stages: lint core pgtest regress integration python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,15 +60,19 @@ if want regress; then
 fi
 
 if want integration; then
-    for t in tests/integration/*.sh; do
-        step "integration: $t"
-        bash "$t"
-    done
+    # The other integration checks are pytest modules in tests/python.
+    step "integration: tests/integration/cpu_features.sh"
+    bash tests/integration/cpu_features.sh
 fi
 
 if want python; then
-    step "python: pytest tests/python"
-    python3 -m pytest -q -p no:cacheprovider tests/python
+    if [ "$PG_MAJOR" = 15 ]; then
+        step "python: pytest tests/python (PostgreSQL $PG_MAJOR)"
+        python3 -m pytest -q -p no:cacheprovider tests/python
+    else
+        step "python: pytest -m every_version tests/python (PostgreSQL $PG_MAJOR)"
+        python3 -m pytest -q -p no:cacheprovider -m every_version tests/python
+    fi
 fi
 
 printf '\nAll requested test stages passed: %s\n' "${stages[*]}"
