@@ -52,6 +52,10 @@ from typing import Callable
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+# The client helper package, straight from the repository.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+import pazpaz_crypto  # noqa: E402
+
 GROUPS = ["scan", "encrypt", "versioned", "copy", "rotation", "procedure",
           "large", "parallel", "pgbench", "python", "memory"]
 
@@ -67,7 +71,7 @@ def b64(b: bytes) -> str:
 # ---- keys (random per run, never printed) -----------------------------------
 
 K1, K2 = secrets.token_bytes(32), secrets.token_bytes(32)
-KEYRING = json.dumps({"v1": b64(K1), "v2": b64(K2)})
+KEYS = {"v1": b64(K1), "v2": b64(K2)}
 PGC_A, PGC_B = secrets.token_bytes(32), secrets.token_bytes(32)  # pgcrypto keys
 
 
@@ -78,11 +82,7 @@ def connect() -> psycopg.Connection:
 
 
 def set_keys(conn: psycopg.Connection, version: str = "v1") -> None:
-    conn.execute(
-        "SELECT set_config('pazpaz.encryption_keys', %s, false),"
-        " set_config('pazpaz.encryption_key_version', %s, false)",
-        (KEYRING, version),
-    )
+    pazpaz_crypto.set_keys(conn, pazpaz_crypto.Keyring(KEYS, version))
 
 
 def set_version(conn: psycopg.Connection, version: str) -> None:

@@ -34,12 +34,11 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 export RUSTC_BOOTSTRAP=1
-# Fuzz the shipped configuration: the x86_64 build uses AES-NI/CLMUL as
-# compile-time features (.cargo/config.toml), which cargo-fuzz's own RUSTFLAGS
+# Fuzz the portable configuration (scripts/cpu_target.sh), whose crypto
+# instructions are compile-time features, which cargo-fuzz's own RUSTFLAGS
 # would otherwise override.
-if [ "$(uname -m)" = x86_64 ]; then
-    export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+aes,+pclmulqdq,+ssse3,+sse4.1,+avx"
-fi
+source ../scripts/cpu_target.sh
+export RUSTFLAGS="${RUSTFLAGS:-} $(portable_rustflags)"
 # Cargo caches its rustc probes, failures included, without keying them on
 # RUSTC_BOOTSTRAP: one earlier `cargo fuzz build` without it would make every
 # later ASan build fail with "the option `Z` is only accepted on the nightly
@@ -64,8 +63,8 @@ for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
     dict=()
     case "$t" in
-        keyring_json | versioned_json) dict=(-dict=dicts/json.dict) ;;
-        envelope_text) dict=(-dict=dicts/envelope_text.dict) ;;
+        keyring_json) dict=(-dict=dicts/json.dict) ;;
+        encrypted_text_form) dict=(-dict=dicts/encrypted_text_form.dict) ;;
     esac
     log=$(mktemp)
     echo "fuzz: $t for ${secs}s"

@@ -9,11 +9,9 @@
 # (--unlink-first replaces files by new ones, so running servers keep the
 # library they have mapped). Prints the artifact's path on stdout.
 #
-# Unlike the builds made for this machine (.cargo/config.toml: target-cpu=
-# native), the package is built for any x86_64 CPU with AES-NI, PCLMULQDQ and
-# AVX (most CPUs since 2011), in its own target directory so that the two builds do not
-# undo each other's compilation. On other architectures, the target's
-# defaults with run-time detection of the crypto instructions.
+# Unlike the builds made for this machine, the package is built for the
+# portable CPU set of scripts/cpu_target.sh, in its own target directory so
+# that the two builds do not undo each other's compilation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PG_MAJOR=${1:-${PG_MAJOR:-15}}
@@ -27,11 +25,9 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 sfx=$([ "$PG_MAJOR" = 15 ] || echo "-pg$PG_MAJOR")
 out=target/package-portable$sfx
 export CARGO_TARGET_DIR=$PWD/target/portable$([ -z "$PG_ROOT" ] || echo "$sfx")
-if [ "$(uname -m)" = x86_64 ]; then
-    export RUSTFLAGS="-C target-feature=+aes,+pclmulqdq,+ssse3,+sse4.1,+avx"
-else
-    export RUSTFLAGS=""
-fi
+source scripts/cpu_target.sh
+RUSTFLAGS=$(portable_rustflags)
+export RUSTFLAGS
 rm -rf "$out"     # the artifact holds this build's files only
 pg_exec cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$out" >&2
 artifact="$PWD/target/pazpaz_crypto-$version-pg$PG_MAJOR-$(dpkg --print-architecture).tar.gz"

@@ -5,9 +5,9 @@
 //! The SQL is laid out as: a shell type, the I/O functions generated below,
 //! the full `CREATE TYPE`, then casts (`sql/encrypted_text.sql`).
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, CString};
 
-use pazpaz_core::envelope::{self, Envelope};
+use pazpaz_core::encrypted_text::{self as stored, Stored};
 use pazpaz_core::{field, Error};
 use pgrx::pg_sys;
 use pgrx::pgrx_sql_entity_graph::metadata::{
@@ -18,7 +18,8 @@ use pgrx::Internal;
 
 use crate::error::{raise, OrRaise};
 use crate::gucs::{self, TextIo};
-use crate::keys;
+use crate::key_cache;
+use crate::nonces;
 use crate::varlena::{varlena_type, Bytea, Text, VarlenaBuf};
 
 varlena_type!(
@@ -35,7 +36,10 @@ unsafe impl SqlTranslatable for EncryptedText {
     const RETURN_SQL: Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(SqlMappingRef::literal("encrypted_text")));
 }
 
-/// A palloc'd C string result (`cstring`).
+/// A `cstring` result written in place in palloc'd memory. pgrx's own
+/// `CString` result would copy a Rust heap string into palloc: for the output
+/// function that is a second copy of the decrypted plaintext per row, left in
+/// freed heap memory, and one more copy on every full-column read.
 pub struct CStringOut(*mut c_char);
 pgrx::impl_sql_translatable!(CStringOut, "cstring");
 impl pgrx::IntoDatum for CStringOut {
@@ -77,33 +81,31 @@ fn utf8_chars(s: &[u8]) -> usize {
 /// Encrypts `plaintext` (valid text) into a new envelope under the write key.
 fn seal(plaintext: &[u8], typmod: i32) -> EncryptedText {
     check_length(plaintext, typmod).or_raise();
-    let ring = keys::keyring().or_raise();
+    let ring = key_cache::keyring().or_raise();
     let key = ring.current().or_raise();
-    let mut out = VarlenaBuf::alloc(envelope::sealed_len(key.version(), plaintext.len()).or_raise());
-    let nonce = keys::nonce().or_raise();
-    envelope::seal_into(key.cipher(), key.version(), &nonce, plaintext, out.data_mut()).or_raise();
+    let mut out = VarlenaBuf::alloc(stored::sealed_len(key.version(), plaintext.len()).or_raise());
+    let nonce = nonces::next().or_raise();
+    stored::seal_into(key.cipher(), key.version(), &nonce, plaintext, out.data_mut()).or_raise();
     EncryptedText::from(out)
 }
 
 /// A structurally valid envelope copied into a new datum (no key needed).
 fn from_envelope_bytes(bytes: &[u8]) -> EncryptedText {
-    Envelope::parse(bytes).or_raise();
-    let mut out = VarlenaBuf::alloc(bytes.len());
-    out.data_mut().copy_from_slice(bytes);
-    EncryptedText::from(out)
+    Stored::parse(bytes).or_raise();
+    EncryptedText::from(VarlenaBuf::copy_of(bytes))
 }
 
 /// Decrypts an envelope into `out` with the session's key for its version.
 fn open_into(bytes: &[u8], out: &mut [u8]) -> Result<(), Error> {
-    let env = Envelope::parse(bytes)?;
-    let ring = keys::keyring()?;
+    let env = Stored::parse(bytes)?;
+    let ring = key_cache::keyring()?;
     env.open_into(ring.get(env.version)?.cipher(), out)?;
     field::check_text(out)?;
     Ok(())
 }
 
 fn plaintext_len(bytes: &[u8]) -> usize {
-    Envelope::parse(bytes).or_raise().plaintext_len()
+    Stored::parse(bytes).or_raise().plaintext_len()
 }
 
 // STABLE, not VOLATILE: PostgreSQL expects type input functions to be at
@@ -118,20 +120,20 @@ fn encrypted_text_in(input: &CStr, _typioparam: pg_sys::Oid, typmod: i32) -> Enc
             let s = std::str::from_utf8(text).map_err(|_| Error::TextFormNotUtf8).or_raise();
             // The plaintext cannot be seen here, so the typmod was enforced
             // when the value was first encrypted.
-            from_envelope_bytes(&envelope::parse_text(s).or_raise())
+            from_envelope_bytes(&stored::parse_text(s).or_raise())
         }
         TextIo::Plaintext => {
             // An envelope in text form arriving in plaintext mode is almost
             // certainly a keyless dump restored without the setting:
             // encrypting it again would bury the data one layer deeper.
-            if text.starts_with(envelope::TEXT_PREFIX.as_bytes())
-                && std::str::from_utf8(text).ok().and_then(envelope::from_text).is_some()
+            if text.starts_with(stored::TEXT_PREFIX.as_bytes())
+                && std::str::from_utf8(text).ok().and_then(stored::from_text).is_some()
             {
-                raise(Error::BadEnvelope(
+                raise(Error::BadEncryptedText(
                     "input is an envelope in text form; SET pazpaz.encrypted_text_io = 'envelope' to load envelopes",
                 ));
             }
-            keys::note_input_encryption();
+            key_cache::note_input_encryption();
             seal(text, typmod)
         }
     }
@@ -142,18 +144,18 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
     let bytes = value.0.as_bytes();
     match gucs::text_io() {
         TextIo::Envelope => {
-            Envelope::parse(bytes).or_raise();
+            Stored::parse(bytes).or_raise();
             // Sized before anything is allocated: base64 grows by 4/3, so an
             // envelope over 768 MiB has no text form within MaxAllocSize
             // (54000 naming binary COPY, rather than palloc's XX000).
-            let len = envelope::text_len(bytes.len()).or_raise();
+            let len = stored::text_len(bytes.len()).or_raise();
             // SAFETY: `len + 1` is at most MaxAllocSize (`text_len` checked);
             // palloc raises on failure and never returns NULL.
             let p = unsafe { pg_sys::palloc(len + 1) }.cast::<u8>();
             // SAFETY: `p` points to `len + 1` bytes just allocated, owned here;
             // every byte is written below before it is read.
             let out = unsafe { std::slice::from_raw_parts_mut(p, len + 1) };
-            envelope::write_text(bytes, &mut out[..len]).or_raise();
+            stored::write_text(bytes, &mut out[..len]).or_raise();
             out[len] = 0;
             CStringOut(p.cast())
         }
@@ -179,7 +181,7 @@ fn encrypted_text_recv(mut buf: Internal, _typioparam: pg_sys::Oid, _typmod: i32
     // SAFETY: a type's receive function gets a StringInfo as its `internal`
     // argument.
     let sid =
-        unsafe { buf.get_mut::<pg_sys::StringInfoData>() }.unwrap_or_else(|| raise(Error::BadEnvelope("no data")));
+        unsafe { buf.get_mut::<pg_sys::StringInfoData>() }.unwrap_or_else(|| raise(Error::BadEncryptedText("no data")));
     let (start, end) = (sid.cursor as usize, sid.len as usize);
     // SAFETY: PostgreSQL's StringInfo holds `len` bytes at `data`, and
     // `cursor <= len`; the buffer outlives this call.
@@ -191,10 +193,7 @@ fn encrypted_text_recv(mut buf: Internal, _typioparam: pg_sys::Oid, _typmod: i32
 
 #[pg_extern(immutable, strict, parallel_safe)]
 fn encrypted_text_send(value: EncryptedText) -> Bytea {
-    let bytes = value.0.as_bytes();
-    let mut out = VarlenaBuf::alloc(bytes.len());
-    out.data_mut().copy_from_slice(bytes);
-    Bytea::from(out)
+    Bytea::from(VarlenaBuf::copy_of(value.0.as_bytes()))
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
@@ -210,10 +209,9 @@ fn encrypted_text_typmod_in(modifiers: pgrx::Array<&CStr>) -> i32 {
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
-fn encrypted_text_typmod_out(typmod: i32) -> CStringOut {
-    let s = if typmod >= 0 { format!("({typmod})\0") } else { "\0".to_string() };
-    // SAFETY: `s` ends with NUL; pstrdup copies it into the current context.
-    CStringOut(unsafe { pg_sys::pstrdup(s.as_ptr().cast()) })
+fn encrypted_text_typmod_out(typmod: i32) -> CString {
+    let s = if typmod >= 0 { format!("({typmod})") } else { String::new() };
+    CString::new(s).expect("digits and parentheses only")
 }
 
 extension_sql!(
@@ -288,13 +286,9 @@ fn encrypted_text_to_text(value: EncryptedText) -> Text {
 
 fn reencrypt_to(value: EncryptedText, version: Option<&str>) -> EncryptedText {
     let bytes = value.0.as_bytes();
-    let env = Envelope::parse(bytes).or_raise();
-    let ring = keys::keyring().or_raise();
-    let target = match version {
-        Some(v) => ring.get(v),
-        None => ring.current(),
-    }
-    .or_raise();
+    let env = Stored::parse(bytes).or_raise();
+    let ring = key_cache::keyring().or_raise();
+    let target = ring.target(version).or_raise();
     if env.version == target.version() {
         return value; // already there: same datum, no new nonce
     }
@@ -302,9 +296,9 @@ fn reencrypt_to(value: EncryptedText, version: Option<&str>) -> EncryptedText {
     // Copy the envelope under the new header, then decrypt and re-encrypt the
     // body in place: the plaintext exists only inside the new datum, between
     // the two steps (and the datum holds ciphertext when it is returned).
-    let mut out = VarlenaBuf::alloc(envelope::sealed_len(target.version(), env.plaintext_len()).or_raise());
-    let nonce = keys::nonce().or_raise();
-    envelope::reseal_into(&env, from.cipher(), target.cipher(), target.version(), &nonce, out.data_mut()).or_raise();
+    let mut out = VarlenaBuf::alloc(stored::sealed_len(target.version(), env.plaintext_len()).or_raise());
+    let nonce = nonces::next().or_raise();
+    stored::reseal_into(&env, from.cipher(), target.cipher(), target.version(), &nonce, out.data_mut()).or_raise();
     EncryptedText::from(out)
 }
 
@@ -324,7 +318,7 @@ pub fn reencrypt_to_version(value: EncryptedText, key_version: &str) -> Encrypte
 /// The key version in the envelope's header, without a key.
 #[pg_extern(immutable, strict, parallel_safe, name = "key_version", requires = ["encrypted_text_type"])]
 pub fn key_version_encrypted_text(value: EncryptedText) -> String {
-    Envelope::parse(value.0.as_bytes()).or_raise().version.to_owned()
+    Stored::parse(value.0.as_bytes()).or_raise().version.to_owned()
 }
 
 extension_sql_file!(

@@ -5,15 +5,16 @@ use pazpaz_core::{field, Cipher};
 use pgrx::prelude::*;
 
 use crate::error::OrRaise;
-use crate::keys;
+use crate::key_cache;
+use crate::nonces;
 use crate::varlena::{Bytea, Text, VarlenaBuf};
 
 /// Encrypts into a new bytea; `aad` is bound as GCM associated data.
 pub(crate) fn seal(plaintext: &[u8], aad: &[u8]) -> Bytea {
-    let ring = keys::keyring().or_raise();
+    let ring = key_cache::keyring().or_raise();
     let key = ring.current().or_raise();
     let mut out = VarlenaBuf::alloc(field::sealed_len(plaintext.len()).or_raise());
-    let nonce = keys::nonce().or_raise();
+    let nonce = nonces::next().or_raise();
     field::encrypt_into(key.cipher(), &nonce, plaintext, aad, out.data_mut()).or_raise();
     Bytea::from(out)
 }
@@ -27,7 +28,7 @@ pub(crate) fn open_with(cipher: &Cipher, sealed: &[u8], aad: &[u8]) -> Text {
 }
 
 fn open(sealed: &[u8], aad: &[u8]) -> Text {
-    let ring = keys::keyring().or_raise();
+    let ring = key_cache::keyring().or_raise();
     open_with(ring.current().or_raise().cipher(), sealed, aad)
 }
 

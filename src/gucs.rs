@@ -20,14 +20,14 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PostgresGucEnum;
+use pgrx::{PgMemoryContexts, PostgresGucEnum};
 use zeroize::Zeroizing;
 
 use std::cell::Cell;
 
 use crate::backend_local::BackendLocal;
 
-use pazpaz_core::key::Key;
+use pazpaz_core::data_key::Key;
 use pazpaz_core::keyring::{validate_version, Keyring};
 use pazpaz_core::Error;
 
@@ -216,17 +216,18 @@ fn forbidden_source(source: pg_sys::GucSource::Type) -> Option<&'static str> {
 unsafe fn check_fail(e: &Error, msg: &str) -> bool {
     let code = error::sqlstate(e.class());
     let hint = error::hint(e);
+    // pgrx's pstrdup panics on a NUL, and a panic message would quote the
+    // string: NULs are replaced first.
+    let c_safe = |s: &str| s.replace('\0', "?");
     // SAFETY: called from a check hook (the caller's contract), where
     // PostgreSQL reads and frees GUC_check_errmsg_string and
-    // GUC_check_errhint_string; pstrdup copies the NUL-terminated strings
-    // into the current (palloc) context as it expects.
+    // GUC_check_errhint_string; pstrdup copies the strings into the current
+    // (palloc) context as it expects.
     unsafe {
         pg_sys::GUC_check_errcode(code as i32);
-        let m = CString::new(msg).unwrap_or_default();
-        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(m.as_ptr());
+        pg_sys::GUC_check_errmsg_string = PgMemoryContexts::CurrentMemoryContext.pstrdup(&c_safe(msg));
         if let Some(h) = hint {
-            let h = CString::new(h).unwrap_or_default();
-            pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(h.as_ptr());
+            pg_sys::GUC_check_errhint_string = PgMemoryContexts::CurrentMemoryContext.pstrdup(&c_safe(h));
         }
     }
     false

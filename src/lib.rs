@@ -4,9 +4,10 @@
 //! crate; this crate is the PostgreSQL glue:
 //!
 //! - `gucs.rs`: every setting, its check/assign/show hooks (knows nothing of
-//!   the key cache: a key change calls the hook `keys.rs` registered)
-//! - `keys.rs`: the per-backend keyring cache, the nonce generator, the exit
-//!   wipe, replanning after a key change
+//!   the key cache: a key change calls the hook `key_cache.rs` registered)
+//! - `key_cache.rs`: the session's keyring, parsed once per key change; the
+//!   exit wipe; replanning after a key change
+//! - `nonces.rs`: the per-process nonce generator
 //! - `error.rs`: core errors → SQLSTATEs, in one place
 //! - `field_functions.rs`: `encrypt_field`/`decrypt_field` (format 1)
 //! - `versioned.rs`: the `jsonb` envelope functions (format 2)
@@ -33,9 +34,10 @@ mod encrypted_text;
 mod error;
 mod field_functions;
 mod gucs;
-mod keys;
+mod key_cache;
 mod log_filter;
 mod log_secrets;
+mod nonces;
 mod status;
 mod varlena;
 mod versioned;
@@ -69,7 +71,7 @@ extern "C" {
 #[pg_guard]
 extern "C-unwind" fn init() {
     // Before the settings exist: defining them assigns values set earlier.
-    keys::init();
+    key_cache::init();
     gucs::init();
     log_filter::init();
     ddl_guard::init();

@@ -4,17 +4,15 @@ use pazpaz_core::Error;
 use pgrx::prelude::*;
 
 use crate::error::{raise, OrRaise};
-use crate::keys;
+use crate::key_cache;
 use crate::varlena::{Text, VarlenaBuf};
 
 /// Base64 of 32 bytes from the operating system's CSPRNG.
 #[pg_extern(volatile, strict, parallel_safe)]
 fn generate_encryption_key() -> Text {
-    let k = pazpaz_core::key::generate_base64().or_raise();
+    let k = pazpaz_core::data_key::generate_base64().or_raise();
     // Written straight into the result datum; the Rust copies are wiped.
-    let mut out = VarlenaBuf::alloc(k.len());
-    out.data_mut().copy_from_slice(k.as_bytes());
-    Text::from(out)
+    Text::from(VarlenaBuf::copy_of(k.as_bytes()))
 }
 
 /// One row per loaded key version: whether it is the write version, and a
@@ -23,7 +21,7 @@ fn generate_encryption_key() -> Text {
 #[pg_extern(stable, strict, parallel_safe)]
 pub fn encryption_status(
 ) -> TableIterator<'static, (name!(version, String), name!(is_current, bool), name!(fingerprint, String))> {
-    let rows = match keys::keyring() {
+    let rows = match key_cache::keyring() {
         Ok(ring) => ring
             .entries()
             .iter()

@@ -6,7 +6,8 @@
 mod tests {
     use pgrx::prelude::*;
 
-    use crate::keys;
+    use crate::key_cache;
+    use crate::nonces;
 
     const K1: &str = "bMz1Y4AHud4S70SS7t8UyrpTbNpwEC5kGFbDbyOoiTE=";
     const K2: &str = "Z/TsZIiTccYEKunb7MB/oeQGL2uW5CyHQnwYj9xtvEU=";
@@ -22,25 +23,25 @@ mod tests {
     #[pg_test]
     fn keyring_is_parsed_once_and_dropped_on_every_change() {
         run(&format!("SET pazpaz.encryption_key = '{K1}'"));
-        assert!(!keys::is_cached(), "a SET must not leave a parsed key behind");
+        assert!(!key_cache::is_cached(), "a SET must not leave a parsed key behind");
         assert_eq!(text("SELECT decrypt_field(encrypt_field('x'))").as_deref(), Some("x"));
-        assert!(keys::is_cached(), "first use parses and caches");
-        let first = keys::keyring().map(|r| std::rc::Rc::as_ptr(&r) as usize).unwrap();
+        assert!(key_cache::is_cached(), "first use parses and caches");
+        let first = key_cache::keyring().map(|r| std::rc::Rc::as_ptr(&r) as usize).unwrap();
         text("SELECT decrypt_field(encrypt_field('y'))");
-        let again = keys::keyring().map(|r| std::rc::Rc::as_ptr(&r) as usize).unwrap();
+        let again = key_cache::keyring().map(|r| std::rc::Rc::as_ptr(&r) as usize).unwrap();
         assert_eq!(first, again, "no re-parse without a change");
 
         run(&format!("SET pazpaz.encryption_key = '{K2}'"));
-        assert!(!keys::is_cached(), "SET drops (and so zeroizes) the cached key");
+        assert!(!key_cache::is_cached(), "SET drops (and so zeroizes) the cached key");
         text("SELECT encrypt_field('x')::text");
-        assert!(keys::is_cached());
+        assert!(key_cache::is_cached());
         run("RESET pazpaz.encryption_key");
-        assert!(!keys::is_cached(), "RESET drops the cached key");
+        assert!(!key_cache::is_cached(), "RESET drops the cached key");
         run(&format!("SET pazpaz.encryption_keys = '{{\"v1\": \"{K1}\"}}'"));
         text("SELECT encrypt_field('x')::text");
-        assert!(keys::is_cached());
+        assert!(key_cache::is_cached());
         run("RESET ALL");
-        assert!(!keys::is_cached(), "RESET ALL (and so DISCARD ALL) drops the cached key");
+        assert!(!key_cache::is_cached(), "RESET ALL (and so DISCARD ALL) drops the cached key");
     }
 
     #[pg_test]
@@ -49,7 +50,7 @@ mod tests {
         // registration in _PG_init (postmaster, library preloaded) would
         // never run; the first key change in this backend registers it here.
         run(&format!("SET pazpaz.encryption_key = '{K1}'"));
-        assert!(keys::exit_wipe_registered());
+        assert!(key_cache::exit_wipe_registered());
     }
 
     #[pg_test]
@@ -86,13 +87,13 @@ mod tests {
         run(&format!("SELECT set_config('pazpaz.encryption_key', '{K2}', true)"));
         let fp2 = text("SELECT fingerprint FROM encryption_status()");
         assert_ne!(fp1, fp2);
-        assert!(keys::is_cached());
+        assert!(key_cache::is_cached());
     }
 
     #[pg_test]
     fn nonce_generator_is_tagged_with_this_backend() {
-        let a = keys::nonce().unwrap();
-        let b = keys::nonce().unwrap();
+        let a = nonces::next().unwrap();
+        let b = nonces::next().unwrap();
         assert_ne!(a, b);
     }
 
@@ -116,6 +117,88 @@ mod tests {
         }
     }
 
+    /// The container bytes (after the varlena header) PostgreSQL's jsonb
+    /// input builds for `text`.
+    fn jsonb_in(text: &str) -> Vec<u8> {
+        let c = std::ffi::CString::new(text).unwrap();
+        // SAFETY: jsonb_in on a NUL-terminated string returns a jsonb
+        // varlena datum (or raises); it is read and copied at once.
+        unsafe {
+            let d = pg_sys::OidInputFunctionCall(
+                pg_sys::Oid::from(pg_sys::F_JSONB_IN),
+                c.as_ptr().cast_mut(),
+                pg_sys::JSONBOID,
+                -1,
+            );
+            pgrx::varlena::varlena_to_byte_slice(d.cast_mut_ptr::<pg_sys::varlena>()).to_vec()
+        }
+    }
+
+    #[pg_test]
+    fn the_jsonb_reader_finds_members_in_containers_postgresql_built() {
+        use pazpaz_core::jsonb;
+        use pazpaz_core::versioned::Member;
+        use serde_json::{json, Map, Value};
+        // A deterministic generator (xorshift): objects with 0–90 extra
+        // members of every JSON kind (nested, numbers, booleans, nulls),
+        // keys of 1–14 characters so that "version" and "ciphertext" land
+        // anywhere in the sorted order and past the 32-entry offset stride.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let leaf = |r: u64, i: u64| match r {
+            0 => Value::Null,
+            1 => json!(i.is_multiple_of(2)),
+            2 => json!(i as f64 / 7.0),
+            3 => json!({"nested": [i, "x", {"version": "inner"}]}),
+            4 => json!([1, "ciphertext", null]),
+            _ => json!("s".repeat((i % 40) as usize)),
+        };
+        for case in 0..300u64 {
+            let mut m = Map::new();
+            for i in 0..next(91) {
+                let key: String = (0..1 + next(14)).map(|_| (b'a' + next(26) as u8) as char).collect();
+                let kind = next(6);
+                m.insert(key, leaf(kind, i));
+            }
+            for name in ["version", "ciphertext"] {
+                m.remove(name);
+                match next(4) {
+                    0 => {}
+                    1 => {
+                        let kind = next(5);
+                        m.insert(name.into(), leaf(kind, case));
+                    }
+                    _ => {
+                        m.insert(name.into(), json!(format!("{name}-{case}")));
+                    }
+                }
+            }
+            let v = Value::Object(m);
+            let bytes = jsonb_in(&v.to_string());
+            let (is_object, version, ciphertext) = jsonb::versioned_members(&bytes).unwrap();
+            assert!(is_object);
+            for (name, got) in [("version", version), ("ciphertext", ciphertext)] {
+                let want = v.get(name).map(|x| x.as_str().map(str::as_bytes));
+                let got = match got {
+                    Member::Missing => None,
+                    Member::NotString => Some(None),
+                    Member::Str(s) => Some(Some(s)),
+                };
+                assert_eq!(got, want, "case {case}: {name} in {v}");
+            }
+        }
+        // Not objects: arrays and scalars.
+        for text in ["[]", r#"["version", "v1"]"#, r#""version""#, "1", "null"] {
+            let (is_object, _, _) = jsonb::versioned_members(&jsonb_in(text)).unwrap();
+            assert!(!is_object, "{text}");
+        }
+    }
+
     #[pg_test]
     fn built_envelopes_are_byte_identical_to_jsonb_input() {
         use pazpaz_core::{jsonb, versioned};
@@ -123,22 +206,11 @@ mod tests {
         let cases = [("v1", 28usize), ("v2", 29), ("key-2026.1", 30), ("x", 128), (long_name.as_str(), 5000)];
         for (version, len) in cases {
             let sealed: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
-            let mut built = vec![0u8; jsonb::envelope_size(version, len)];
-            jsonb::write_envelope(&mut built, version, &sealed).unwrap();
+            let mut built = vec![0u8; jsonb::versioned_size(version, len)];
+            jsonb::write_versioned(&mut built, version, &sealed).unwrap();
             let text =
                 format!(r#"{{"version": "{version}", "ciphertext": "{}"}}"#, versioned::encode_ciphertext(&sealed));
-            let c = std::ffi::CString::new(text).unwrap();
-            // SAFETY: jsonb_in on a NUL-terminated string returns a jsonb
-            // varlena datum (or raises); it is read and copied at once.
-            let parsed = unsafe {
-                let d = pg_sys::OidInputFunctionCall(
-                    pg_sys::Oid::from(pg_sys::F_JSONB_IN),
-                    c.as_ptr().cast_mut(),
-                    pg_sys::JSONBOID,
-                    -1,
-                );
-                pgrx::varlena::varlena_to_byte_slice(d.cast_mut_ptr::<pg_sys::varlena>()).to_vec()
-            };
+            let parsed = jsonb_in(&text);
             assert_eq!(parsed, built, "version {version}, {len} bytes");
         }
     }

@@ -107,6 +107,13 @@ impl VarlenaBuf {
         VarlenaBuf(p)
     }
 
+    /// A new varlena holding a copy of `bytes`.
+    pub fn copy_of(bytes: &[u8]) -> VarlenaBuf {
+        let mut out = VarlenaBuf::alloc(bytes.len());
+        out.data_mut().copy_from_slice(bytes);
+        out
+    }
+
     /// The data bytes.
     pub fn data(&self) -> &[u8] {
         // SAFETY: made by `alloc`: an inline varlena with a 4-byte header,

@@ -13,7 +13,8 @@ use zeroize::Zeroizing;
 
 use crate::error::{raise, OrRaise};
 use crate::field_functions::open_with;
-use crate::keys;
+use crate::key_cache;
+use crate::nonces;
 use crate::varlena::{varlena_type, Text, VarlenaBuf};
 
 varlena_type!(
@@ -25,7 +26,7 @@ pgrx::impl_sql_translatable!(Jsonb, "jsonb");
 impl Jsonb {
     /// (is an object, "version", "ciphertext"), borrowed from the datum.
     fn members(&self) -> Result<(bool, Member<'_>, Member<'_>), Error> {
-        jsonb::envelope_members(self.0.as_bytes())
+        jsonb::versioned_members(self.0.as_bytes())
     }
 
     fn version(&self) -> Result<&str, Error> {
@@ -41,27 +42,23 @@ impl Jsonb {
     /// `{"version": version, "ciphertext": base64(sealed)}`, built in place in
     /// PostgreSQL's binary layout.
     fn build(version: &str, sealed: &[u8]) -> Jsonb {
-        let mut out = VarlenaBuf::alloc(jsonb::envelope_size(version, sealed.len()));
-        jsonb::write_envelope(out.data_mut(), version, sealed).or_raise();
+        let mut out = VarlenaBuf::alloc(jsonb::versioned_size(version, sealed.len()));
+        jsonb::write_versioned(out.data_mut(), version, sealed).or_raise();
         Jsonb::from(out)
     }
 }
 
 fn encrypt_to(version: Option<&str>, plaintext: &[u8], aad: &[u8]) -> Jsonb {
-    let ring = keys::keyring().or_raise();
-    let key = match version {
-        Some(v) => ring.get(v),
-        None => ring.current(),
-    }
-    .or_raise();
-    let nonce = keys::nonce().or_raise();
+    let ring = key_cache::keyring().or_raise();
+    let key = ring.target(version).or_raise();
+    let nonce = nonces::next().or_raise();
     let sealed = field::encrypt(key.cipher(), &nonce, plaintext, aad).or_raise();
     Jsonb::build(key.version(), &sealed)
 }
 
 fn decrypt(envelope: &Jsonb, aad: &[u8]) -> Text {
     let (version, sealed) = envelope.parts().or_raise();
-    let ring = keys::keyring().or_raise();
+    let ring = key_cache::keyring().or_raise();
     open_with(ring.get(version).or_raise().cipher(), &sealed, aad)
 }
 
@@ -77,11 +74,8 @@ fn authenticates(cipher: &Cipher, sealed: &[u8], aad: &[u8]) -> bool {
 }
 
 fn reencrypt(envelope: Jsonb, target: Option<&str>, aad: &[u8]) -> Jsonb {
-    let ring = keys::keyring().or_raise();
-    let target = match target {
-        Some(v) => ring.get(v).or_raise(),
-        None => ring.current().or_raise(),
-    };
+    let ring = key_cache::keyring().or_raise();
+    let target = ring.target(target).or_raise();
     let (version, sealed) = envelope.parts().or_raise();
     if version == target.version() {
         // Format 2 does not authenticate its "version" label, so an envelope
@@ -94,7 +88,7 @@ fn reencrypt(envelope: Jsonb, target: Option<&str>, aad: &[u8]) -> Jsonb {
     let from = ring.get(version).or_raise();
     // Decrypted and re-encrypted in this one buffer, wiped when dropped.
     let mut buf = Zeroizing::new(sealed);
-    let nonce = keys::nonce().or_raise();
+    let nonce = nonces::next().or_raise();
     field::reseal_in_place(from.cipher(), target.cipher(), &nonce, aad, aad, &mut buf).or_raise();
     Jsonb::build(target.version(), &buf)
 }
@@ -105,7 +99,7 @@ fn reencrypt(envelope: Jsonb, target: Option<&str>, aad: &[u8]) -> Jsonb {
 #[cold]
 fn reencrypt_mislabelled(ring: &Keyring, target: &KeyEntry, sealed: Vec<u8>, aad: &[u8]) -> Jsonb {
     let mut buf = Zeroizing::new(sealed);
-    let nonce = keys::nonce().or_raise();
+    let nonce = nonces::next().or_raise();
     for from in ring.entries().iter().filter(|e| e.version() != target.version()) {
         // On an authentication failure `buf` is left unchanged.
         match field::reseal_in_place(from.cipher(), target.cipher(), &nonce, aad, aad, &mut buf) {
@@ -122,7 +116,7 @@ fn reencrypt_mislabelled(ring: &Keyring, target: &KeyEntry, sealed: Vec<u8>, aad
 /// keyring is an error.
 fn verify(envelope: &Jsonb, aad: &[u8]) -> bool {
     let (version, sealed) = envelope.parts().or_raise();
-    let ring = keys::keyring().or_raise();
+    let ring = key_cache::keyring().or_raise();
     match ring.get(version) {
         Ok(key) => authenticates(key.cipher(), &sealed, aad),
         Err(Error::UnknownVersion { .. }) => false,

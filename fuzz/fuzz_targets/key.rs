@@ -6,7 +6,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use pazpaz_core::key::Key;
+use pazpaz_core::data_key::Key;
 use pazpaz_core::Error;
 
 fuzz_target!(|data: &[u8]| {

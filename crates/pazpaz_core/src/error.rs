@@ -60,9 +60,9 @@ pub enum Error {
     #[error("Ciphertext too short")]
     CiphertextTooShort,
     #[error("Invalid encrypted_text envelope: {0}")]
-    BadEnvelope(&'static str),
+    BadEncryptedText(&'static str),
     #[error("Invalid encrypted field envelope: {0}")]
-    BadJsonEnvelope(&'static str),
+    BadVersioned(&'static str),
     #[error("Decrypted value is not valid UTF-8 text")]
     NotUtf8,
     #[error("Value too long for type encrypted_text({max})")]
@@ -86,7 +86,7 @@ pub enum Error {
     /// A setting's value that is not UTF-8 (the check hook names the setting).
     #[error("not valid UTF-8")]
     SettingNotUtf8,
-    /// Envelope-mode text input that is not UTF-8 (22021, as PostgreSQL reports
+    /// Envelope-mode (`pazpaz.encrypted_text_io = envelope`) text input that is not UTF-8 (22021, as PostgreSQL reports
     /// an invalid byte sequence).
     #[error("Text form of an encrypted_text envelope is not valid UTF-8")]
     TextFormNotUtf8,
@@ -110,8 +110,8 @@ impl Error {
             MissingKey => ErrorClass::MissingKey,
             UnknownVersion { .. } => ErrorClass::UnknownVersion,
             DecryptionFailed => ErrorClass::AuthenticationFailed,
-            CiphertextTooShort | BadEnvelope(_) => ErrorClass::InvalidBinary,
-            BadJsonEnvelope(_) => ErrorClass::InvalidText,
+            CiphertextTooShort | BadEncryptedText(_) => ErrorClass::InvalidBinary,
+            BadVersioned(_) => ErrorClass::InvalidText,
             NotUtf8 | TextFormNotUtf8 => ErrorClass::InvalidCharacter,
             TooLong { .. } => ErrorClass::TooLong,
             TooLarge | TooLargeForText { .. } => ErrorClass::TooLarge,

@@ -29,7 +29,7 @@ const JENTRY_HAS_OFF: u32 = 0x8000_0000;
 const JENTRY_ISSTRING: u32 = 0x0000_0000;
 const JB_OFFSET_STRIDE: usize = 32;
 
-const CORRUPT: Error = Error::BadJsonEnvelope("corrupt jsonb value");
+const CORRUPT: Error = Error::BadVersioned("corrupt jsonb value");
 
 fn u32_at(b: &[u8], pos: usize) -> Result<u32> {
     let s = b.get(pos..pos + 4).ok_or(CORRUPT)?;
@@ -38,7 +38,7 @@ fn u32_at(b: &[u8], pos: usize) -> Result<u32> {
 
 /// The top-level members "version" and "ciphertext" of a jsonb container,
 /// and whether it is an object at all.
-pub fn envelope_members(container: &[u8]) -> Result<(bool, Member<'_>, Member<'_>)> {
+pub fn versioned_members(container: &[u8]) -> Result<(bool, Member<'_>, Member<'_>)> {
     let header = u32_at(container, 0)?;
     if header & JB_FOBJECT == 0 {
         return Ok((false, Member::Missing, Member::Missing));
@@ -98,17 +98,17 @@ pub fn envelope_members(container: &[u8]) -> Result<(bool, Member<'_>, Member<'_
 pub const MAX_CONTAINER: usize = JENTRY_OFFLENMASK as usize;
 
 /// Container size of `{"version": version, "ciphertext": base64(sealed)}`.
-pub fn envelope_size(version: &str, sealed_len: usize) -> usize {
+pub fn versioned_size(version: &str, sealed_len: usize) -> usize {
     4 + 4 * 4 + "version".len() + "ciphertext".len() + version.len() + base64_len(sealed_len)
 }
 
-/// `envelope_size`, or `TooLarge` when PostgreSQL could not represent the
+/// `versioned_size`, or `TooLarge` when PostgreSQL could not represent the
 /// container (see `MAX_CONTAINER`).
-pub fn checked_envelope_size(version: &str, sealed_len: usize) -> Result<usize> {
+pub fn checked_versioned_size(version: &str, sealed_len: usize) -> Result<usize> {
     let size = sealed_len
         .checked_add(2)
         .and_then(|n| (n / 3).checked_mul(4))
-        .and_then(|b64| b64.checked_add(envelope_size(version, 0)))
+        .and_then(|b64| b64.checked_add(versioned_size(version, 0)))
         .ok_or(Error::TooLarge)?;
     if size > MAX_CONTAINER {
         return Err(Error::TooLarge);
@@ -120,15 +120,15 @@ fn base64_len(n: usize) -> usize {
     n.div_ceil(3) * 4
 }
 
-/// Writes the container of an envelope into `out` (exactly `envelope_size`
+/// Writes the container of an envelope into `out` (exactly `versioned_size`
 /// bytes), byte for byte what PostgreSQL's own jsonb input would produce.
-pub fn write_envelope(out: &mut [u8], version: &str, sealed: &[u8]) -> Result<()> {
+pub fn write_versioned(out: &mut [u8], version: &str, sealed: &[u8]) -> Result<()> {
     let b64 = base64_len(sealed.len());
-    assert_eq!(out.len(), envelope_size(version, sealed.len()), "output buffer size");
+    assert_eq!(out.len(), versioned_size(version, sealed.len()), "output buffer size");
     // The whole container must fit, not only the base64 string: PostgreSQL's
     // jsonb input refuses anything larger, so such a value could not be
     // dumped and restored.
-    checked_envelope_size(version, sealed.len())?;
+    checked_versioned_size(version, sealed.len())?;
     // Keys sorted by length: "version" (7) before "ciphertext" (10).
     let lens = [7usize, 10, version.len(), b64];
     let mut put = |pos: usize, v: u32| out[pos..pos + 4].copy_from_slice(&v.to_ne_bytes());
@@ -161,9 +161,9 @@ mod tests {
     fn written_envelopes_read_back() {
         for sealed_len in [0usize, 1, 2, 3, 28, 100, 5000] {
             let sealed: Vec<u8> = (0..sealed_len).map(|i| i as u8).collect();
-            let mut out = vec![0u8; envelope_size("v2", sealed.len())];
-            write_envelope(&mut out, "v2", &sealed).unwrap();
-            let (obj, v, c) = envelope_members(&out).unwrap();
+            let mut out = vec![0u8; versioned_size("v2", sealed.len())];
+            write_versioned(&mut out, "v2", &sealed).unwrap();
+            let (obj, v, c) = versioned_members(&out).unwrap();
             assert!(obj);
             assert!(matches!(v, Member::Str(b"v2")));
             match c {
@@ -175,17 +175,17 @@ mod tests {
 
     #[test]
     fn corrupt_containers_are_errors() {
-        let mut out = vec![0u8; envelope_size("v1", 40)];
-        write_envelope(&mut out, "v1", &[7; 40]).unwrap();
+        let mut out = vec![0u8; versioned_size("v1", 40)];
+        write_versioned(&mut out, "v1", &[7; 40]).unwrap();
         for len in 0..out.len() {
             // Truncated: an error or, if the members still fit, a result; never a panic.
-            let _ = envelope_members(&out[..len]);
+            let _ = versioned_members(&out[..len]);
         }
         let mut bad = out.clone();
         bad[4..8].copy_from_slice(&(JENTRY_OFFLENMASK).to_ne_bytes());
-        assert!(envelope_members(&bad).is_err());
+        assert!(versioned_members(&bad).is_err());
         let mut bad = out.clone();
         bad[0..4].copy_from_slice(&(JB_FOBJECT | JB_CMASK).to_ne_bytes());
-        assert!(envelope_members(&bad).is_err());
+        assert!(versioned_members(&bad).is_err());
     }
 }

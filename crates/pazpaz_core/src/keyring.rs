@@ -7,8 +7,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use zeroize::Zeroizing;
 
+use crate::data_key::Key;
 use crate::error::{Error, Result};
-use crate::key::Key;
 
 /// Version used for `pazpaz.encryption_key` (single-key mode).
 pub const SINGLE_KEY_VERSION: &str = "v1";
@@ -123,6 +123,14 @@ impl Keyring {
         match self.current {
             Some(i) => Ok(&self.entries[i]),
             None => Err(Error::NoCurrentVersion { loaded: self.loaded_versions() }),
+        }
+    }
+
+    /// The key to write under: the named version, or the current one.
+    pub fn target(&self, version: Option<&str>) -> Result<&KeyEntry> {
+        match version {
+            Some(v) => self.get(v),
+            None => self.current(),
         }
     }
 

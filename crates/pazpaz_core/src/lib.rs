@@ -1,5 +1,8 @@
-//! Pure core of `pazpaz_crypto`: AES-256-GCM field formats, the `encrypted_text`
-//! envelope, key and keyring parsing, and the nonce generator.
+//! Pure core of `pazpaz_crypto`: the three byte formats (`field`: format 1;
+//! `versioned` and its binary jsonb layout `jsonb`: format 2;
+//! `encrypted_text`: format 3, the type's stored value and its text form),
+//! data key and keyring parsing, the nonce generator and the log filter's
+//! text rules.
 //!
 //! Nothing here knows about PostgreSQL, so every rule can be tested with plain
 //! `cargo test` and fuzzed. The pgrx glue in the extension crate only moves bytes
@@ -18,11 +21,11 @@
 //! ```
 #![deny(unsafe_code)]
 
-pub mod envelope;
+pub mod data_key;
+pub mod encrypted_text;
 pub mod error;
 pub mod field;
 pub mod jsonb;
-pub mod key;
 pub mod keyring;
 pub mod nonce;
 pub mod redact;

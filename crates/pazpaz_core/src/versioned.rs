@@ -6,6 +6,7 @@ use crate::field::OVERHEAD;
 
 /// Builds the envelope's JSON text. `version` is a validated version name, so
 /// it needs no escaping beyond what serde_json does anyway.
+#[cfg(any(test, feature = "test-support"))]
 pub fn to_json(version: &str, sealed: &[u8]) -> serde_json::Value {
     serde_json::json!({ "version": version, "ciphertext": encode_ciphertext(sealed) })
 }
@@ -22,8 +23,8 @@ pub enum Member<'a> {
 fn member_str<'a>(m: Member<'a>, missing: &'static str, not_string: &'static str) -> Result<&'a [u8]> {
     match m {
         Member::Str(s) => Ok(s),
-        Member::Missing => Err(Error::BadJsonEnvelope(missing)),
-        Member::NotString => Err(Error::BadJsonEnvelope(not_string)),
+        Member::Missing => Err(Error::BadVersioned(missing)),
+        Member::NotString => Err(Error::BadVersioned(not_string)),
     }
 }
 
@@ -31,10 +32,10 @@ fn member_str<'a>(m: Member<'a>, missing: &'static str, not_string: &'static str
 /// odd version is reported when a key is looked up).
 pub fn version_from(is_object: bool, version: Member<'_>) -> Result<&str> {
     if !is_object {
-        return Err(Error::BadJsonEnvelope("not a JSON object"));
+        return Err(Error::BadVersioned("not a JSON object"));
     }
     let v = member_str(version, "missing \"version\"", "\"version\" is not a string")?;
-    std::str::from_utf8(v).map_err(|_| Error::BadJsonEnvelope("\"version\" is not valid UTF-8"))
+    std::str::from_utf8(v).map_err(|_| Error::BadVersioned("\"version\" is not valid UTF-8"))
 }
 
 /// Reads `(version, format-1 bytes)` from an envelope's members. Other members
@@ -44,13 +45,14 @@ pub fn parts_from<'a>(is_object: bool, version: Member<'a>, ciphertext: Member<'
     let ct = member_str(ciphertext, "missing \"ciphertext\"", "\"ciphertext\" is not a string")?;
     let bytes = base64_simd::STANDARD
         .decode_to_vec(ct)
-        .map_err(|_| Error::BadJsonEnvelope("\"ciphertext\" is not valid base64"))?;
+        .map_err(|_| Error::BadVersioned("\"ciphertext\" is not valid base64"))?;
     if bytes.len() < OVERHEAD {
         return Err(Error::CiphertextTooShort);
     }
     Ok((version, bytes))
 }
 
+#[cfg(any(test, feature = "test-support"))]
 fn member<'a>(v: &'a serde_json::Value, name: &str) -> Member<'a> {
     match v.get(name) {
         None => Member::Missing,
@@ -60,16 +62,19 @@ fn member<'a>(v: &'a serde_json::Value, name: &str) -> Member<'a> {
 }
 
 /// `parts_from` for a serde_json value.
+#[cfg(any(test, feature = "test-support"))]
 pub fn from_json(v: &serde_json::Value) -> Result<(&str, Vec<u8>)> {
     parts_from(v.is_object(), member(v, "version"), member(v, "ciphertext"))
 }
 
 /// `version_from` for a serde_json value.
+#[cfg(any(test, feature = "test-support"))]
 pub fn version_of(v: &serde_json::Value) -> Result<&str> {
     version_from(v.is_object(), member(v, "version"))
 }
 
 /// Standard base64 of format 1, for the envelope's "ciphertext".
+#[cfg(any(test, feature = "test-support"))]
 pub fn encode_ciphertext(sealed: &[u8]) -> String {
     base64_simd::STANDARD.encode_to_string(sealed)
 }

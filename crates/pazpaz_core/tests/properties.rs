@@ -18,9 +18,9 @@ use base64::Engine as _;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use pazpaz_core::envelope::{self, Envelope};
+use pazpaz_core::data_key::Key;
+use pazpaz_core::encrypted_text::{self, Stored};
 use pazpaz_core::error::ErrorClass;
-use pazpaz_core::key::Key;
 use pazpaz_core::keyring::Keyring;
 use pazpaz_core::versioned::{self, Member};
 use pazpaz_core::{field, Error};
@@ -334,7 +334,7 @@ fn keyring_holds_at_most_256_keys() {
 
 // ---- format 2: the jsonb envelope ----------------------------------------------
 
-/// Envelope-shaped objects: `version` and `ciphertext` present or not, of
+/// Versioned-envelope-shaped objects: `version` and `ciphertext` present or not, of
 /// the right type or not, ciphertext of any length, plus extra members.
 fn envelope_like_json() -> impl Strategy<Value = Value> {
     let version = prop::option::of(prop_oneof![3 => valid_version().prop_map(Value::String), 1 => arb_json()]);
@@ -504,7 +504,7 @@ proptest! {
 
 // ---- format 3: the encrypted_text envelope ----------------------------------------
 
-/// Bytes that get past the first checks of `Envelope::parse` often: format
+/// Bytes that get past the first checks of `Stored::parse` often: format
 /// byte usually 1, a length byte, a name of that length (valid or not), and a
 /// body of any length.
 fn envelope_like_bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -546,7 +546,7 @@ proptest! {
             && bytes[0] == 1
             && bytes.len() >= 2 + bytes[1] as usize + field::OVERHEAD
             && std::str::from_utf8(&bytes[2..2 + bytes[1] as usize]).is_ok_and(is_valid_version);
-        match Envelope::parse(&bytes) {
+        match Stored::parse(&bytes) {
             Ok(e) => {
                 prop_assert!(want_ok);
                 let l = bytes[1] as usize;
@@ -566,7 +566,7 @@ proptest! {
     /// for their version.
     #[test]
     fn envelope_open_rejects_arbitrary_bytes(bytes in envelope_like_bytes(), key in any::<[u8; 32]>()) {
-        if let Ok(e) = Envelope::parse(&bytes) {
+        if let Ok(e) = Stored::parse(&bytes) {
             prop_assert_eq!(e.open(&cipher(&key)).err(), Some(Error::DecryptionFailed));
         }
     }
@@ -577,16 +577,16 @@ proptest! {
     fn envelope_text_form_arbitrary(text in prop_oneof![
         ".*",
         ".*".prop_map(|s| format!("pazpaz:{s}")),
-        prop::collection::vec(any::<u8>(), 0..90).prop_map(|b| envelope::to_text(&b)),
-        envelope_like_bytes().prop_map(|b| envelope::to_text(&b)),
+        prop::collection::vec(any::<u8>(), 0..90).prop_map(|b| encrypted_text::to_text(&b)),
+        envelope_like_bytes().prop_map(|b| encrypted_text::to_text(&b)),
     ]) {
-        let from = envelope::from_text(&text);
-        let parsed = envelope::parse_text(&text);
+        let from = encrypted_text::from_text(&text);
+        let parsed = encrypted_text::parse_text(&text);
         prop_assert_eq!(&from, &parsed.clone().ok());
         let want = text
             .strip_prefix("pazpaz:")
             .and_then(|b64| STANDARD.decode(b64).ok())
-            .filter(|b| Envelope::parse(b).is_ok());
+            .filter(|b| Stored::parse(b).is_ok());
         prop_assert_eq!(&from, &want);
         if let Err(e) = parsed {
             prop_assert_eq!(e.class(), ErrorClass::InvalidBinary);
@@ -598,15 +598,15 @@ proptest! {
     #[test]
     fn envelope_round_trip(key in any::<[u8; 32]>(), nonce in any::<[u8; 12]>(), version in valid_version(), plaintext in prop::collection::vec(any::<u8>(), 0..300)) {
         let c = cipher(&key);
-        let sealed = envelope::seal(&c, &version, &nonce, &plaintext).unwrap();
-        prop_assert_eq!(sealed.len(), envelope::sealed_len(&version, plaintext.len()).unwrap());
-        let e = Envelope::parse(&sealed).unwrap();
+        let sealed = encrypted_text::seal(&c, &version, &nonce, &plaintext).unwrap();
+        prop_assert_eq!(sealed.len(), encrypted_text::sealed_len(&version, plaintext.len()).unwrap());
+        let e = Stored::parse(&sealed).unwrap();
         prop_assert_eq!(e.version, version.as_str());
         prop_assert_eq!(e.plaintext_len(), plaintext.len());
         prop_assert_eq!(e.open(&c).unwrap(), plaintext.clone());
-        let text = envelope::to_text(&sealed);
-        prop_assert_eq!(envelope::from_text(&text), Some(sealed.clone()));
-        prop_assert_eq!(envelope::parse_text(&text).unwrap(), sealed);
+        let text = encrypted_text::to_text(&sealed);
+        prop_assert_eq!(encrypted_text::from_text(&text), Some(sealed.clone()));
+        prop_assert_eq!(encrypted_text::parse_text(&text).unwrap(), sealed);
     }
 
     /// Any single-bit change anywhere in an envelope (format byte, length,
@@ -620,16 +620,16 @@ proptest! {
         plaintext in prop::collection::vec(any::<u8>(), 0..64),
         bit in any::<prop::sample::Index>(),
     ) {
-        let sealed = envelope::seal(&cipher(&key), &version, &nonce, &plaintext).unwrap();
+        let sealed = encrypted_text::seal(&cipher(&key), &version, &nonce, &plaintext).unwrap();
         let mut bad = sealed.clone();
         let i = bit.index(bad.len() * 8);
         bad[i / 8] ^= 1 << (i % 8);
         // Whatever version the altered envelope claims (a flip in the name or
         // in its length byte), the ring holds the same key under that name.
-        let renamed = Envelope::parse(&bad).ok().map(|e| e.version.to_string());
+        let renamed = Stored::parse(&bad).ok().map(|e| e.version.to_string());
         let ring = ring_with_same_key(&version, renamed.as_deref(), &key);
         let open = |b: &[u8]| -> Result<Vec<u8>, Error> {
-            let e = Envelope::parse(b)?;
+            let e = Stored::parse(b)?;
             e.open(ring.get(e.version)?.cipher())
         };
         prop_assert_eq!(open(&sealed).unwrap(), plaintext);

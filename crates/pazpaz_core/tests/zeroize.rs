@@ -3,7 +3,7 @@
 
 use std::mem::{size_of, MaybeUninit};
 
-use pazpaz_core::key::Key;
+use pazpaz_core::data_key::Key;
 use pazpaz_core::Cipher;
 
 #[test]

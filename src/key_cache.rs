@@ -1,4 +1,5 @@
-//! Per-backend state: the parsed keyring and the nonce generator.
+//! The per-backend key cache: the session's keyring, parsed once per change
+//! of a key setting, and the exit wipe.
 //!
 //! Where key bytes live (review note):
 //! 1. PostgreSQL's copy of the setting strings (GUC memory, also on the GUC
@@ -15,7 +16,6 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use pazpaz_core::keyring::Keyring;
-use pazpaz_core::nonce::{NonceRng, NONCE_LEN};
 use pazpaz_core::Error;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -26,7 +26,6 @@ use crate::log_secrets;
 
 /// `None` until first use after a change of a key setting.
 static KEYRING: LocalCell<Option<Result<Rc<Keyring>, Error>>> = BackendLocal::new(RefCell::new(None));
-static NONCES: LocalCell<NonceRng> = BackendLocal::new(RefCell::new(NonceRng::new()));
 
 /// The process that registered the exit wipe. `_PG_init` runs in the
 /// postmaster when the library is preloaded, and every child forgets the
@@ -103,15 +102,6 @@ pub fn keyring() -> Result<Rc<Keyring>, Error> {
 #[cfg_attr(not(any(test, feature = "pg_test")), allow(dead_code))]
 pub fn is_cached() -> bool {
     KEYRING.borrow().is_some()
-}
-
-/// A fresh nonce. `MyProcPid` differs in every process forked from the
-/// postmaster, so a generator state inherited across a fork is never used
-/// (see `pazpaz_core::nonce`).
-pub fn nonce() -> Result<[u8; NONCE_LEN], Error> {
-    // SAFETY: reads this process's id, set at process start.
-    let pid = unsafe { pg_sys::MyProcPid } as u32;
-    NONCES.borrow_mut().nonce(pid)
 }
 
 #[pg_guard]

@@ -31,7 +31,7 @@ pub const TEXT_PREFIX: &str = "pazpaz:";
 
 /// A parsed envelope: borrowed pieces of the stored bytes.
 #[derive(Debug, Clone, Copy)]
-pub struct Envelope<'a> {
+pub struct Stored<'a> {
     pub version: &'a str,
     /// Bytes 0..2+L, the associated data.
     pub header: &'a [u8],
@@ -39,23 +39,23 @@ pub struct Envelope<'a> {
     pub sealed: &'a [u8],
 }
 
-impl<'a> Envelope<'a> {
+impl<'a> Stored<'a> {
     /// Structural checks only (no key): format byte, version, minimum length.
-    pub fn parse(bytes: &'a [u8]) -> Result<Envelope<'a>> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Stored<'a>> {
         if bytes.len() < 2 {
             return Err(Error::CiphertextTooShort);
         }
         if bytes[0] != FORMAT {
-            return Err(Error::BadEnvelope("unknown format byte"));
+            return Err(Error::BadEncryptedText("unknown format byte"));
         }
         let l = bytes[1] as usize;
         if bytes.len() < 2 + l + OVERHEAD {
             return Err(Error::CiphertextTooShort);
         }
         let version =
-            std::str::from_utf8(&bytes[2..2 + l]).map_err(|_| Error::BadEnvelope("invalid key version name"))?;
-        validate_version(version).map_err(|_| Error::BadEnvelope("invalid key version name"))?;
-        Ok(Envelope { version, header: &bytes[..2 + l], sealed: &bytes[2 + l..] })
+            std::str::from_utf8(&bytes[2..2 + l]).map_err(|_| Error::BadEncryptedText("invalid key version name"))?;
+        validate_version(version).map_err(|_| Error::BadEncryptedText("invalid key version name"))?;
+        Ok(Stored { version, header: &bytes[..2 + l], sealed: &bytes[2 + l..] })
     }
 
     /// Plaintext length in bytes, known without a key.
@@ -67,6 +67,7 @@ impl<'a> Envelope<'a> {
         field::decrypt_into(cipher, self.sealed, self.header, out)
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     pub fn open(&self, cipher: &Aes256Gcm) -> Result<Vec<u8>> {
         field::decrypt(cipher, self.sealed, self.header)
     }
@@ -104,6 +105,7 @@ pub fn seal_into(
     field::encrypt_into(cipher, nonce, plaintext, header, rest)
 }
 
+#[cfg(any(test, feature = "test-support"))]
 pub fn seal(cipher: &Aes256Gcm, version: &str, nonce: &[u8; NONCE_LEN], plaintext: &[u8]) -> Result<Vec<u8>> {
     let mut out = vec![0u8; sealed_len(version, plaintext.len())?];
     seal_into(cipher, version, nonce, plaintext, &mut out)?;
@@ -116,7 +118,7 @@ pub fn seal(cipher: &Aes256Gcm, version: &str, nonce: &[u8; NONCE_LEN], plaintex
 /// only in `out`'s body between decryption and re-encryption; on an
 /// authentication failure `out` holds ciphertext only.
 pub fn reseal_into(
-    env: &Envelope<'_>,
+    env: &Stored<'_>,
     from: &Aes256Gcm,
     to: &Aes256Gcm,
     version: &str,
@@ -160,6 +162,7 @@ pub fn write_text(bytes: &[u8], out: &mut [u8]) -> Result<()> {
 
 /// The text form as a `String`, for callers outside PostgreSQL (no size
 /// limit; the extension uses `text_len` and `write_text`).
+#[cfg(any(test, feature = "test-support"))]
 pub fn to_text(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(TEXT_PREFIX.len() + bytes.len().div_ceil(3) * 4);
     s.push_str(TEXT_PREFIX);
@@ -172,14 +175,14 @@ pub fn to_text(bytes: &[u8]) -> String {
 pub fn from_text(text: &str) -> Option<Vec<u8>> {
     let b64 = text.strip_prefix(TEXT_PREFIX)?;
     let bytes = STANDARD.decode(b64).ok()?;
-    Envelope::parse(&bytes).ok()?;
+    Stored::parse(&bytes).ok()?;
     Some(bytes)
 }
 
 /// Like `from_text`, but says why a value in envelope mode is not an envelope.
 pub fn parse_text(text: &str) -> Result<Vec<u8>> {
-    let b64 = text.strip_prefix(TEXT_PREFIX).ok_or(Error::BadEnvelope("text form must start with \"pazpaz:\""))?;
-    let bytes = STANDARD.decode(b64).map_err(|_| Error::BadEnvelope("text form is not valid base64"))?;
-    Envelope::parse(&bytes)?;
+    let b64 = text.strip_prefix(TEXT_PREFIX).ok_or(Error::BadEncryptedText("text form must start with \"pazpaz:\""))?;
+    let bytes = STANDARD.decode(b64).map_err(|_| Error::BadEncryptedText("text form is not valid base64"))?;
+    Stored::parse(&bytes)?;
     Ok(bytes)
 }

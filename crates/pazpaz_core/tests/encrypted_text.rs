@@ -1,7 +1,7 @@
 //! The `encrypted_text` envelope (format 3): layout, header authentication,
 //! text form.
 
-use pazpaz_core::envelope::{self, Envelope};
+use pazpaz_core::encrypted_text::{self, Stored};
 use pazpaz_core::keyring::Keyring;
 use pazpaz_core::{field, Error};
 
@@ -17,13 +17,13 @@ fn layout_is_as_documented() {
     let r = ring();
     let k = r.get("v2").unwrap();
     let nonce = [7u8; 12];
-    let e = envelope::seal(k.cipher(), "v2", &nonce, b"abc").unwrap();
+    let e = encrypted_text::seal(k.cipher(), "v2", &nonce, b"abc").unwrap();
     assert_eq!(e.len(), 2 + 2 + 12 + 3 + 16);
     assert_eq!(&e[..4], &[1, 2, b'v', b'2']);
     assert_eq!(&e[4..16], &nonce);
     // The body is format 1 with the header as associated data.
     assert_eq!(field::decrypt(k.cipher(), &e[4..], &e[..4]).unwrap(), b"abc");
-    let p = Envelope::parse(&e).unwrap();
+    let p = Stored::parse(&e).unwrap();
     assert_eq!(p.version, "v2");
     assert_eq!(p.plaintext_len(), 3);
     assert_eq!(p.open(k.cipher()).unwrap(), b"abc");
@@ -32,12 +32,12 @@ fn layout_is_as_documented() {
 #[test]
 fn header_changes_are_detected() {
     let r = ring();
-    let e = envelope::seal(r.get("v1").unwrap().cipher(), "v1", &[1; 12], b"secret").unwrap();
+    let e = encrypted_text::seal(r.get("v1").unwrap().cipher(), "v1", &[1; 12], b"secret").unwrap();
     // Rename v1 -> v2 in the header: parses, but the v2 key (or the v1 key with
     // the altered header) must fail authentication.
     let mut renamed = e.clone();
     renamed[3] = b'2';
-    let p = Envelope::parse(&renamed).unwrap();
+    let p = Stored::parse(&renamed).unwrap();
     assert_eq!(p.version, "v2");
     assert_eq!(p.open(r.get("v2").unwrap().cipher()).err(), Some(Error::DecryptionFailed));
     assert_eq!(field::decrypt(r.get("v1").unwrap().cipher(), p.sealed, p.header).err(), Some(Error::DecryptionFailed));
@@ -45,7 +45,7 @@ fn header_changes_are_detected() {
     for pos in 0..e.len() {
         let mut bad = e.clone();
         bad[pos] ^= 0x04;
-        let ok = Envelope::parse(&bad)
+        let ok = Stored::parse(&bad)
             .and_then(|p| r.get(p.version).map_err(|_| Error::DecryptionFailed).and_then(|k| p.open(k.cipher())));
         assert!(ok.is_err(), "pos {pos}");
     }
@@ -54,43 +54,43 @@ fn header_changes_are_detected() {
 #[test]
 fn malformed_envelopes() {
     let r = ring();
-    let e = envelope::seal(r.get("v1").unwrap().cipher(), "v1", &[1; 12], b"").unwrap();
+    let e = encrypted_text::seal(r.get("v1").unwrap().cipher(), "v1", &[1; 12], b"").unwrap();
     for len in 0..e.len() {
-        assert_eq!(Envelope::parse(&e[..len]).err(), Some(Error::CiphertextTooShort), "len {len}");
+        assert_eq!(Stored::parse(&e[..len]).err(), Some(Error::CiphertextTooShort), "len {len}");
     }
     let mut bad = e.clone();
     bad[0] = 2;
-    assert!(matches!(Envelope::parse(&bad), Err(Error::BadEnvelope(_))));
+    assert!(matches!(Stored::parse(&bad), Err(Error::BadEncryptedText(_))));
     let mut bad = e.clone();
     bad[2] = b' ';
-    assert!(matches!(Envelope::parse(&bad), Err(Error::BadEnvelope(_))));
+    assert!(matches!(Stored::parse(&bad), Err(Error::BadEncryptedText(_))));
     let mut bad = e.clone();
     bad[1] = 0;
-    assert!(Envelope::parse(&bad).is_err());
+    assert!(Stored::parse(&bad).is_err());
 }
 
 #[test]
 fn text_form_round_trips() {
     let r = ring();
-    let e = envelope::seal(r.get("v1").unwrap().cipher(), "v1", &[3; 12], "ünï".as_bytes()).unwrap();
-    let t = envelope::to_text(&e);
+    let e = encrypted_text::seal(r.get("v1").unwrap().cipher(), "v1", &[3; 12], "ünï".as_bytes()).unwrap();
+    let t = encrypted_text::to_text(&e);
     assert!(t.starts_with("pazpaz:"));
-    assert_eq!(envelope::from_text(&t), Some(e.clone()));
-    assert_eq!(envelope::parse_text(&t).unwrap(), e);
-    assert_eq!(envelope::from_text("pazpaz:not an envelope"), None);
-    assert_eq!(envelope::from_text("hello"), None);
-    assert!(envelope::parse_text("hello").is_err());
+    assert_eq!(encrypted_text::from_text(&t), Some(e.clone()));
+    assert_eq!(encrypted_text::parse_text(&t).unwrap(), e);
+    assert_eq!(encrypted_text::from_text("pazpaz:not an envelope"), None);
+    assert_eq!(encrypted_text::from_text("hello"), None);
+    assert!(encrypted_text::parse_text("hello").is_err());
 }
 
 #[test]
 fn reseal_moves_a_value_to_another_key_and_version() {
     let r = ring();
     let (k1, k2) = (r.get("v1").unwrap(), r.get("v2").unwrap());
-    let old = envelope::seal(k1.cipher(), "v1", &[5; 12], "Zoë".as_bytes()).unwrap();
-    let env = Envelope::parse(&old).unwrap();
-    let mut out = vec![0u8; envelope::sealed_len("v2", env.plaintext_len()).unwrap()];
-    envelope::reseal_into(&env, k1.cipher(), k2.cipher(), "v2", &[6; 12], &mut out).unwrap();
-    let new = Envelope::parse(&out).unwrap();
+    let old = encrypted_text::seal(k1.cipher(), "v1", &[5; 12], "Zoë".as_bytes()).unwrap();
+    let env = Stored::parse(&old).unwrap();
+    let mut out = vec![0u8; encrypted_text::sealed_len("v2", env.plaintext_len()).unwrap()];
+    encrypted_text::reseal_into(&env, k1.cipher(), k2.cipher(), "v2", &[6; 12], &mut out).unwrap();
+    let new = Stored::parse(&out).unwrap();
     assert_eq!(new.version, "v2");
     assert_eq!(&out[4..16], &[6; 12]);
     assert_eq!(new.open(k2.cipher()).unwrap(), "Zoë".as_bytes());
@@ -98,10 +98,10 @@ fn reseal_moves_a_value_to_another_key_and_version() {
     let mut bad = old.clone();
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    let env = Envelope::parse(&bad).unwrap();
-    let mut out = vec![0u8; envelope::sealed_len("v2", env.plaintext_len()).unwrap()];
+    let env = Stored::parse(&bad).unwrap();
+    let mut out = vec![0u8; encrypted_text::sealed_len("v2", env.plaintext_len()).unwrap()];
     assert_eq!(
-        envelope::reseal_into(&env, k1.cipher(), k2.cipher(), "v2", &[6; 12], &mut out),
+        encrypted_text::reseal_into(&env, k1.cipher(), k2.cipher(), "v2", &[6; 12], &mut out),
         Err(Error::DecryptionFailed)
     );
     assert!(!out.windows(4).any(|w| w == "Zoë".as_bytes()));

@@ -9,12 +9,12 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use pazpaz_core::envelope::{self, Envelope};
+use pazpaz_core::encrypted_text::{self, Stored};
 use pazpaz_core::error::ErrorClass;
 use pazpaz_core::{field, Error};
 
 fuzz_target!(|data: &[u8]| {
-    match Envelope::parse(data) {
+    match Stored::parse(data) {
         Ok(e) => {
             let l = data[1] as usize;
             assert_eq!(data[0], 1);
@@ -26,12 +26,12 @@ fuzz_target!(|data: &[u8]| {
             match e.open(&cipher) {
                 Ok(plain) => {
                     let nonce: [u8; 12] = e.sealed[..12].try_into().unwrap();
-                    let again = envelope::seal(&cipher, e.version, &nonce, &plain).unwrap();
+                    let again = encrypted_text::seal(&cipher, e.version, &nonce, &plain).unwrap();
                     assert_eq!(again, data, "accepted a forged envelope");
                 }
                 Err(err) => assert_eq!(err, Error::DecryptionFailed),
             }
-            assert_eq!(envelope::from_text(&envelope::to_text(data)).as_deref(), Some(data));
+            assert_eq!(encrypted_text::from_text(&encrypted_text::to_text(data)).as_deref(), Some(data));
         }
         Err(err) => assert_eq!(err.class(), ErrorClass::InvalidBinary),
     }
