@@ -33,6 +33,7 @@ case $PG_MAJOR in
         return 2 2>/dev/null || exit 2
         ;;
 esac
+PG_SERVER_BIN=$PGBIN    # PGBIN itself may point to an overlay (use_package_overlay)
 # The cargo target directory of builds for PG_MAJOR: builds made inside a
 # chroot (another C library) have their own under the repository (which the
 # chroot sees); builds on the host use the usual one.
@@ -80,8 +81,18 @@ pg_owner() {
     echo "$_PG_OWNER"
 }
 
+# Fails, saying how to set it up, when PG_MAJOR's server is not installed.
+pg_require() {
+    if [ ! -x "$(pg_host_path "$PG_SERVER_BIN")/initdb" ]; then
+        echo "PostgreSQL $PG_MAJOR is not set up on this machine: bash scripts/setup.sh with PG_MAJOR=$PG_MAJOR" \
+             "(or bash scripts/provision.sh $PG_MAJOR) sets it up" >&2
+        return 1
+    fi
+}
+
 pg_start() {
     local name=$1 port=$2; shift 2
+    pg_require || return 1
     local dir; dir=$(pg_dir "$name")
     pg_stop "$name" 2>/dev/null || true
     rm -rf "$dir"
@@ -121,6 +132,7 @@ pg_stop() {
 # keep running.
 install_extension() {
     local mode=${1:---release} out args=()
+    pg_require || return 1
     # A package tree per version, emptied first: only this build's files are
     # installed.
     out="$PG_TARGET_DIR/package-${mode#--}"

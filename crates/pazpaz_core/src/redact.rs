@@ -310,12 +310,13 @@ pub fn redact_audit_parameters(message: &[u8]) -> Option<Vec<u8>> {
     Some([&message[..7 + fields[7].1], b",", PARAMS_MARK].concat())
 }
 
-/// Bind parameters in a detail or context (`parameters: $1 = '…'`,
-/// `unnamed portal with parameters: …`, PL/pgSQL's `print_strict_params`
-/// `parameters: v = '…'`): everything from the first one on is replaced,
-/// since a parameter value may itself span lines.
+/// Bind parameters in a detail or context (`parameters: $1 = '…'`, from
+/// PostgreSQL 17 on `Parameters: $1 = '…'`, `unnamed portal with parameters:
+/// …`, PL/pgSQL's `print_strict_params` `parameters: v = '…'`): everything
+/// from the first one on is replaced, since a parameter value may itself span
+/// lines.
 pub fn redact_parameters(text: &[u8]) -> Option<Vec<u8>> {
-    let pos = find(text, b"parameters: ")?;
+    let pos = [find(text, b"parameters: "), find(text, b"Parameters: ")].into_iter().flatten().min()?;
     Some([&text[..pos + b"parameters: ".len()], PARAMS_MARK].concat())
 }
 
@@ -575,6 +576,10 @@ mod tests {
         assert_eq!(
             s(redact_parameters(b"parameters: $1 = 'PHI\nmore'")),
             "parameters: [parameters redacted by pazpaz_crypto]"
+        );
+        assert_eq!(
+            s(redact_parameters(b"Parameters: $1 = 'PHI', $2 = 'parameters: x'")),
+            "Parameters: [parameters redacted by pazpaz_crypto]"
         );
         assert_eq!(
             s(redact_parameters(b"SQL function \"f\"\nunnamed portal with parameters: $1 = 'x'")),
