@@ -50,7 +50,7 @@ mod tests;
 /// (src/cpu_check.c), because the Rust code, pgrx's guard included, is
 /// compiled for the build's CPU and may use instructions this one lacks.
 /// (PostgreSQL calls pgrx's `Pg_magic_func` before this: plain code.)
-/// tests/integration/cpu_features.sh disassembles all three. The check raises
+/// tests/python/test_cpu_check.py disassembles all three. The check raises
 /// its ERROR with a longjmp over this frame only, which holds nothing to drop.
 #[no_mangle]
 pub extern "C" fn _PG_init() {
