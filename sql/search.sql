@@ -1,6 +1,6 @@
 -- Search indexes on encrypted columns, added and dropped in one statement:
 --
---   CALL add_blind_index('clients', 'email', normalize => 'lower');   -- exact match: email_bidx bytea, B-tree
+--   CALL add_blind_index('clients', 'email', normalization => 'lower');   -- exact match: email_bidx bytea, B-tree
 --   CALL add_match_index('clients', 'last_name');                      -- substring:   last_name_tokens int4[], GIN
 --   SELECT … WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'jane@example.com');
 --   SELECT … WHERE last_name_tokens @> blind_search_tokens_for('clients', 'last_name_tokens', 'ohn')
@@ -31,11 +31,12 @@ CREATE PROCEDURE search_index_add(
     kind text,
     tbl regclass,
     col name,
-    normalize text,
+    normalization text,
     bits integer,
     batch_size integer,
     context text,
-    token_column name
+    token_column name,
+    index_key text
 )
 LANGUAGE plpgsql
 AS $proc$
@@ -74,8 +75,8 @@ BEGIN
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
     END IF;
-    IF normalize IS NULL OR bits IS NULL THEN
-        RAISE EXCEPTION 'normalize and bits must not be NULL' USING ERRCODE = '22023';
+    IF normalization IS NULL OR bits IS NULL OR index_key IS NULL THEN
+        RAISE EXCEPTION 'normalization, bits and index_key must not be NULL' USING ERRCODE = '22023';
     END IF;
     SELECT a.atttypid INTO typid
       FROM pg_catalog.pg_attribute a
@@ -110,7 +111,7 @@ BEGIN
     END IF;
     -- Parameters and the index key (its fingerprint names it in the
     -- definition), before anything changes.
-    fp := @extschema@.search_index_check(kind, normalize, bits);
+    fp := @extschema@.search_index_check(kind, normalization, bits, index_key);
     IF NOT EXISTS (SELECT FROM @extschema@.encryption_status()) THEN
         RAISE EXCEPTION 'No encryption key is set: set pazpaz.encryption_key (or pazpaz.encryption_keys and pazpaz.encryption_key_version) for this session'
             USING ERRCODE = '55000', DETAIL = pg_catalog.format('%s decrypts %s to index it.', caller, col);
@@ -138,7 +139,7 @@ BEGIN
         RAISE EXCEPTION '% would name its trigger % and its index %, longer than 63 bytes', caller, trig, idx
             USING ERRCODE = '42622', HINT = 'Pass a shorter token_column.';
     END IF;
-    args := ARRAY['pazpaz_crypto search v1', kind, col::pg_catalog.text, tokcol, src_type, ctx, normalize,
+    args := ARRAY['pazpaz_crypto search v1', kind, col::pg_catalog.text, tokcol, src_type, ctx, normalization,
                   bits::pg_catalog.text, fp];
     -- pg_trigger.tgargs: each argument followed by a NUL byte.
     SELECT pg_catalog.string_agg(pg_catalog.convert_to(u.a, 'UTF8') OPERATOR(pg_catalog.||) '\x00'::pg_catalog.bytea,
@@ -197,7 +198,7 @@ BEGIN
         pass := pass OPERATOR(pg_catalog.+) 1;
         cursor_tid := '(0,0)'::pg_catalog.tid;
         LOOP
-            EXECUTE upd INTO n, last_tid USING cursor_tid, batch_size, ctx, normalize, bits, fp;
+            EXECUTE upd INTO n, last_tid USING cursor_tid, batch_size, ctx, normalization, bits, fp;
             EXIT WHEN last_tid IS NULL;
             IF n OPERATOR(pg_catalog.>) 0 THEN
                 batch := batch OPERATOR(pg_catalog.+) 1;
@@ -228,32 +229,34 @@ $proc$;
 CREATE PROCEDURE add_blind_index(
     tbl regclass,
     col name,
-    normalize text DEFAULT 'none',
+    normalization text DEFAULT 'none',
     bits integer DEFAULT 256,
     batch_size integer DEFAULT 1000,
     context text DEFAULT NULL,
-    token_column name DEFAULT NULL
+    token_column name DEFAULT NULL,
+    index_key text DEFAULT 'current'
 )
 LANGUAGE plpgsql
 AS $proc$
 BEGIN
-    CALL @extschema@.search_index_add('exact', tbl, col, normalize, bits, batch_size, context, token_column);
+    CALL @extschema@.search_index_add('exact', tbl, col, normalization, bits, batch_size, context, token_column, index_key);
 END
 $proc$;
 
 CREATE PROCEDURE add_match_index(
     tbl regclass,
     col name,
-    normalize text DEFAULT 'lower',
+    normalization text DEFAULT 'lower',
     bits integer DEFAULT 20,
     batch_size integer DEFAULT 1000,
     context text DEFAULT NULL,
-    token_column name DEFAULT NULL
+    token_column name DEFAULT NULL,
+    index_key text DEFAULT 'current'
 )
 LANGUAGE plpgsql
 AS $proc$
 BEGIN
-    CALL @extschema@.search_index_add('match', tbl, col, normalize, bits, batch_size, context, token_column);
+    CALL @extschema@.search_index_add('match', tbl, col, normalization, bits, batch_size, context, token_column, index_key);
 END
 $proc$;
 

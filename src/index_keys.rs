@@ -108,7 +108,7 @@ fn with_keys<R>(f: impl FnOnce(&mut Keys) -> R) -> R {
 /// `pazpaz.index_key`.
 pub fn with_current<R>(kind: Kind, context: &[u8], f: impl FnOnce(&mut DerivedKey) -> R) -> Result<R, Error> {
     with_keys(|keys| match &mut keys.slots[0] {
-        None => Err(Error::MissingIndexKey),
+        None => Err(Error::MissingIndexKey { name: "pazpaz.index_key" }),
         Some(Err(e)) => Err(e.clone()),
         Some(Ok(loaded)) => Ok(f(loaded.derived(kind, context))),
     })
@@ -135,7 +135,7 @@ pub fn with_fingerprint<R>(
             }
         }
         if keys.slots.iter().all(Option::is_none) {
-            return Err(Error::MissingIndexKey);
+            return Err(Error::MissingIndexKey { name: "pazpaz.index_key" });
         }
         Err(Error::IndexKeyNotSet { index: index.to_owned(), fingerprint: fingerprint.to_owned() })
     })

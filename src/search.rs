@@ -7,7 +7,7 @@
 //! An index's definition lives in its trigger's arguments (so it moves with
 //! the table through pg_dump, and goes away with it):
 //! `(MARKER, 'exact'|'match', source column, token column, source type,
-//! context, normalize, bits, index key fingerprint)`.
+//! context, normalization, bits, index key fingerprint)`.
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -88,8 +88,8 @@ fn fingerprint_choice<'a>(fingerprint: &'a str) -> KeyChoice<'a> {
 /// The blind index of `value`: HMAC-SHA-256 under the key derived from
 /// `pazpaz.index_key` for `context`, truncated to `bits`.
 #[pg_extern(stable, strict, parallel_safe, cost = 10)]
-fn blind_index(value: Text, context: Text, normalize: default!(&str, "'none'"), bits: default!(i32, 256)) -> Bytea {
-    let normalize = Normalize::parse(normalize).or_raise();
+fn blind_index(value: Text, context: Text, normalization: default!(&str, "'none'"), bits: default!(i32, 256)) -> Bytea {
+    let normalize = Normalize::parse(normalization).or_raise();
     let bits = check_index_bits(bits).or_raise();
     exact(&KeyChoice::Current, value.0.as_bytes(), context.0.as_bytes(), normalize, bits)
 }
@@ -98,8 +98,8 @@ fn blind_index(value: Text, context: Text, normalize: default!(&str, "'none'"), 
 /// fingerprint (`index_key_status()`): for rebuilding an index under the
 /// next key during a rotation.
 #[pg_extern(stable, strict, parallel_safe, cost = 10, name = "blind_index")]
-fn blind_index_with_key(value: Text, context: Text, normalize: &str, bits: i32, key_fingerprint: &str) -> Bytea {
-    let normalize = Normalize::parse(normalize).or_raise();
+fn blind_index_with_key(value: Text, context: Text, normalization: &str, bits: i32, key_fingerprint: &str) -> Bytea {
+    let normalize = Normalize::parse(normalization).or_raise();
     let bits = check_index_bits(bits).or_raise();
     exact(&fingerprint_choice(key_fingerprint), value.0.as_bytes(), context.0.as_bytes(), normalize, bits)
 }
@@ -107,16 +107,27 @@ fn blind_index_with_key(value: Text, context: Text, normalize: &str, bits: i32, 
 /// The match tokens of a value to index: sorted, distinct `int4`s, one per
 /// trigram; empty for fewer than three characters.
 #[pg_extern(stable, strict, parallel_safe, cost = 20)]
-fn blind_tokens(value: Text, context: Text, normalize: default!(&str, "'none'"), bits: default!(i32, 20)) -> Vec<i32> {
-    let normalize = Normalize::parse(normalize).or_raise();
+fn blind_tokens(
+    value: Text,
+    context: Text,
+    normalization: default!(&str, "'none'"),
+    bits: default!(i32, 20),
+) -> Vec<i32> {
+    let normalize = Normalize::parse(normalization).or_raise();
     let bits = check_token_bits(bits).or_raise();
     tokens(&KeyChoice::Current, value.0.as_bytes(), context.0.as_bytes(), normalize, bits)
 }
 
 /// As `blind_tokens`, under the key with this fingerprint.
 #[pg_extern(stable, strict, parallel_safe, cost = 20, name = "blind_tokens")]
-fn blind_tokens_with_key(value: Text, context: Text, normalize: &str, bits: i32, key_fingerprint: &str) -> Vec<i32> {
-    let normalize = Normalize::parse(normalize).or_raise();
+fn blind_tokens_with_key(
+    value: Text,
+    context: Text,
+    normalization: &str,
+    bits: i32,
+    key_fingerprint: &str,
+) -> Vec<i32> {
+    let normalize = Normalize::parse(normalization).or_raise();
     let bits = check_token_bits(bits).or_raise();
     tokens(&fingerprint_choice(key_fingerprint), value.0.as_bytes(), context.0.as_bytes(), normalize, bits)
 }
@@ -127,10 +138,10 @@ fn blind_tokens_with_key(value: Text, context: Text, normalize: &str, bits: i32,
 fn blind_search_tokens(
     query: Text,
     context: Text,
-    normalize: default!(&str, "'none'"),
+    normalization: default!(&str, "'none'"),
     bits: default!(i32, 20),
 ) -> Vec<i32> {
-    let normalize = Normalize::parse(normalize).or_raise();
+    let normalize = Normalize::parse(normalization).or_raise();
     let bits = check_token_bits(bits).or_raise();
     query_tokens(&KeyChoice::Current, query.0.as_bytes(), context.0.as_bytes(), normalize, bits)
 }
@@ -166,20 +177,26 @@ fn index_key_status() -> TableIterator<'static, (name!(setting, String), name!(f
 }
 
 /// Checks the parameters of an index before a procedure changes the table
-/// (so bad ones fail before any DDL) and returns the fingerprint of
-/// `pazpaz.index_key`, the key the index will be built with. Internal to
-/// `sql/search.sql`.
+/// (so bad ones fail before any DDL) and returns the fingerprint of the key
+/// the index will be built with: `pazpaz.index_key` ('current') or
+/// `pazpaz.index_key_next` ('next', during an index key rotation). Internal
+/// to `sql/search.sql`.
 #[pg_extern(stable, strict, parallel_safe)]
-fn search_index_check(kind: &str, normalize: &str, bits: i32) -> String {
-    Normalize::parse(normalize).or_raise();
+fn search_index_check(kind: &str, normalization: &str, bits: i32, index_key: &str) -> String {
+    Normalize::parse(normalization).or_raise();
     match kind {
         "exact" => drop(check_index_bits(bits).or_raise()),
         _ => drop(check_token_bits(bits).or_raise()),
     }
+    let name = match index_key {
+        "current" => "pazpaz.index_key",
+        "next" => "pazpaz.index_key_next",
+        _ => raise(Error::IndexKeyChoice),
+    };
     let status = index_keys::status().or_raise();
-    match status.into_iter().find(|(s, _)| *s == "pazpaz.index_key") {
+    match status.into_iter().find(|(s, _)| *s == name) {
         Some((_, f)) => f,
-        None => raise(Error::MissingIndexKey),
+        None => raise(Error::MissingIndexKey { name }),
     }
 }
 

@@ -269,7 +269,7 @@ impl DerivedKey {
         debug_assert!((1..=256).contains(&bits) && out.len() == index_len(bits));
         let tag = Zeroizing::new(self.mac.mac(normalized));
         out.copy_from_slice(&tag[..out.len()]);
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             if let Some(last) = out.last_mut() {
                 *last &= 0xffu8 << (8 - bits % 8);
             }

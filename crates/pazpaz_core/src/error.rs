@@ -97,13 +97,17 @@ pub enum Error {
     TextFormNotUtf8,
     #[error("{name} was set before the pazpaz_crypto library was loaded")]
     SetBeforeLoad { name: String },
-    #[error("No index key is set: set pazpaz.index_key for this session")]
-    MissingIndexKey,
+    /// `name` is the setting: pazpaz.index_key, or pazpaz.index_key_next
+    /// when an index is added under the next key.
+    #[error("No index key is set: set {name} for this session")]
+    MissingIndexKey { name: &'static str },
+    #[error("index_key must be 'current' (pazpaz.index_key) or 'next' (pazpaz.index_key_next)")]
+    IndexKeyChoice,
     /// An index built with a key (named by its fingerprint) that neither
     /// index key setting holds.
     #[error("The index key of {index} (fingerprint {fingerprint}) is not set: set pazpaz.index_key (or pazpaz.index_key_next during an index key rotation) to it")]
     IndexKeyNotSet { index: String, fingerprint: String },
-    #[error("normalize must be 'none' or 'lower'")]
+    #[error("normalization must be 'none' or 'lower'")]
     UnknownNormalize,
     #[error("bits of a blind index must be between 1 and 256")]
     IndexBits,
@@ -145,8 +149,8 @@ impl Error {
             EncryptedDefault | PlaintextIndex => ErrorClass::Unsupported,
             KeySettingSource { .. } => ErrorClass::InsufficientPrivilege,
             SetBeforeLoad { .. } => ErrorClass::Warning,
-            MissingIndexKey | IndexKeyNotSet { .. } => ErrorClass::MissingKey,
-            UnknownNormalize | IndexBits | TokenBits | QueryTooShort => ErrorClass::InvalidParameter,
+            MissingIndexKey { .. } | IndexKeyNotSet { .. } => ErrorClass::MissingKey,
+            UnknownNormalize | IndexBits | TokenBits | QueryTooShort | IndexKeyChoice => ErrorClass::InvalidParameter,
             BadSearchIndex { .. } => ErrorClass::UndefinedObject,
             SearchSourceType { .. } => ErrorClass::DatatypeMismatch,
         }

@@ -1,0 +1,227 @@
+-- Search on encrypted columns: exact match through a blind index, substring
+-- match through keyed trigram tokens, both maintained by a trigger and used
+-- through ordinary B-tree and GIN indexes.
+--
+-- Keys are generated server-side and set with set_config(), so no key is
+-- ever spelled out in a statement (an application passes them as bind
+-- parameters). The index key is separate from the data keys.
+SELECT generate_encryption_key() AS data_key, generate_encryption_key() AS index_key,
+       generate_encryption_key() AS next_index_key, generate_encryption_key() AS wrong_key \gset
+SELECT set_config('pazpaz.encryption_key', :'data_key', false) IS NOT NULL AS data_key_set;
+SELECT set_config('pazpaz.index_key', :'index_key', false) IS NOT NULL AS index_key_set;
+
+-- The index key follows the rules of the data keys: hidden, validated,
+-- never from a configuration file or a role's settings.
+SHOW pazpaz.index_key;
+SELECT current_setting('pazpaz.index_key') AS shown, count(*) AS in_pg_settings
+FROM pg_settings WHERE name LIKE 'pazpaz.index%' GROUP BY 1;
+SELECT regress.try($$SET pazpaz.index_key = 'AAEC'$$);
+SELECT regress.try($$SET pazpaz.index_key_next = 'not base64!'$$);
+SELECT regress.try($$ALTER ROLE regress_app SET pazpaz.index_key = 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8='$$);
+SELECT regress.try($$CREATE FUNCTION f() RETURNS int LANGUAGE sql SET pazpaz.index_key = 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=' AS 'SELECT 1'$$);
+SELECT setting, length(fingerprint) AS fingerprint_length FROM index_key_status();
+
+-- ---- The functions ---------------------------------------------------------
+-- blind_index(value, context [, normalization [, bits]]): 256 bits by default.
+SELECT length(blind_index('jane@example.com', 'public.clients.email')) AS bytes,
+       length(blind_index('jane@example.com', 'public.clients.email', 'none', 12)) AS bytes_of_12_bits,
+       get_byte(blind_index('jane@example.com', 'public.clients.email', 'none', 12), 1) & 15 AS low_bits_of_12;
+-- Equal values give equal indexes; 'lower' ignores case and spacing (NFKC,
+-- so full-width letters and non-breaking spaces too); contexts separate.
+SELECT blind_index('Jane@Example.com ', 'ctx', 'lower') = blind_index('jane@example.com', 'ctx', 'lower') AS lower_equal,
+       blind_index(E'ＪＡＮＥ\u00a0 Doe', 'ctx', 'lower') = blind_index('jane doe', 'ctx', 'lower') AS nfkc_equal,
+       blind_index('Jane@Example.com', 'ctx') = blind_index('jane@example.com', 'ctx') AS none_equal,
+       blind_index('jane@example.com', 'public.clients.email') = blind_index('jane@example.com', 'public.leads.email') AS contexts_equal;
+-- NULL in, NULL out; bad parameters are 22023.
+SELECT blind_index(NULL, 'ctx') IS NULL AS null_value, blind_tokens(NULL, 'ctx') IS NULL AS null_tokens;
+SELECT regress.try($$SELECT blind_index('x', 'ctx', 'upper')$$);
+SELECT regress.try($$SELECT blind_index('x', 'ctx', 'none', 0)$$);
+SELECT regress.try($$SELECT blind_index('x', 'ctx', 'none', 257)$$);
+SELECT regress.try($$SELECT blind_tokens('x', 'ctx', 'none', 7)$$);
+SELECT regress.try($$SELECT blind_tokens('x', 'ctx', 'none', 33)$$);
+-- Tokens: one per distinct trigram; short values have none, short queries
+-- are refused (they would match every row).
+SELECT cardinality(blind_tokens('Johnson', 'ctx', 'lower')) AS trigrams_of_johnson,
+       cardinality(blind_tokens('jo', 'ctx')) AS tokens_of_a_short_value,
+       blind_tokens('Johnson', 'ctx', 'lower') @> blind_search_tokens('OHNS', 'ctx', 'lower') AS substring_found,
+       blind_tokens('Johnson', 'ctx', 'lower') @> blind_search_tokens('jack', 'ctx', 'lower') AS other_found;
+SELECT regress.try($$SELECT blind_search_tokens('jo', 'ctx')$$);
+SELECT regress.try($$SELECT blind_search_tokens('  jo  ', 'ctx', 'lower')$$);
+
+-- ---- A table with encrypted columns -----------------------------------------
+CREATE TABLE clients (
+    id int PRIMARY KEY,
+    workspace_id int NOT NULL,
+    email encrypted_text,
+    last_name encrypted_text,
+    notes jsonb,          -- format 2
+    phone bytea           -- format 1
+);
+INSERT INTO clients
+SELECT i, i % 3,
+       CASE WHEN i % 100 = 0 THEN NULL ELSE pg_catalog.format('Client.%s@Example.com', i) END,
+       (ARRAY['Johnson', 'Smith', 'Johansson', 'Brown', 'Ng', 'Müller'])[i % 6 + 1] || ' ' || i,
+       encrypt_field_versioned('note ' || i),
+       encrypt_field('+1 555 ' || lpad(i::text, 4, '0'))
+FROM generate_series(1, 3000) i;
+
+-- One statement each: token column, trigger, batched backfill, index.
+CALL add_blind_index('clients', 'email', normalization => 'lower', batch_size => 1000);
+CALL add_match_index('clients', 'last_name', batch_size => 2000);
+\d clients
+ANALYZE clients;
+
+-- Exact lookup: one readable WHERE clause, answered by the B-tree.
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF)
+SELECT id FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'client.42@example.com');
+SELECT id, email FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'CLIENT.42@example.com ');
+-- The same with the plain function and the index's parameters.
+SELECT id FROM clients WHERE email_bidx = blind_index('client.42@example.com', 'public.clients.email', 'lower');
+-- Substring search: the GIN index finds the candidates, the recheck
+-- decrypts only those.
+EXPLAIN (COSTS OFF)
+SELECT id FROM clients
+WHERE last_name_tokens @> blind_search_tokens_for('clients', 'last_name_tokens', 'hans')
+  AND last_name::text ILIKE '%hans%';
+SELECT count(*) AS johansson_rows FROM clients
+WHERE last_name_tokens @> blind_search_tokens_for('clients', 'last_name_tokens', 'HANS')
+  AND last_name::text ILIKE '%hans%';
+SELECT count(*) AS same_by_scan FROM clients WHERE last_name::text ILIKE '%hans%';
+SELECT count(*) AS candidates, count(*) FILTER (WHERE last_name::text ILIKE '%ohns%') AS matches FROM clients
+WHERE last_name_tokens @> blind_search_tokens_for('clients', 'last_name_tokens', 'ohns');
+SELECT regress.try($$SELECT blind_search_tokens_for('clients', 'last_name_tokens', 'ng')$$);
+RESET enable_seqscan;
+-- Every row is indexed, NULL email rows with a NULL token.
+SELECT count(*) FILTER (WHERE email_bidx IS NULL) AS null_tokens, count(*) FILTER (WHERE email IS NULL) AS null_emails,
+       count(*) FILTER (WHERE email_bidx = blind_index(email::text, 'public.clients.email', 'lower')) AS correct
+FROM clients;
+
+-- The trigger keeps the tokens current on INSERT and UPDATE of the source.
+INSERT INTO clients (id, workspace_id, email, last_name) VALUES (5001, 1, 'New.Person@Example.com', 'Newman');
+UPDATE clients SET email = 'changed.42@example.com' WHERE id = 42;
+UPDATE clients SET workspace_id = 2 WHERE id = 43;
+UPDATE clients SET email = NULL WHERE id = 44;
+SELECT id, email_bidx IS NOT DISTINCT FROM blind_index(email::text, 'public.clients.email', 'lower') AS bidx_current,
+       last_name_tokens IS NOT DISTINCT FROM blind_tokens(last_name::text, 'public.clients.last_name', 'lower') AS tokens_current,
+       email_bidx IS NULL AS null_bidx
+FROM clients WHERE id IN (42, 43, 44, 5001) ORDER BY id;
+SELECT count(*) AS old_value_found FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'client.42@example.com');
+
+-- jsonb (format 2) and bytea (format 1) columns.
+CALL add_blind_index('clients', 'notes');
+CALL add_match_index('clients', 'phone', normalization => 'none');
+SELECT id FROM clients WHERE notes_bidx = blind_index_for('clients', 'notes_bidx', 'note 7');
+SELECT count(*) AS phones_with_0123 FROM clients
+WHERE phone_tokens @> blind_search_tokens_for('clients', 'phone_tokens', '0123') AND decrypt_field(phone) LIKE '%0123%';
+UPDATE clients SET notes = encrypt_field_versioned('changed note') WHERE id = 8;
+SELECT id FROM clients WHERE notes_bidx = blind_index_for('clients', 'notes_bidx', 'changed note');
+
+-- ---- Writes without a key fail; they never store a wrong or empty token ----
+SELECT regress.try($$RESET pazpaz.index_key$$);
+SELECT regress.try($$INSERT INTO clients (id, workspace_id, email) VALUES (5002, 1, 'x@example.com')$$);
+SELECT regress.try($$UPDATE clients SET email = 'y@example.com' WHERE id = 45$$);
+SELECT regress.try($$SELECT blind_index('x', 'ctx')$$);
+SELECT regress.try($$SELECT id FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'x')$$);
+-- Another index key: the index names the key it was built with.
+SELECT set_config('pazpaz.index_key', :'wrong_key', false) IS NOT NULL AS wrong_key_set;
+SELECT regexp_replace(regress.try($$INSERT INTO clients (id, workspace_id, email) VALUES (5002, 1, 'x@example.com')$$),
+                      'fingerprint [0-9a-f]{8}', 'fingerprint …') AS with_another_key;
+SELECT set_config('pazpaz.index_key', :'index_key', false) IS NOT NULL AS index_key_set;
+SELECT regress.try($$RESET pazpaz.encryption_key$$);
+SELECT regress.try($$INSERT INTO clients (id, workspace_id, email) VALUES (5002, 1, 'x@example.com')$$);
+SELECT set_config('pazpaz.encryption_key', :'data_key', false) IS NOT NULL AS data_key_set;
+SELECT count(*) AS rows_5002 FROM clients WHERE id = 5002;
+
+-- ---- A role without the index key cannot compute tokens for guesses ---------
+GRANT SELECT ON clients TO regress_app;
+SET ROLE regress_app;
+SELECT set_config('pazpaz.encryption_key', :'data_key', false) IS NOT NULL AS app_data_key_set;
+SELECT regress.try($$RESET pazpaz.index_key$$);
+SELECT regress.try($$SELECT count(*) FROM clients WHERE email_bidx = blind_index('client.7@example.com', 'public.clients.email', 'lower')$$);
+-- With a key of its own, its tokens match nothing.
+SELECT set_config('pazpaz.index_key', :'wrong_key', false) IS NOT NULL AS own_key_set;
+SELECT count(*) AS guesses_matched FROM clients
+WHERE email_bidx = ANY (SELECT blind_index(pg_catalog.format('client.%s@example.com', i), 'public.clients.email', 'lower')
+                        FROM generate_series(1, 3000) i);
+RESET ROLE;
+SELECT set_config('pazpaz.index_key', :'index_key', false) IS NOT NULL AS index_key_set;
+
+-- ---- Unique email per workspace ----------------------------------------------
+CREATE UNIQUE INDEX clients_email_per_workspace ON clients (workspace_id, email_bidx);
+SELECT regress.try($$INSERT INTO clients (id, workspace_id, email) VALUES (6001, 1, 'Client.1@EXAMPLE.com')$$);
+SELECT regress.try($$INSERT INTO clients (id, workspace_id, email) VALUES (6002, 2, 'Client.1@EXAMPLE.com')$$);
+-- The client sees the constraint's name and the token bytes, never the address.
+DO $$
+DECLARE msg text; det text;
+BEGIN
+    INSERT INTO clients (id, workspace_id, email) VALUES (6003, 1, 'client.1@example.com');
+EXCEPTION WHEN unique_violation THEN
+    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+    RAISE NOTICE 'message: %', msg;
+    RAISE NOTICE 'detail names the token: %, holds the address: %',
+        det LIKE 'Key (workspace_id, email_bidx)=(1, \\x%) already exists.', strpos(lower(det), 'client.1@') > 0;
+END $$;
+
+-- ---- Resuming, parameters, privileges ------------------------------------------
+-- CALLed again with the same arguments: resumes (nothing left to do).
+CALL add_blind_index('clients', 'email', normalization => 'lower', batch_size => 1000);
+SELECT regress.try($$CALL add_blind_index('clients', 'email', normalization => 'none')$$);
+SELECT regress.try($$CALL add_blind_index('clients', 'workspace_id')$$);
+SELECT regress.try($$CALL add_blind_index('clients', 'nope')$$);
+SELECT regress.try($$CALL add_blind_index('clients', 'email', normalization => 'upper', token_column => 'e2')$$);
+SELECT regress.try($$CALL add_match_index('clients', 'email', bits => 40)$$);
+SELECT regress.try($$CALL add_blind_index('clients', 'email', token_column => 'e2', index_key => 'next')$$);
+SELECT regress.try($$CALL drop_blind_index('clients', 'last_name')$$);
+-- Inside a transaction block (here: a function) it cannot COMMIT its batches.
+SELECT regress.try($$CALL add_blind_index('clients', 'last_name')$$);
+SET ROLE regress_app;
+SELECT regress.try($$CALL add_blind_index('clients', 'last_name')$$);
+SELECT regress.try($$CALL drop_blind_index('clients', 'email')$$);
+RESET ROLE;
+
+-- ---- Rotation of the index key, readers never without an index -----------------
+-- 1. Every application sets both keys: pazpaz.index_key (old) and
+--    pazpaz.index_key_next (new). 2. A second token column under the next key.
+SELECT set_config('pazpaz.index_key_next', :'next_index_key', false) IS NOT NULL AS next_key_set;
+CALL add_blind_index('clients', 'email', normalization => 'lower', token_column => 'email_bidx2', index_key => 'next');
+-- Writes keep both current; readers use the old column until they switch.
+INSERT INTO clients (id, workspace_id, email) VALUES (7001, 1, 'rotating@example.com');
+SELECT (SELECT id FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'rotating@example.com')) AS old_column,
+       (SELECT id FROM clients WHERE email_bidx2 = blind_index_for('clients', 'email_bidx2', 'rotating@example.com')) AS new_column,
+       (SELECT count(*) FROM clients WHERE email_bidx = email_bidx2) AS equal_tokens;
+-- 3. Readers switch to email_bidx2; 4. the old index goes (with its unique
+-- index: recreate that on the new column first).
+CREATE UNIQUE INDEX clients_email_per_workspace2 ON clients (workspace_id, email_bidx2);
+CALL drop_blind_index('clients', 'email');
+-- 5. Applications move the new key to pazpaz.index_key and unset the next
+-- one; the index finds its key by fingerprint in either setting.
+SELECT set_config('pazpaz.index_key', :'next_index_key', false) IS NOT NULL AS new_key_current;
+RESET pazpaz.index_key_next;
+INSERT INTO clients (id, workspace_id, email) VALUES (7002, 1, 'after@example.com');
+SELECT id FROM clients WHERE email_bidx2 = blind_index_for('clients', 'email_bidx2', 'AFTER@example.com');
+SELECT count(*) FILTER (WHERE email_bidx2 IS NOT DISTINCT FROM blind_index(email::text, 'public.clients.email', 'lower')) AS correct,
+       count(*) AS total
+FROM clients;
+
+-- ---- Per-tenant contexts ------------------------------------------------------------
+CREATE TABLE tenant_notes (id int PRIMARY KEY, tenant int, body encrypted_text);
+INSERT INTO tenant_notes SELECT i, i % 2, 'same text' FROM generate_series(1, 4) i;
+CALL add_match_index('tenant_notes', 'body', context => 'tenant-shared');
+SELECT count(*) FILTER (WHERE body_tokens = blind_tokens(body::text, 'tenant-shared', 'lower')) AS under_that_context,
+       count(*) FILTER (WHERE body_tokens = blind_tokens(body::text, 'public.tenant_notes.body', 'lower')) AS under_the_default
+FROM tenant_notes;
+
+-- ---- Dropping undoes it ---------------------------------------------------------------
+CALL drop_match_index('clients', 'last_name');
+CALL drop_blind_index('clients', 'email', 'email_bidx2');
+CALL drop_blind_index('clients', 'notes');
+CALL drop_match_index('clients', 'phone');
+SELECT count(*) AS search_columns FROM pg_attribute
+WHERE attrelid = 'clients'::regclass AND NOT attisdropped AND (attname LIKE '%_bidx%' OR attname LIKE '%_tokens');
+SELECT count(*) AS search_triggers FROM pg_trigger WHERE tgrelid = 'clients'::regclass;
+INSERT INTO clients (id, workspace_id, email) VALUES (7003, 1, 'plain@example.com');
+
+DROP TABLE clients, tenant_notes;
+RESET pazpaz.index_key;
+RESET pazpaz.encryption_key;
