@@ -68,7 +68,13 @@ FROM generate_series(1, 3000) i;
 -- One statement each: token column, trigger, batched backfill, index.
 CALL add_blind_index('clients', 'email', normalization => 'lower', batch_size => 1000);
 CALL add_match_index('clients', 'last_name', batch_size => 2000);
-\d clients
+-- What was added (the trigger's arguments hold the index's definition; the
+-- last is the fingerprint of the index key, masked here).
+SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+WHERE attrelid = 'clients'::regclass AND (attname LIKE '%\_bidx' OR attname LIKE '%\_tokens');
+SELECT indexrelid::regclass AS index, pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'clients'::regclass ORDER BY 1;
+SELECT regexp_replace(pg_get_triggerdef(oid), '[0-9a-f]{8}''\)$', '…'')') AS trigger FROM pg_trigger
+WHERE tgrelid = 'clients'::regclass ORDER BY tgname;
 ANALYZE clients;
 
 -- Exact lookup: one readable WHERE clause, answered by the B-tree.
@@ -223,5 +229,88 @@ SELECT count(*) AS search_triggers FROM pg_trigger WHERE tgrelid = 'clients'::re
 INSERT INTO clients (id, workspace_id, email) VALUES (7003, 1, 'plain@example.com');
 
 DROP TABLE clients, tenant_notes;
+
+-- ---- Hostile search_path ----------------------------------------------------------
+-- As for rotate_column (search_path.sql): a role with CREATE on public plants
+-- look-alikes of what the procedures, their generated SQL and the lookups
+-- use — operators, format()/concat() overloads, count(*)/max(tid), domains —
+-- in public and in its own schema; a superuser then adds, uses and drops
+-- indexes with those schemas first. Nothing of the planter's may run.
+CREATE ROLE planter;
+GRANT CREATE ON SCHEMA public TO planter;
+CREATE SCHEMA planter AUTHORIZATION planter;
+SET ROLE planter;
+SET search_path = pg_catalog, pg_temp;
+CREATE TABLE public.plant_log (what text);
+GRANT INSERT ON public.plant_log TO PUBLIC;
+GRANT USAGE ON SCHEMA planter TO PUBLIC;
+CREATE FUNCTION public.plant_note(what pg_catalog.text) RETURNS pg_catalog.bool
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN INSERT INTO public.plant_log VALUES (what); RETURN true; END $$;
+DO $plant$
+DECLARE s text; o record; f text; t text; i int := 0;
+BEGIN
+    FOREACH s IN ARRAY ARRAY['public', 'planter'] LOOP
+        FOR o IN SELECT * FROM (VALUES
+            ('=', 'text', 'text', 'bool', 'text'), ('<>', 'bytea', 'bytea', 'bool', 'bytea'), ('=', 'oid', 'oid', 'bool', 'oid'),
+            ('=', 'oid', 'regtype', 'bool', 'oid'), ('=', 'oid', 'regclass', 'bool', 'oid'), ('=', 'name', 'name', 'bool', 'name'),
+            ('=', 'bytea', 'bytea', 'bool', 'bytea'), ('||', 'bytea', 'bytea', 'bytea', 'bytea'),
+            ('>', 'int8', 'int8', 'bool', 'int8'), ('>', 'int8', 'int4', 'bool', 'int8'), ('<', 'int4', 'int4', 'bool', 'int4'),
+            ('>', 'int4', 'int4', 'bool', 'int4'), ('>', 'int2', 'int4', 'bool', 'int4'), ('>', 'tid', 'tid', 'bool', 'tid'),
+            ('=', 'tid', 'tid', 'bool', 'tid'), ('+', 'int4', 'int4', 'int4', 'int4'), ('+', 'int8', 'int8', 'int8', 'int8'),
+            ('@>', 'int4[]', 'int4[]', 'bool', 'anyarray')
+        ) v(op, l, r, res, base) LOOP
+            i := i + 1;
+            EXECUTE format($f$
+                CREATE FUNCTION %1$I.plant_op_%2$s(a pg_catalog.%3$s, b pg_catalog.%4$s) RETURNS pg_catalog.%5$s
+                LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$
+                BEGIN PERFORM public.plant_note(%6$L); RETURN a OPERATOR(pg_catalog.%7$s) b; END $b$
+            $f$, s, i, o.l, o.r, o.res, format('%s.%s(%s,%s)', s, o.op, o.l, o.r), o.op);
+            EXECUTE format('CREATE OPERATOR %s.%s (LEFTARG = pg_catalog.%s, RIGHTARG = pg_catalog.%s, FUNCTION = %I.plant_op_%s)',
+                           quote_ident(s), o.op, o.l, o.r, s, i);
+        END LOOP;
+        FOREACH f IN ARRAY ARRAY['format(text, name, name)', 'format(text, name, name, name)', 'format(text, text, text)',
+                                 'format(text, name)', 'format(text, text)', 'format(text, text, text, text, text)',
+                                 'concat(name, text)', 'concat(text, text)', 'concat(name, text, text)',
+                                 'octet_length(text)', 'convert_to(text, text)', 'unnest(text[])'] LOOP
+            i := i + 1;
+            EXECUTE format($f$
+                CREATE FUNCTION %1$I.%2$s RETURNS pg_catalog.text
+                LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$
+                BEGIN PERFORM public.plant_note(%3$L); RETURN NULL; END $b$
+            $f$, s, regexp_replace(regexp_replace(f, '\((.*)\)', '(\1)'), '(\w+)(?=[,)])', 'pg_catalog.\1', 'g'), s || '.' || f);
+        END LOOP;
+        EXECUTE format($f$
+            CREATE FUNCTION %1$I.plant_count(c pg_catalog.int8) RETURNS pg_catalog.int8
+            LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$
+            BEGIN PERFORM public.plant_note(%2$L); RETURN c OPERATOR(pg_catalog.+) 1; END $b$;
+            CREATE AGGREGATE %1$I.count(*) (SFUNC = %1$I.plant_count, STYPE = pg_catalog.int8, INITCOND = '0');
+        $f$, s, s || '.count(*)');
+        FOREACH t IN ARRAY ARRAY['text', 'tid', 'oid', 'name', 'int4', 'int8', 'bytea'] LOOP
+            EXECUTE format('CREATE DOMAIN %I.%I AS pg_catalog.%I CHECK (public.plant_note(%L))', s, t, t, format('domain %s.%s', s, t));
+        END LOOP;
+    END LOOP;
+END
+$plant$;
+RESET search_path;
+RESET ROLE;
+SELECT count(*) > 40 AS planted FROM pg_proc WHERE proname LIKE 'plant_%' OR pronamespace = 'planter'::regnamespace;
+CREATE TABLE sp_people (id int PRIMARY KEY, name encrypted_text);
+INSERT INTO sp_people SELECT i, 'Person ' || i FROM generate_series(1, 50) i;
+SET search_path = planter, public, pg_catalog;
+CALL public.add_blind_index('public.sp_people', 'name', normalization => 'lower', batch_size => 20);
+CALL public.add_match_index('public.sp_people', 'name', batch_size => 20);
+INSERT INTO public.sp_people VALUES (51, 'Person 51');
+SELECT id FROM public.sp_people WHERE name_bidx OPERATOR(pg_catalog.=) public.blind_index_for('public.sp_people', 'name_bidx', 'PERSON 51');
+SELECT pg_catalog.count(*) AS with_son_2 FROM public.sp_people
+WHERE name_tokens OPERATOR(pg_catalog.@>) public.blind_search_tokens_for('public.sp_people', 'name_tokens', 'son 2');
+CALL public.drop_blind_index('public.sp_people', 'name');
+CALL public.drop_match_index('public.sp_people', 'name');
+RESET search_path;
+SELECT what FROM public.plant_log;
+DROP TABLE sp_people;
+DROP OWNED BY planter;
+REVOKE CREATE ON SCHEMA public FROM planter;
+DROP ROLE planter;
 RESET pazpaz.index_key;
 RESET pazpaz.encryption_key;
