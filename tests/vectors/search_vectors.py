@@ -75,6 +75,11 @@ CASES = [
     ("", "public.clients.email", "none", 256),
     ("Ｊｏｈｎ\u00a0 ÉCOLE ﬁne  ΣΊΣΥΦΟΣ", "public.clients.last_name", "lower", 256),
     ("e\u0301x", "c", "lower", 1),
+    ("x" * 55, "c", "none", 256),    # the padding fits the last block exactly
+    ("x" * 56, "c", "none", 256),    # the padding needs one more block
+    ("y" * 64, "c", "none", 256),
+    ("A long clinical-sounding value of well over one hundred bytes, to take several SHA-256 blocks.",
+     "public.clients.notes", "lower", 256),
 ]
 TOKEN_CASES = [
     ("Johnson", "public.clients.last_name", "lower", 20),

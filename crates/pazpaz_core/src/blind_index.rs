@@ -36,9 +36,10 @@
 
 use std::borrow::Cow;
 
-use hmac::{Hmac, Mac};
+use sha2::digest::generic_array::GenericArray;
 use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
+use zeroize::Zeroize;
 use zeroize::Zeroizing;
 
 use crate::data_key::{decode_key_base64, KEY_LEN};
@@ -54,8 +55,6 @@ pub const DEFAULT_INDEX_BITS: u32 = 256;
 pub const DEFAULT_TOKEN_BITS: u32 = 20;
 pub const MIN_TOKEN_BITS: u32 = 8;
 pub const MAX_TOKEN_BITS: u32 = 32;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Which of the two derived keys of a context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -172,51 +171,98 @@ pub fn index_len(bits: u32) -> usize {
     bits.div_ceil(8) as usize
 }
 
-/// An HMAC-SHA-256 state whose memory is zeroed when it is dropped (it holds
-/// the hashes of the padded key, which are as good as the key). The type
-/// holds only fixed-size arrays, no heap memory.
-struct WipedMac(std::mem::ManuallyDrop<HmacSha256>);
+/// HMAC-SHA-256 with its key schedule precomputed: the SHA-256 states after
+/// the inner and outer padded key blocks (as good as the key; zeroed on
+/// drop). A MAC of a short value then costs two compressions, with no
+/// per-value setup; built on `sha2::compress256` directly (the `hmac` crate's
+/// buffered path cost some fifty times that here).
+struct WipedMac {
+    inner: [u32; 8],
+    outer: [u32; 8],
+}
+
+const SHA256_IV: [u32; 8] =
+    [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
 
 impl WipedMac {
     fn new(key: &[u8]) -> WipedMac {
-        // HMAC takes keys of any length.
-        let mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts every key length");
-        WipedMac(std::mem::ManuallyDrop::new(mac))
+        let mut k = Zeroizing::new([0u8; 64]);
+        if key.len() > 64 {
+            k[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            k[..key.len()].copy_from_slice(key);
+        }
+        let mut pad = Zeroizing::new([0u8; 64]);
+        let mut mac = WipedMac { inner: SHA256_IV, outer: SHA256_IV };
+        for (p, b) in pad.iter_mut().zip(k.iter()) {
+            *p = b ^ 0x36;
+        }
+        compress_blocks(&mut mac.inner, &pad[..]);
+        for (p, b) in pad.iter_mut().zip(k.iter()) {
+            *p = b ^ 0x5c;
+        }
+        compress_blocks(&mut mac.outer, &pad[..]);
+        mac
     }
 
-    /// HMAC of `data`, leaving the state ready for the next value.
+    /// HMAC of `data`.
     fn mac(&mut self, data: &[u8]) -> [u8; 32] {
-        self.0.update(data);
-        self.0.finalize_reset().into_bytes().into()
+        let mut st = Zeroizing::new(self.inner);
+        let inner = Zeroizing::new(finish(&mut st, data));
+        let mut st = Zeroizing::new(self.outer);
+        finish(&mut st, &inner[..])
     }
 }
 
 impl Drop for WipedMac {
-    #[allow(unsafe_code)]
     fn drop(&mut self) {
-        let p = (&mut *self.0 as *mut HmacSha256).cast::<u8>();
-        // SAFETY: the state is dropped exactly once, here; afterwards its
-        // bytes are only written through a raw pointer, within its own
-        // allocation, and never read as an `HmacSha256` again.
-        unsafe {
-            std::mem::ManuallyDrop::drop(&mut self.0);
-            for i in 0..std::mem::size_of::<HmacSha256>() {
-                std::ptr::write_volatile(p.add(i), 0u8);
-            }
-        }
-        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        self.inner.zeroize();
+        self.outer.zeroize();
     }
+}
+
+/// Runs SHA-256 compressions over whole 64-byte blocks.
+fn compress_blocks(state: &mut [u32; 8], blocks: &[u8]) {
+    debug_assert!(blocks.len().is_multiple_of(64));
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    #[allow(unsafe_code)]
+    // SAFETY: VZEROUPPER only clears the upper halves of the vector
+    // registers, which hold no live values across this call boundary.
+    unsafe {
+        std::arch::x86_64::_mm256_zeroupper()
+    };
+    for b in blocks.chunks_exact(64) {
+        sha2::compress256(state, std::slice::from_ref(GenericArray::from_slice(b)));
+    }
+}
+
+/// Finishes a SHA-256 whose state has absorbed one 64-byte block (the padded
+/// key) with `data` and the padding, and returns the digest.
+fn finish(state: &mut [u32; 8], data: &[u8]) -> [u8; 32] {
+    let whole = data.len() - data.len() % 64;
+    compress_blocks(state, &data[..whole]);
+    let rem = &data[whole..];
+    let mut last = Zeroizing::new([0u8; 128]);
+    last[..rem.len()].copy_from_slice(rem);
+    last[rem.len()] = 0x80;
+    let n = if rem.len() < 56 { 64 } else { 128 };
+    let bits = (64 + data.len() as u64) * 8;
+    last[n - 8..n].copy_from_slice(&bits.to_be_bytes());
+    compress_blocks(state, &last[..n]);
+    let mut out = [0u8; 32];
+    for (o, w) in out.chunks_exact_mut(4).zip(state.iter()) {
+        o.copy_from_slice(&w.to_be_bytes());
+    }
+    out
 }
 
 /// HKDF-SHA-256 (RFC 5869) with no salt and one 32-byte output block:
 /// `PRK = HMAC(0^32, ikm)`, `OKM = HMAC(PRK, info ‖ 0x01)`.
 fn hkdf_sha256(ikm: &[u8], info: &[&[u8]]) -> Zeroizing<[u8; 32]> {
     let prk = Zeroizing::new(WipedMac::new(&[0u8; 32]).mac(ikm));
-    let mut expand = WipedMac::new(&prk[..]);
-    for part in info {
-        expand.0.update(part);
-    }
-    Zeroizing::new(expand.mac(&[1u8]))
+    let mut message = Zeroizing::new(info.concat());
+    message.push(1);
+    Zeroizing::new(WipedMac::new(&prk[..]).mac(&message))
 }
 
 /// The session's index key, parsed from `pazpaz.index_key`.
