@@ -13,7 +13,8 @@
 -- column>, BEFORE INSERT OR UPDATE OF the source column; named to fire after
 -- other BEFORE triggers, which fire in name order and may change the
 -- value), COMMITs, backfills the existing rows in batches that COMMIT one
--- by one (setting the token column directly, not through the trigger), and
+-- by one (setting the token column directly, not through the trigger; each
+-- batch a range of heap blocks holding about batch_size rows), and
 -- finally builds the index. The index's definition (context, normalization,
 -- bits, and the fingerprint of the index key it is built with) is stored as
 -- the trigger's arguments. Interrupted, it loses at most the current batch:
@@ -66,8 +67,9 @@ DECLARE
     n pg_catalog.int8;
     batch pg_catalog.int4 := 0;
     pass pg_catalog.int4 := 0;
-    cursor_tid pg_catalog.tid;
-    last_tid pg_catalog.tid;
+    nblocks pg_catalog.int8;
+    step pg_catalog.int8;
+    blk pg_catalog.int8;
 BEGIN
     IF NOT (kind OPERATOR(pg_catalog.=) 'exact' OR kind OPERATOR(pg_catalog.=) 'match') THEN
         RAISE EXCEPTION 'kind must be exact or match' USING ERRCODE = '22023';
@@ -178,37 +180,41 @@ BEGIN
     END IF;
     cond := pg_catalog.format('%I IS NULL AND %I IS NOT NULL', tokcol, col);
     q := pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE %s', rel, cond);
+    -- Batches are ranges of heap blocks (TID range scans), about batch_size
+    -- rows each. Unlike rotate_column there is no locking pass first: a row
+    -- a concurrent transaction is writing makes the batch wait for it (as
+    -- any UPDATE would), and if that write indexed the row (the trigger),
+    -- the recheck of the condition skips it.
     upd := pg_catalog.format($q$
-        WITH batch AS (
-            SELECT ctid FROM %1$s
-             WHERE ctid OPERATOR(pg_catalog.>) $1 AND %2$s
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED
-        ), upd AS (
-            UPDATE %1$s SET %3$I = %4$s
-             WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM batch))
-            RETURNING 1
-        )
-        SELECT (SELECT pg_catalog.count(*) FROM upd), (SELECT pg_catalog.max(ctid) FROM batch)
+        UPDATE %1$s SET %3$I = %4$s
+         WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2 AND %2$s
     $q$, rel, cond, tokcol, compute);
     EXECUTE q INTO total;
     RAISE NOTICE '%: % rows of %.% to index', caller, total, tbl, col;
     remaining := total;
+    -- Rows that moved behind the walk (an UPDATE of another column of a row
+    -- not indexed yet) are picked up by a further pass.
     WHILE remaining OPERATOR(pg_catalog.>) 0 AND pass OPERATOR(pg_catalog.<) 5 LOOP
         pass := pass OPERATOR(pg_catalog.+) 1;
-        cursor_tid := '(0,0)'::pg_catalog.tid;
-        LOOP
-            EXECUTE upd INTO n, last_tid USING cursor_tid, batch_size, ctx, normalization, bits, fp;
-            EXIT WHEN last_tid IS NULL;
+        nblocks := pg_catalog.pg_relation_size(tbl) OPERATOR(pg_catalog./)
+                   pg_catalog.current_setting('block_size')::pg_catalog.int8;
+        step := GREATEST(1::pg_catalog.int8,
+                    (batch_size::pg_catalog.int8 OPERATOR(pg_catalog.*) nblocks) OPERATOR(pg_catalog./)
+                    GREATEST(remaining, 1::pg_catalog.int8));
+        blk := 0;
+        WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
+            EXECUTE upd USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
+                              pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid,
+                              ctx, normalization, bits, fp;
+            GET DIAGNOSTICS n = ROW_COUNT;
             IF n OPERATOR(pg_catalog.>) 0 THEN
                 batch := batch OPERATOR(pg_catalog.+) 1;
                 done := done OPERATOR(pg_catalog.+) n;
                 RAISE NOTICE 'batch %: %/% rows', batch, done, total;
             END IF;
             COMMIT;
-            cursor_tid := last_tid;
+            blk := blk OPERATOR(pg_catalog.+) step;
         END LOOP;
-        COMMIT;
         EXECUTE q INTO remaining;
     END LOOP;
     IF remaining OPERATOR(pg_catalog.>) 0 THEN
