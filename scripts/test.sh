@@ -7,12 +7,10 @@
 # once, and for each PostgreSQL version
 #   2. #[pg_test]s inside PostgreSQL (cargo pgrx test, library preloaded)
 #   3. SQL regression suite (tests/pg_regress) on a throwaway server
-#   4. integration: tests/integration/cpu_features.sh (a build for a CPU
-#      feature the machine lacks; PostgreSQL 15)
-#   5. Python suite (tests/python, pytest): pg_dump, logs, leaks, crashes,
-#      concurrency, drivers, SQLAlchemy, Alembic, PgBouncer, … (on a version
+#   4. Python suite (tests/python, pytest): pg_dump, logs, leaks, crashes,
+#      concurrency, the CPU check, drivers, SQLAlchemy, Alembic, PgBouncer, … (on a version
 #      other than 15 only the tests marked every_version)
-# Usage: bash scripts/test.sh [stage…]   (stages: lint core pgtest regress integration python)
+# Usage: bash scripts/test.sh [stage…]   (stages: lint core pgtest regress python)
 # The versions: PG_MAJOR=N runs one (15, 16, 17 or 18); unset, all four.
 # Where each version's server comes from: scripts/provision.sh.
 set -euo pipefail
@@ -20,7 +18,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(lint core pgtest regress integration python)
+[ ${#stages[@]} -eq 0 ] && stages=(lint core pgtest regress python)
 want() { local s; for s in "${stages[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 step() { printf '\n=== %s ===\n' "$*"; }
 if [ -n "${PG_MAJOR:-}" ]; then versions=("$PG_MAJOR"); else versions=(15 16 17 18); fi
@@ -28,7 +26,7 @@ for v in "${versions[@]}"; do
     case $v in 15 | 16 | 17 | 18) ;; *) echo "PG_MAJOR=$v: the supported versions are 15, 16, 17 and 18" >&2; exit 2 ;; esac
 done
 for s in "${stages[@]}"; do
-    case $s in lint | core | pgtest | regress | integration | python) ;; *) echo "unknown stage: $s" >&2; exit 2 ;; esac
+    case $s in lint | core | pgtest | regress | python) ;; *) echo "unknown stage: $s" >&2; exit 2 ;; esac
 done
 timings=()
 
@@ -73,7 +71,7 @@ test_version() {
 
     # The remaining stages use the release build installed into PG_MAJOR's
     # server.
-    if want regress || want integration || want python; then
+    if want regress || want python; then
         step "install: cargo pgrx package (release) into PostgreSQL $PG_MAJOR"
         install_extension --release
     fi
@@ -81,16 +79,6 @@ test_version() {
     if want regress; then
         step "regress: tests/pg_regress on PostgreSQL $PG_MAJOR"
         bash tests/pg_regress/run.sh
-    fi
-
-    if want integration; then
-        if [ "$PG_MAJOR" = 15 ]; then
-            # The other integration checks are pytest modules in tests/python.
-            step "integration: tests/integration/cpu_features.sh"
-            bash tests/integration/cpu_features.sh
-        else
-            step "integration: tests/integration/cpu_features.sh runs on PostgreSQL 15 only"
-        fi
     fi
 
     if want python; then
@@ -104,7 +92,7 @@ test_version() {
     fi
 }
 
-if want pgtest || want regress || want integration || want python; then
+if want pgtest || want regress || want python; then
     for v in "${versions[@]}"; do
         t0=$SECONDS
         (test_version "$v")

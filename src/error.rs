@@ -37,6 +37,8 @@ pub fn sqlstate(class: ErrorClass) -> PgSqlErrorCode {
         ErrorClass::System => ERRCODE_SYSTEM_ERROR,
         ErrorClass::Unsupported => ERRCODE_FEATURE_NOT_SUPPORTED,
         ErrorClass::InsufficientPrivilege => ERRCODE_INSUFFICIENT_PRIVILEGE,
+        ErrorClass::UndefinedObject => ERRCODE_UNDEFINED_OBJECT,
+        ErrorClass::DatatypeMismatch => ERRCODE_DATATYPE_MISMATCH,
         ErrorClass::Warning => ERRCODE_WARNING,
     }
 }
@@ -47,6 +49,8 @@ pub fn hint(e: &Error) -> Option<&'static str> {
         Error::DecryptionFailed => Some("The value was encrypted with another key or associated data, or it was altered."),
         Error::EncryptedDefault => Some("Write DEFAULT 'value'::text::encrypted_text: the cast encrypts on every insert, under the key of the session that inserts."),
         Error::PlaintextIndex => Some("Index key_version(col) or the ciphertext itself; never an expression that decrypts."),
+        Error::MissingIndexKey { .. } | Error::IndexKeyNotSet { .. } => Some("An application sets its index key per session or transaction with SELECT set_config('pazpaz.index_key', $1, false), like its data keys."),
+        Error::QueryTooShort => Some("Trigram tokens cannot narrow a shorter query down; search such values with the exact blind index, or scan."),
         Error::BothKeySettings => Some("Use pazpaz.encryption_keys with pazpaz.encryption_key_version for several keys, or pazpaz.encryption_key for one."),
         Error::KeySettingSource { .. } => Some("Keys are session state: a key stored there would sit in plain text in a file or in pg_db_role_setting. Have the application run SELECT set_config('pazpaz.encryption_key', $1, false) when it opens or checks out a connection (is_local = true per transaction behind a transaction-mode pooler)."),
         _ => None,

@@ -13,6 +13,10 @@
 //! - `versioned.rs`: the `jsonb` envelope functions (format 2)
 //! - `encrypted_text.rs`: the `encrypted_text` type (format 3)
 //! - `status.rs`: `generate_encryption_key()`, `encryption_status()`
+//! - `index_keys.rs`: the session's index keys of search, parsed once per
+//!   change, and the keys derived from them per context
+//! - `search.rs`: blind indexes, match tokens, the trigger that maintains
+//!   them, and the lookups by index (procedures in `sql/search.sql`)
 //! - `log_filter.rs`: keeps keys and decrypted values out of the server log
 //!   (rules in `pazpaz_core::redact`), on top of other log hooks
 //! - `log_secrets.rs`: the key strings the filter scrubs by value
@@ -34,10 +38,12 @@ mod encrypted_text;
 mod error;
 mod field_functions;
 mod gucs;
+mod index_keys;
 mod key_cache;
 mod log_filter;
 mod log_secrets;
 mod nonces;
+mod search;
 mod status;
 mod varlena;
 mod versioned;
@@ -50,7 +56,7 @@ mod tests;
 /// (src/cpu_check.c), because the Rust code, pgrx's guard included, is
 /// compiled for the build's CPU and may use instructions this one lacks.
 /// (PostgreSQL calls pgrx's `Pg_magic_func` before this: plain code.)
-/// tests/integration/cpu_features.sh disassembles all three. The check raises
+/// tests/python/test_cpu_check.py disassembles all three. The check raises
 /// its ERROR with a longjmp over this frame only, which holds nothing to drop.
 #[no_mangle]
 pub extern "C" fn _PG_init() {
@@ -72,6 +78,7 @@ extern "C" {
 extern "C-unwind" fn init() {
     // Before the settings exist: defining them assigns values set earlier.
     key_cache::init();
+    index_keys::init();
     gucs::init();
     log_filter::init();
     ddl_guard::init();
@@ -88,6 +95,20 @@ extension_sql_file!(
         versioned::key_version_jsonb,
         encrypted_text::reencrypt_to_version,
         encrypted_text::key_version_encrypted_text
+    ]
+);
+extension_sql_file!(
+    "../sql/search.sql",
+    name = "search",
+    requires = [
+        "encrypted_text_casts",
+        search::blind_index_with_key,
+        search::blind_tokens_with_key,
+        search::search_index_check,
+        search::blind_index_trigger,
+        field_functions::decrypt_field,
+        versioned::decrypt_field_versioned,
+        encrypted_text::encrypted_text_to_text
     ]
 );
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);

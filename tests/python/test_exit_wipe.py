@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 
 def mapped_library(pid: int) -> tuple[Path, Path]:
@@ -24,23 +25,29 @@ def mapped_library(pid: int) -> tuple[Path, Path]:
     return root / paths.pop().lstrip("/"), root
 
 
-def wipe_symbol(lib: Path) -> str:
+# The exit wipe of each kind of key: the data keys' cache and the search
+# index keys' cache, each registered by the first change of its settings.
+WIPES = {"pazpaz.encryption_key": "key_cache", "pazpaz.index_key": "index_keys"}
+
+
+def wipe_symbol(lib: Path, module: str) -> str:
     out = subprocess.run(["nm", str(lib)], check=True, capture_output=True, text=True).stdout
-    names = [line.split()[-1] for line in out.splitlines() if "wipe_at_exit" in line]
+    names = [line.split()[-1] for line in out.splitlines()
+             if "wipe_at_exit" in line and f"{len(module)}{module}" in line]
     assert len(names) == 1, names
     return names[0]
 
 
-def session_exit_hits_wipe(cluster, db, set_key: bool) -> bool:
+def session_exit_hits_wipe(cluster, db, setting: str, set_key: bool) -> bool:
     conn = psycopg.connect(cluster.dsn(db), autocommit=True)
     if set_key:
-        conn.execute("SELECT set_config('pazpaz.encryption_key', generate_encryption_key(), false)")
+        conn.execute("SELECT set_config(%s, generate_encryption_key(), false)", (setting,))
     pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
     lib, root = mapped_library(pid)
     ready = Path(tempfile.mkdtemp()) / "breakpoint_set"
     gdb = subprocess.Popen(
         ["gdb", "-q", "-nx", "-batch", "-ex", f"set sysroot {root.resolve()}", "-p", str(pid),
-         "-ex", "set pagination off", "-ex", f"break {wipe_symbol(lib)}", "-ex", f"shell touch {ready}",
+         "-ex", "set pagination off", "-ex", f"break {wipe_symbol(lib, WIPES[setting])}", "-ex", f"shell touch {ready}",
          "-ex", "continue", "-ex", "detach"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # Wait until gdb has set the breakpoint (it says so with a file: its
@@ -64,11 +71,13 @@ def session_exit_hits_wipe(cluster, db, set_key: bool) -> bool:
     return "Breakpoint 1," in out
 
 
-def test_backend_exit_runs_the_wipe(cluster, db):
-    assert session_exit_hits_wipe(cluster, db, set_key=True)
+@pytest.mark.parametrize("setting", WIPES)
+def test_backend_exit_runs_the_wipe(cluster, db, setting):
+    assert session_exit_hits_wipe(cluster, db, setting, set_key=True)
 
 
-def test_no_callback_without_a_key(cluster, db):
+@pytest.mark.parametrize("setting", WIPES)
+def test_no_callback_without_a_key(cluster, db, setting):
     # Control: the breakpoint is real, and a backend that never held a key
     # registers nothing.
-    assert not session_exit_hits_wipe(cluster, db, set_key=False)
+    assert not session_exit_hits_wipe(cluster, db, setting, set_key=False)

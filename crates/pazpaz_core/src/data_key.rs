@@ -51,14 +51,8 @@ impl Key {
     /// ASCII whitespace is ignored (keys are often read from files). Errors
     /// never contain the input.
     pub fn from_base64(text: &str) -> Result<Key> {
-        let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
-        // Decode into a buffer that is wiped on drop, whatever happens next.
-        let mut buf = Zeroizing::new(vec![0u8; text.len() / 4 * 3 + 3]);
-        let n = STANDARD.decode_slice(text.as_bytes(), &mut buf[..]).map_err(|_| Error::KeyBase64)?;
-        if n != KEY_LEN {
-            return Err(Error::KeySize);
-        }
-        Ok(Key::from_bytes(&buf[..KEY_LEN]))
+        let bytes = decode_key_base64(text)?;
+        Ok(Key::from_bytes(&bytes[..]))
     }
 
     fn from_bytes(bytes: &[u8]) -> Key {
@@ -77,6 +71,23 @@ impl Key {
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
+}
+
+/// Decodes standard base64 (with padding) of exactly 32 bytes into memory
+/// that is wiped on drop; surrounding ASCII whitespace is ignored. Shared by
+/// data keys and the index key (`blind_index.rs`). Errors never contain the
+/// input.
+pub(crate) fn decode_key_base64(text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>> {
+    let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    // Decode into a buffer that is wiped on drop, whatever happens next.
+    let mut buf = Zeroizing::new(vec![0u8; text.len() / 4 * 3 + 3]);
+    let n = STANDARD.decode_slice(text.as_bytes(), &mut buf[..]).map_err(|_| Error::KeyBase64)?;
+    if n != KEY_LEN {
+        return Err(Error::KeySize);
+    }
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    key.copy_from_slice(&buf[..KEY_LEN]);
+    Ok(key)
 }
 
 fn fingerprint(bytes: &[u8]) -> String {

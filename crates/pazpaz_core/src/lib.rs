@@ -1,8 +1,9 @@
 //! Pure core of `pazpaz_crypto`: the three byte formats (`field`: format 1;
 //! `versioned` and its binary jsonb layout `jsonb`: format 2;
 //! `encrypted_text`: format 3, the type's stored value and its text form),
-//! data key and keyring parsing, the nonce generator and the log filter's
-//! text rules.
+//! data key and keyring parsing, the nonce generator, the log filter's
+//! text rules, and the blind indexes and match tokens of search
+//! (`blind_index`).
 //!
 //! Nothing here knows about PostgreSQL, so every rule can be tested with plain
 //! `cargo test` and fuzzed. The pgrx glue in the extension crate only moves bytes
@@ -21,6 +22,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod blind_index;
 pub mod data_key;
 pub mod encrypted_text;
 pub mod error;
