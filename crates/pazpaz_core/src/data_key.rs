@@ -51,14 +51,13 @@ impl Key {
     /// ASCII whitespace is ignored (keys are often read from files). Errors
     /// never contain the input.
     pub fn from_base64(text: &str) -> Result<Key> {
-        let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
-        // Decode into a buffer that is wiped on drop, whatever happens next.
-        let mut buf = Zeroizing::new(vec![0u8; text.len() / 4 * 3 + 3]);
-        let n = STANDARD.decode_slice(text.as_bytes(), &mut buf[..]).map_err(|_| Error::KeyBase64)?;
-        if n != KEY_LEN {
-            return Err(Error::KeySize);
-        }
-        Ok(Key::from_bytes(&buf[..KEY_LEN]))
+        Ok(Key::from_raw(&*decode_base64(text)?))
+    }
+
+    /// A key from its 32 raw bytes (an unwrapped data key, a KEK); the
+    /// caller wipes its copy.
+    pub fn from_raw(bytes: &[u8; KEY_LEN]) -> Key {
+        Key::from_bytes(bytes)
     }
 
     fn from_bytes(bytes: &[u8]) -> Key {
@@ -87,10 +86,32 @@ fn fingerprint(bytes: &[u8]) -> String {
     d[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// 32 fresh bytes from the operating system's CSPRNG, base64-encoded.
-pub fn generate_base64() -> Result<Zeroizing<String>> {
+/// The 32 bytes of a key in standard base64 (with padding), surrounding
+/// ASCII whitespace ignored, in memory that is wiped on drop. Errors never
+/// contain the input.
+pub fn decode_base64(text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>> {
+    let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    // Decode into a buffer that is wiped on drop, whatever happens next.
+    let mut buf = Zeroizing::new(vec![0u8; text.len() / 4 * 3 + 3]);
+    let n = STANDARD.decode_slice(text.as_bytes(), &mut buf[..]).map_err(|_| Error::KeyBase64)?;
+    if n != KEY_LEN {
+        return Err(Error::KeySize);
+    }
+    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    out.copy_from_slice(&buf[..KEY_LEN]);
+    Ok(out)
+}
+
+/// 32 fresh bytes from the operating system's CSPRNG, wiped on drop.
+pub fn generate_raw() -> Result<Zeroizing<[u8; KEY_LEN]>> {
     let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
     getrandom::fill(&mut bytes[..]).map_err(|_| Error::Rng)?;
+    Ok(bytes)
+}
+
+/// 32 fresh bytes from the operating system's CSPRNG, base64-encoded.
+pub fn generate_base64() -> Result<Zeroizing<String>> {
+    let bytes = generate_raw()?;
     Ok(Zeroizing::new(STANDARD.encode(&bytes[..])))
 }
 

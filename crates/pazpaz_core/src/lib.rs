@@ -1,8 +1,9 @@
 //! Pure core of `pazpaz_crypto`: the three byte formats (`field`: format 1;
 //! `versioned` and its binary jsonb layout `jsonb`: format 2;
 //! `encrypted_text`: format 3, the type's stored value and its text form),
-//! data key and keyring parsing, the nonce generator and the log filter's
-//! text rules.
+//! data key and keyring parsing, wrapped data keys and the server's
+//! key-encryption keys (`wrapped_key`), the nonce generator and the log
+//! filter's text rules.
 //!
 //! Nothing here knows about PostgreSQL, so every rule can be tested with plain
 //! `cargo test` and fuzzed. The pgrx glue in the extension crate only moves bytes
@@ -30,6 +31,7 @@ pub mod keyring;
 pub mod nonce;
 pub mod redact;
 pub mod versioned;
+pub mod wrapped_key;
 
 pub use aes_gcm::Aes256Gcm as Cipher;
 pub use error::Error;
