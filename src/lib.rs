@@ -13,6 +13,9 @@
 //! - `versioned.rs`: the `jsonb` envelope functions (format 2)
 //! - `encrypted_text.rs`: the `encrypted_text` type (format 3)
 //! - `status.rs`: `generate_encryption_key()`, `encryption_status()`
+//! - `kek.rs`: the server's key-encryption keys, loaded by the postmaster
+//! - `key_wrapping.rs`: `generate_wrapped_encryption_key()`,
+//!   `wrap_encryption_key()`, `rewrap_encryption_key()`, `kek_status()`
 //! - `log_filter.rs`: keeps keys and decrypted values out of the server log
 //!   (rules in `pazpaz_core::redact`), on top of other log hooks
 //! - `log_secrets.rs`: the key strings the filter scrubs by value
@@ -34,7 +37,9 @@ mod encrypted_text;
 mod error;
 mod field_functions;
 mod gucs;
+mod kek;
 mod key_cache;
+mod key_wrapping;
 mod log_filter;
 mod log_secrets;
 mod nonces;
@@ -73,6 +78,9 @@ extern "C-unwind" fn init() {
     // Before the settings exist: defining them assigns values set earlier.
     key_cache::init();
     gucs::init();
+    // In the postmaster only (preloading): reads the key-encryption keys,
+    // or stops the server with the reason.
+    kek::load_at_server_start();
     log_filter::init();
     ddl_guard::init();
 }
@@ -88,6 +96,19 @@ extension_sql_file!(
         versioned::key_version_jsonb,
         encrypted_text::reencrypt_to_version,
         encrypted_text::key_version_encrypted_text
+    ]
+);
+extension_sql_file!(
+    "../sql/key_wrapping.sql",
+    name = "key_wrapping",
+    requires = [
+        key_wrapping::generate_wrapped_encryption_key,
+        key_wrapping::generate_wrapped_encryption_key_under,
+        key_wrapping::wrap_encryption_key,
+        key_wrapping::wrap_encryption_key_under,
+        key_wrapping::rewrap_encryption_key,
+        key_wrapping::rewrap_encryption_key_under,
+        key_wrapping::kek_status
     ]
 );
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);

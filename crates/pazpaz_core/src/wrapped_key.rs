@@ -325,6 +325,9 @@ pub fn wrap(raw: &[u8; KEY_LEN], kek: &Kek) -> Result<String> {
     Ok(wrap_with_nonce(raw, kek, &nonce))
 }
 
+/// Sees an unwrapped data key's raw bytes.
+pub type UnwrapObserver<'a> = &'a dyn Fn(&[u8; KEY_LEN]);
+
 /// What a key setting's value may be, where it is parsed.
 #[derive(Clone, Copy, Default)]
 pub struct KeyPolicy<'a> {
@@ -334,7 +337,7 @@ pub struct KeyPolicy<'a> {
     pub require_wrapped: bool,
     /// Sees each unwrapped data key before it is expanded (the extension
     /// remembers its spellings for the log filter).
-    pub on_unwrap: Option<&'a dyn Fn(&[u8; KEY_LEN])>,
+    pub on_unwrap: Option<UnwrapObserver<'a>>,
 }
 
 /// A data key from a setting's value, raw or wrapped, and the id of the KEK
