@@ -97,7 +97,7 @@ pub enum Error {
     SetBeforeLoad { name: String },
     // ---- wrapped data keys and the server's key-encryption keys (KEKs) ----
     /// A wrapped data key, and no KEK ring in this server process.
-    #[error("a wrapped data key (pzw1:…) needs the server's key-encryption key, and none is loaded: set pazpaz.kek_file or pazpaz.kek_command with pazpaz_crypto in shared_preload_libraries, and restart the server")]
+    #[error("No key-encryption key is loaded, and wrapped data keys (pzw1:…) need one: set pazpaz.kek_file or pazpaz.kek_command, with pazpaz_crypto in shared_preload_libraries, and restart the server")]
     NoKek,
     #[error("key-encryption key \"{id}\" is not loaded (loaded key-encryption keys: {loaded})")]
     UnknownKek { id: String, loaded: String },
