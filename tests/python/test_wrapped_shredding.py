@@ -13,7 +13,6 @@ database, in a base backup taken before the erasure (pg_basebackup) and in a
 keyless pg_dump restored elsewhere; neither their plaintext nor t42's raw
 key is in the WAL, the backup, the dump or the server log."""
 
-import base64
 import json
 import os
 import secrets
