@@ -2,14 +2,17 @@
 //! made and returned only wrapped, existing keys wrapped once, wrapped keys
 //! moved to another key-encryption key (KEK), and the loaded KEK ids.
 //!
-//! Privileges (`sql/key_wrapping.sql`): `wrap_encryption_key` is revoked
-//! from PUBLIC — it takes a raw key (which should travel in SQL once, by an
-//! operator's hand) and would let any role turn raw keys into wrapped ones,
-//! defeating `pazpaz.require_wrapped_keys`. The others stay with PUBLIC:
-//! `generate_wrapped_encryption_key` only draws randomness (like
-//! `generate_encryption_key`), `rewrap_encryption_key` gives a holder of a
-//! wrapped key nothing it could not already do on this server, and
-//! `kek_status` shows ids and fingerprints.
+//! Privileges (`sql/key_wrapping.sql`): revoked from PUBLIC are
+//! - `wrap_encryption_key`: it takes a raw key (which should travel in SQL
+//!   once, by an operator's hand) and would let any role turn raw keys into
+//!   wrapped ones, defeating `pazpaz.require_wrapped_keys`;
+//! - `rewrap_encryption_key`: a KEK rotation makes every copy of a wrapped
+//!   key that the operator did not rewrap useless (the way to be sure a
+//!   destroyed tenant key has no stray copy left); a role that could rewrap
+//!   a stray copy under the new KEK would carry it past the rotation.
+//! `generate_wrapped_encryption_key` (it only draws randomness, like
+//! `generate_encryption_key`) and `kek_status` (ids and fingerprints) stay
+//! with PUBLIC.
 
 use pazpaz_core::data_key;
 use pazpaz_core::wrapped_key::{self, KekRing};

@@ -216,7 +216,7 @@ impl<'de> Visitor<'de> for RingVisitor<'_> {
                 Ok(mut other) => {
                     wipe_json(&mut other);
                     return Err(fail(Error::KeyringJson(format!(
-                        "the key of version \"{version}\" must be a base64 string (a raw or a wrapped key)"
+                        "the key of version \"{version}\" must be a base64 string"
                     ))));
                 }
                 Err(e) => return Err(e),

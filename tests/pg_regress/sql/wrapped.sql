@@ -27,14 +27,16 @@ SELECT set_config('pazpaz.encryption_key', generate_encryption_key(), false) IS 
 SELECT version, is_current, length(fingerprint) AS fingerprint_length, wrapped, kek_id FROM encryption_status();
 RESET pazpaz.encryption_key;
 
--- Who may call what: wrap_encryption_key takes a raw key and is not granted
--- to PUBLIC; the others are.
+-- Who may call what: wrap_encryption_key (takes a raw key) and
+-- rewrap_encryption_key (carries a key across a KEK rotation) are not
+-- granted to PUBLIC; the others are.
 SELECT p.oid::regprocedure AS function, has_function_privilege('regress_app', p.oid, 'EXECUTE') AS app_may_call
 FROM pg_proc p
 WHERE p.proname IN ('generate_wrapped_encryption_key', 'wrap_encryption_key', 'rewrap_encryption_key', 'kek_status')
-ORDER BY 1::text;
+ORDER BY p.oid::regprocedure::text;
 SET ROLE regress_app;
 SELECT regress.try($$SELECT wrap_encryption_key('AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=')$$);
+SELECT regress.try($$SELECT rewrap_encryption_key('pzw1:k1:ymVkzz8uw+qvfTBz8UbOhBJ2BEH+mEVY6vkNaGjAv+i2ICFyxPUYbG9yHyIaNEaUkPr8+p9VHASMhK4U')$$);
 SELECT regress.try($$SELECT count(*) FROM kek_status()$$);
 -- The policy is the server's: no session turns it off, not even a superuser's.
 SELECT regress.try($$SET pazpaz.require_wrapped_keys = off$$);
