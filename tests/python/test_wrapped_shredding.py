@@ -16,6 +16,7 @@ key is in the WAL, the backup, the dump or the server log."""
 import json
 import os
 import secrets
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def files_under(*roots: Path):
                     yield p
 
 
-def test_crypto_shredding_per_tenant(tmp_path):
+def test_crypto_shredding_per_tenant():
     name, backup_name = unique("wk_shred"), unique("wk_shred_backup")
     ring = new_ring("k1")
     path = write_kek_file(kek_path(name), ring)
@@ -98,7 +99,9 @@ def test_crypto_shredding_per_tenant(tmp_path):
         backup.parent.mkdir(parents=True)
         subprocess.run(tool("pg_basebackup") + ["-h", c.host, "-p", str(c.port), "-U", "postgres", "-D", str(backup),
                                                 "-X", "stream", "-c", "fast"], check=True, capture_output=True)
-        dump = tmp_path / "clinic.dump"
+        work = PG_BASE / f"{name}-work"  # seen at the same path by the tools of every version
+        work.mkdir(exist_ok=True)
+        dump = work / "clinic.dump"
         env = {**os.environ, "PGOPTIONS": "-c pazpaz.encrypted_text_io=envelope"}
         subprocess.run(tool("pg_dump") + ["-h", c.host, "-p", str(c.port), "-U", "postgres", "-Fc", "-f", str(dump), db],
                        check=True, env=env, capture_output=True)
@@ -168,3 +171,4 @@ def test_crypto_shredding_per_tenant(tmp_path):
         run_pg(f"pg_stop {backup_name}")
         remove(backup_name)
         remove(name)
+        shutil.rmtree(PG_BASE / f"{name}-work", ignore_errors=True)

@@ -15,7 +15,6 @@ import base64
 import hashlib
 import json
 import os
-import pwd
 import secrets
 import shlex
 import shutil
@@ -30,7 +29,9 @@ from conftest import Cluster, free_port, remove_cluster, run_pg
 PACKAGE_DIR = os.environ.get("PAZPAZ_PACKAGE_DIR")
 AAD_PREFIX = b"pazpaz data key"
 PG_BASE = Path(run_pg('echo "$PG_BASE"').strip())
-POSTGRES_UID = pwd.getpwnam("postgres").pw_uid
+# The uid the server runs as (scripts/pg.sh's pg_owner where it has one:
+# servers of other versions may run in a chroot).
+POSTGRES_UID = int(run_pg('if declare -F pg_owner >/dev/null; then pg_owner; else id -u postgres; fi').split(":")[0])
 
 
 def unique(prefix: str) -> str:
