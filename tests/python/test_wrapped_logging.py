@@ -21,7 +21,8 @@ import psycopg
 import pytest
 
 from wrapped_support import (
-    connect, kek_path, new_ring, remove, ring_spellings, spellings, start, unique, unwrap, write_kek_file,
+    connect, kek_path, new_ring, remove, require_libraries, ring_spellings, spellings, start, unique, unwrap,
+    write_kek_file,
 )
 
 LOGGING = [
@@ -42,6 +43,7 @@ LOGGING = [
 
 @pytest.fixture(scope="module")
 def servers():
+    require_libraries("auto_explain", "pg_stat_statements")
     names = [unique("wk_log"), unique("wk_other")]
     rings = [new_ring("k1"), new_ring("k1")]  # same id, different keys
     try:

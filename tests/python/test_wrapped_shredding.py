@@ -25,8 +25,8 @@ import pytest
 
 from conftest import run_pg
 from wrapped_support import (
-    PG_BASE, connect, kek_path, new_ring, remove, restart, spellings, start, start_existing, tool, unique, unwrap,
-    write_kek_file,
+    PG_BASE, connect, kek_path, new_ring, remove, require_libraries, restart, spellings, start, start_existing, tool,
+    unique, unwrap, write_kek_file,
 )
 
 ROWS = 40
@@ -60,6 +60,7 @@ def files_under(*roots: Path):
 
 
 def test_crypto_shredding_per_tenant():
+    require_libraries("pg_stat_statements")
     name, backup_name = unique("wk_shred"), unique("wk_shred_backup")
     ring = new_ring("k1")
     path = write_kek_file(kek_path(name), ring)

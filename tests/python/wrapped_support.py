@@ -179,3 +179,22 @@ def force_parallel(conn) -> None:
     for s in [f"SET {name} = on", "SET parallel_setup_cost = 0", "SET parallel_tuple_cost = 0",
               "SET min_parallel_table_scan_size = 0", "SET max_parallel_workers_per_gather = 2"]:
         conn.execute(s)
+
+
+def have_library(lib: str) -> bool:
+    """Whether the server under test ships the loadable module `lib` (a
+    server without contrib has no pg_stat_statements or auto_explain)."""
+    out = run_pg(
+        'd=$($(pg_tool pg_config | tr "\\n" " ") --pkglibdir); '
+        'if declare -F pg_host_path >/dev/null; then d=$(pg_host_path "$d"); fi; '
+        f'[ -e "$d/{lib}.so" ] && echo yes || echo no'
+    )
+    return out.strip() == "yes"
+
+
+def require_libraries(*libs: str) -> None:
+    import pytest
+
+    missing = [lib for lib in libs if not have_library(lib)]
+    if missing:
+        pytest.skip(f"this PostgreSQL has no {', '.join(missing)}")
