@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 import pazpaz_crypto  # noqa: E402
 
 GROUPS = ["scan", "encrypt", "versioned", "copy", "rotation", "procedure",
-          "large", "parallel", "pgbench", "python", "memory"]
+          "large", "parallel", "pgbench", "python", "memory", "search"]
 
 
 def log(msg: str) -> None:
@@ -71,6 +71,7 @@ def b64(b: bytes) -> str:
 # ---- keys (random per run, never printed) -----------------------------------
 
 K1, K2 = secrets.token_bytes(32), secrets.token_bytes(32)
+INDEX_KEY = secrets.token_bytes(32)  # pazpaz.index_key of the search group
 KEYS = {"v1": b64(K1), "v2": b64(K2)}
 PGC_A, PGC_B = secrets.token_bytes(32), secrets.token_bytes(32)  # pgcrypto keys
 
@@ -574,6 +575,123 @@ def proc_status(pid: int) -> dict:
     return out
 
 
+# ---- search (blind indexes and match tokens) ----------------------------------
+
+SEARCH_LOOKUPS = 1000   # exact lookups per timed run
+SEARCH_QUERIES = 20     # substring searches per timed run
+SEARCH_SINGLE = 200     # single-row lookup statements per timed run
+
+
+def load_search(conn: psycopg.Connection, n: int) -> None:
+    """Three tables of n rows: plaintext email and name columns (B-tree and
+    pg_trgm GIN indexes), the same encrypted (blind index and match index
+    added by the procedures), and a copy for the backfill."""
+    ex = conn.execute
+    ex("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    ex("SELECT set_config('pazpaz.index_key', %s, false)", (b64(INDEX_KEY),))
+    email = "'user' || i || '@example.com'"
+    name = "left(md5(i::text), 12)"
+    ex(f"CREATE TABLE sr_plain AS SELECT i AS id, {email} AS email, {name} AS name FROM generate_series(1, %s) i", (n,))
+    ex("CREATE INDEX ON sr_plain (email)")
+    ex("CREATE INDEX ON sr_plain USING gin (name gin_trgm_ops)")
+    ex("CREATE TABLE sr_enc (id int, email encrypted_text, name encrypted_text)")
+    ex("INSERT INTO sr_enc SELECT id, email, name FROM sr_plain")
+    ex("CREATE TABLE sr_bf (id int, email encrypted_text)")
+    ex("INSERT INTO sr_bf SELECT id, email FROM sr_plain")
+    ex("CREATE TABLE s30 AS SELECT left(md5(i::text), 30) AS p FROM generate_series(1, %s) i", (n,))
+    ex("SET client_min_messages = warning")
+    ex("CALL add_blind_index('sr_enc', 'email', batch_size => 10000)")
+    ex("CALL add_match_index('sr_enc', 'name', batch_size => 10000)")
+    ex("RESET client_min_messages")
+    ex("VACUUM ANALYZE sr_plain, sr_enc, sr_bf, s30")
+
+
+def group_search(conn, n, runs):
+    load_search(conn, n)
+    step = max(1, n // SEARCH_LOOKUPS)
+    emails = [f"user{i}@example.com" for i in range(1, n + 1, step)][:SEARCH_LOOKUPS]
+    # Substrings of 3 and 4 characters of the names ('%ohn%'-style).
+    import hashlib as _h
+    subs = [_h.md5(str(i * 7919).encode()).hexdigest()[2:2 + 3 + i % 2] for i in range(1, SEARCH_QUERIES + 1)]
+    # Nested-loop index lookups on both sides (the join is only a loop of
+    # point lookups in one statement).
+    conn.execute("SET enable_hashjoin = off")
+    conn.execute("SET enable_mergejoin = off")
+
+    def lookup(sql):
+        return lambda r: explain(conn, sql, (emails,))[0]
+
+    singles = emails[:: max(1, len(emails) // SEARCH_SINGLE)][:SEARCH_SINGLE]
+
+    def single(sql):
+        # One statement per lookup, as an application runs them: the sum of
+        # their execution times.
+        return lambda r: sum(explain(conn, sql, (e,))[0] for e in singles)
+
+    def searches(sql):
+        def run(r):
+            return sum(explain(conn, sql.format(q=q))[0] for q in subs)
+        return run
+
+    def backfill(r):
+        conn.execute("SET client_min_messages = warning")
+        ms = wall(conn, "CALL add_blind_index('sr_bf', 'email', batch_size => 10000)")
+        conn.execute("CALL drop_blind_index('sr_bf', 'email')")
+        conn.execute("RESET client_min_messages")
+        vacuum_checkpoint(conn, "sr_bf")
+        return ms
+
+    def noop_update(r):
+        vacuum_checkpoint(conn, "sr_bf")
+        ms = wall(conn, "UPDATE sr_bf SET email = email")
+        vacuum_checkpoint(conn, "sr_bf")
+        return ms
+
+    # Both sides return the same rows (checked below).
+    enc_search = ("SELECT count(*) FROM sr_enc WHERE name_tokens @> blind_search_tokens_for('sr_enc', 'name_tokens', '{q}')"
+                  " AND name::text ILIKE '%{q}%'")
+    trgm_search = "SELECT count(*) FROM sr_plain WHERE name ILIKE '%{q}%'"
+    for q in subs:
+        a = conn.execute(enc_search.format(q=q)).fetchone()[0]
+        b = conn.execute(trgm_search.format(q=q)).fetchone()[0]
+        assert a == b, (q, a, b)
+    plan = explain(conn, enc_search.format(q=subs[0]))[1]
+    assert "Bitmap Index Scan on sr_enc_name_tokens" in plan, plan
+    plan = explain(conn, "SELECT sum(sr_enc.id) FROM unnest(%s::text[]) e(v) JOIN sr_enc"
+                   " ON email_bidx = blind_index_for('sr_enc', 'email_bidx', e.v)", (emails,))[1]
+    assert "Index Scan using sr_enc_email_bidx" in plan, plan
+    found = conn.execute("SELECT count(sr_enc.id) FROM unnest(%s::text[]) e(v) JOIN sr_enc"
+                         " ON email_bidx = blind_index_for('sr_enc', 'email_bidx', e.v)", (emails,)).fetchone()[0]
+    assert found == len(emails), found
+
+    run_group("search", [
+        Case("lookup1_bidx", f"one-row lookup by blind index: {SEARCH_SINGLE} statements "
+             "WHERE email_bidx = blind_index_for(…, $1), µs per lookup", "server", SEARCH_SINGLE,
+             single("SELECT id FROM sr_enc WHERE email_bidx = blind_index_for('sr_enc', 'email_bidx', %s)")),
+        Case("lookup1_plain", f"one-row lookup on a plaintext B-tree: {SEARCH_SINGLE} statements WHERE email = $1",
+             "server", SEARCH_SINGLE, single("SELECT id FROM sr_plain WHERE email = %s")),
+        Case("lookup_bidx", f"exact lookup by blind index: {len(emails):,} point lookups in one join, "
+             "email_bidx = blind_index_for(…)", "server", len(emails),
+             lookup("SELECT sum(sr_enc.id) FROM unnest(%s::text[]) e(v) JOIN sr_enc"
+                    " ON email_bidx = blind_index_for('sr_enc', 'email_bidx', e.v)")),
+        Case("lookup_plain", f"exact lookup on a plaintext B-tree: {len(emails):,} point lookups", "server",
+             len(emails), lookup("SELECT sum(sr_plain.id) FROM unnest(%s::text[]) e(v) JOIN sr_plain ON email = e.v")),
+        Case("blind_index_30", "blind_index(p, ctx) of a 30-byte value", "server", n,
+             lambda r: explain(conn, "SELECT sum(length(blind_index(p, 'bench.s30.p'))) FROM s30")[0]),
+        Case("floor_30", "scan floor: sum(octet_length(p)) of the same 30-byte values", "server", n,
+             lambda r: explain(conn, "SELECT sum(octet_length(p)) FROM s30")[0]),
+        Case("substring_tokens", f"substring search, token GIN + decrypting ILIKE recheck ({len(subs)} searches,"
+             " µs per search)", "server", len(subs), searches(enc_search)),
+        Case("substring_trgm", f"substring search, pg_trgm GIN on plaintext ({len(subs)} searches, µs per search)",
+             "server", len(subs), searches(trgm_search)),
+        Case("add_blind_index", "CALL add_blind_index(…, batch_size => 10000): backfill + B-tree build", "wall", n,
+             backfill),
+        Case("update_noop_bf", "UPDATE … SET email = email on the same table", "wall", n, noop_update),
+    ], runs)
+    conn.execute("RESET enable_hashjoin")
+    conn.execute("RESET enable_mergejoin")
+
+
 def group_memory(n, total):
     conn = connect()
     set_keys(conn)
@@ -613,12 +731,16 @@ class Check:
         c, b = CASES[self.case], CASES[self.baseline]
         if self.kind == "tps":
             return statistics.median(c.extra["tps"]) / statistics.median(b.extra["tps"])
+        if self.kind == "abs":  # the case's own µs/row against an absolute target
+            return c.median
         return c.median / b.median
 
     def paired(self) -> list[float]:
         c, b = CASES[self.case], CASES[self.baseline]
         if self.kind == "tps":
             return [x / y for x, y in zip(c.extra["tps"], b.extra["tps"])]
+        if self.kind == "abs":
+            return list(c.samples)
         return [x / y for x, y in zip(c.samples, b.samples)]
 
     def cpu_ratio(self) -> float | None:
@@ -627,6 +749,8 @@ class Check:
             return None
         if self.kind == "tps":  # throughput ratio from server CPU per transaction
             return b.cpu_median / c.cpu_median
+        if self.kind == "abs":
+            return c.cpu_median
         return c.cpu_median / b.cpu_median
 
     def meets(self, r: float) -> bool:
@@ -675,6 +799,16 @@ CHECKS = [
     Check("py_extension", "py_app", "<=", 0.6),
     Check("py_pgcrypto", "py_app", None, None),
     Check("py_plain", "py_app", None, None),
+    Check("lookup1_bidx", "lookup1_plain", "<=", 1.5),
+    Check("lookup1_plain", "lookup1_plain", None, None, "baseline"),
+    Check("lookup_bidx", "lookup_plain", None, None, "per-row cost in a join"),
+    Check("lookup_plain", "lookup_plain", None, None, "baseline"),
+    Check("blind_index_30", "floor_30", "<=", 0.5, "µs/row, absolute", kind="abs"),
+    Check("floor_30", "floor_30", None, None, "scan floor"),
+    Check("substring_tokens", "substring_trgm", "<=", 3.0),
+    Check("substring_trgm", "substring_trgm", None, None, "baseline"),
+    Check("add_blind_index", "update_noop_bf", "<=", 2.0),
+    Check("update_noop_bf", "update_noop_bf", None, None, "write floor"),
 ]
 
 MEMORY_TARGET_KB = 4096  # RssAnon growth over the whole loop
@@ -839,6 +973,8 @@ def main() -> int:
         group_procedure(conn, n, runs)
     if "pgbench" in groups:
         group_pgbench(conn, n_oltp, runs, pgbench_secs, pgbin, outdir)
+    if "search" in groups:
+        group_search(conn, n, runs)
     memory = group_memory(n, mem_total) if "memory" in groups else None
     conn.close()
 

@@ -65,3 +65,38 @@ SELECT first_name FROM clients;
 \set ON_ERROR_STOP 1
 SELECT id, key_version(first_name) FROM clients ORDER BY id;
 DROP TABLE clients;
+
+\echo
+\echo '-- 7. Search on encrypted columns. An index key (separate from the data keys)'
+\echo '--    keys a blind index for exact lookups and trigram tokens for substring'
+\echo '--    search; one CALL adds the token column, its trigger, the backfill and'
+\echo '--    the B-tree / GIN index.'
+CREATE TEMP TABLE demo_index_key AS SELECT generate_encryption_key() AS k;
+SELECT set_config('pazpaz.encryption_key', k1, false) IS NOT NULL AS data_key_set FROM demo_keys;
+SELECT set_config('pazpaz.index_key', k, false) IS NOT NULL AS index_key_set FROM demo_index_key;
+CREATE TABLE patients (id int PRIMARY KEY, email encrypted_text, last_name encrypted_text);
+INSERT INTO patients
+SELECT i, 'patient' || i || '@example.com', (ARRAY['Johnson', 'Smith', 'Johansson', 'Brown'])[i % 4 + 1] || '-' || i
+FROM generate_series(1, 5000) i;
+SET client_min_messages = warning;
+CALL add_blind_index('patients', 'email', normalization => 'lower', batch_size => 2500);
+CALL add_match_index('patients', 'last_name', batch_size => 2500);
+RESET client_min_messages;
+ANALYZE patients;
+\echo '-- Exact lookup (case-insensitive): an Index Scan on the blind index.'
+EXPLAIN (COSTS OFF) SELECT id, email FROM patients WHERE email_bidx = blind_index_for('patients', 'email_bidx', 'Patient42@Example.com');
+SELECT id, email FROM patients WHERE email_bidx = blind_index_for('patients', 'email_bidx', 'Patient42@Example.com');
+\echo '-- Substring search: a Bitmap Index Scan on the tokens, then a recheck that decrypts only the candidates.'
+EXPLAIN (COSTS OFF) SELECT id, last_name FROM patients
+WHERE last_name_tokens @> blind_search_tokens_for('patients', 'last_name_tokens', 'sson-1')
+  AND last_name::text ILIKE '%sson-1%';
+SELECT id, last_name FROM patients
+WHERE last_name_tokens @> blind_search_tokens_for('patients', 'last_name_tokens', 'sson-1')
+  AND last_name::text ILIKE '%sson-1%' ORDER BY id LIMIT 5;
+\echo '-- Without the index key, nobody can compute a token for a guessed value:'
+RESET pazpaz.index_key;
+\set ON_ERROR_STOP 0
+SELECT id FROM patients WHERE email_bidx = blind_index_for('patients', 'email_bidx', 'patient42@example.com');
+\set ON_ERROR_STOP 1
+DROP TABLE patients;
+RESET pazpaz.encryption_key;

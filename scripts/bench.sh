@@ -9,7 +9,7 @@
 #   --runs R   timed runs per case after one warm-up, interleaved (default 5)
 #   --quick    smoke test: 20,000 rows, 3 runs (under a minute)
 #   --only     run only some groups (scan encrypt versioned copy rotation
-#              procedure large parallel pgbench python memory)
+#              procedure large parallel pgbench python memory search)
 #
 # Steps: builds the release package and installs it into PostgreSQL 15,
 # starts a throwaway cluster `bench` on port 55470 (library preloaded,

@@ -6,9 +6,10 @@
 #      short fuzz run of every parser (scripts/fuzz.sh 10)
 #   2. #[pg_test]s inside PostgreSQL (cargo pgrx test, library preloaded)
 #   3. SQL regression suite (tests/pg_regress) on a throwaway server
-#   4. integration scripts (tests/integration/*.sh): pg_dump, logs, disk, …
-#   5. Python suite (tests/python): drivers, SQLAlchemy, Alembic, PgBouncer, …
-# Usage: bash scripts/test.sh [stage…]   (stages: lint core pgtest regress integration python)
+#   4. Python suite (tests/python, pytest): pg_dump, logs, leaks, crashes,
+#      concurrency, the CPU check, drivers, SQLAlchemy, Alembic, PgBouncer, … (on a version
+#      other than 15 only the tests marked every_version)
+# Usage: bash scripts/test.sh [stage…]   (stages: lint core pgtest regress python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,7 +17,7 @@ bash scripts/setup.sh
 source scripts/pg.sh
 
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(lint core pgtest regress integration python)
+[ ${#stages[@]} -eq 0 ] && stages=(lint core pgtest regress python)
 want() { local s; for s in "${stages[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 step() { printf '\n=== %s ===\n' "$*"; }
 
@@ -46,7 +47,7 @@ if want pgtest; then
 fi
 
 # The remaining stages use the release build installed into Debian's PostgreSQL.
-if want regress || want integration || want python; then
+if want regress || want python; then
     step "install: cargo pgrx package (release) into PostgreSQL 15"
     install_extension --release
 fi
@@ -56,16 +57,15 @@ if want regress; then
     bash tests/pg_regress/run.sh
 fi
 
-if want integration; then
-    for t in tests/integration/*.sh; do
-        step "integration: $t"
-        bash "$t"
-    done
-fi
 
 if want python; then
-    step "python: pytest tests/python"
-    python3 -m pytest -q -p no:cacheprovider tests/python
+    if [ "$PG_MAJOR" = 15 ]; then
+        step "python: pytest tests/python (PostgreSQL $PG_MAJOR)"
+        python3 -m pytest -q -p no:cacheprovider tests/python
+    else
+        step "python: pytest -m every_version tests/python (PostgreSQL $PG_MAJOR)"
+        python3 -m pytest -q -p no:cacheprovider -m every_version tests/python
+    fi
 fi
 
 printf '\nAll requested test stages passed: %s\n' "${stages[*]}"

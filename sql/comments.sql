@@ -72,3 +72,36 @@ COMMENT ON CAST (@extschema@.encrypted_text AS pg_catalog.bytea) IS
   'Explicit cast: the raw envelope, no key needed';
 COMMENT ON CAST (pg_catalog.bytea AS @extschema@.encrypted_text) IS
   'Explicit cast: a raw envelope, checked for structure, no key needed';
+-- Search on encrypted columns (src/search.rs, sql/search.sql).
+COMMENT ON FUNCTION @extschema@.blind_index(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.int4) IS
+  'blind_index(value, context, normalization, bits): HMAC-SHA-256 of the normalized value under the key derived from pazpaz.index_key for context, truncated to bits (1-256)';
+COMMENT ON FUNCTION @extschema@.blind_index(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.int4, pg_catalog.text) IS
+  'blind_index(value, context, normalization, bits, key_fingerprint): under the index key setting whose key has this fingerprint (index key rotation)';
+COMMENT ON FUNCTION @extschema@.blind_tokens(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.int4) IS
+  'Keyed trigram tokens of a value to index (sorted, distinct int4 in a space of 2^bits; empty below 3 characters), for a GIN index and @>';
+COMMENT ON FUNCTION @extschema@.blind_tokens(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.int4, pg_catalog.text) IS
+  'blind_tokens(value, context, normalization, bits, key_fingerprint): under the index key setting whose key has this fingerprint';
+COMMENT ON FUNCTION @extschema@.blind_search_tokens(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.int4) IS
+  'Tokens of a substring query (at least 3 characters after normalization, else 22023): tokens @> blind_search_tokens(query, …), then recheck';
+COMMENT ON FUNCTION @extschema@.blind_index_for(pg_catalog.regclass, pg_catalog.text, pg_catalog.text) IS
+  'blind_index_for(tbl, token_column, value): the blind index of value with the context, normalization, bits and key of the index add_blind_index made';
+COMMENT ON FUNCTION @extschema@.blind_search_tokens_for(pg_catalog.regclass, pg_catalog.text, pg_catalog.text) IS
+  'blind_search_tokens_for(tbl, token_column, query): the query tokens with the parameters and key of the index add_match_index made';
+COMMENT ON FUNCTION @extschema@.index_key_status() IS
+  'Index key settings that are set, each with an 8-hex-digit fingerprint of its key (never a key)';
+COMMENT ON FUNCTION @extschema@.search_index_check(pg_catalog.text, pg_catalog.text, pg_catalog.int4, pg_catalog.text) IS
+  'Internal to add_blind_index/add_match_index: checks parameters and returns the fingerprint of the index key to build with';
+COMMENT ON FUNCTION @extschema@.blind_index_trigger() IS
+  'Trigger of add_blind_index/add_match_index: keeps a token column current (its arguments are the index definition); fails the write without the keys';
+COMMENT ON PROCEDURE @extschema@.search_index_add(pg_catalog.text, pg_catalog.regclass, pg_catalog.name, pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.text, pg_catalog.name, pg_catalog.text) IS
+  'Internal to add_blind_index/add_match_index';
+COMMENT ON PROCEDURE @extschema@.add_blind_index(pg_catalog.regclass, pg_catalog.name, pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.text, pg_catalog.name, pg_catalog.text) IS
+  'Adds an exact-match blind index to an encrypted column: <col>_bidx bytea, its trigger, a batched resumable backfill, a B-tree index';
+COMMENT ON PROCEDURE @extschema@.add_match_index(pg_catalog.regclass, pg_catalog.name, pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.text, pg_catalog.name, pg_catalog.text) IS
+  'Adds a substring match index to an encrypted column: <col>_tokens int4[], its trigger, a batched resumable backfill, a GIN index';
+COMMENT ON PROCEDURE @extschema@.search_index_drop(pg_catalog.text, pg_catalog.regclass, pg_catalog.name, pg_catalog.name) IS
+  'Internal to drop_blind_index/drop_match_index';
+COMMENT ON PROCEDURE @extschema@.drop_blind_index(pg_catalog.regclass, pg_catalog.name, pg_catalog.name) IS
+  'Drops a blind index added by add_blind_index: its trigger and token column (and every index on it)';
+COMMENT ON PROCEDURE @extschema@.drop_match_index(pg_catalog.regclass, pg_catalog.name, pg_catalog.name) IS
+  'Drops a match index added by add_match_index: its trigger and token column (and every index on it)';

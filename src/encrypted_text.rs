@@ -277,7 +277,7 @@ fn bytea_to_encrypted_text(envelope: Bytea) -> EncryptedText {
 
 /// encrypted_text → text: decrypts.
 #[pg_extern(stable, strict, parallel_safe, cost = 10, name = "text", requires = ["encrypted_text_type"])]
-fn encrypted_text_to_text(value: EncryptedText) -> Text {
+pub(crate) fn encrypted_text_to_text(value: EncryptedText) -> Text {
     let bytes = value.0.as_bytes();
     let mut out = VarlenaBuf::alloc(plaintext_len(bytes));
     open_into(bytes, out.data_mut()).or_raise();

@@ -37,6 +37,8 @@ pub fn sqlstate(class: ErrorClass) -> PgSqlErrorCode {
         ErrorClass::System => ERRCODE_SYSTEM_ERROR,
         ErrorClass::Unsupported => ERRCODE_FEATURE_NOT_SUPPORTED,
         ErrorClass::InsufficientPrivilege => ERRCODE_INSUFFICIENT_PRIVILEGE,
+        ErrorClass::UndefinedObject => ERRCODE_UNDEFINED_OBJECT,
+        ErrorClass::DatatypeMismatch => ERRCODE_DATATYPE_MISMATCH,
         ErrorClass::Warning => ERRCODE_WARNING,
         ErrorClass::ConfigFile => ERRCODE_CONFIG_FILE_ERROR,
     }
@@ -48,6 +50,8 @@ pub fn hint(e: &Error) -> Option<&'static str> {
         Error::DecryptionFailed => Some("The value was encrypted with another key or associated data, or it was altered."),
         Error::EncryptedDefault => Some("Write DEFAULT 'value'::text::encrypted_text: the cast encrypts on every insert, under the key of the session that inserts."),
         Error::PlaintextIndex => Some("Index key_version(col) or the ciphertext itself; never an expression that decrypts."),
+        Error::MissingIndexKey { .. } | Error::IndexKeyNotSet { .. } => Some("An application sets its index key per session or transaction with SELECT set_config('pazpaz.index_key', $1, false), like its data keys."),
+        Error::QueryTooShort => Some("Trigram tokens cannot narrow a shorter query down; search such values with the exact blind index, or scan."),
         Error::BothKeySettings => Some("Use pazpaz.encryption_keys with pazpaz.encryption_key_version for several keys, or pazpaz.encryption_key for one."),
         Error::NoKek => Some("See the README, \"Wrapped keys\": the postmaster loads the key-encryption keys at start-up. kek_status() lists the loaded ones."),
         Error::UnknownKek { .. } => Some("A wrapped key works only on a server that loaded the key-encryption key it names; rewrap_encryption_key moves it to another loaded one."),

@@ -38,7 +38,7 @@ fn encrypt_field(plaintext: Text) -> Bytea {
 }
 
 #[pg_extern(stable, strict, parallel_safe, cost = 10)]
-fn decrypt_field(ciphertext: Bytea) -> Text {
+pub(crate) fn decrypt_field(ciphertext: Bytea) -> Text {
     open(ciphertext.0.as_bytes(), b"")
 }
 

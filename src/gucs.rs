@@ -13,10 +13,14 @@
 //!   because set_config() returns the new value, and applications must be
 //!   able to set their own keys without privileges.)
 //! - parsed once per change: the assign hook only drops (and so zeroizes) the
-//!   cached keyring; the next function call rebuilds it (`keys.rs`).
+//!   cached keyring; the next function call rebuilds it (`key_cache.rs`).
 //! - raw or wrapped (`pzw1:…`, see `pazpaz_core::wrapped_key`): the check
 //!   hook unwraps a wrapped value to validate it, so a tampered one fails at
 //!   SET time, and hands both spellings to the log filter.
+//!
+//! The index keys of search (`pazpaz.index_key`, and `pazpaz.index_key_next`
+//! during an index key rotation) follow the same rules; their cache is
+//! `index_keys.rs`.
 
 use std::ffi::{c_char, c_void, CStr, CString};
 
@@ -30,6 +34,7 @@ use std::cell::Cell;
 
 use crate::backend_local::BackendLocal;
 
+use pazpaz_core::blind_index::IndexKey;
 use pazpaz_core::keyring::{validate_version, Keyring};
 use pazpaz_core::wrapped_key::KeyPolicy;
 use pazpaz_core::Error;
@@ -41,6 +46,8 @@ use crate::log_secrets;
 pub const KEY: &CStr = c"pazpaz.encryption_key";
 pub const KEYS: &CStr = c"pazpaz.encryption_keys";
 pub const KEY_VERSION: &CStr = c"pazpaz.encryption_key_version";
+pub const INDEX_KEY: &CStr = c"pazpaz.index_key";
+pub const INDEX_KEY_NEXT: &CStr = c"pazpaz.index_key_next";
 
 static ENCRYPTION_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ENCRYPTION_KEYS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -50,12 +57,16 @@ static LOG_REDACT_VALUES: GucSetting<bool> = GucSetting::<bool>::new(true);
 static KEK_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static KEK_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static REQUIRE_WRAPPED_KEYS: GucSetting<bool> = GucSetting::<bool>::new(false);
+static INDEX_KEY_SETTING: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static INDEX_KEY_NEXT_SETTING: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// A function run after every change of a key setting.
 type KeyChangeHook = Option<fn()>;
 
 /// Called after every change of a key setting (see `on_key_change`).
 static ON_KEY_CHANGE: BackendLocal<Cell<KeyChangeHook>> = BackendLocal::new(Cell::new(None));
+/// Called after every change of an index key setting (see `on_index_key_change`).
+static ON_INDEX_KEY_CHANGE: BackendLocal<Cell<KeyChangeHook>> = BackendLocal::new(Cell::new(None));
 
 /// How `encrypted_text` values are written and read as text.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -110,6 +121,28 @@ pub fn init() {
             Some(check_version),
             Some(assign_key),
             None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            INDEX_KEY,
+            c"Index key (base64 of 32 bytes) of blind indexes and match tokens for this session; separate from the data keys.",
+            c"Set per session or transaction with set_config(); never stored in configuration files or role settings.",
+            &INDEX_KEY_SETTING,
+            GucContext::Userset,
+            secret,
+            Some(check_index_key),
+            Some(assign_index_key),
+            Some(show_index_key),
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            INDEX_KEY_NEXT,
+            c"The next index key (base64 of 32 bytes), set beside pazpaz.index_key while search indexes are rebuilt under it.",
+            c"Set per session or transaction with set_config(); never stored in configuration files or role settings.",
+            &INDEX_KEY_NEXT_SETTING,
+            GucContext::Userset,
+            secret,
+            Some(check_index_key_next),
+            Some(assign_index_key),
+            Some(show_index_key_next),
         );
         GucRegistry::define_enum_guc(
             c"pazpaz.encrypted_text_io",
@@ -216,7 +249,7 @@ unsafe extern "C-unwind" fn assign_require_wrapped(_newval: bool, _extra: *mut c
 /// Before the library is loaded in a backend, PostgreSQL keeps `SET pazpaz.*`
 /// as an unvalidated placeholder that any role can read back. Say so loudly.
 fn warn_if_set_before_load() {
-    for name in [KEY, KEYS] {
+    for name in [KEY, KEYS, INDEX_KEY, INDEX_KEY_NEXT] {
         // SAFETY: a NUL-terminated name; missing_ok, so an unknown name gives
         // NULL rather than an ERROR. The result is NULL or a C string owned by
         // the GUC machinery, read at once.
@@ -244,21 +277,35 @@ pub fn on_key_change(f: fn()) {
     ON_KEY_CHANGE.set(Some(f));
 }
 
+/// Registers the function that runs after every change of an index key
+/// setting (the index key cache drops its keys there).
+pub fn on_index_key_change(f: fn()) {
+    ON_INDEX_KEY_CHANGE.set(Some(f));
+}
+
+/// A zeroizing copy of a string setting's current value.
+fn zeroizing_copy(s: &GucSetting<Option<CString>>) -> Option<Zeroizing<String>> {
+    // SAFETY: `as_ptr` is the address of the setting's C string variable,
+    // which PostgreSQL keeps NULL or pointing to the current value.
+    let raw = unsafe { *s.as_ptr() };
+    if raw.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null GUC value is a NUL-terminated string that lives
+    // until the setting changes, after this copy.
+    let bytes = unsafe { CStr::from_ptr(raw) }.to_bytes();
+    // Invalid UTF-8 cannot pass the check hook; treat it as unset.
+    std::str::from_utf8(bytes).ok().map(|s| Zeroizing::new(s.to_owned()))
+}
+
 /// Zeroizing copies of the three key settings, for building the keyring.
 pub fn key_settings() -> [Option<Zeroizing<String>>; 3] {
-    [&ENCRYPTION_KEY, &ENCRYPTION_KEYS, &ENCRYPTION_KEY_VERSION].map(|s| {
-        // SAFETY: `as_ptr` is the address of the setting's C string variable,
-        // which PostgreSQL keeps NULL or pointing to the current value.
-        let raw = unsafe { *s.as_ptr() };
-        if raw.is_null() {
-            return None;
-        }
-        // SAFETY: a non-null GUC value is a NUL-terminated string that lives
-        // until the setting changes, after this copy.
-        let bytes = unsafe { CStr::from_ptr(raw) }.to_bytes();
-        // Invalid UTF-8 cannot pass the check hook; treat it as unset.
-        std::str::from_utf8(bytes).ok().map(|s| Zeroizing::new(s.to_owned()))
-    })
+    [&ENCRYPTION_KEY, &ENCRYPTION_KEYS, &ENCRYPTION_KEY_VERSION].map(zeroizing_copy)
+}
+
+/// Zeroizing copies of `pazpaz.index_key` and `pazpaz.index_key_next`.
+pub fn index_key_settings() -> [Option<Zeroizing<String>>; 2] {
+    [&INDEX_KEY_SETTING, &INDEX_KEY_NEXT_SETTING].map(zeroizing_copy)
 }
 
 /// Wipes the current values of the key settings in place.
@@ -267,7 +314,7 @@ pub fn key_settings() -> [Option<Zeroizing<String>>; 3] {
 /// Only for backend exit, when no saved value will be restored and nothing
 /// reads the settings again (see `keys.rs`).
 pub unsafe fn wipe_key_strings() {
-    for s in [&ENCRYPTION_KEY, &ENCRYPTION_KEYS] {
+    for s in [&ENCRYPTION_KEY, &ENCRYPTION_KEYS, &INDEX_KEY_SETTING, &INDEX_KEY_NEXT_SETTING] {
         // SAFETY: the setting's C string variable, NULL or the current value.
         let raw = unsafe { *s.as_ptr() };
         if !raw.is_null() {
@@ -389,6 +436,26 @@ unsafe extern "C-unwind" fn check_keys(
 }
 
 #[pg_guard]
+unsafe extern "C-unwind" fn check_index_key(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL calls this check hook with a valid `newval`.
+    unsafe { check_secret(INDEX_KEY, newval, source, |t| IndexKey::from_base64(t).map(drop)) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_index_key_next(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL calls this check hook with a valid `newval`.
+    unsafe { check_secret(INDEX_KEY_NEXT, newval, source, |t| IndexKey::from_base64(t).map(drop)) }
+}
+
+#[pg_guard]
 unsafe extern "C-unwind" fn check_version(
     newval: *mut *mut c_char,
     _extra: *mut *mut c_void,
@@ -422,6 +489,14 @@ unsafe extern "C-unwind" fn assign_key(_newval: *const c_char, _extra: *mut c_vo
     }
 }
 
+/// As `assign_key`, for the index key settings.
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_index_key(_newval: *const c_char, _extra: *mut c_void) {
+    if let Some(f) = ON_INDEX_KEY_CHANGE.get() {
+        f();
+    }
+}
+
 // Even a role allowed to read a key setting sees only whether it is set.
 // (Parallel workers still get the real value: GUC serialization reads the
 // variable, not the show hook.)
@@ -444,4 +519,14 @@ unsafe extern "C-unwind" fn show_key() -> *const c_char {
 #[pg_guard]
 unsafe extern "C-unwind" fn show_keys() -> *const c_char {
     mask(&ENCRYPTION_KEYS)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_index_key() -> *const c_char {
+    mask(&INDEX_KEY_SETTING)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_index_key_next() -> *const c_char {
+    mask(&INDEX_KEY_NEXT_SETTING)
 }

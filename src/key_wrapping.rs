@@ -10,6 +10,7 @@
 //!   key that the operator did not rewrap useless (the way to be sure a
 //!   destroyed tenant key has no stray copy left); a role that could rewrap
 //!   a stray copy under the new KEK would carry it past the rotation.
+//!
 //! `generate_wrapped_encryption_key` (it only draws randomness, like
 //! `generate_encryption_key`) and `kek_status` (ids and fingerprints) stay
 //! with PUBLIC.
@@ -55,7 +56,7 @@ fn wrap_raw(raw: &str, kek_id: Option<&str>) -> String {
         raise(Error::AlreadyWrapped);
     }
     let kek = keks().target(kek_id).or_raise();
-    let bytes = data_key::decode_base64(raw).or_raise();
+    let bytes = data_key::decode_key_base64(raw).or_raise();
     wrapped_key::wrap(&bytes, kek).or_raise()
 }
 

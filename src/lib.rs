@@ -13,6 +13,10 @@
 //! - `versioned.rs`: the `jsonb` envelope functions (format 2)
 //! - `encrypted_text.rs`: the `encrypted_text` type (format 3)
 //! - `status.rs`: `generate_encryption_key()`, `encryption_status()`
+//! - `index_keys.rs`: the session's index keys of search, parsed once per
+//!   change, and the keys derived from them per context
+//! - `search.rs`: blind indexes, match tokens, the trigger that maintains
+//!   them, and the lookups by index (procedures in `sql/search.sql`)
 //! - `kek.rs`: the server's key-encryption keys, loaded by the postmaster
 //! - `key_wrapping.rs`: `generate_wrapped_encryption_key()`,
 //!   `wrap_encryption_key()`, `rewrap_encryption_key()`, `kek_status()`
@@ -37,12 +41,14 @@ mod encrypted_text;
 mod error;
 mod field_functions;
 mod gucs;
+mod index_keys;
 mod kek;
 mod key_cache;
 mod key_wrapping;
 mod log_filter;
 mod log_secrets;
 mod nonces;
+mod search;
 mod status;
 mod varlena;
 mod versioned;
@@ -55,7 +61,7 @@ mod tests;
 /// (src/cpu_check.c), because the Rust code, pgrx's guard included, is
 /// compiled for the build's CPU and may use instructions this one lacks.
 /// (PostgreSQL calls pgrx's `Pg_magic_func` before this: plain code.)
-/// tests/integration/cpu_features.sh disassembles all three. The check raises
+/// tests/python/test_cpu_check.py disassembles all three. The check raises
 /// its ERROR with a longjmp over this frame only, which holds nothing to drop.
 #[no_mangle]
 pub extern "C" fn _PG_init() {
@@ -77,6 +83,7 @@ extern "C" {
 extern "C-unwind" fn init() {
     // Before the settings exist: defining them assigns values set earlier.
     key_cache::init();
+    index_keys::init();
     gucs::init();
     // In the postmaster only (preloading): reads the key-encryption keys,
     // or stops the server with the reason.
@@ -96,6 +103,20 @@ extension_sql_file!(
         versioned::key_version_jsonb,
         encrypted_text::reencrypt_to_version,
         encrypted_text::key_version_encrypted_text
+    ]
+);
+extension_sql_file!(
+    "../sql/search.sql",
+    name = "search",
+    requires = [
+        "encrypted_text_casts",
+        search::blind_index_with_key,
+        search::blind_tokens_with_key,
+        search::search_index_check,
+        search::blind_index_trigger,
+        field_functions::decrypt_field,
+        versioned::decrypt_field_versioned,
+        encrypted_text::encrypted_text_to_text
     ]
 );
 extension_sql_file!(

@@ -6,6 +6,7 @@
 mod tests {
     use pgrx::prelude::*;
 
+    use crate::index_keys;
     use crate::key_cache;
     use crate::nonces;
 
@@ -42,6 +43,23 @@ mod tests {
         assert!(key_cache::is_cached());
         run("RESET ALL");
         assert!(!key_cache::is_cached(), "RESET ALL (and so DISCARD ALL) drops the cached key");
+    }
+
+    #[pg_test]
+    fn index_key_is_parsed_once_and_dropped_on_every_change() {
+        run(&format!("SET pazpaz.index_key = '{K1}'"));
+        assert!(!index_keys::is_cached(), "a SET must not leave a parsed index key behind");
+        text("SELECT encode(blind_index('x', 'ctx'), 'hex')");
+        assert!(index_keys::is_cached(), "first use parses and caches");
+        run(&format!("SET pazpaz.index_key_next = '{K2}'"));
+        assert!(!index_keys::is_cached(), "a change of the next key drops both");
+        text("SELECT encode(blind_index('x', 'ctx'), 'hex')");
+        run("RESET pazpaz.index_key");
+        assert!(!index_keys::is_cached(), "RESET drops the parsed keys");
+        text("SELECT count(*)::text FROM index_key_status()");
+        assert!(index_keys::is_cached());
+        run("RESET ALL");
+        assert!(!index_keys::is_cached(), "RESET ALL (and so DISCARD ALL) drops them");
     }
 
     #[pg_test]

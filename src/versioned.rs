@@ -140,7 +140,7 @@ fn encrypt_field_versioned_aad(plaintext: Text, key_version: &str, aad: Text) ->
 }
 
 #[pg_extern(stable, strict, parallel_safe, cost = 20)]
-fn decrypt_field_versioned(envelope: Jsonb) -> Text {
+pub(crate) fn decrypt_field_versioned(envelope: Jsonb) -> Text {
     decrypt(&envelope, b"")
 }
 

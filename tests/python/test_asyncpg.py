@@ -18,6 +18,7 @@ def connect_kwargs(cluster, db):
     return dict(host=cluster.host, port=cluster.port, user="postgres", database=db)
 
 
+@pytest.mark.every_version
 def test_encrypted_text_needs_no_codec(cluster, db):
     """asyncpg has no codec for an extension type and falls back to text
     format, which is the type's plaintext I/O: str in, str out, arrays too."""

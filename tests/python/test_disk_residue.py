@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import free_port, new_key, remove_cluster, start_cluster
+from conftest import PG_BASE, free_port, new_key, remove_cluster, start_cluster, unique_name
 
 
 def files_containing(root: Path, needle: bytes) -> list[str]:
@@ -42,10 +42,9 @@ def node(request):
     made = []
 
     def start(*conf):
-        name = f"disk_{len(made)}_{secrets.token_hex(3)}"
+        name = unique_name(f"disk_{len(made)}")
         c = start_cluster(name, free_port(), *conf)
         made.append(name)
-        c.data = Path(f"/tmp/pazpaz_crypto/{name}/data")
         with psycopg.connect(c.dsn(), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION pazpaz_crypto")
         return c
@@ -84,6 +83,7 @@ def parallel_decrypt_while_scanning(cluster, key: str, look_in: Path) -> list[st
     return hits
 
 
+@pytest.mark.every_version
 def test_parallel_workers_keys_stay_off_disk_with_posix_shared_memory(node):
     key = new_key()
     posix = node("dynamic_shared_memory_type = posix")
@@ -96,7 +96,7 @@ def test_parallel_workers_keys_stay_off_disk_with_posix_shared_memory(node):
 
 
 def test_spilled_plaintext_lands_in_temp_tablespaces_except_held_cursors(node):
-    space = Path(f"/tmp/pazpaz_crypto/tempspace_{secrets.token_hex(3)}")
+    space = PG_BASE / unique_name("tempspace")
     space.mkdir(parents=True)
     shutil.chown(space, "postgres", "postgres")
     c = node("work_mem = 64kB")

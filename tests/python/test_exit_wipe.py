@@ -7,16 +7,25 @@ on the wipe function, and the session then ends normally.
 """
 
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import psycopg
 
-LIB = "/usr/lib/postgresql/15/lib/pazpaz_crypto.so"
+
+def mapped_library(pid: int) -> tuple[Path, Path]:
+    """The pazpaz_crypto.so a backend has mapped, as the host reaches it,
+    and the backend's root directory (a chroot for some versions)."""
+    root = Path(f"/proc/{pid}/root")
+    paths = {line.split(None, 5)[5] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+             if line.rstrip().endswith("/pazpaz_crypto.so")}
+    assert len(paths) == 1, paths
+    return root / paths.pop().lstrip("/"), root
 
 
-def wipe_symbol() -> str:
-    out = subprocess.run(["nm", LIB], check=True, capture_output=True, text=True).stdout
+def wipe_symbol(lib: Path) -> str:
+    out = subprocess.run(["nm", str(lib)], check=True, capture_output=True, text=True).stdout
     names = [line.split()[-1] for line in out.splitlines() if "wipe_at_exit" in line]
     assert len(names) == 1, names
     return names[0]
@@ -27,21 +36,28 @@ def session_exit_hits_wipe(cluster, db, set_key: bool) -> bool:
     if set_key:
         conn.execute("SELECT set_config('pazpaz.encryption_key', generate_encryption_key(), false)")
     pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    lib, root = mapped_library(pid)
+    ready = Path(tempfile.mkdtemp()) / "breakpoint_set"
     gdb = subprocess.Popen(
-        ["gdb", "-q", "-nx", "-batch", "-p", str(pid), "-ex", "set pagination off",
-         "-ex", f"break {wipe_symbol()}", "-ex", "continue", "-ex", "detach"],
+        ["gdb", "-q", "-nx", "-batch", "-ex", f"set sysroot {root.resolve()}", "-p", str(pid),
+         "-ex", "set pagination off", "-ex", f"break {wipe_symbol(lib)}", "-ex", f"shell touch {ready}",
+         "-ex", "continue", "-ex", "detach"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    # Wait until gdb has attached and let the process run again (its output
-    # is block-buffered in a pipe, so /proc tells).
+    # Wait until gdb has set the breakpoint (it says so with a file: its
+    # output is block-buffered in a pipe) and let the process run again.
     deadline = time.time() + 90
     while time.time() < deadline:
         status = Path(f"/proc/{pid}/status").read_text()
         tracer = int(next(l for l in status.splitlines() if l.startswith("TracerPid:")).split()[1])
         state = next(l for l in status.splitlines() if l.startswith("State:")).split()[1]
-        if tracer and state != "t":
+        if ready.exists() and tracer and state != "t":
             break
-        time.sleep(0.2)
-    time.sleep(1)
+        assert gdb.poll() is None, gdb.communicate()[0][-2000:]
+        time.sleep(0.05)
+    else:
+        raise AssertionError("gdb did not attach within 90 s")
+    ready.unlink()
+    ready.parent.rmdir()
     conn.close()  # the backend exits normally: proc_exit runs its callbacks
     out = gdb.communicate(timeout=60)[0]
     assert "Breakpoint 1 at" in out, out[-2000:]

@@ -105,6 +105,7 @@ def mismatches(got: list, want: list) -> list[int]:
 
 # ---- format 1: bytea nonce || ciphertext || tag ----------------------------------
 
+@pytest.mark.every_version
 def test_format1_python_encrypts_sql_decrypts(conn, keyring, rng):
     key = keyring.keys[keyring.current]  # format 1 uses the write key
     plain = corpus(rng, CASES)
@@ -114,6 +115,7 @@ def test_format1_python_encrypts_sql_decrypts(conn, keyring, rng):
     assert mismatches(got, plain) == [], f"seed {rng.seed_value}"
 
 
+@pytest.mark.every_version
 def test_format1_sql_encrypts_python_decrypts(conn, keyring, rng):
     key = keyring.keys[keyring.current]
     plain = corpus(rng, CASES)

@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import threading
@@ -25,10 +26,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import ROOT, free_port, new_key, remove_cluster, start_cluster
+from conftest import PG_BASE, PG_MAJOR, ROOT, free_port, host_path, new_key, pg_config, remove_cluster, \
+    start_cluster, unique_name
+
+pytestmark = pytest.mark.every_version
 
 TAP_SRC = ROOT / "tests/python/fixtures/log_tap.c"
-TAP_DIR = Path("/tmp/pazpaz_crypto/log_tap")
+# Under PG_BASE: the same path for the host (which builds it) and the server.
+TAP_DIR = PG_BASE / unique_name(f"log_tap{PG_MAJOR}")
 
 LOGGING = [
     "log_statement = all",
@@ -54,8 +59,7 @@ ORDERS = {
 def build_tap() -> Path:
     TAP_DIR.mkdir(parents=True, exist_ok=True)
     so = TAP_DIR / "log_tap.so"
-    include = subprocess.run(["/usr/lib/postgresql/15/bin/pg_config", "--includedir-server"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    include = str(host_path(pg_config("--includedir-server")))
     subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-I", include, str(TAP_SRC), "-o", str(so)], check=True)
     so.chmod(0o755)
     TAP_DIR.chmod(0o755)
@@ -106,10 +110,10 @@ class Server:
 @pytest.fixture(scope="module", params=list(ORDERS))
 def server(request):
     so = build_tap()
-    name = f"redact_{request.param.replace('-', '_')}"
+    name = unique_name(f"redact_{request.param.replace('-', '_')}")
     cluster = start_cluster(name, free_port(), *LOGGING,
                             "shared_preload_libraries = '" + ORDERS[request.param].format(tap=so) + "'")
-    data = Path(f"/tmp/pazpaz_crypto/{name}/data")
+    data = cluster.data
     s = Server(cluster, data)
     s.db = cluster.create_db()
     with s.connect() as c:
@@ -118,6 +122,7 @@ def server(request):
         yield s
     finally:
         remove_cluster(name)
+        shutil.rmtree(TAP_DIR, ignore_errors=True)
 
 
 def set_key(conn, key: str) -> None:

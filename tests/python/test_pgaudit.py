@@ -35,7 +35,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import SECOND_NAME, SECOND_PORT, new_key, remove_cluster, start_cluster
+from conftest import new_key, remove_cluster, require_library, start_cluster, unique_name
 from pazpaz_crypto import Keyring, set_keys
 
 AUDIT_CONF = [
@@ -50,7 +50,9 @@ REDACTED = "[statement redacted by pazpaz_crypto: it sets a key]"
 
 @pytest.fixture(scope="module")
 def audited():
-    cluster = start_cluster(SECOND_NAME, SECOND_PORT, *AUDIT_CONF)
+    require_library("pgaudit")
+    name = unique_name("pyaudit")
+    cluster = start_cluster(name, None, *AUDIT_CONF)
     try:
         db = cluster.create_db()
         with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
@@ -63,7 +65,7 @@ def audited():
         cluster.db = db
         yield cluster
     finally:
-        remove_cluster(SECOND_NAME)
+        remove_cluster(name)
 
 
 class LogWindow:

@@ -10,7 +10,6 @@ transactions in this mode)."""
 
 import contextvars
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -23,29 +22,18 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from conftest import new_key
+from conftest import free_port, new_key, require_program
 from pazpaz_crypto import Keyring, set_keys
 from pazpaz_crypto.sqlalchemy import EncryptedText, install_transaction_key_listener
 
-PORTS = range(55480, 55490)
 POOL_SIZE = 2
 CLIENTS = 8
 TRANSACTIONS = 40
 
 
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    pytest.fail(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
-
-
 class PgBouncer:
     def __init__(self, cluster, db: str):
+        self.program = require_program("pgbouncer")
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="pazpaz_pgbouncer_"))
         server = f"host={cluster.host} port={cluster.port} dbname={db}"
@@ -73,7 +61,7 @@ pidfile = {self.dir}/pgbouncer.pid
             shutil.chown(f, "postgres", "postgres")
         # PgBouncer refuses to run as root.
         self.proc = subprocess.Popen(
-            [shutil.which("pgbouncer") or "/usr/sbin/pgbouncer", str(self.dir / "pgbouncer.ini")],
+            [self.program, str(self.dir / "pgbouncer.ini")],
             user="postgres", group="postgres", extra_groups=[],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
@@ -113,6 +101,7 @@ pidfile = {self.dir}/pgbouncer.pid
 
 @pytest.fixture(scope="module")
 def bouncer(cluster):
+    require_program("pgbouncer")
     db = cluster.create_db()
     with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
         c.execute("CREATE TABLE notes (id serial PRIMARY KEY, owner int NOT NULL, n int NOT NULL, secret encrypted_text NOT NULL)")

@@ -51,7 +51,7 @@ impl Key {
     /// ASCII whitespace is ignored (keys are often read from files). Errors
     /// never contain the input.
     pub fn from_base64(text: &str) -> Result<Key> {
-        Ok(Key::from_raw(&*decode_base64(text)?))
+        Ok(Key::from_raw(&*decode_key_base64(text)?))
     }
 
     /// A key from its 32 raw bytes (an unwrapped data key, a KEK); the
@@ -78,18 +78,11 @@ impl Key {
     }
 }
 
-fn fingerprint(bytes: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(b"pazpaz_crypto key fingerprint v1\0");
-    h.update(bytes);
-    let d = h.finalize();
-    d[..4].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The 32 bytes of a key in standard base64 (with padding), surrounding
-/// ASCII whitespace ignored, in memory that is wiped on drop. Errors never
-/// contain the input.
-pub fn decode_base64(text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>> {
+/// Decodes standard base64 (with padding) of exactly 32 bytes into memory
+/// that is wiped on drop; surrounding ASCII whitespace is ignored. Shared by
+/// data keys and the index key (`blind_index.rs`). Errors never contain the
+/// input.
+pub fn decode_key_base64(text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>> {
     let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
     // Decode into a buffer that is wiped on drop, whatever happens next.
     let mut buf = Zeroizing::new(vec![0u8; text.len() / 4 * 3 + 3]);
@@ -97,9 +90,17 @@ pub fn decode_base64(text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>> {
     if n != KEY_LEN {
         return Err(Error::KeySize);
     }
-    let mut out = Zeroizing::new([0u8; KEY_LEN]);
-    out.copy_from_slice(&buf[..KEY_LEN]);
-    Ok(out)
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    key.copy_from_slice(&buf[..KEY_LEN]);
+    Ok(key)
+}
+
+fn fingerprint(bytes: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"pazpaz_crypto key fingerprint v1\0");
+    h.update(bytes);
+    let d = h.finalize();
+    d[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// 32 fresh bytes from the operating system's CSPRNG, wiped on drop.

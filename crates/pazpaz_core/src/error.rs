@@ -31,6 +31,11 @@ pub enum ErrorClass {
     /// 42501 insufficient_privilege: a key setting from a source that would
     /// store it outside the session.
     InsufficientPrivilege,
+    /// 42704 undefined_object (a search index that is not one); kept apart
+    /// from `UnknownVersion` though PostgreSQL uses one code for both.
+    UndefinedObject,
+    /// 42804 datatype_mismatch: a search index over a column whose type changed.
+    DatatypeMismatch,
     /// 01000 warning: reported at WARNING level, not raised.
     Warning,
     /// F0000 config_file_error: the server's key-encryption keys could not
@@ -95,6 +100,31 @@ pub enum Error {
     TextFormNotUtf8,
     #[error("{name} was set before the pazpaz_crypto library was loaded")]
     SetBeforeLoad { name: String },
+    /// `name` is the setting: pazpaz.index_key, or pazpaz.index_key_next
+    /// when an index is added under the next key.
+    #[error("No index key is set: set {name} for this session")]
+    MissingIndexKey { name: &'static str },
+    #[error("index_key must be 'current' (pazpaz.index_key) or 'next' (pazpaz.index_key_next)")]
+    IndexKeyChoice,
+    /// An index built with a key (named by its fingerprint) that neither
+    /// index key setting holds.
+    #[error("The index key of {index} (fingerprint {fingerprint}) is not set: set pazpaz.index_key (or pazpaz.index_key_next during an index key rotation) to it")]
+    IndexKeyNotSet { index: String, fingerprint: String },
+    #[error("normalization must be 'none' or 'lower'")]
+    UnknownNormalize,
+    #[error("bits of a blind index must be between 1 and 256")]
+    IndexBits,
+    #[error("bits of match tokens must be between 8 and 32")]
+    TokenBits,
+    #[error("A substring search needs a query of at least 3 characters (after normalization)")]
+    QueryTooShort,
+    /// A search index whose stored definition cannot be read (changed by hand).
+    #[error("{index} is not a search index of pazpaz_crypto, or its definition is damaged: drop it and add it again")]
+    BadSearchIndex { index: String },
+    /// The index key settings name an index key this index has not (the
+    /// column has another type than the index was built for, …).
+    #[error("{index} indexes a column of type {expected}, but the column is now of another type: drop the index and add it again")]
+    SearchSourceType { index: String, expected: &'static str },
     // ---- wrapped data keys and the server's key-encryption keys (KEKs) ----
     /// A wrapped data key, and no KEK ring in this server process.
     #[error("No key-encryption key is loaded, and wrapped data keys (pzw1:…) need one: set pazpaz.kek_file or pazpaz.kek_command, with pazpaz_crypto in shared_preload_libraries, and restart the server")]
@@ -152,6 +182,10 @@ impl Error {
             EncryptedDefault | PlaintextIndex => ErrorClass::Unsupported,
             KeySettingSource { .. } => ErrorClass::InsufficientPrivilege,
             SetBeforeLoad { .. } => ErrorClass::Warning,
+            MissingIndexKey { .. } | IndexKeyNotSet { .. } => ErrorClass::MissingKey,
+            UnknownNormalize | IndexBits | TokenBits | QueryTooShort | IndexKeyChoice => ErrorClass::InvalidParameter,
+            BadSearchIndex { .. } => ErrorClass::UndefinedObject,
+            SearchSourceType { .. } => ErrorClass::DatatypeMismatch,
             NoKek => ErrorClass::MissingKey,
             UnknownKek { .. } => ErrorClass::UnknownVersion,
             // A tampered or truncated wrapped key is a failed authentication,

@@ -2,8 +2,9 @@
 //! `versioned` and its binary jsonb layout `jsonb`: format 2;
 //! `encrypted_text`: format 3, the type's stored value and its text form),
 //! data key and keyring parsing, wrapped data keys and the server's
-//! key-encryption keys (`wrapped_key`), the nonce generator and the log
-//! filter's text rules.
+//! key-encryption keys (`wrapped_key`), the nonce generator, the log
+//! filter's text rules, and the blind indexes and match tokens of search
+//! (`blind_index`).
 //!
 //! Nothing here knows about PostgreSQL, so every rule can be tested with plain
 //! `cargo test` and fuzzed. The pgrx glue in the extension crate only moves bytes
@@ -22,6 +23,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod blind_index;
 pub mod data_key;
 pub mod encrypted_text;
 pub mod error;

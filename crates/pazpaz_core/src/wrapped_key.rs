@@ -239,7 +239,7 @@ impl<'de> Visitor<'de> for KeysSeed<'_> {
                     return Err(fail(format!("key-encryption key \"{id}\" must be a base64 string")));
                 }
             };
-            let raw = data_key::decode_base64(&value)
+            let raw = data_key::decode_key_base64(&value)
                 .map_err(|_| fail(format!("key-encryption key \"{id}\" is not the base64 of 32 bytes")))?;
             (self.on_key)(&raw);
             out.push(Kek { id, key: Key::from_raw(&raw) });

@@ -1,47 +1,42 @@
-#!/usr/bin/env bash
-# Concurrency: many sessions, each with its own keyring, encrypting,
-# decrypting, re-encrypting and switching keys at the same time.
-#
-# pgbench runs CONC_CLIENTS (default 8) clients for CONC_SECONDS (default 60)
-# over six transaction scripts. Client N's keys live in client_keys (made with
-# generate_encryption_key() at setup), so the checker can rebuild every
-# client's keyring. All clients use the same version names, v1 and v2: a
-# session that used another client's key by mistake would not get a helpful
-# "unknown version" but a wrong key, which only GCM authentication can catch.
-# Each transaction sets its keys with set_config(…, true) and verifies what it
-# reads, raising an exception on a wrong plaintext, so a wrong result becomes a
-# pgbench error.
-#
-#   insert     (3) encrypt new rows under v1 or v2 (jsonb and encrypted_text)
-#   read       (3) decrypt a random sample of the client's rows
-#   reencrypt  (2) re-encrypt random rows to the transaction's write version
-#   keychange  (1) switch write version and keyring inside one transaction:
-#                  v1 → v2 → back to v1, then a keyring without v1 must refuse
-#   cross      (1) another client's rows must fail authentication with my keys
-#   nokey      (1) no keys set: the previous transaction's keys must be gone
-#
-# Afterwards: pgbench exited 0 with no failed or aborted client; every row
-# decrypts to its plaintext with its own client's keyring; no row decrypts
-# with the next client's keyring; no nonce repeats; both versions and
-# re-encrypted rows exist (so the workload did what it claims).
-# Usage (from the repository root, as root): bash tests/integration/concurrency.sh
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-source scripts/pg.sh
+"""Concurrency: many sessions, each with its own keyring, encrypting,
+decrypting, re-encrypting and switching keys at the same time.
 
-CLUSTER=it_conc
-PORT=55460
-CLIENTS=${CONC_CLIENTS:-8}
-SECONDS_RUN=${CONC_SECONDS:-60}
-WORK=$(mktemp -d)
-trap 'pg_stop "$CLUSTER"; rm -rf "$WORK"' EXIT
+pgbench runs CONC_CLIENTS (default 8) clients for CONC_SECONDS (default 60)
+over six transaction scripts. Client N's keys live in client_keys (made with
+generate_encryption_key() at setup), so the checker can rebuild every
+client's keyring. All clients use the same version names, v1 and v2: a
+session that used another client's key by mistake would not get a helpful
+"unknown version" but a wrong key, which only GCM authentication can catch.
+Each transaction sets its keys with set_config(…, true) and verifies what it
+reads, raising an exception on a wrong plaintext, so a wrong result becomes a
+pgbench error.
 
-pg_start "$CLUSTER" "$PORT" "max_connections = 40" "log_min_messages = warning"
-psql_() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
+  insert     (3) encrypt new rows under v1 or v2 (jsonb and encrypted_text)
+  read       (3) decrypt a random sample of the client's rows
+  reencrypt  (2) re-encrypt random rows to the transaction's write version
+  keychange  (1) switch write version and keyring inside one transaction:
+                 v1 → v2 → back to v1, then a keyring without v1 must refuse
+  cross      (1) another client's rows must fail authentication with my keys
+  nokey      (1) no keys set: the previous transaction's keys must be gone
 
-echo "concurrency: setup ($CLIENTS clients)"
-psql_ -v nclients="$CLIENTS" <<'SQL'
+Afterwards: pgbench exited 0 with no failed or aborted client; every row
+decrypts to its plaintext with its own client's keyring; no row decrypts
+with the next client's keyring; no nonce repeats; both versions and
+re-encrypted rows exist (so the workload did what it claims); no backend
+crashed.
+"""
+
+import os
+import re
+
+import pytest
+
+from conftest import start_cluster, unique_name
+
+CLIENTS = int(os.environ.get("CONC_CLIENTS", "8"))
+SECONDS_RUN = int(os.environ.get("CONC_SECONDS", "60"))
+
+SETUP = r"""
 CREATE EXTENSION pazpaz_crypto;
 
 -- Each client's two keys. The keyring JSON is built from them wherever a
@@ -114,12 +109,12 @@ BEGIN
         SELECT c, p, p::encrypted_text FROM (SELECT new_plaintext(c) p FROM generate_series(1, 20)) s;
     END LOOP;
 END $$;
-SQL
+"""
 
-# ---- the transaction scripts ----------------------------------------------------
-# Every script is one explicit transaction: keys set with is_local = true last
-# until its COMMIT only.
-cat >"$WORK/insert.sql" <<'SQL'
+# Every script is one explicit transaction: keys set with is_local = true
+# last until its COMMIT only. (name: script, weight)
+SCRIPTS = {
+    "insert": r"""
 \set v random(1, 2)
 BEGIN;
 SELECT use_keys(:client_id, 'v' || :v);
@@ -138,17 +133,15 @@ SELECT expect_zero(count(*) FILTER (WHERE key_version(body) <> 'v' || :v OR body
                    'new encrypted_text has the wrong version or plaintext') FROM ins;
 SELECT check_client_rows(:client_id, 3);
 COMMIT;
-SQL
-
-cat >"$WORK/read.sql" <<'SQL'
+""",
+    "read": r"""
 \set v random(1, 2)
 BEGIN;
 SELECT use_keys(:client_id, 'v' || :v);
 SELECT check_client_rows(:client_id, 20);
 COMMIT;
-SQL
-
-cat >"$WORK/reencrypt.sql" <<'SQL'
+""",
+    "reencrypt": r"""
 \set v random(1, 2)
 BEGIN;
 SELECT use_keys(:client_id, 'v' || :v);
@@ -166,9 +159,8 @@ WITH upd AS (
 SELECT expect_zero(count(*) FILTER (WHERE key_version(body) <> 'v' || :v OR body::text IS DISTINCT FROM plain),
                    're-encrypted encrypted_text has the wrong version or plaintext') FROM upd;
 COMMIT;
-SQL
-
-cat >"$WORK/keychange.sql" <<'SQL'
+""",
+    "keychange": r"""
 BEGIN;
 SELECT use_keys(:client_id, 'v1');
 INSERT INTO notes_v (client_id, plain, env)
@@ -219,9 +211,8 @@ BEGIN
     END IF;
 END $$;
 COMMIT;
-SQL
-
-cat >"$WORK/cross.sql" <<'SQL'
+""",
+    "cross": r"""
 \set other (:client_id + random(1, :nclients - 1)) % :nclients
 BEGIN;
 SELECT use_keys(:client_id, 'v1');
@@ -245,9 +236,8 @@ BEGIN
     END IF;
 END $$;
 COMMIT;
-SQL
-
-cat >"$WORK/nokey.sql" <<'SQL'
+""",
+    "nokey": r"""
 BEGIN;
 DO $$
 DECLARE refused boolean := false;
@@ -261,32 +251,11 @@ BEGIN
     END IF;
 END $$;
 COMMIT;
-SQL
+""",
+}
+WEIGHTS = {"insert": 3, "read": 3, "reencrypt": 2, "keychange": 1, "cross": 1, "nokey": 1}
 
-# ---- the run --------------------------------------------------------------------
-echo "concurrency: pgbench, $CLIENTS clients for ${SECONDS_RUN}s"
-status=0
-pgbench -n -c "$CLIENTS" -j 2 -T "$SECONDS_RUN" -D nclients="$CLIENTS" \
-    -f "$WORK/insert.sql@3" -f "$WORK/read.sql@3" -f "$WORK/reencrypt.sql@2" \
-    -f "$WORK/keychange.sql@1" -f "$WORK/cross.sql@1" -f "$WORK/nokey.sql@1" \
-    >"$WORK/pgbench.out" 2>"$WORK/pgbench.err" || status=$?
-grep -E '^(number of (transactions actually processed|failed transactions)|tps|SQL script| - [0-9]+ transactions| - number of failed)' "$WORK/pgbench.out" \
-    | sed "s|$WORK/||" || true
-if [ "$status" -ne 0 ] || grep -q 'aborted' "$WORK/pgbench.err"; then
-    head -40 "$WORK/pgbench.err" >&2
-    fail "pgbench exited with status $status"
-fi
-failed=$(sed -nE 's/^number of failed transactions: ([0-9]+).*/\1/p' "$WORK/pgbench.out")
-processed=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' "$WORK/pgbench.out")
-[ "$failed" = 0 ] || fail "pgbench reports $failed failed transactions"
-[ "${processed:-0}" -ge 1000 ] || fail "only ${processed:-0} transactions ran: the workload did not really run"
-# Every script ran (per-script counts follow each "SQL script N" header).
-scripts_run=$(grep -cE '^ - [1-9][0-9]* transactions' "$WORK/pgbench.out" || true)
-[ "$scripts_run" = 6 ] || fail "only $scripts_run of 6 transaction scripts ran"
-echo "PASS pgbench: $processed transactions, 0 failed, no client aborted"
-
-# ---- the checks -----------------------------------------------------------------
-psql_ <<'SQL'
+OWN_KEYRING = r"""
 -- Every row decrypts to its plaintext with its own client's keyring.
 DO $$
 DECLARE c int; bad bigint; n bigint;
@@ -301,7 +270,11 @@ BEGIN
         IF bad <> 0 OR n < 20 THEN RAISE EXCEPTION 'client %: % of % encrypted_text rows wrong', c, bad, n; END IF;
     END LOOP;
 END $$;
-\echo PASS every row decrypts to its plaintext with the keyring of its own client
+"""
+
+# No row decrypts with the next client's keyring: each attempt must fail GCM
+# authentication (same version names, different keys).
+OTHER_KEYRING = r"""
 
 -- No row decrypts with the next client's keyring: each attempt must fail GCM
 -- authentication (same version names, different keys).
@@ -325,7 +298,9 @@ BEGIN
         IF opened <> 0 OR n = 0 THEN RAISE EXCEPTION 'client %''s keyring opened % of % encrypted_text rows of client %', other, opened, n, c; END IF;
     END LOOP;
 END $$;
-\echo PASS no row decrypts with the keyring of another client
+"""
+
+NO_NONCE_REPEATS = r"""
 
 -- (Each check below ends in \gset only to keep its void result out of the
 -- output; expect_zero raises when its count is not zero.)
@@ -335,7 +310,9 @@ SELECT expect_zero(count(*) - count(DISTINCT nonce), 'repeated nonces')
   FROM (SELECT substring(decode(env->>'ciphertext', 'base64') FROM 1 FOR 12) AS nonce FROM notes_v
         UNION ALL
         SELECT substring(b FROM 3 + get_byte(b, 1) FOR 12) FROM (SELECT body::bytea AS b FROM notes_t) s) n \gset
-\echo PASS no nonce repeats
+"""
+
+WORKLOAD_COVERED = r"""
 
 -- The workload really exercised what it claims: both versions per client,
 -- and re-encrypted rows.
@@ -351,10 +328,64 @@ SELECT format('rows: %s jsonb, %s encrypted_text; re-encrypted at least once: %s
               (SELECT count(*) FROM notes_v), (SELECT count(*) FROM notes_t),
               (SELECT count(*) FROM notes_v WHERE touched > 0), (SELECT count(*) FROM notes_t WHERE touched > 0)) AS summary \gset
 \echo :summary
-SQL
+"""
 
-# The server survived: no backend crashed during the run.
-if grep -E 'terminated by signal|PANIC' "$(pg_log "$CLUSTER")"; then
-    fail "a backend crashed (see the lines above)"
-fi
-echo "PASS concurrency"
+
+def psql(c, script: str, **kw):
+    r = c.psql("-q", "-v", "ON_ERROR_STOP=1", input=script, **kw)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def run():
+    c = start_cluster(unique_name("it_conc"), None, "max_connections = 40", "log_min_messages = warning")
+    try:
+        r = c.psql("-q", "-v", "ON_ERROR_STOP=1", "-v", f"nclients={CLIENTS}", input=SETUP)
+        assert r.returncode == 0, r.stderr[-3000:]
+        work = c.workdir()
+        files = []
+        for name, text in SCRIPTS.items():
+            (work / f"{name}.sql").write_text(text)
+            files += ["-f", f"{work / name}.sql@{WEIGHTS[name]}"]
+        c.pgbench = c.tool("pgbench", "-n", "-c", CLIENTS, "-j", 2, "-T", SECONDS_RUN, "-D", f"nclients={CLIENTS}",
+                           *files, timeout=SECONDS_RUN + 600)
+        yield c
+    finally:
+        c.remove()
+
+
+def test_pgbench_ran_every_script_without_a_failure(run):
+    r = run.pgbench
+    assert r.returncode == 0 and "aborted" not in r.stderr, \
+        f"pgbench exited with status {r.returncode}:\n" + "\n".join(r.stderr.splitlines()[:40])
+    failed = re.search(r"^number of failed transactions: ([0-9]+)", r.stdout, re.M)
+    processed = re.search(r"^number of transactions actually processed: ([0-9]+)", r.stdout, re.M)
+    assert failed and failed.group(1) == "0", f"pgbench reports failed transactions:\n{r.stdout}"
+    assert processed and int(processed.group(1)) >= 1000, f"the workload did not really run:\n{r.stdout}"
+    # Every script ran (per-script counts follow each "SQL script N" header).
+    scripts_run = len(re.findall(r"^ - [1-9][0-9]* transactions", r.stdout, re.M))
+    assert scripts_run == 6, f"only {scripts_run} of 6 transaction scripts ran:\n{r.stdout}"
+
+
+def test_every_row_decrypts_with_its_own_clients_keyring(run):
+    psql(run, OWN_KEYRING)
+
+
+def test_no_row_decrypts_with_another_clients_keyring(run):
+    psql(run, OTHER_KEYRING)
+
+
+def test_no_nonce_repeats(run):
+    psql(run, NO_NONCE_REPEATS)
+
+
+def test_the_workload_used_both_versions_and_reencrypted(run):
+    out = psql(run, WORKLOAD_COVERED)
+    assert "rows:" in out, out
+
+
+def test_no_backend_crashed(run):
+    crashes = [line for line in run.log.read_text(errors="replace").splitlines()
+               if "terminated by signal" in line or "PANIC" in line]
+    assert crashes == [], "a backend crashed:\n" + "\n".join(crashes)

@@ -1,0 +1,329 @@
+-- Search indexes on encrypted columns, added and dropped in one statement:
+--
+--   CALL add_blind_index('clients', 'email', normalization => 'lower');   -- exact match: email_bidx bytea, B-tree
+--   CALL add_match_index('clients', 'last_name');                      -- substring:   last_name_tokens int4[], GIN
+--   SELECT … WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'jane@example.com');
+--   SELECT … WHERE last_name_tokens @> blind_search_tokens_for('clients', 'last_name_tokens', 'ohn')
+--              AND last_name::text ILIKE '%ohn%';
+--   CALL drop_blind_index('clients', 'email');  CALL drop_match_index('clients', 'last_name');
+--
+-- Adding an index: checks everything first (owner, column type, parameters,
+-- index key and data key set), then in one transaction adds the token column
+-- and the trigger that keeps it current from then on (zz_pazpaz_<token
+-- column>, BEFORE INSERT OR UPDATE OF the source column; named to fire after
+-- other BEFORE triggers, which fire in name order and may change the
+-- value), COMMITs, backfills the existing rows in batches that COMMIT one
+-- by one (setting the token column directly, not through the trigger; each
+-- batch a range of heap blocks holding about batch_size rows), and
+-- finally builds the index. The index's definition (context, normalization,
+-- bits, and the fingerprint of the index key it is built with) is stored as
+-- the trigger's arguments. Interrupted, it loses at most the current batch:
+-- CALL it again with the same arguments to finish. Like rotate_column it
+-- must be CALLed by the table's owner, outside a transaction block, with the
+-- keys set for the session.
+--
+-- Hostile search_path: as in rotate_column (sql/rotation.sql), nothing here
+-- or in the SQL it generates is resolved through the caller's search_path:
+-- every type, function, operator and operator class is schema-qualified and
+-- the table is named by its schema and name. The trigger function is C.
+
+-- Shared by add_blind_index and add_match_index (kind 'exact' or 'match').
+CREATE PROCEDURE search_index_add(
+    kind text,
+    tbl regclass,
+    col name,
+    normalization text,
+    bits integer,
+    batch_size integer,
+    context text,
+    token_column name,
+    index_key text
+)
+LANGUAGE plpgsql
+AS $proc$
+DECLARE
+    caller pg_catalog.text := CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'add_blind_index' ELSE 'add_match_index' END;
+    typid pg_catalog.oid;
+    src_type pg_catalog.text;
+    plain pg_catalog.text;
+    nsp pg_catalog.name;
+    relname pg_catalog.name;
+    rel pg_catalog.text;
+    ctx pg_catalog.text := context;
+    tokcol pg_catalog.text;
+    trig pg_catalog.text;
+    idx pg_catalog.text;
+    fp pg_catalog.text;
+    args pg_catalog.text[];
+    want_args pg_catalog.bytea;
+    have_args pg_catalog.bytea;
+    compute pg_catalog.text;
+    cond pg_catalog.text;
+    q pg_catalog.text;
+    upd pg_catalog.text;
+    total pg_catalog.int8;
+    remaining pg_catalog.int8;
+    done pg_catalog.int8 := 0;
+    n pg_catalog.int8;
+    batch pg_catalog.int4 := 0;
+    pass pg_catalog.int4 := 0;
+    nblocks pg_catalog.int8;
+    step pg_catalog.int8;
+    blk pg_catalog.int8;
+BEGIN
+    IF NOT (kind OPERATOR(pg_catalog.=) 'exact' OR kind OPERATOR(pg_catalog.=) 'match') THEN
+        RAISE EXCEPTION 'kind must be exact or match' USING ERRCODE = '22023';
+    END IF;
+    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
+    END IF;
+    IF normalization IS NULL OR bits IS NULL OR index_key IS NULL THEN
+        RAISE EXCEPTION 'normalization, bits and index_key must not be NULL' USING ERRCODE = '22023';
+    END IF;
+    SELECT a.atttypid INTO typid
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) tbl
+       AND a.attname OPERATOR(pg_catalog.=) col
+       AND a.attnum OPERATOR(pg_catalog.>) 0
+       AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column % of relation % does not exist', col, tbl USING ERRCODE = '42703';
+    END IF;
+    -- The backfill UPDATE runs the table's triggers and index expressions
+    -- as the caller (see rotate_column): run it as the owner.
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_class c
+                    WHERE c.oid OPERATOR(pg_catalog.=) tbl::pg_catalog.oid
+                      AND pg_catalog.pg_get_userbyid(c.relowner) OPERATOR(pg_catalog.=) CURRENT_USER) THEN
+        RAISE EXCEPTION '% must be run by the owner of %', caller, tbl
+            USING ERRCODE = '42501',
+                  HINT = 'SET ROLE to the table''s owner first: the UPDATE runs the table''s triggers and index expressions, which must not run with the rights of another role.';
+    END IF;
+    IF typid OPERATOR(pg_catalog.=) '@extschema@.encrypted_text'::pg_catalog.regtype::pg_catalog.oid THEN
+        src_type := 'encrypted_text';
+        plain := pg_catalog.format('@extschema@.text(%I)', col);
+    ELSIF typid OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype::pg_catalog.oid THEN
+        src_type := 'bytea';
+        plain := pg_catalog.format('@extschema@.decrypt_field(%I)', col);
+    ELSIF typid OPERATOR(pg_catalog.=) 'pg_catalog.jsonb'::pg_catalog.regtype::pg_catalog.oid THEN
+        src_type := 'jsonb';
+        plain := pg_catalog.format('@extschema@.decrypt_field_versioned(%I)', col);
+    ELSE
+        RAISE EXCEPTION '% indexes encrypted_text, bytea (format 1) and jsonb (format 2) columns, not %',
+            caller, typid::pg_catalog.regtype USING ERRCODE = '42804';
+    END IF;
+    -- Parameters and the index key (its fingerprint names it in the
+    -- definition), before anything changes.
+    fp := @extschema@.search_index_check(kind, normalization, bits, index_key);
+    IF NOT EXISTS (SELECT FROM @extschema@.encryption_status()) THEN
+        RAISE EXCEPTION 'No encryption key is set: set pazpaz.encryption_key (or pazpaz.encryption_keys and pazpaz.encryption_key_version) for this session'
+            USING ERRCODE = '55000', DETAIL = pg_catalog.format('%s decrypts %s to index it.', caller, col);
+    END IF;
+
+    -- schema.name, both quoted (see rotate_column).
+    SELECT ns.nspname, c.relname INTO STRICT nsp, relname
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE c.oid OPERATOR(pg_catalog.=) tbl;
+    rel := pg_catalog.format('%I.%I', nsp, relname);
+    -- The default context names the column (quoted identifiers, so that no
+    -- two columns share one), so equal values in two columns never give
+    -- equal tokens.
+    IF ctx IS NULL THEN
+        ctx := pg_catalog.format('%I.%I.%I', nsp, relname, col);
+    END IF;
+    tokcol := pg_catalog.concat(col, CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN '_bidx' ELSE '_tokens' END);
+    IF token_column IS NOT NULL THEN
+        tokcol := token_column;
+    END IF;
+    trig := pg_catalog.concat('zz_pazpaz_', tokcol);
+    idx := pg_catalog.concat(relname, '_', tokcol);
+    IF pg_catalog.octet_length(trig) OPERATOR(pg_catalog.>) 63 OR pg_catalog.octet_length(idx) OPERATOR(pg_catalog.>) 63 THEN
+        RAISE EXCEPTION '% would name its trigger % and its index %, longer than 63 bytes', caller, trig, idx
+            USING ERRCODE = '42622', HINT = 'Pass a shorter token_column.';
+    END IF;
+    args := ARRAY['pazpaz_crypto search v1', kind, col::pg_catalog.text, tokcol, src_type, ctx, normalization,
+                  bits::pg_catalog.text, fp];
+    -- pg_trigger.tgargs: each argument followed by a NUL byte.
+    SELECT pg_catalog.string_agg(pg_catalog.convert_to(u.a, 'UTF8') OPERATOR(pg_catalog.||) '\x00'::pg_catalog.bytea,
+                                 ''::pg_catalog.bytea ORDER BY u.i)
+      INTO want_args
+      FROM pg_catalog.unnest(args) WITH ORDINALITY u(a, i);
+    SELECT t.tgargs INTO have_args FROM pg_catalog.pg_trigger t
+     WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig;
+    IF FOUND THEN
+        IF have_args OPERATOR(pg_catalog.<>) want_args THEN
+            RAISE EXCEPTION '% on %.% already exists with other parameters or another index key', tokcol, tbl, col
+                USING ERRCODE = '42710',
+                      HINT = 'CALL it again with the same arguments and index key to finish it, or drop it first; to rebuild it under a new index key, add a second one with token_column => …';
+        END IF;
+        RAISE NOTICE '%: % exists; resuming its backfill', caller, tokcol;
+    ELSE
+        IF EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid OPERATOR(pg_catalog.=) tbl AND a.attname OPERATOR(pg_catalog.=) tokcol
+                      AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION 'column % of relation % already exists', tokcol, tbl
+                USING ERRCODE = '42701', HINT = 'Pass another token_column.';
+        END IF;
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', rel, tokcol,
+            CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'pg_catalog.bytea' ELSE 'pg_catalog.int4[]' END);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER %I BEFORE INSERT OR UPDATE OF %I ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%L, %L, %L, %L, %L, %L, %L, %L, %L)',
+            trig, col, rel, args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9]);
+        -- From here on every write keeps the token current.
+        COMMIT;
+    END IF;
+
+    IF kind OPERATOR(pg_catalog.=) 'exact' THEN
+        compute := pg_catalog.format('@extschema@.blind_index(%s, $3, $4, $5, $6)', plain);
+    ELSE
+        compute := pg_catalog.format('@extschema@.blind_tokens(%s, $3, $4, $5, $6)', plain);
+    END IF;
+    cond := pg_catalog.format('%I IS NULL AND %I IS NOT NULL', tokcol, col);
+    q := pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE %s', rel, cond);
+    -- Batches are ranges of heap blocks (TID range scans), about batch_size
+    -- rows each. Unlike rotate_column there is no locking pass first: a row
+    -- a concurrent transaction is writing makes the batch wait for it (as
+    -- any UPDATE would), and if that write indexed the row (the trigger),
+    -- the recheck of the condition skips it.
+    upd := pg_catalog.format($q$
+        UPDATE %1$s SET %3$I = %4$s
+         WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2 AND %2$s
+    $q$, rel, cond, tokcol, compute);
+    EXECUTE q INTO total;
+    RAISE NOTICE '%: % rows of %.% to index', caller, total, tbl, col;
+    remaining := total;
+    -- Rows that moved behind the walk (an UPDATE of another column of a row
+    -- not indexed yet) are picked up by a further pass.
+    WHILE remaining OPERATOR(pg_catalog.>) 0 AND pass OPERATOR(pg_catalog.<) 5 LOOP
+        pass := pass OPERATOR(pg_catalog.+) 1;
+        nblocks := pg_catalog.pg_relation_size(tbl) OPERATOR(pg_catalog./)
+                   pg_catalog.current_setting('block_size')::pg_catalog.int8;
+        step := GREATEST(1::pg_catalog.int8,
+                    (batch_size::pg_catalog.int8 OPERATOR(pg_catalog.*) nblocks) OPERATOR(pg_catalog./)
+                    GREATEST(remaining, 1::pg_catalog.int8));
+        blk := 0;
+        WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
+            EXECUTE upd USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
+                              pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid,
+                              ctx, normalization, bits, fp;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            IF n OPERATOR(pg_catalog.>) 0 THEN
+                batch := batch OPERATOR(pg_catalog.+) 1;
+                done := done OPERATOR(pg_catalog.+) n;
+                RAISE NOTICE 'batch %: %/% rows', batch, done, total;
+            END IF;
+            COMMIT;
+            blk := blk OPERATOR(pg_catalog.+) step;
+        END LOOP;
+        EXECUTE q INTO remaining;
+    END LOOP;
+    IF remaining OPERATOR(pg_catalog.>) 0 THEN
+        RAISE WARNING '%: % rows of %.% are not indexed yet (locked by other transactions?); CALL % again',
+            caller, remaining, tbl, col, caller;
+        RETURN;
+    END IF;
+
+    IF kind OPERATOR(pg_catalog.=) 'exact' THEN
+        EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON %s USING btree (%I pg_catalog.bytea_ops)', idx, rel, tokcol);
+    ELSE
+        EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON %s USING gin (%I pg_catalog.array_ops)', idx, rel, tokcol);
+    END IF;
+    RAISE NOTICE '%: done, % rows indexed; % is indexed by %', caller, done, tokcol, idx;
+END
+$proc$;
+
+CREATE PROCEDURE add_blind_index(
+    tbl regclass,
+    col name,
+    normalization text DEFAULT 'none',
+    bits integer DEFAULT 256,
+    batch_size integer DEFAULT 1000,
+    context text DEFAULT NULL,
+    token_column name DEFAULT NULL,
+    index_key text DEFAULT 'current'
+)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_add('exact', tbl, col, normalization, bits, batch_size, context, token_column, index_key);
+END
+$proc$;
+
+CREATE PROCEDURE add_match_index(
+    tbl regclass,
+    col name,
+    normalization text DEFAULT 'lower',
+    bits integer DEFAULT 20,
+    batch_size integer DEFAULT 1000,
+    context text DEFAULT NULL,
+    token_column name DEFAULT NULL,
+    index_key text DEFAULT 'current'
+)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_add('match', tbl, col, normalization, bits, batch_size, context, token_column, index_key);
+END
+$proc$;
+
+-- Shared by drop_blind_index and drop_match_index: drops the trigger and the
+-- token column (and with it every index on it, a unique index included).
+CREATE PROCEDURE search_index_drop(kind text, tbl regclass, col name, token_column name)
+LANGUAGE plpgsql
+AS $proc$
+DECLARE
+    caller pg_catalog.text := CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'drop_blind_index' ELSE 'drop_match_index' END;
+    tokcol pg_catalog.text;
+    trig pg_catalog.text;
+    rel pg_catalog.text;
+    have_args pg_catalog.bytea;
+    prefix pg_catalog.bytea;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_class c
+                    WHERE c.oid OPERATOR(pg_catalog.=) tbl::pg_catalog.oid
+                      AND pg_catalog.pg_get_userbyid(c.relowner) OPERATOR(pg_catalog.=) CURRENT_USER) THEN
+        RAISE EXCEPTION '% must be run by the owner of %', caller, tbl USING ERRCODE = '42501';
+    END IF;
+    tokcol := pg_catalog.concat(col, CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN '_bidx' ELSE '_tokens' END);
+    IF token_column IS NOT NULL THEN
+        tokcol := token_column;
+    END IF;
+    trig := pg_catalog.concat('zz_pazpaz_', tokcol);
+    -- The first four trigger arguments (marker, kind, column, token column),
+    -- each followed by its NUL byte in pg_trigger.tgargs.
+    SELECT pg_catalog.string_agg(pg_catalog.convert_to(u.a, 'UTF8') OPERATOR(pg_catalog.||) '\x00'::pg_catalog.bytea,
+                                 ''::pg_catalog.bytea ORDER BY u.i)
+      INTO prefix
+      FROM pg_catalog.unnest(ARRAY['pazpaz_crypto search v1', kind, col::pg_catalog.text, tokcol]) WITH ORDINALITY u(a, i);
+    SELECT t.tgargs INTO have_args FROM pg_catalog.pg_trigger t
+     WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig;
+    IF NOT FOUND OR pg_catalog.substr(have_args, 1, pg_catalog.length(prefix)) OPERATOR(pg_catalog.<>) prefix THEN
+        RAISE EXCEPTION '%: % has no % on column % named %', caller, tbl,
+            CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'blind index' ELSE 'match index' END, col, tokcol
+            USING ERRCODE = '42704';
+    END IF;
+    SELECT pg_catalog.format('%I.%I', ns.nspname, c.relname) INTO STRICT rel
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE c.oid OPERATOR(pg_catalog.=) tbl;
+    EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trig, rel);
+    EXECUTE pg_catalog.format('ALTER TABLE %s DROP COLUMN %I', rel, tokcol);
+    RAISE NOTICE '%: dropped % and its trigger and indexes', caller, tokcol;
+END
+$proc$;
+
+CREATE PROCEDURE drop_blind_index(tbl regclass, col name, token_column name DEFAULT NULL)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_drop('exact', tbl, col, token_column);
+END
+$proc$;
+
+CREATE PROCEDURE drop_match_index(tbl regclass, col name, token_column name DEFAULT NULL)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_drop('match', tbl, col, token_column);
+END
+$proc$;

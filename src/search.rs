@@ -1,0 +1,438 @@
+//! Search on encrypted columns: the SQL functions of blind indexes (exact
+//! match) and match tokens (substring match), the trigger that keeps a
+//! table's token column current, and the lookups that read an index's
+//! definition from that trigger. The formats are `pazpaz_core::blind_index`;
+//! the procedures that add and drop indexes are `sql/search.sql`.
+//!
+//! An index's definition lives in its trigger's arguments (so it moves with
+//! the table through pg_dump, and goes away with it):
+//! `(MARKER, 'exact'|'match', source column, token column, source type,
+//! context, normalization, bits, index key fingerprint)`.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::ffi::CStr;
+use std::num::NonZeroUsize;
+
+use pazpaz_core::blind_index::{check_index_bits, check_token_bits, index_len, DerivedKey, Kind, Normalize};
+use pazpaz_core::Error;
+use pgrx::heap_tuple::PgHeapTuple;
+use pgrx::prelude::*;
+use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum, PgRelation, PgTupleDesc};
+
+use crate::backend_local::BackendLocal;
+use crate::encrypted_text::{encrypted_text_to_text, EncryptedText};
+use crate::error::{raise, OrRaise};
+use crate::field_functions::decrypt_field;
+use crate::index_keys;
+use crate::varlena::{Bytea, Text, Varlena, VarlenaBuf};
+use crate::versioned::{decrypt_field_versioned, Jsonb};
+
+/// First trigger argument of every search index.
+const MARKER: &str = "pazpaz_crypto search v1";
+const NARGS: usize = 9;
+
+/// Which key a computation uses.
+enum KeyChoice<'a> {
+    /// `pazpaz.index_key`.
+    Current,
+    /// The index key setting whose key has this fingerprint (an index names
+    /// the key it was built with); `index` names the index in errors.
+    Fingerprint { fingerprint: &'a str, index: &'a str },
+}
+
+fn with_derived<R>(choice: &KeyChoice<'_>, kind: Kind, context: &[u8], f: impl FnOnce(&mut DerivedKey) -> R) -> R {
+    match choice {
+        KeyChoice::Current => index_keys::with_current(kind, context, f),
+        KeyChoice::Fingerprint { fingerprint, index } => {
+            index_keys::with_fingerprint(fingerprint, index, kind, context, f)
+        }
+    }
+    .or_raise()
+}
+
+fn as_text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).map_err(|_| Error::NotUtf8).or_raise()
+}
+
+fn exact(choice: &KeyChoice<'_>, value: &[u8], context: &[u8], normalize: Normalize, bits: u32) -> Bytea {
+    let mut out = VarlenaBuf::alloc(index_len(bits));
+    match normalize {
+        Normalize::None => {
+            with_derived(choice, Kind::Exact, context, |d| d.blind_index_into(value, bits, out.data_mut()))
+        }
+        _ => {
+            let n = normalize.apply(as_text(value));
+            with_derived(choice, Kind::Exact, context, |d| d.blind_index_into(n.as_bytes(), bits, out.data_mut()))
+        }
+    }
+    Bytea::from(out)
+}
+
+fn tokens(choice: &KeyChoice<'_>, value: &[u8], context: &[u8], normalize: Normalize, bits: u32) -> Vec<i32> {
+    let n = normalize.apply(as_text(value));
+    with_derived(choice, Kind::Tokens, context, |d| d.tokens(&n, bits))
+}
+
+fn query_tokens(choice: &KeyChoice<'_>, query: &[u8], context: &[u8], normalize: Normalize, bits: u32) -> Vec<i32> {
+    let n = normalize.apply(as_text(query));
+    with_derived(choice, Kind::Tokens, context, |d| d.query_tokens(&n, bits)).or_raise()
+}
+
+fn fingerprint_choice<'a>(fingerprint: &'a str) -> KeyChoice<'a> {
+    KeyChoice::Fingerprint { fingerprint, index: "this index" }
+}
+
+// ---- SQL functions ------------------------------------------------------------
+
+/// The blind index of `value`: HMAC-SHA-256 under the key derived from
+/// `pazpaz.index_key` for `context`, truncated to `bits`.
+#[pg_extern(stable, strict, parallel_safe, cost = 10)]
+fn blind_index(value: Text, context: Text, normalization: default!(&str, "'none'"), bits: default!(i32, 256)) -> Bytea {
+    let normalize = Normalize::parse(normalization).or_raise();
+    let bits = check_index_bits(bits).or_raise();
+    exact(&KeyChoice::Current, value.0.as_bytes(), context.0.as_bytes(), normalize, bits)
+}
+
+/// As `blind_index`, under the index key setting whose key has this
+/// fingerprint (`index_key_status()`): for rebuilding an index under the
+/// next key during a rotation.
+#[pg_extern(stable, strict, parallel_safe, cost = 10, name = "blind_index")]
+fn blind_index_with_key(value: Text, context: Text, normalization: &str, bits: i32, key_fingerprint: &str) -> Bytea {
+    let normalize = Normalize::parse(normalization).or_raise();
+    let bits = check_index_bits(bits).or_raise();
+    exact(&fingerprint_choice(key_fingerprint), value.0.as_bytes(), context.0.as_bytes(), normalize, bits)
+}
+
+/// The match tokens of a value to index: sorted, distinct `int4`s, one per
+/// trigram; empty for fewer than three characters.
+#[pg_extern(stable, strict, parallel_safe, cost = 20)]
+fn blind_tokens(
+    value: Text,
+    context: Text,
+    normalization: default!(&str, "'none'"),
+    bits: default!(i32, 20),
+) -> Vec<i32> {
+    let normalize = Normalize::parse(normalization).or_raise();
+    let bits = check_token_bits(bits).or_raise();
+    tokens(&KeyChoice::Current, value.0.as_bytes(), context.0.as_bytes(), normalize, bits)
+}
+
+/// As `blind_tokens`, under the key with this fingerprint.
+#[pg_extern(stable, strict, parallel_safe, cost = 20, name = "blind_tokens")]
+fn blind_tokens_with_key(
+    value: Text,
+    context: Text,
+    normalization: &str,
+    bits: i32,
+    key_fingerprint: &str,
+) -> Vec<i32> {
+    let normalize = Normalize::parse(normalization).or_raise();
+    let bits = check_token_bits(bits).or_raise();
+    tokens(&fingerprint_choice(key_fingerprint), value.0.as_bytes(), context.0.as_bytes(), normalize, bits)
+}
+
+/// The tokens of a search query: as `blind_tokens`, but a query of fewer
+/// than three characters is an error (it would match every row).
+#[pg_extern(stable, strict, parallel_safe, cost = 20)]
+fn blind_search_tokens(
+    query: Text,
+    context: Text,
+    normalization: default!(&str, "'none'"),
+    bits: default!(i32, 20),
+) -> Vec<i32> {
+    let normalize = Normalize::parse(normalization).or_raise();
+    let bits = check_token_bits(bits).or_raise();
+    query_tokens(&KeyChoice::Current, query.0.as_bytes(), context.0.as_bytes(), normalize, bits)
+}
+
+/// The blind index of `value` as the index on `tbl.token_column` computes
+/// it (its context, normalization, bits and key), for
+/// `WHERE email_bidx = blind_index_for('clients', 'email_bidx', $1)`.
+#[pg_extern(stable, strict, parallel_safe, cost = 50)]
+fn blind_index_for(tbl: PgRelation, token_column: &str, value: Text) -> Bytea {
+    let def = definition(&tbl, token_column, Kind::Exact);
+    let index = def.name(&tbl);
+    let choice = KeyChoice::Fingerprint { fingerprint: &def.fingerprint, index: &index };
+    exact(&choice, value.0.as_bytes(), def.context.as_bytes(), def.normalize, def.bits)
+}
+
+/// The tokens of a search query as the match index on `tbl.token_column`
+/// computes them, for
+/// `WHERE name_tokens @> blind_search_tokens_for('clients', 'name_tokens', $1)`.
+#[pg_extern(stable, strict, parallel_safe, cost = 50)]
+fn blind_search_tokens_for(tbl: PgRelation, token_column: &str, query: Text) -> Vec<i32> {
+    let def = definition(&tbl, token_column, Kind::Tokens);
+    let index = def.name(&tbl);
+    let choice = KeyChoice::Fingerprint { fingerprint: &def.fingerprint, index: &index };
+    query_tokens(&choice, query.0.as_bytes(), def.context.as_bytes(), def.normalize, def.bits)
+}
+
+/// One row per index key setting that is set: its name and the key's
+/// fingerprint (8 hex digits of a domain-separated SHA-256; never the key).
+#[pg_extern(stable, strict, parallel_safe)]
+fn index_key_status() -> TableIterator<'static, (name!(setting, String), name!(fingerprint, String))> {
+    let rows = index_keys::status().or_raise();
+    TableIterator::new(rows.into_iter().map(|(s, f)| (s.to_owned(), f)))
+}
+
+/// Checks the parameters of an index before a procedure changes the table
+/// (so bad ones fail before any DDL) and returns the fingerprint of the key
+/// the index will be built with: `pazpaz.index_key` ('current') or
+/// `pazpaz.index_key_next` ('next', during an index key rotation). Internal
+/// to `sql/search.sql`.
+#[pg_extern(stable, strict, parallel_safe)]
+fn search_index_check(kind: &str, normalization: &str, bits: i32, index_key: &str) -> String {
+    Normalize::parse(normalization).or_raise();
+    match kind {
+        "exact" => drop(check_index_bits(bits).or_raise()),
+        _ => drop(check_token_bits(bits).or_raise()),
+    }
+    let name = match index_key {
+        "current" => "pazpaz.index_key",
+        "next" => "pazpaz.index_key_next",
+        _ => raise(Error::IndexKeyChoice),
+    };
+    let status = index_keys::status().or_raise();
+    match status.into_iter().find(|(s, _)| *s == name) {
+        Some((_, f)) => f,
+        None => raise(Error::MissingIndexKey { name }),
+    }
+}
+
+// ---- index definitions ----------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    EncryptedText,
+    Bytea,
+    Jsonb,
+}
+
+impl Source {
+    fn parse(s: &str) -> Option<Source> {
+        match s {
+            "encrypted_text" => Some(Source::EncryptedText),
+            "bytea" => Some(Source::Bytea),
+            "jsonb" => Some(Source::Jsonb),
+            _ => None,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Source::EncryptedText => "encrypted_text",
+            Source::Bytea => "bytea",
+            Source::Jsonb => "jsonb",
+        }
+    }
+}
+
+/// A search index, as its trigger's arguments define it.
+struct Definition {
+    kind: Kind,
+    source: String,
+    token_column: String,
+    source_type: Source,
+    context: String,
+    normalize: Normalize,
+    bits: u32,
+    fingerprint: String,
+}
+
+impl Definition {
+    fn parse(args: &[&CStr]) -> Option<Definition> {
+        if args.len() != NARGS || args[0].to_bytes() != MARKER.as_bytes() {
+            return None;
+        }
+        let s = |i: usize| args[i].to_str().ok();
+        let kind = match s(1)? {
+            "exact" => Kind::Exact,
+            "match" => Kind::Tokens,
+            _ => return None,
+        };
+        let bits: i32 = s(7)?.parse().ok()?;
+        let bits = match kind {
+            Kind::Exact => check_index_bits(bits).ok()?,
+            Kind::Tokens => check_token_bits(bits).ok()?,
+        };
+        Some(Definition {
+            kind,
+            source: s(2)?.to_owned(),
+            token_column: s(3)?.to_owned(),
+            source_type: Source::parse(s(4)?)?,
+            context: s(5)?.to_owned(),
+            normalize: Normalize::parse(s(6)?).ok()?,
+            bits,
+            fingerprint: s(8)?.to_owned(),
+        })
+    }
+
+    /// `table.token_column`, for errors (names only, never values).
+    fn name(&self, rel: &PgRelation) -> String {
+        format!("{}.{}", rel.name(), self.token_column)
+    }
+}
+
+/// The arguments of a trigger, borrowed from the relcache entry.
+///
+/// # Safety
+/// `t` must be a trigger of an open relation's trigger descriptor (or of a
+/// firing trigger), valid while the result is used.
+unsafe fn trigger_args(t: &pg_sys::Trigger) -> Vec<&CStr> {
+    let n = usize::try_from(t.tgnargs).unwrap_or(0);
+    if n == 0 || t.tgargs.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: PostgreSQL keeps `tgnargs` NUL-terminated strings at `tgargs`
+    // (the caller's contract for `t`).
+    unsafe { std::slice::from_raw_parts(t.tgargs, n).iter().map(|&p| CStr::from_ptr(p)).collect() }
+}
+
+/// The definition of the search index of `kind` on `rel.token_column`.
+fn definition(rel: &PgRelation, token_column: &str, kind: Kind) -> Definition {
+    let not_found = || {
+        raise(Error::BadSearchIndex { index: format!("{}.{}", rel.name(), token_column) });
+    };
+    // SAFETY: `rel` is open (PgRelation holds a lock), so its relcache entry
+    // and trigger descriptor stay valid for this call.
+    let desc = unsafe { (*rel.as_ptr()).trigdesc };
+    if desc.is_null() {
+        not_found();
+    }
+    // SAFETY: a non-null trigger descriptor holds `numtriggers` triggers.
+    let triggers = unsafe {
+        let d = &*desc;
+        std::slice::from_raw_parts(d.triggers, usize::try_from(d.numtriggers).unwrap_or(0))
+    };
+    for t in triggers {
+        // SAFETY: a trigger of the open relation's descriptor.
+        let args = unsafe { trigger_args(t) };
+        if args.len() == NARGS
+            && args[0].to_bytes() == MARKER.as_bytes()
+            && args[3].to_bytes() == token_column.as_bytes()
+        {
+            match Definition::parse(&args) {
+                Some(d) if d.kind == kind => return d,
+                _ => not_found(),
+            }
+        }
+    }
+    not_found();
+    unreachable!()
+}
+
+// ---- the trigger ---------------------------------------------------------------
+
+/// The `encrypted_text` type's oid, once it has been checked (see
+/// `is_encrypted_text`).
+static ENCRYPTED_TEXT_OID: BackendLocal<Cell<pg_sys::Oid>> = BackendLocal::new(Cell::new(pg_sys::InvalidOid));
+
+/// Whether `typid` is the `encrypted_text` of the schema that holds the
+/// trigger function `func` (the extension's), found without the search_path.
+fn is_encrypted_text(typid: pg_sys::Oid, func: pg_sys::Oid) -> bool {
+    if typid == ENCRYPTED_TEXT_OID.get() {
+        return true;
+    }
+    // SAFETY: catalog lookups by oid; each returns a palloc'd string (or
+    // NULL for an unknown oid, checked) in the current memory context.
+    let same = unsafe {
+        let nsp = pg_sys::get_namespace_name(pg_sys::get_func_namespace(func));
+        if nsp.is_null() {
+            return false;
+        }
+        let quoted = CStr::from_ptr(pg_sys::quote_identifier(nsp));
+        let qualified = pg_sys::format_type_extended(typid, -1, pg_sys::FORMAT_TYPE_FORCE_QUALIFY as pg_sys::bits16);
+        let want = [quoted.to_bytes(), b".encrypted_text"].concat();
+        !qualified.is_null() && CStr::from_ptr(qualified).to_bytes() == want.as_slice()
+    };
+    if same {
+        ENCRYPTED_TEXT_OID.set(typid);
+    }
+    same
+}
+
+/// The plaintext of a source column's value, decrypted with the session's
+/// data keys (a text datum in the current memory context).
+fn decrypt_source(source: Source, datum: pg_sys::Datum) -> Text {
+    // SAFETY: a non-null datum of the column's varlena type (checked against
+    // `source` by the caller), valid for this call.
+    let v = unsafe { Varlena::from_datum(datum) };
+    match source {
+        Source::EncryptedText => encrypted_text_to_text(EncryptedText(v)),
+        Source::Bytea => decrypt_field(Bytea(v)),
+        Source::Jsonb => decrypt_field_versioned(Jsonb(v)),
+    }
+}
+
+/// Keeps a token column current: a BEFORE INSERT OR UPDATE OF <source> row
+/// trigger, created by `add_blind_index` / `add_match_index`. Decrypts the
+/// source with the session's data keys and computes the token with the
+/// index key the index was built with; without either key the write fails
+/// (it never stores a wrong or empty token). A NULL source gives a NULL token.
+#[pg_trigger]
+fn blind_index_trigger<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, Infallible> {
+    let td = trigger.trigger_data();
+    let t = trigger.trigger();
+    // SAFETY: the firing trigger's own arguments, valid during the call.
+    let args = unsafe { trigger_args(t) };
+    // SAFETY: the relation of a firing trigger is open.
+    let rel = unsafe { PgRelation::from_pg(td.tg_relation) };
+    let Some(def) = Definition::parse(&args) else {
+        raise(Error::BadSearchIndex { index: format!("trigger {} on {}", trigger.name().unwrap_or("?"), rel.name()) })
+    };
+    let index = def.name(&rel);
+    let row_before = matches!(trigger.level(), pgrx::PgTriggerLevel::Row)
+        && matches!(trigger.when(), Ok(pgrx::PgTriggerWhen::Before));
+    let tuple = match trigger.op() {
+        Ok(PgTriggerOperation::Insert) if row_before => td.tg_trigtuple,
+        Ok(PgTriggerOperation::Update) if row_before => td.tg_newtuple,
+        _ => raise(Error::BadSearchIndex { index }),
+    };
+    // SAFETY: the relation is open; its tuple descriptor lives as long.
+    let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked(rel.rd_att) };
+    let find =
+        |name: &str| tupdesc.iter().find(|a| !a.attisdropped && a.name() == name).map(|a| (a.attnum, a.atttypid));
+    let (Some((src_no, src_type)), Some((tok_no, tok_type))) = (find(&def.source), find(&def.token_column)) else {
+        raise(Error::BadSearchIndex { index })
+    };
+    let want_tok = match def.kind {
+        Kind::Exact => pg_sys::BYTEAOID,
+        Kind::Tokens => pg_sys::INT4ARRAYOID,
+    };
+    let src_ok = match def.source_type {
+        Source::Bytea => src_type == pg_sys::BYTEAOID,
+        Source::Jsonb => src_type == pg_sys::JSONBOID,
+        Source::EncryptedText => is_encrypted_text(src_type, t.tgfoid),
+    };
+    if tok_type != want_tok {
+        raise(Error::BadSearchIndex { index });
+    }
+    if !src_ok {
+        raise(Error::SearchSourceType { index, expected: def.source_type.name() });
+    }
+    let src_no = NonZeroUsize::new(usize::try_from(src_no).unwrap_or(0))
+        .unwrap_or_else(|| raise(Error::BadSearchIndex { index: index.clone() }));
+    // SAFETY: the trigger's new tuple, described by the relation's
+    // descriptor; `src_no` is one of its attributes.
+    let src = unsafe { pgrx::heap_getattr_raw(tuple, src_no, rel.rd_att) };
+    let token = src.and_then(|d| {
+        let plain = decrypt_source(def.source_type, d);
+        let choice = KeyChoice::Fingerprint { fingerprint: &def.fingerprint, index: &index };
+        let bytes = plain.0.as_bytes();
+        let ctx = def.context.as_bytes();
+        match def.kind {
+            Kind::Exact => exact(&choice, bytes, ctx, def.normalize, def.bits).into_datum(),
+            Kind::Tokens => tokens(&choice, bytes, ctx, def.normalize, def.bits).into_datum(),
+        }
+    });
+    let mut col = i32::from(tok_no);
+    let mut value = token.unwrap_or(pg_sys::Datum::from(0));
+    let mut isnull = token.is_none();
+    // SAFETY: `tuple` and the descriptor as above; one column replaced by a
+    // datum of its type (bytea or int4[]) allocated in this call's context.
+    let new = unsafe { pg_sys::heap_modify_tuple_by_cols(tuple, rel.rd_att, 1, &mut col, &mut value, &mut isnull) };
+    // SAFETY: a heap tuple PostgreSQL just built with this descriptor.
+    Ok(Some(unsafe { PgHeapTuple::from_heap_tuple(tupdesc, new) }))
+}

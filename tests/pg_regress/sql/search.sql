@@ -1,0 +1,324 @@
+-- Search on encrypted columns: exact match through a blind index, substring
+-- match through keyed trigram tokens, both maintained by a trigger and used
+-- through ordinary B-tree and GIN indexes.
+--
+-- Keys are generated server-side and set with set_config(), so no key is
+-- ever spelled out in a statement (an application passes them as bind
+-- parameters). The index key is separate from the data keys.
+SELECT generate_encryption_key() AS data_key, generate_encryption_key() AS index_key,
+       generate_encryption_key() AS next_index_key, generate_encryption_key() AS wrong_key \gset
+SELECT set_config('pazpaz.encryption_key', :'data_key', false) IS NOT NULL AS data_key_set;
+SELECT set_config('pazpaz.index_key', :'index_key', false) IS NOT NULL AS index_key_set;
+
+-- The index key follows the rules of the data keys: hidden, validated,
+-- never from a configuration file or a role's settings.
+SHOW pazpaz.index_key;
+SELECT current_setting('pazpaz.index_key') AS shown, count(*) AS in_pg_settings
+FROM pg_settings WHERE name LIKE 'pazpaz.index%' GROUP BY 1;
+SELECT regress.try($$SET pazpaz.index_key = 'AAEC'$$);
+SELECT regress.try($$SET pazpaz.index_key_next = 'not base64!'$$);
+SELECT regress.try($$ALTER ROLE regress_app SET pazpaz.index_key = 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8='$$);
+SELECT regress.try($$CREATE FUNCTION f() RETURNS int LANGUAGE sql SET pazpaz.index_key = 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=' AS 'SELECT 1'$$);
+SELECT setting, length(fingerprint) AS fingerprint_length FROM index_key_status();
+
+-- ---- The functions ---------------------------------------------------------
+-- blind_index(value, context [, normalization [, bits]]): 256 bits by default.
+SELECT length(blind_index('jane@example.com', 'public.clients.email')) AS bytes,
+       length(blind_index('jane@example.com', 'public.clients.email', 'none', 12)) AS bytes_of_12_bits,
+       get_byte(blind_index('jane@example.com', 'public.clients.email', 'none', 12), 1) & 15 AS low_bits_of_12;
+-- Equal values give equal indexes; 'lower' ignores case and spacing (NFKC,
+-- so full-width letters and non-breaking spaces too); contexts separate.
+SELECT blind_index('Jane@Example.com ', 'ctx', 'lower') = blind_index('jane@example.com', 'ctx', 'lower') AS lower_equal,
+       blind_index(E'ＪＡＮＥ\u00a0 Doe', 'ctx', 'lower') = blind_index('jane doe', 'ctx', 'lower') AS nfkc_equal,
+       blind_index('Jane@Example.com', 'ctx') = blind_index('jane@example.com', 'ctx') AS none_equal,
+       blind_index('jane@example.com', 'public.clients.email') = blind_index('jane@example.com', 'public.leads.email') AS contexts_equal;
+-- NULL in, NULL out; bad parameters are 22023.
+SELECT blind_index(NULL, 'ctx') IS NULL AS null_value, blind_tokens(NULL, 'ctx') IS NULL AS null_tokens;
+SELECT regress.try($$SELECT blind_index('x', 'ctx', 'upper')$$);
+SELECT regress.try($$SELECT blind_index('x', 'ctx', 'none', 0)$$);
+SELECT regress.try($$SELECT blind_index('x', 'ctx', 'none', 257)$$);
+SELECT regress.try($$SELECT blind_tokens('x', 'ctx', 'none', 7)$$);
+SELECT regress.try($$SELECT blind_tokens('x', 'ctx', 'none', 33)$$);
+-- Tokens: one per distinct trigram; short values have none, short queries
+-- are refused (they would match every row).
+SELECT cardinality(blind_tokens('Johnson', 'ctx', 'lower')) AS trigrams_of_johnson,
+       cardinality(blind_tokens('jo', 'ctx')) AS tokens_of_a_short_value,
+       blind_tokens('Johnson', 'ctx', 'lower') @> blind_search_tokens('OHNS', 'ctx', 'lower') AS substring_found,
+       blind_tokens('Johnson', 'ctx', 'lower') @> blind_search_tokens('jack', 'ctx', 'lower') AS other_found;
+SELECT regress.try($$SELECT blind_search_tokens('jo', 'ctx')$$);
+SELECT regress.try($$SELECT blind_search_tokens('  jo  ', 'ctx', 'lower')$$);
+
+-- ---- A table with encrypted columns -----------------------------------------
+CREATE TABLE clients (
+    id int PRIMARY KEY,
+    workspace_id int NOT NULL,
+    email encrypted_text,
+    last_name encrypted_text,
+    notes jsonb,          -- format 2
+    phone bytea           -- format 1
+);
+INSERT INTO clients
+SELECT i, i % 3,
+       CASE WHEN i % 100 = 0 THEN NULL ELSE pg_catalog.format('Client.%s@Example.com', i) END,
+       (ARRAY['Johnson', 'Smith', 'Johansson', 'Brown', 'Ng', 'Müller'])[i % 6 + 1] || ' ' || i,
+       encrypt_field_versioned('note ' || i),
+       encrypt_field('+1 555 ' || lpad(i::text, 4, '0'))
+FROM generate_series(1, 3000) i;
+
+-- One statement each: token column, trigger, batched backfill, index.
+CALL add_blind_index('clients', 'email', normalization => 'lower', batch_size => 1000);
+CALL add_match_index('clients', 'last_name', batch_size => 2000);
+-- What was added (the trigger's arguments hold the index's definition; the
+-- last is the fingerprint of the index key, masked here).
+SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+WHERE attrelid = 'clients'::regclass AND (attname LIKE '%\_bidx' OR attname LIKE '%\_tokens');
+SELECT indexrelid::regclass AS index, pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'clients'::regclass ORDER BY 1;
+SELECT regexp_replace(pg_get_triggerdef(oid), '[0-9a-f]{8}''\)$', '…'')') AS trigger FROM pg_trigger
+WHERE tgrelid = 'clients'::regclass ORDER BY tgname;
+ANALYZE clients;
+
+-- Exact lookup: one readable WHERE clause, answered by the B-tree.
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF)
+SELECT id FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'client.42@example.com');
+SELECT id, email FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'CLIENT.42@example.com ');
+-- The same with the plain function and the index's parameters.
+SELECT id FROM clients WHERE email_bidx = blind_index('client.42@example.com', 'public.clients.email', 'lower');
+-- Substring search: the GIN index finds the candidates, the recheck
+-- decrypts only those.
+EXPLAIN (COSTS OFF)
+SELECT id FROM clients
+WHERE last_name_tokens @> blind_search_tokens_for('clients', 'last_name_tokens', 'hans')
+  AND last_name::text ILIKE '%hans%';
+SELECT count(*) AS johansson_rows FROM clients
+WHERE last_name_tokens @> blind_search_tokens_for('clients', 'last_name_tokens', 'HANS')
+  AND last_name::text ILIKE '%hans%';
+SELECT count(*) AS same_by_scan FROM clients WHERE last_name::text ILIKE '%hans%';
+SELECT count(*) AS candidates, count(*) FILTER (WHERE last_name::text ILIKE '%ohns%') AS matches FROM clients
+WHERE last_name_tokens @> blind_search_tokens_for('clients', 'last_name_tokens', 'ohns');
+SELECT regress.try($$SELECT blind_search_tokens_for('clients', 'last_name_tokens', 'ng')$$);
+RESET enable_seqscan;
+-- Every row is indexed, NULL email rows with a NULL token.
+SELECT count(*) FILTER (WHERE email_bidx IS NULL) AS null_tokens, count(*) FILTER (WHERE email IS NULL) AS null_emails,
+       count(*) FILTER (WHERE email_bidx = blind_index(email::text, 'public.clients.email', 'lower')) AS correct
+FROM clients;
+
+-- The trigger keeps the tokens current on INSERT and UPDATE of the source.
+INSERT INTO clients (id, workspace_id, email, last_name) VALUES (5001, 1, 'New.Person@Example.com', 'Newman');
+UPDATE clients SET email = 'changed.42@example.com' WHERE id = 42;
+UPDATE clients SET workspace_id = 2 WHERE id = 43;
+UPDATE clients SET email = NULL WHERE id = 44;
+SELECT id, email_bidx IS NOT DISTINCT FROM blind_index(email::text, 'public.clients.email', 'lower') AS bidx_current,
+       last_name_tokens IS NOT DISTINCT FROM blind_tokens(last_name::text, 'public.clients.last_name', 'lower') AS tokens_current,
+       email_bidx IS NULL AS null_bidx
+FROM clients WHERE id IN (42, 43, 44, 5001) ORDER BY id;
+SELECT count(*) AS old_value_found FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'client.42@example.com');
+
+-- jsonb (format 2) and bytea (format 1) columns. (From here on the batch
+-- NOTICEs are left out: batches are ranges of heap blocks, so their counts
+-- depend on where earlier updates put the rows.)
+SET client_min_messages = warning;
+CALL add_blind_index('clients', 'notes');
+CALL add_match_index('clients', 'phone', normalization => 'none');
+RESET client_min_messages;
+SELECT id FROM clients WHERE notes_bidx = blind_index_for('clients', 'notes_bidx', 'note 7');
+SELECT count(*) AS phones_with_0123 FROM clients
+WHERE phone_tokens @> blind_search_tokens_for('clients', 'phone_tokens', '0123') AND decrypt_field(phone) LIKE '%0123%';
+UPDATE clients SET notes = encrypt_field_versioned('changed note') WHERE id = 8;
+SELECT id FROM clients WHERE notes_bidx = blind_index_for('clients', 'notes_bidx', 'changed note');
+
+-- ---- Writes without a key fail; they never store a wrong or empty token ----
+SELECT regress.try($$RESET pazpaz.index_key$$);
+SELECT regress.try($$INSERT INTO clients (id, workspace_id, email) VALUES (5002, 1, 'x@example.com')$$);
+SELECT regress.try($$UPDATE clients SET email = 'y@example.com' WHERE id = 45$$);
+SELECT regress.try($$SELECT blind_index('x', 'ctx')$$);
+SELECT regress.try($$SELECT id FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'x')$$);
+-- Another index key: the index names the key it was built with.
+SELECT set_config('pazpaz.index_key', :'wrong_key', false) IS NOT NULL AS wrong_key_set;
+SELECT regexp_replace(regress.try($$INSERT INTO clients (id, workspace_id, email) VALUES (5002, 1, 'x@example.com')$$),
+                      'fingerprint [0-9a-f]{8}', 'fingerprint …') AS with_another_key;
+SELECT set_config('pazpaz.index_key', :'index_key', false) IS NOT NULL AS index_key_set;
+SELECT regress.try($$RESET pazpaz.encryption_key$$);
+SELECT regress.try($$INSERT INTO clients (id, workspace_id, email) VALUES (5002, 1, 'x@example.com')$$);
+SELECT set_config('pazpaz.encryption_key', :'data_key', false) IS NOT NULL AS data_key_set;
+SELECT count(*) AS rows_5002 FROM clients WHERE id = 5002;
+
+-- ---- A role without the index key cannot compute tokens for guesses ---------
+GRANT SELECT ON clients TO regress_app;
+SET ROLE regress_app;
+SELECT set_config('pazpaz.encryption_key', :'data_key', false) IS NOT NULL AS app_data_key_set;
+SELECT regress.try($$RESET pazpaz.index_key$$);
+SELECT regress.try($$SELECT count(*) FROM clients WHERE email_bidx = blind_index('client.7@example.com', 'public.clients.email', 'lower')$$);
+-- With a key of its own, its tokens match nothing.
+SELECT set_config('pazpaz.index_key', :'wrong_key', false) IS NOT NULL AS own_key_set;
+SELECT count(*) AS guesses_matched FROM clients
+WHERE email_bidx = ANY (SELECT blind_index(pg_catalog.format('client.%s@example.com', i), 'public.clients.email', 'lower')
+                        FROM generate_series(1, 3000) i);
+RESET ROLE;
+SELECT set_config('pazpaz.index_key', :'index_key', false) IS NOT NULL AS index_key_set;
+
+-- ---- Unique email per workspace ----------------------------------------------
+CREATE UNIQUE INDEX clients_email_per_workspace ON clients (workspace_id, email_bidx);
+SELECT regress.try($$INSERT INTO clients (id, workspace_id, email) VALUES (6001, 1, 'Client.1@EXAMPLE.com')$$);
+SELECT regress.try($$INSERT INTO clients (id, workspace_id, email) VALUES (6002, 2, 'Client.1@EXAMPLE.com')$$);
+-- The client sees the constraint's name and the token bytes, never the address.
+DO $$
+DECLARE msg text; det text;
+BEGIN
+    INSERT INTO clients (id, workspace_id, email) VALUES (6003, 1, 'client.1@example.com');
+EXCEPTION WHEN unique_violation THEN
+    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+    RAISE NOTICE 'message: %', msg;
+    RAISE NOTICE 'detail names the token: %, holds the address: %',
+        det LIKE 'Key (workspace_id, email_bidx)=(1, \\x%) already exists.', strpos(lower(det), 'client.1@') > 0;
+END $$;
+
+-- ---- Resuming, parameters, privileges ------------------------------------------
+-- CALLed again with the same arguments: resumes (nothing left to do).
+CALL add_blind_index('clients', 'email', normalization => 'lower', batch_size => 1000);
+SELECT regress.try($$CALL add_blind_index('clients', 'email', normalization => 'none')$$);
+SELECT regress.try($$CALL add_blind_index('clients', 'workspace_id')$$);
+SELECT regress.try($$CALL add_blind_index('clients', 'nope')$$);
+SELECT regress.try($$CALL add_blind_index('clients', 'email', normalization => 'upper', token_column => 'e2')$$);
+SELECT regress.try($$CALL add_match_index('clients', 'email', bits => 40)$$);
+SELECT regress.try($$CALL add_blind_index('clients', 'email', token_column => 'e2', index_key => 'next')$$);
+SELECT regress.try($$CALL drop_blind_index('clients', 'last_name')$$);
+-- Inside a transaction block (here: a function) it cannot COMMIT its batches.
+SELECT regress.try($$CALL add_blind_index('clients', 'last_name')$$);
+SET ROLE regress_app;
+SELECT regress.try($$CALL add_blind_index('clients', 'last_name')$$);
+SELECT regress.try($$CALL drop_blind_index('clients', 'email')$$);
+RESET ROLE;
+
+-- ---- Rotation of the index key, readers never without an index -----------------
+-- 1. Every application sets both keys: pazpaz.index_key (old) and
+--    pazpaz.index_key_next (new). 2. A second token column under the next key.
+SELECT set_config('pazpaz.index_key_next', :'next_index_key', false) IS NOT NULL AS next_key_set;
+SET client_min_messages = warning;
+CALL add_blind_index('clients', 'email', normalization => 'lower', token_column => 'email_bidx2', index_key => 'next');
+RESET client_min_messages;
+-- Writes keep both current; readers use the old column until they switch.
+INSERT INTO clients (id, workspace_id, email) VALUES (7001, 1, 'rotating@example.com');
+SELECT (SELECT id FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'rotating@example.com')) AS old_column,
+       (SELECT id FROM clients WHERE email_bidx2 = blind_index_for('clients', 'email_bidx2', 'rotating@example.com')) AS new_column,
+       (SELECT count(*) FROM clients WHERE email_bidx = email_bidx2) AS equal_tokens;
+-- 3. Readers switch to email_bidx2; 4. the old index goes (with its unique
+-- index: recreate that on the new column first).
+CREATE UNIQUE INDEX clients_email_per_workspace2 ON clients (workspace_id, email_bidx2);
+CALL drop_blind_index('clients', 'email');
+-- 5. Applications move the new key to pazpaz.index_key and unset the next
+-- one; the index finds its key by fingerprint in either setting.
+SELECT set_config('pazpaz.index_key', :'next_index_key', false) IS NOT NULL AS new_key_current;
+RESET pazpaz.index_key_next;
+INSERT INTO clients (id, workspace_id, email) VALUES (7002, 1, 'after@example.com');
+SELECT id FROM clients WHERE email_bidx2 = blind_index_for('clients', 'email_bidx2', 'AFTER@example.com');
+SELECT count(*) FILTER (WHERE email_bidx2 IS NOT DISTINCT FROM blind_index(email::text, 'public.clients.email', 'lower')) AS correct,
+       count(*) AS total
+FROM clients;
+
+-- ---- Per-tenant contexts ------------------------------------------------------------
+CREATE TABLE tenant_notes (id int PRIMARY KEY, tenant int, body encrypted_text);
+INSERT INTO tenant_notes SELECT i, i % 2, 'same text' FROM generate_series(1, 4) i;
+CALL add_match_index('tenant_notes', 'body', context => 'tenant-shared');
+SELECT count(*) FILTER (WHERE body_tokens = blind_tokens(body::text, 'tenant-shared', 'lower')) AS under_that_context,
+       count(*) FILTER (WHERE body_tokens = blind_tokens(body::text, 'public.tenant_notes.body', 'lower')) AS under_the_default
+FROM tenant_notes;
+
+-- ---- Dropping undoes it ---------------------------------------------------------------
+CALL drop_match_index('clients', 'last_name');
+CALL drop_blind_index('clients', 'email', 'email_bidx2');
+CALL drop_blind_index('clients', 'notes');
+CALL drop_match_index('clients', 'phone');
+SELECT count(*) AS search_columns FROM pg_attribute
+WHERE attrelid = 'clients'::regclass AND NOT attisdropped AND (attname LIKE '%_bidx%' OR attname LIKE '%_tokens');
+SELECT count(*) AS search_triggers FROM pg_trigger WHERE tgrelid = 'clients'::regclass;
+INSERT INTO clients (id, workspace_id, email) VALUES (7003, 1, 'plain@example.com');
+
+DROP TABLE clients, tenant_notes;
+
+-- ---- Hostile search_path ----------------------------------------------------------
+-- As for rotate_column (search_path.sql): a role with CREATE on public plants
+-- look-alikes of what the procedures, their generated SQL and the lookups
+-- use — operators, format()/concat() overloads, count(*)/max(tid), domains —
+-- in public and in its own schema; a superuser then adds, uses and drops
+-- indexes with those schemas first. Nothing of the planter's may run.
+CREATE ROLE planter;
+GRANT CREATE ON SCHEMA public TO planter;
+CREATE SCHEMA planter AUTHORIZATION planter;
+SET ROLE planter;
+SET search_path = pg_catalog, pg_temp;
+CREATE TABLE public.plant_log (what text);
+GRANT INSERT ON public.plant_log TO PUBLIC;
+GRANT USAGE ON SCHEMA planter TO PUBLIC;
+CREATE FUNCTION public.plant_note(what pg_catalog.text) RETURNS pg_catalog.bool
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN INSERT INTO public.plant_log VALUES (what); RETURN true; END $$;
+DO $plant$
+DECLARE s text; o record; f text; t text; i int := 0;
+BEGIN
+    FOREACH s IN ARRAY ARRAY['public', 'planter'] LOOP
+        FOR o IN SELECT * FROM (VALUES
+            ('=', 'text', 'text', 'bool', 'text'), ('<>', 'bytea', 'bytea', 'bool', 'bytea'), ('=', 'oid', 'oid', 'bool', 'oid'),
+            ('=', 'oid', 'regtype', 'bool', 'oid'), ('=', 'oid', 'regclass', 'bool', 'oid'), ('=', 'name', 'name', 'bool', 'name'),
+            ('=', 'bytea', 'bytea', 'bool', 'bytea'), ('||', 'bytea', 'bytea', 'bytea', 'bytea'),
+            ('>', 'int8', 'int8', 'bool', 'int8'), ('>', 'int8', 'int4', 'bool', 'int8'), ('<', 'int4', 'int4', 'bool', 'int4'),
+            ('>', 'int4', 'int4', 'bool', 'int4'), ('>', 'int2', 'int4', 'bool', 'int4'), ('>', 'tid', 'tid', 'bool', 'tid'),
+            ('=', 'tid', 'tid', 'bool', 'tid'), ('+', 'int4', 'int4', 'int4', 'int4'), ('+', 'int8', 'int8', 'int8', 'int8'),
+            ('@>', 'int4[]', 'int4[]', 'bool', 'anyarray')
+        ) v(op, l, r, res, base) LOOP
+            i := i + 1;
+            EXECUTE format($f$
+                CREATE FUNCTION %1$I.plant_op_%2$s(a pg_catalog.%3$s, b pg_catalog.%4$s) RETURNS pg_catalog.%5$s
+                LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$
+                BEGIN PERFORM public.plant_note(%6$L); RETURN a OPERATOR(pg_catalog.%7$s) b; END $b$
+            $f$, s, i, o.l, o.r, o.res, format('%s.%s(%s,%s)', s, o.op, o.l, o.r), o.op);
+            EXECUTE format('CREATE OPERATOR %s.%s (LEFTARG = pg_catalog.%s, RIGHTARG = pg_catalog.%s, FUNCTION = %I.plant_op_%s)',
+                           quote_ident(s), o.op, o.l, o.r, s, i);
+        END LOOP;
+        FOREACH f IN ARRAY ARRAY['format(text, name, name)', 'format(text, name, name, name)', 'format(text, text, text)',
+                                 'format(text, name)', 'format(text, text)', 'format(text, text, text, text, text)',
+                                 'concat(name, text)', 'concat(text, text)', 'concat(name, text, text)',
+                                 'octet_length(text)', 'convert_to(text, text)', 'unnest(text[])'] LOOP
+            i := i + 1;
+            EXECUTE format($f$
+                CREATE FUNCTION %1$I.%2$s RETURNS pg_catalog.text
+                LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$
+                BEGIN PERFORM public.plant_note(%3$L); RETURN NULL; END $b$
+            $f$, s, regexp_replace(regexp_replace(f, '\((.*)\)', '(\1)'), '(\w+)(?=[,)])', 'pg_catalog.\1', 'g'), s || '.' || f);
+        END LOOP;
+        EXECUTE format($f$
+            CREATE FUNCTION %1$I.plant_count(c pg_catalog.int8) RETURNS pg_catalog.int8
+            LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$
+            BEGIN PERFORM public.plant_note(%2$L); RETURN c OPERATOR(pg_catalog.+) 1; END $b$;
+            CREATE AGGREGATE %1$I.count(*) (SFUNC = %1$I.plant_count, STYPE = pg_catalog.int8, INITCOND = '0');
+        $f$, s, s || '.count(*)');
+        FOREACH t IN ARRAY ARRAY['text', 'tid', 'oid', 'name', 'int4', 'int8', 'bytea'] LOOP
+            EXECUTE format('CREATE DOMAIN %I.%I AS pg_catalog.%I CHECK (public.plant_note(%L))', s, t, t, format('domain %s.%s', s, t));
+        END LOOP;
+    END LOOP;
+END
+$plant$;
+RESET search_path;
+RESET ROLE;
+SELECT count(*) > 40 AS planted FROM pg_proc WHERE proname LIKE 'plant_%' OR pronamespace = 'planter'::regnamespace;
+CREATE TABLE sp_people (id int PRIMARY KEY, name encrypted_text);
+INSERT INTO sp_people SELECT i, 'Person ' || i FROM generate_series(1, 50) i;
+SET search_path = planter, public, pg_catalog;
+SET client_min_messages = warning;
+CALL public.add_blind_index('public.sp_people', 'name', normalization => 'lower', batch_size => 20);
+CALL public.add_match_index('public.sp_people', 'name', batch_size => 20);
+RESET client_min_messages;
+INSERT INTO public.sp_people VALUES (51, 'Person 51');
+SELECT id FROM public.sp_people WHERE name_bidx OPERATOR(pg_catalog.=) public.blind_index_for('public.sp_people', 'name_bidx', 'PERSON 51');
+SELECT pg_catalog.count(*) AS with_son_2 FROM public.sp_people
+WHERE name_tokens OPERATOR(pg_catalog.@>) public.blind_search_tokens_for('public.sp_people', 'name_tokens', 'son 2');
+CALL public.drop_blind_index('public.sp_people', 'name');
+CALL public.drop_match_index('public.sp_people', 'name');
+RESET search_path;
+SELECT what FROM public.plant_log;
+DROP TABLE sp_people;
+DROP OWNED BY planter;
+REVOKE CREATE ON SCHEMA public FROM planter;
+DROP ROLE planter;
+RESET pazpaz.index_key;
+RESET pazpaz.encryption_key;

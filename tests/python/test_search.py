@@ -1,0 +1,194 @@
+"""Search on encrypted columns against a real server: the formats agree with
+an independent Python implementation (tests/vectors/search_vectors.py), the
+index key and the plaintext never reach the server log (log_statement = all,
+a unique violation, errors), an interrupted backfill resumes, and parallel
+workers compute the same tokens.
+
+The module runs its own server. With PAZPAZ_PACKAGE_DIR set to a `cargo pgrx
+package` tree, that build is loaded through scripts/pg.sh's package overlay
+(nothing is installed); otherwise the installed extension is used.
+"""
+
+import json
+import os
+import random
+import secrets
+import sys
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import ROOT, Cluster, free_port, new_key, remove_cluster, run_pg
+
+sys.path.insert(0, str(ROOT / "tests" / "vectors"))
+import search_vectors as ref  # noqa: E402
+
+LOG_CONF = [
+    "log_statement = 'all'",
+    "log_min_duration_statement = 0",
+    "log_min_messages = info",
+    "log_min_error_statement = info",
+    "log_parameter_max_length = -1",
+    "log_parameter_max_length_on_error = -1",
+    "log_error_verbosity = verbose",
+]
+
+
+@pytest.fixture(scope="module")
+def server():
+    name = f"search_{os.getpid()}"
+    port = free_port()
+    conf = " ".join(f'"{line}"' for line in LOG_CONF)
+    pkg = os.environ.get("PAZPAZ_PACKAGE_DIR")
+    overlay = f"use_package_overlay {pkg} {name}-root; " if pkg else ""
+    run_pg(f"{overlay}pg_start {name} {port} {conf}")
+    yield Cluster(name, port)
+    remove_cluster(name)
+    if pkg:
+        run_pg(f'rm -rf "$PG_BASE/{name}-root"')
+
+
+@pytest.fixture
+def conn(server):
+    db = server.create_db()
+    c = psycopg.connect(server.dsn(db), autocommit=True)
+    yield c
+    c.close()
+    server.drop_db(db)
+
+
+def set_keys(c, data_key, index_key, next_key=None):
+    c.execute("SELECT set_config('pazpaz.encryption_key', %s, false), set_config('pazpaz.index_key', %s, false)",
+              (data_key, index_key))
+    if next_key:
+        c.execute("SELECT set_config('pazpaz.index_key_next', %s, false)", (next_key,))
+
+
+def test_known_answers_and_an_independent_implementation(conn):
+    vectors = json.loads((ROOT / "tests" / "vectors" / "search_vectors.json").read_text())
+    assert vectors == ref.vectors(), "search_vectors.json is what search_vectors.py makes"
+    set_keys(conn, new_key(), vectors["index_key"])
+    for v in vectors["blind_index"]:
+        got = conn.execute("SELECT encode(blind_index(%s, %s, %s, %s), 'hex')",
+                           (v["value"], v["context"], v["normalize"], v["bits"])).fetchone()[0]
+        assert got == v["hex"], v
+    for v in vectors["tokens"]:
+        got = conn.execute("SELECT blind_tokens(%s, %s, %s, %s)",
+                           (v["value"], v["context"], v["normalize"], v["bits"])).fetchone()[0]
+        assert got == v["tokens"], v
+    # Random values and keys, both normalizations.
+    rng = random.Random(7)
+    alphabet = "abcXYZ  \t\u00a0éÉßΣς\u0301ﬁＡ0123"
+    for _ in range(200):
+        k = secrets.token_bytes(32)
+        set_keys(conn, new_key(), ref.base64.b64encode(k).decode())
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+        mode = rng.choice(["none", "lower"])
+        bits = rng.randrange(1, 257)
+        tbits = rng.randrange(8, 33)
+        ctx = f"public.t{rng.randrange(10)}.c"
+        got = conn.execute("SELECT encode(blind_index(%s, %s, %s, %s), 'hex'), blind_tokens(%s, %s, %s, %s)",
+                           (value, ctx, mode, bits, value, ctx, mode, tbits)).fetchone()
+        assert got[0] == ref.blind_index(k, value, ctx, mode, bits).hex(), (value, mode, bits)
+        assert got[1] == ref.tokens(k, value, ctx, mode, tbits), (value, mode, tbits)
+
+
+def test_the_log_never_holds_the_index_key_or_a_plaintext(server, conn):
+    data_key, index_key = new_key(), new_key()
+    start = server.log.stat().st_size
+    emails = [f"secret.person{i}@hidden-domain.example" for i in range(50)]
+    # The ways an application may set the key: a parameterised set_config (the
+    # recommended one), and even a literal SET (redacted by shape and value).
+    set_keys(conn, data_key, index_key)
+    conn.execute(f"SET pazpaz.index_key = '{index_key}'")
+    conn.execute("CREATE TABLE people (id int PRIMARY KEY, ws int, email encrypted_text)")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO people VALUES (%s, 1, %s)", list(enumerate(emails)))
+    conn.execute("CALL add_blind_index('people', 'email', normalization => 'lower', batch_size => 20)")
+    conn.execute("CALL add_match_index('people', 'email', batch_size => 20)")
+    conn.execute("CREATE UNIQUE INDEX people_email_per_ws ON people (ws, email_bidx)")
+    token = conn.execute("SELECT encode(email_bidx, 'hex') FROM people WHERE id = 3").fetchone()[0]
+    with pytest.raises(psycopg.errors.UniqueViolation) as e:
+        conn.execute("INSERT INTO people VALUES (100, 1, %s)", (emails[3].upper(),))
+    assert "people_email_per_ws" in str(e.value)
+    assert emails[3] not in str(e.value).lower() and emails[3] not in (e.value.diag.message_detail or "").lower()
+    # Lookups and errors with the plaintext as a bind parameter.
+    assert conn.execute("SELECT id FROM people WHERE email_bidx = blind_index_for('people', 'email_bidx', %s)",
+                        (emails[7],)).fetchone()[0] == 7
+    assert conn.execute("SELECT count(*) FROM people WHERE email_tokens @> blind_search_tokens_for('people', "
+                        "'email_tokens', %s) AND email::text ILIKE %s", ("person1", "%person1%")).fetchone()[0] == 11
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        conn.execute("SELECT blind_search_tokens_for('people', 'email_tokens', %s)", (emails[0][:2],))
+    conn.execute("RESET pazpaz.index_key")
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as e:
+        conn.execute("INSERT INTO people VALUES (101, 2, %s)", (emails[9],))
+    assert "pazpaz.index_key" in str(e.value)
+    time.sleep(0.5)
+    with open(server.log, "rb") as f:
+        f.seek(start)
+        log = f.read().decode("utf-8", "replace")
+    assert "add_blind_index: done" in log or "statement:" in log, "the log was written"
+    assert index_key not in log and index_key[:20] not in log, "the index key reached the server log"
+    assert data_key not in log and data_key[:20] not in log
+    low = log.lower()
+    for email in emails:
+        assert email not in low, f"a plaintext reached the server log: {email}"
+    assert token not in low, "the token of the violating row reached the server log"
+
+
+def test_an_interrupted_backfill_resumes(server, conn):
+    data_key, index_key = new_key(), new_key()
+    set_keys(conn, data_key, index_key)
+    conn.execute("CREATE TABLE big (id int PRIMARY KEY, email encrypted_text)")
+    conn.execute("INSERT INTO big SELECT i, 'user' || i || '@example.com' FROM generate_series(1, 20000) i")
+    worker = psycopg.connect(conn.info.dsn, autocommit=True)
+    set_keys(worker, data_key, index_key)
+    pid = worker.info.backend_pid
+    errors = []
+
+    def run():
+        try:
+            worker.execute("CALL add_blind_index('big', 'email', batch_size => 500)")
+        except psycopg.Error as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        done = conn.execute("SELECT count(*) FROM big WHERE email_bidx IS NOT NULL").fetchone()[0] \
+            if conn.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'big'::regclass AND attname = "
+                            "'email_bidx'").fetchone()[0] else 0
+        if done >= 2000:
+            break
+        time.sleep(0.05)
+    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    t.join()
+    assert errors, "the backfill was interrupted"
+    partial = conn.execute("SELECT count(*) FROM big WHERE email_bidx IS NOT NULL").fetchone()[0]
+    assert 0 < partial < 20000
+    # Writes meanwhile are indexed by the trigger.
+    conn.execute("INSERT INTO big VALUES (20001, 'late@example.com')")
+    conn.execute("CALL add_blind_index('big', 'email', batch_size => 500)")
+    row = conn.execute("SELECT count(*) FILTER (WHERE email_bidx = blind_index(email::text, 'public.big.email')),"
+                       " count(*) FROM big").fetchone()
+    assert row == (20001, 20001)
+    assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'big_email_bidx'").fetchone()[0] == 1
+
+
+def test_parallel_workers_compute_the_same_tokens(conn):
+    set_keys(conn, new_key(), new_key())
+    conn.execute("CREATE TABLE p (id int, email encrypted_text)")
+    conn.execute("INSERT INTO p SELECT i, 'user' || i || '@example.com' FROM generate_series(1, 50000) i")
+    conn.execute("CALL add_blind_index('p', 'email', batch_size => 10000)")
+    conn.execute("CALL add_match_index('p', 'email', batch_size => 10000)")
+    for s in ("max_parallel_workers_per_gather = 2", "parallel_setup_cost = 0", "parallel_tuple_cost = 0",
+              "min_parallel_table_scan_size = 0", "enable_indexscan = off", "enable_bitmapscan = off"):
+        conn.execute("SET " + s)
+    q = ("SELECT count(*) FILTER (WHERE email_bidx = blind_index(email::text, 'public.p.email')"
+         " AND email_tokens = blind_tokens(email::text, 'public.p.email', 'lower')) FROM p")
+    plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + q).fetchall())
+    assert "Workers Launched: 2" in plan or "Workers Launched: 1" in plan, plan
+    assert conn.execute(q).fetchone()[0] == 50000
