@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from conftest import Cluster, free_port, remove_cluster, run_pg
+from conftest import Cluster, free_port, pg_tool, remove_cluster, require_library, run_pg, unique_name
 
 PACKAGE_DIR = os.environ.get("PAZPAZ_PACKAGE_DIR")
 AAD_PREFIX = b"pazpaz data key"
@@ -34,8 +34,13 @@ PG_BASE = Path(run_pg('echo "$PG_BASE"').strip())
 POSTGRES_UID = int(run_pg('if declare -F pg_owner >/dev/null; then pg_owner; else id -u postgres; fi').split(":")[0])
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+unique = unique_name
+
+
+def leaks(needles, *texts) -> int:
+    """How many of the secret spellings `needles` occur in any of `texts`: a
+    number, so that a failing assertion never prints a key."""
+    return sum(1 for n in needles if any(n in t for t in texts))
 
 
 # ---- the wrapped form, independently of the extension ---------------------------
@@ -150,9 +155,8 @@ def start_existing(name: str, data: Path, overlay_of: str) -> Cluster:
 
 
 def tool(name: str) -> list[str]:
-    """The command that runs PostgreSQL tool `name` of the server version
-    under test (scripts/pg.sh's pg_tool)."""
-    return run_pg(f"pg_tool {shlex.quote(name)}").split("\n")[:-1] or [name]
+    """The command that runs PostgreSQL tool `name` of the version under test."""
+    return pg_tool(name)
 
 
 def remove(name: str) -> None:
@@ -181,20 +185,7 @@ def force_parallel(conn) -> None:
         conn.execute(s)
 
 
-def have_library(lib: str) -> bool:
-    """Whether the server under test ships the loadable module `lib` (a
-    server without contrib has no pg_stat_statements or auto_explain)."""
-    out = run_pg(
-        'd=$($(pg_tool pg_config | tr "\\n" " ") --pkglibdir); '
-        'if declare -F pg_host_path >/dev/null; then d=$(pg_host_path "$d"); fi; '
-        f'[ -e "$d/{lib}.so" ] && echo yes || echo no'
-    )
-    return out.strip() == "yes"
-
 
 def require_libraries(*libs: str) -> None:
-    import pytest
-
-    missing = [lib for lib in libs if not have_library(lib)]
-    if missing:
-        pytest.skip(f"this PostgreSQL has no {', '.join(missing)}")
+    for lib in libs:
+        require_library(lib)
