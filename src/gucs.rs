@@ -174,7 +174,8 @@ pub fn init() {
 ///   different rings; a restart is the one moment all of them agree.
 ///   GUC_SUPERUSER_ONLY: a command may carry a secret manager's address or
 ///   token.
-/// - `pazpaz.require_wrapped_keys`: PGC_SIGHUP, so it is one policy for every
+/// - `pazpaz.require_wrapped_keys` (data keys and index keys alike):
+///   PGC_SIGHUP, so it is one policy for every
 ///   session, set where the operator sets the KEK (postgresql.conf), and
 ///   changeable without a restart once the applications send wrapped keys;
 ///   neither an ordinary role nor a superuser's session can turn it off for
@@ -241,8 +242,10 @@ fn checking_policy() -> KeyPolicy<'static> {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn assign_require_wrapped(_newval: bool, _extra: *mut c_void) {
-    if let Some(f) = ON_KEY_CHANGE.get() {
-        f();
+    for hook in [&ON_KEY_CHANGE, &ON_INDEX_KEY_CHANGE] {
+        if let Some(f) = hook.get() {
+            f();
+        }
     }
 }
 
@@ -442,7 +445,7 @@ unsafe extern "C-unwind" fn check_index_key(
     source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: PostgreSQL calls this check hook with a valid `newval`.
-    unsafe { check_secret(INDEX_KEY, newval, source, |t| IndexKey::from_base64(t).map(drop)) }
+    unsafe { check_secret(INDEX_KEY, newval, source, |t| IndexKey::from_setting(t, &checking_policy()).map(drop)) }
 }
 
 #[pg_guard]
@@ -452,7 +455,7 @@ unsafe extern "C-unwind" fn check_index_key_next(
     source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: PostgreSQL calls this check hook with a valid `newval`.
-    unsafe { check_secret(INDEX_KEY_NEXT, newval, source, |t| IndexKey::from_base64(t).map(drop)) }
+    unsafe { check_secret(INDEX_KEY_NEXT, newval, source, |t| IndexKey::from_setting(t, &checking_policy()).map(drop)) }
 }
 
 #[pg_guard]

@@ -201,8 +201,12 @@ def test_require_wrapped_keys(kat_server):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
                     set_key(s, raw)
                 assert e.value.diag.message_primary == (
-                    "invalid value for pazpaz.encryption_key: raw data keys are refused because "
+                    "invalid value for pazpaz.encryption_key: raw keys are refused because "
                     "pazpaz.require_wrapped_keys is on: give the key in its wrapped form (pzw1:…)")
+                # The index key of search follows the same policy.
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    set_key(s, raw, "pazpaz.index_key")
+                set_key(s, VECTORS["vectors"][1]["wrapped"], "pazpaz.index_key")
                 assert "wrap_encryption_key" in e.value.diag.message_hint
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     set_key(s, json.dumps({"w": wrapped, "r": raw}), "pazpaz.encryption_keys")
@@ -215,6 +219,29 @@ def test_require_wrapped_keys(kat_server):
             admin.execute("ALTER SYSTEM RESET pazpaz.require_wrapped_keys")
             admin.execute("SELECT pg_reload_conf()")
             wait_for_setting(admin, "pazpaz.require_wrapped_keys", "off")
+
+
+def test_wrapped_index_keys(kat_server):
+    """pazpaz.index_key (and index_key_next) take wrapped keys too: the blind
+    index under a wrapped key is the one under its raw key."""
+    v = VECTORS["vectors"][2]
+    db = kat_server.create_db()
+    try:
+        with connect(kat_server, db) as conn:
+            q = "SELECT blind_index('ada@example.org', 'clients.email')"
+            set_key(conn, v["wrapped"], "pazpaz.index_key")
+            under_wrapped = conn.execute(q).fetchone()[0]
+            fp = conn.execute("SELECT fingerprint FROM index_key_status() WHERE setting = 'pazpaz.index_key'"
+                              ).fetchone()[0]
+            set_key(conn, v["data_key"], "pazpaz.index_key")
+            assert conn.execute(q).fetchone()[0] == under_wrapped
+            set_key(conn, VECTORS["vectors"][3]["wrapped"], "pazpaz.index_key_next")
+            assert conn.execute(q).fetchone()[0] == under_wrapped
+            assert len(fp) == 8
+            with pytest.raises(psycopg.errors.DataException):
+                set_key(conn, VECTORS["must_fail"][0]["wrapped"], "pazpaz.index_key")
+    finally:
+        kat_server.drop_db(db)
 
 
 def test_parallel_workers_and_rotate_column_with_wrapped_keys(kat_server):

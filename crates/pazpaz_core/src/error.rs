@@ -140,7 +140,9 @@ pub enum Error {
     #[error("Wrapped data key is malformed: {0}")]
     WrappedKeyMalformed(&'static str),
     /// A raw data key while `pazpaz.require_wrapped_keys` is on.
-    #[error("raw data keys are refused because pazpaz.require_wrapped_keys is on: give the key in its wrapped form (pzw1:…)")]
+    #[error(
+        "raw keys are refused because pazpaz.require_wrapped_keys is on: give the key in its wrapped form (pzw1:…)"
+    )]
     RawKeyRefused,
     /// `wrap_encryption_key` given a key that is already wrapped.
     #[error("the key is already wrapped: use rewrap_encryption_key to move it to another key-encryption key")]

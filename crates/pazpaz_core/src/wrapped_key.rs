@@ -340,20 +340,28 @@ pub struct KeyPolicy<'a> {
     pub on_unwrap: Option<UnwrapObserver<'a>>,
 }
 
-/// A data key from a setting's value, raw or wrapped, and the id of the KEK
-/// it was wrapped under.
-pub fn parse_data_key(text: &str, policy: &KeyPolicy) -> Result<(Key, Option<String>)> {
+/// The 32 bytes of a key setting's value, raw (base64) or wrapped, and the
+/// id of the KEK it was wrapped under. Shared by the data keys and the index
+/// keys of search, so that both follow one policy.
+pub fn parse_key_bytes(text: &str, policy: &KeyPolicy) -> Result<(Zeroizing<[u8; KEY_LEN]>, Option<String>)> {
     if looks_wrapped(text) {
         let u = unwrap(text, policy.keks)?;
         if let Some(f) = policy.on_unwrap {
             f(&u.raw);
         }
-        Ok((Key::from_raw(&u.raw), Some(u.kek_id)))
+        Ok((u.raw, Some(u.kek_id)))
     } else if policy.require_wrapped {
         Err(Error::RawKeyRefused)
     } else {
-        Ok((Key::from_base64(text)?, None))
+        Ok((data_key::decode_key_base64(text)?, None))
     }
+}
+
+/// A data key from a setting's value, raw or wrapped, and the id of the KEK
+/// it was wrapped under.
+pub fn parse_data_key(text: &str, policy: &KeyPolicy) -> Result<(Key, Option<String>)> {
+    let (raw, wrapped_by) = parse_key_bytes(text, policy)?;
+    Ok((Key::from_raw(&raw), wrapped_by))
 }
 
 #[cfg(test)]

@@ -160,3 +160,19 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn index_keys_follow_the_same_policy() {
+    use pazpaz_core::blind_index::IndexKey;
+    let v = vectors();
+    let ring = ring(&v);
+    let t = &v["vectors"][0];
+    let raw_b64 = t["data_key"].as_str().unwrap();
+    let lax = KeyPolicy { keks: Some(&ring), require_wrapped: false, on_unwrap: None };
+    let from_wrapped = IndexKey::from_setting(t["wrapped"].as_str().unwrap(), &lax).unwrap();
+    let from_raw = IndexKey::from_base64(raw_b64).unwrap();
+    assert_eq!(from_wrapped.fingerprint(), from_raw.fingerprint());
+    let strict = KeyPolicy { require_wrapped: true, ..lax };
+    assert_eq!(IndexKey::from_setting(raw_b64, &strict).err(), Some(Error::RawKeyRefused));
+    assert_eq!(IndexKey::from_setting(t["wrapped"].as_str().unwrap(), &KeyPolicy::default()).err(), Some(Error::NoKek));
+}
