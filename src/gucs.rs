@@ -203,7 +203,7 @@ fn define_server_key_settings() {
         );
         GucRegistry::define_bool_guc_with_hooks(
             c"pazpaz.require_wrapped_keys",
-            c"Refuse raw data keys: the key settings accept only keys wrapped by the server's key-encryption key (pzw1:…).",
+            c"Refuse raw keys: the data key and index key settings accept only keys wrapped by the server's key-encryption key (pzw1:…).",
             c"Set in postgresql.conf; takes effect at reload, for keys already set at their next use.",
             &REQUIRE_WRAPPED_KEYS,
             GucContext::Sighup,
