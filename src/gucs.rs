@@ -184,7 +184,25 @@ pub fn init() {
 fn define_server_key_settings() {
     // SAFETY: called once per process from _PG_init, as `init`; 'static
     // names, descriptions and settings, and a hook of the bool assign type.
+    // The postmaster settings exist only when the library is preloaded:
+    // PostgreSQL refuses (FATAL) to create them in a running server, when a
+    // backend loads the library for CREATE EXTENSION or LOAD, and there
+    // they would mean nothing (the KEK ring is read by the postmaster only).
     unsafe {
+        GucRegistry::define_bool_guc_with_hooks(
+            c"pazpaz.require_wrapped_keys",
+            c"Refuse raw keys: the data key and index key settings accept only keys wrapped by the server's key-encryption key (pzw1:…).",
+            c"Set in postgresql.conf; takes effect at reload, for keys already set at their next use.",
+            &REQUIRE_WRAPPED_KEYS,
+            GucContext::Sighup,
+            GucFlags::default(),
+            None,
+            Some(assign_require_wrapped),
+            None,
+        );
+        if !pg_sys::process_shared_preload_libraries_in_progress {
+            return;
+        }
         GucRegistry::define_string_guc(
             c"pazpaz.kek_file",
             c"File holding the server's key-encryption key ring (JSON), read once at server start.",
@@ -200,17 +218,6 @@ fn define_server_key_settings() {
             &KEK_COMMAND,
             GucContext::Postmaster,
             GucFlags::SUPERUSER_ONLY,
-        );
-        GucRegistry::define_bool_guc_with_hooks(
-            c"pazpaz.require_wrapped_keys",
-            c"Refuse raw keys: the data key and index key settings accept only keys wrapped by the server's key-encryption key (pzw1:…).",
-            c"Set in postgresql.conf; takes effect at reload, for keys already set at their next use.",
-            &REQUIRE_WRAPPED_KEYS,
-            GucContext::Sighup,
-            GucFlags::default(),
-            None,
-            Some(assign_require_wrapped),
-            None,
         );
     }
 }
