@@ -39,7 +39,7 @@ COMMENT ON FUNCTION @extschema@.reencrypt(@extschema@.encrypted_text) IS
 COMMENT ON FUNCTION @extschema@.generate_encryption_key() IS
   'A new AES-256 key: base64 of 32 bytes from the operating system''s CSPRNG';
 COMMENT ON FUNCTION @extschema@.encryption_status() IS
-  'Loaded key versions of this session, which one writes, and an 8-hex-digit fingerprint of each (never a key)';
+  'Loaded key versions of this session, which one writes, an 8-hex-digit fingerprint of each, and whether it came wrapped and under which key-encryption key (never a key)';
 COMMENT ON FUNCTION @extschema@.encrypted_text(pg_catalog.text, pg_catalog.int4, pg_catalog.bool) IS
   'Cast text to encrypted_text(n): encrypts with the write key, enforcing the length limit';
 COMMENT ON FUNCTION @extschema@.encrypted_text(@extschema@.encrypted_text, pg_catalog.int4, pg_catalog.bool) IS

@@ -40,6 +40,7 @@ pub fn sqlstate(class: ErrorClass) -> PgSqlErrorCode {
         ErrorClass::UndefinedObject => ERRCODE_UNDEFINED_OBJECT,
         ErrorClass::DatatypeMismatch => ERRCODE_DATATYPE_MISMATCH,
         ErrorClass::Warning => ERRCODE_WARNING,
+        ErrorClass::ConfigFile => ERRCODE_CONFIG_FILE_ERROR,
     }
 }
 
@@ -52,6 +53,11 @@ pub fn hint(e: &Error) -> Option<&'static str> {
         Error::MissingIndexKey { .. } | Error::IndexKeyNotSet { .. } => Some("An application sets its index key per session or transaction with SELECT set_config('pazpaz.index_key', $1, false), like its data keys."),
         Error::QueryTooShort => Some("Trigram tokens cannot narrow a shorter query down; search such values with the exact blind index, or scan."),
         Error::BothKeySettings => Some("Use pazpaz.encryption_keys with pazpaz.encryption_key_version for several keys, or pazpaz.encryption_key for one."),
+        Error::NoKek => Some("See the README, \"Wrapped keys\": the postmaster loads the key-encryption keys at start-up. kek_status() lists the loaded ones."),
+        Error::UnknownKek { .. } => Some("A wrapped key works only on a server that loaded the key-encryption key it names; rewrap_encryption_key moves it to another loaded one."),
+        Error::WrappedKeyAuth { .. } => Some("The wrapped key was altered, or it was made by a server whose key-encryption key of that id is another key."),
+        Error::WrappedKeyTruncated => Some("Copy the wrapped key whole: pzw1:, the key-encryption key id, a colon and 80 base64 characters."),
+        Error::RawKeyRefused => Some("Wrap each key once (a superuser runs SELECT wrap_encryption_key($1)), store the wrapped form in the secret manager and set that; generate_wrapped_encryption_key() makes new keys."),
         Error::KeySettingSource { .. } => Some("Keys are session state: a key stored there would sit in plain text in a file or in pg_db_role_setting. Have the application run SELECT set_config('pazpaz.encryption_key', $1, false) when it opens or checks out a connection (is_local = true per transaction behind a transaction-mode pooler)."),
         _ => None,
     }

@@ -14,6 +14,9 @@
 //!   able to set their own keys without privileges.)
 //! - parsed once per change: the assign hook only drops (and so zeroizes) the
 //!   cached keyring; the next function call rebuilds it (`key_cache.rs`).
+//! - raw or wrapped (`pzw1:…`, see `pazpaz_core::wrapped_key`): the check
+//!   hook unwraps a wrapped value to validate it, so a tampered one fails at
+//!   SET time, and hands both spellings to the log filter.
 //!
 //! The index keys of search (`pazpaz.index_key`, and `pazpaz.index_key_next`
 //! during an index key rotation) follow the same rules; their cache is
@@ -32,11 +35,12 @@ use std::cell::Cell;
 use crate::backend_local::BackendLocal;
 
 use pazpaz_core::blind_index::IndexKey;
-use pazpaz_core::data_key::Key;
 use pazpaz_core::keyring::{validate_version, Keyring};
+use pazpaz_core::wrapped_key::KeyPolicy;
 use pazpaz_core::Error;
 
 use crate::error;
+use crate::kek;
 use crate::log_secrets;
 
 pub const KEY: &CStr = c"pazpaz.encryption_key";
@@ -50,6 +54,9 @@ static ENCRYPTION_KEYS: GucSetting<Option<CString>> = GucSetting::<Option<CStrin
 static ENCRYPTION_KEY_VERSION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ENCRYPTED_TEXT_IO: GucSetting<TextIo> = GucSetting::<TextIo>::new(TextIo::Plaintext);
 static LOG_REDACT_VALUES: GucSetting<bool> = GucSetting::<bool>::new(true);
+static KEK_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static KEK_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static REQUIRE_WRAPPED_KEYS: GucSetting<bool> = GucSetting::<bool>::new(false);
 static INDEX_KEY_SETTING: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static INDEX_KEY_NEXT_SETTING: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
@@ -75,6 +82,8 @@ pub enum TextIo {
 
 pub fn init() {
     warn_if_set_before_load();
+    // First: the key settings' check hooks read pazpaz.require_wrapped_keys.
+    define_server_key_settings();
     let secret = GucFlags::NO_SHOW_ALL;
     // SAFETY: called once per process from _PG_init; the names and
     // descriptions are 'static C strings, the settings are 'static, and the
@@ -152,6 +161,98 @@ pub fn init() {
             GucFlags::default(),
         );
         pg_sys::MarkGUCPrefixReserved(c"pazpaz".as_ptr());
+    }
+}
+
+/// The server's key-encryption keys and the wrapped-keys policy.
+///
+/// - `pazpaz.kek_file`, `pazpaz.kek_command`: PGC_POSTMASTER. The KEK ring is
+///   read once, by the postmaster, when the library is preloaded (`kek.rs`);
+///   every process inherits it through fork. Not re-read on reload: running
+///   a command or re-reading a file in every backend at SIGHUP would put the
+///   KEKs through many more processes and could leave backends with
+///   different rings; a restart is the one moment all of them agree.
+///   GUC_SUPERUSER_ONLY: a command may carry a secret manager's address or
+///   token.
+/// - `pazpaz.require_wrapped_keys` (data keys and index keys alike):
+///   PGC_SIGHUP, so it is one policy for every
+///   session, set where the operator sets the KEK (postgresql.conf), and
+///   changeable without a restart once the applications send wrapped keys;
+///   neither an ordinary role nor a superuser's session can turn it off for
+///   itself. Its change drops cached keyrings, so keys already set are judged
+///   again at their next use.
+fn define_server_key_settings() {
+    // SAFETY: called once per process from _PG_init, as `init`; 'static
+    // names, descriptions and settings, and a hook of the bool assign type.
+    // The postmaster settings exist only when the library is preloaded:
+    // PostgreSQL refuses (FATAL) to create them in a running server, when a
+    // backend loads the library for CREATE EXTENSION or LOAD, and there
+    // they would mean nothing (the KEK ring is read by the postmaster only).
+    unsafe {
+        GucRegistry::define_bool_guc_with_hooks(
+            c"pazpaz.require_wrapped_keys",
+            c"Refuse raw keys: the data key and index key settings accept only keys wrapped by the server's key-encryption key (pzw1:…).",
+            c"Set in postgresql.conf; takes effect at reload, for keys already set at their next use.",
+            &REQUIRE_WRAPPED_KEYS,
+            GucContext::Sighup,
+            GucFlags::default(),
+            None,
+            Some(assign_require_wrapped),
+            None,
+        );
+        if !pg_sys::process_shared_preload_libraries_in_progress {
+            return;
+        }
+        GucRegistry::define_string_guc(
+            c"pazpaz.kek_file",
+            c"File holding the server's key-encryption key ring (JSON), read once at server start.",
+            c"Must be owned by the server's user with no group or other access (like server.key). Relative paths are relative to the data directory. Needs pazpaz_crypto in shared_preload_libraries.",
+            &KEK_FILE,
+            GucContext::Postmaster,
+            GucFlags::SUPERUSER_ONLY,
+        );
+        GucRegistry::define_string_guc(
+            c"pazpaz.kek_command",
+            c"Command run once at server start that prints the key-encryption key ring (JSON) on its standard output.",
+            c"Like ssl_passphrase_command: a non-zero exit stops the server. Needs pazpaz_crypto in shared_preload_libraries.",
+            &KEK_COMMAND,
+            GucContext::Postmaster,
+            GucFlags::SUPERUSER_ONLY,
+        );
+    }
+}
+
+/// `pazpaz.kek_file` and `pazpaz.kek_command` (unset or empty: `None`).
+pub fn kek_sources() -> (Option<String>, Option<String>) {
+    let read =
+        |s: &GucSetting<Option<CString>>| s.get().and_then(|c| c.into_string().ok()).filter(|v| !v.trim().is_empty());
+    (read(&KEK_FILE), read(&KEK_COMMAND))
+}
+
+/// `pazpaz.require_wrapped_keys`.
+pub fn require_wrapped_keys() -> bool {
+    REQUIRE_WRAPPED_KEYS.get()
+}
+
+/// What a key setting's value may be right now: raw or wrapped under the
+/// server's KEKs, as `pazpaz.require_wrapped_keys` says.
+pub fn key_policy() -> KeyPolicy<'static> {
+    KeyPolicy { keks: kek::ring(), require_wrapped: require_wrapped_keys(), on_unwrap: None }
+}
+
+/// The policy of the check hooks: each unwrapped data key is remembered for
+/// the log filter too, so that the raw key is scrubbed in every spelling
+/// wherever it might appear, though only its wrapped form was SET.
+fn checking_policy() -> KeyPolicy<'static> {
+    KeyPolicy { on_unwrap: Some(&log_secrets::remember_raw), ..key_policy() }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_require_wrapped(_newval: bool, _extra: *mut c_void) {
+    for hook in [&ON_KEY_CHANGE, &ON_INDEX_KEY_CHANGE] {
+        if let Some(f) = hook.get() {
+            f();
+        }
     }
 }
 
@@ -331,7 +432,7 @@ unsafe extern "C-unwind" fn check_key(
     source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: PostgreSQL calls this check hook with a valid `newval`.
-    unsafe { check_secret(KEY, newval, source, |t| Key::from_base64(t).map(drop)) }
+    unsafe { check_secret(KEY, newval, source, |t| Keyring::from_single_key_with(t, &checking_policy()).map(drop)) }
 }
 
 #[pg_guard]
@@ -341,7 +442,7 @@ unsafe extern "C-unwind" fn check_keys(
     source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: PostgreSQL calls this check hook with a valid `newval`.
-    unsafe { check_secret(KEYS, newval, source, |t| Keyring::from_json(t).map(drop)) }
+    unsafe { check_secret(KEYS, newval, source, |t| Keyring::from_json_with(t, &checking_policy()).map(drop)) }
 }
 
 #[pg_guard]
@@ -351,7 +452,7 @@ unsafe extern "C-unwind" fn check_index_key(
     source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: PostgreSQL calls this check hook with a valid `newval`.
-    unsafe { check_secret(INDEX_KEY, newval, source, |t| IndexKey::from_base64(t).map(drop)) }
+    unsafe { check_secret(INDEX_KEY, newval, source, |t| IndexKey::from_setting(t, &checking_policy()).map(drop)) }
 }
 
 #[pg_guard]
@@ -361,7 +462,7 @@ unsafe extern "C-unwind" fn check_index_key_next(
     source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: PostgreSQL calls this check hook with a valid `newval`.
-    unsafe { check_secret(INDEX_KEY_NEXT, newval, source, |t| IndexKey::from_base64(t).map(drop)) }
+    unsafe { check_secret(INDEX_KEY_NEXT, newval, source, |t| IndexKey::from_setting(t, &checking_policy()).map(drop)) }
 }
 
 #[pg_guard]

@@ -91,7 +91,7 @@ fn load() -> Keys {
     Keys {
         slots: settings.map(|s| {
             s.filter(|v| !v.trim().is_empty())
-                .map(|v| IndexKey::from_base64(&v).map(|key| Loaded { key, derived: Vec::new() }))
+                .map(|v| IndexKey::from_setting(&v, &gucs::key_policy()).map(|key| Loaded { key, derived: Vec::new() }))
         }),
     }
 }

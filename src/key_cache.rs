@@ -87,10 +87,13 @@ pub fn keyring() -> Result<Rc<Keyring>, Error> {
             return cached.clone();
         }
         let [key, keys, version] = gucs::key_settings();
-        let built = Keyring::from_settings(
+        // Wrapped keys are unwrapped again here (the check hook only
+        // validated them): once per change of the settings.
+        let built = Keyring::from_settings_with(
             key.as_deref().map(|s| s.as_str()),
             keys.as_deref().map(|s| s.as_str()),
             version.as_deref().map(|s| s.as_str()),
+            &gucs::key_policy(),
         )
         .map(Rc::new);
         *slot = Some(built.clone());

@@ -17,6 +17,9 @@
 //!   change, and the keys derived from them per context
 //! - `search.rs`: blind indexes, match tokens, the trigger that maintains
 //!   them, and the lookups by index (procedures in `sql/search.sql`)
+//! - `kek.rs`: the server's key-encryption keys, loaded by the postmaster
+//! - `key_wrapping.rs`: `generate_wrapped_encryption_key()`,
+//!   `wrap_encryption_key()`, `rewrap_encryption_key()`, `kek_status()`
 //! - `log_filter.rs`: keeps keys and decrypted values out of the server log
 //!   (rules in `pazpaz_core::redact`), on top of other log hooks
 //! - `log_secrets.rs`: the key strings the filter scrubs by value
@@ -39,7 +42,9 @@ mod error;
 mod field_functions;
 mod gucs;
 mod index_keys;
+mod kek;
 mod key_cache;
+mod key_wrapping;
 mod log_filter;
 mod log_secrets;
 mod nonces;
@@ -80,6 +85,9 @@ extern "C-unwind" fn init() {
     key_cache::init();
     index_keys::init();
     gucs::init();
+    // In the postmaster only (preloading): reads the key-encryption keys,
+    // or stops the server with the reason.
+    kek::load_at_server_start();
     log_filter::init();
     ddl_guard::init();
 }
@@ -109,6 +117,19 @@ extension_sql_file!(
         field_functions::decrypt_field,
         versioned::decrypt_field_versioned,
         encrypted_text::encrypted_text_to_text
+    ]
+);
+extension_sql_file!(
+    "../sql/key_wrapping.sql",
+    name = "key_wrapping",
+    requires = [
+        key_wrapping::generate_wrapped_encryption_key,
+        key_wrapping::generate_wrapped_encryption_key_under,
+        key_wrapping::wrap_encryption_key,
+        key_wrapping::wrap_encryption_key_under,
+        key_wrapping::rewrap_encryption_key,
+        key_wrapping::rewrap_encryption_key_under,
+        key_wrapping::kek_status
     ]
 );
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);

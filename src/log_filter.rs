@@ -253,10 +253,22 @@ impl Message<'_> {
                 None => self.ok = false,
             }
         }
+        // The server's key-encryption keys, by value, in every backend.
+        for f in FIELDS {
+            let Some(text) = self.get(f) else { continue };
+            match log_secrets::with_server(|s| s.scrub(&text)) {
+                Some(Some(new)) => self.set(f, &new),
+                Some(None) => {}
+                None => self.ok = false,
+            }
+        }
         // SAFETY: debug_query_string is NULL or the current statement's text.
         let query = unsafe { cstr(pg_sys::debug_query_string) };
         // The STATEMENT: line prints the statement itself, not a field.
         if holds_keys && query.is_some_and(|q| log_secrets::with(|s| s.found_in(q)).unwrap_or(true)) {
+            self.e.hide_stmt = true;
+        }
+        if query.is_some_and(|q| log_secrets::with_server(|s| s.found_in(q)).unwrap_or(true)) {
             self.e.hide_stmt = true;
         }
 

@@ -12,12 +12,45 @@ use pazpaz_core::redact::Secrets;
 use crate::backend_local::{BackendLocal, LocalCell};
 
 static SECRETS: LocalCell<Secrets> = BackendLocal::new(RefCell::new(Secrets::new()));
+/// The server's key-encryption keys (the text of their ring, every key in
+/// every spelling), remembered by the postmaster and inherited by every
+/// process. Kept apart from `SECRETS`: they are scrubbed the same way, but
+/// do not make every session count as one that holds keys (which tightens
+/// the filter's value rules).
+static SERVER_SECRETS: LocalCell<Secrets> = BackendLocal::new(RefCell::new(Secrets::new()));
 
 /// Remembers a value given to a key setting.
 pub fn remember(value: &[u8]) {
     if let Ok(mut s) = SECRETS.try_borrow_mut() {
         s.remember(value);
     }
+}
+
+/// Remembers a data key given as raw bytes (one just unwrapped), in every
+/// spelling: the session set only its wrapped form.
+pub fn remember_raw(raw: &[u8; 32]) {
+    if let Ok(mut s) = SECRETS.try_borrow_mut() {
+        s.remember_raw_key(raw);
+    }
+}
+
+/// Remembers the text of the KEK ring (postmaster, at start-up).
+pub fn remember_server(value: &[u8]) {
+    if let Ok(mut s) = SERVER_SECRETS.try_borrow_mut() {
+        s.remember(value);
+    }
+}
+
+/// Remembers one KEK, as raw bytes, in every spelling.
+pub fn remember_server_key(raw: &[u8; 32]) {
+    if let Ok(mut s) = SERVER_SECRETS.try_borrow_mut() {
+        s.remember_raw_key(raw);
+    }
+}
+
+/// Runs `f` over the server's secrets (`None`: being changed right now).
+pub fn with_server<R>(f: impl FnOnce(&Secrets) -> R) -> Option<R> {
+    SERVER_SECRETS.try_borrow().ok().map(|s| f(&s))
 }
 
 /// Runs `f` over the secrets; `None` if they are being changed right now

@@ -15,17 +15,34 @@ fn generate_encryption_key() -> Text {
     Text::from(VarlenaBuf::copy_of(k.as_bytes()))
 }
 
-/// One row per loaded key version: whether it is the write version, and a
+/// One row per loaded key version: whether it is the write version, a
 /// short fingerprint (8 hex digits of a domain-separated SHA-256) that tells
-/// keys apart without revealing them. No rows when no key is set.
+/// keys apart without revealing them, whether the key came wrapped and under
+/// which key-encryption key. No rows when no key is set.
 #[pg_extern(stable, strict, parallel_safe)]
-pub fn encryption_status(
-) -> TableIterator<'static, (name!(version, String), name!(is_current, bool), name!(fingerprint, String))> {
+pub fn encryption_status() -> TableIterator<
+    'static,
+    (
+        name!(version, String),
+        name!(is_current, bool),
+        name!(fingerprint, String),
+        name!(wrapped, bool),
+        name!(kek_id, Option<String>),
+    ),
+> {
     let rows = match key_cache::keyring() {
         Ok(ring) => ring
             .entries()
             .iter()
-            .map(|e| (e.version().to_owned(), ring.current_version() == Some(e.version()), e.fingerprint().to_owned()))
+            .map(|e| {
+                (
+                    e.version().to_owned(),
+                    ring.current_version() == Some(e.version()),
+                    e.fingerprint().to_owned(),
+                    e.wrapped_by().is_some(),
+                    e.wrapped_by().map(str::to_owned),
+                )
+            })
             .collect(),
         Err(Error::MissingKey) => Vec::new(),
         Err(e) => raise(e),

@@ -701,9 +701,10 @@ def test_2_other_roles_cannot_get_keys(leak_server):
     st = su.execute("SELECT * FROM encryption_status()")
     cols = [d.name for d in st.description]
     st_rows = st.fetchall()
-    check("encryption_status(): columns are version, is_current, fingerprint", cols == ["version", "is_current", "fingerprint"])
+    check("encryption_status(): columns are version, is_current, fingerprint, wrapped, kek_id",
+          cols == ["version", "is_current", "fingerprint", "wrapped", "kek_id"])
     check("encryption_status(): fingerprint is 8 hex digits of a hash, not key material",
-          st_rows == [("v1", True, fingerprint(K_SINGLE))])
+          st_rows == [("v1", True, fingerprint(K_SINGLE), False, None)])
     sweep("encryption_status() output", repr(st_rows), kinds=("key",))
     su.close()
     verdict(start)

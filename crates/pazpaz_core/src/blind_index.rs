@@ -280,6 +280,14 @@ impl IndexKey {
         Ok(IndexKey { ikm, fingerprint })
     }
 
+    /// From a setting's value, raw or wrapped (`pzw1:…`) under `policy`, as
+    /// the data keys are (`wrapped_key::parse_key_bytes`).
+    pub fn from_setting(text: &str, policy: &crate::wrapped_key::KeyPolicy) -> Result<IndexKey> {
+        let (ikm, _) = crate::wrapped_key::parse_key_bytes(text, policy)?;
+        let fingerprint = fingerprint(&ikm[..]);
+        Ok(IndexKey { ikm, fingerprint })
+    }
+
     /// First 32 bits of a domain-separated SHA-256 of the key, as 8 hex
     /// digits: names the key an index was built with (stored with the
     /// index, so that during a rotation each index finds its key), far too

@@ -51,8 +51,13 @@ impl Key {
     /// ASCII whitespace is ignored (keys are often read from files). Errors
     /// never contain the input.
     pub fn from_base64(text: &str) -> Result<Key> {
-        let bytes = decode_key_base64(text)?;
-        Ok(Key::from_bytes(&bytes[..]))
+        Ok(Key::from_raw(&*decode_key_base64(text)?))
+    }
+
+    /// A key from its 32 raw bytes (an unwrapped data key, a KEK); the
+    /// caller wipes its copy.
+    pub fn from_raw(bytes: &[u8; KEY_LEN]) -> Key {
+        Key::from_bytes(bytes)
     }
 
     fn from_bytes(bytes: &[u8]) -> Key {
@@ -77,7 +82,7 @@ impl Key {
 /// that is wiped on drop; surrounding ASCII whitespace is ignored. Shared by
 /// data keys and the index key (`blind_index.rs`). Errors never contain the
 /// input.
-pub(crate) fn decode_key_base64(text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>> {
+pub fn decode_key_base64(text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>> {
     let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
     // Decode into a buffer that is wiped on drop, whatever happens next.
     let mut buf = Zeroizing::new(vec![0u8; text.len() / 4 * 3 + 3]);
@@ -98,10 +103,16 @@ fn fingerprint(bytes: &[u8]) -> String {
     d[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// 32 fresh bytes from the operating system's CSPRNG, base64-encoded.
-pub fn generate_base64() -> Result<Zeroizing<String>> {
+/// 32 fresh bytes from the operating system's CSPRNG, wiped on drop.
+pub fn generate_raw() -> Result<Zeroizing<[u8; KEY_LEN]>> {
     let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
     getrandom::fill(&mut bytes[..]).map_err(|_| Error::Rng)?;
+    Ok(bytes)
+}
+
+/// 32 fresh bytes from the operating system's CSPRNG, base64-encoded.
+pub fn generate_base64() -> Result<Zeroizing<String>> {
+    let bytes = generate_raw()?;
     Ok(Zeroizing::new(STANDARD.encode(&bytes[..])))
 }
 

@@ -38,6 +38,9 @@ pub enum ErrorClass {
     DatatypeMismatch,
     /// 01000 warning: reported at WARNING level, not raised.
     Warning,
+    /// F0000 config_file_error: the server's key-encryption keys could not
+    /// be loaded (file permissions, a failing command, a malformed ring).
+    ConfigFile,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -122,6 +125,38 @@ pub enum Error {
     /// column has another type than the index was built for, …).
     #[error("{index} indexes a column of type {expected}, but the column is now of another type: drop the index and add it again")]
     SearchSourceType { index: String, expected: &'static str },
+    // ---- wrapped data keys and the server's key-encryption keys (KEKs) ----
+    /// A wrapped data key, and no KEK ring in this server process.
+    #[error("No key-encryption key is loaded, and wrapped data keys (pzw1:…) need one: set pazpaz.kek_file or pazpaz.kek_command, with pazpaz_crypto in shared_preload_libraries, and restart the server")]
+    NoKek,
+    #[error("key-encryption key \"{id}\" is not loaded (loaded key-encryption keys: {loaded})")]
+    UnknownKek { id: String, loaded: String },
+    /// GCM authentication of a wrapped data key failed under the KEK it names.
+    #[error("Wrapped data key failed to authenticate under key-encryption key \"{kek}\" (wrong key-encryption key or tampering)")]
+    WrappedKeyAuth { kek: String },
+    /// The body of a wrapped key is not the base64 of 60 bytes.
+    #[error("Wrapped data key is truncated or corrupt (its body must be the base64 of 60 bytes)")]
+    WrappedKeyTruncated,
+    #[error("Wrapped data key is malformed: {0}")]
+    WrappedKeyMalformed(&'static str),
+    /// A raw data key while `pazpaz.require_wrapped_keys` is on.
+    #[error(
+        "raw keys are refused because pazpaz.require_wrapped_keys is on: give the key in its wrapped form (pzw1:…)"
+    )]
+    RawKeyRefused,
+    /// `wrap_encryption_key` given a key that is already wrapped.
+    #[error("the key is already wrapped: use rewrap_encryption_key to move it to another key-encryption key")]
+    AlreadyWrapped,
+    /// Both `pazpaz.kek_file` and `pazpaz.kek_command` are set.
+    #[error("pazpaz.kek_file and pazpaz.kek_command are both set; set only one of them")]
+    KekBothSources,
+    /// The KEK file or command could not be used (the message says why;
+    /// never the file's contents or the command's output).
+    #[error("{0}")]
+    KekSource(String),
+    /// A malformed KEK ring (the message never quotes a key).
+    #[error("the key-encryption key ring must be a JSON object {{\"current\": \"<id>\", \"keys\": {{\"<id>\": \"<base64 of 32 bytes>\", …}}}}: {0}")]
+    KekRing(String),
 }
 
 impl Error {
@@ -153,6 +188,14 @@ impl Error {
             UnknownNormalize | IndexBits | TokenBits | QueryTooShort | IndexKeyChoice => ErrorClass::InvalidParameter,
             BadSearchIndex { .. } => ErrorClass::UndefinedObject,
             SearchSourceType { .. } => ErrorClass::DatatypeMismatch,
+            NoKek => ErrorClass::MissingKey,
+            UnknownKek { .. } => ErrorClass::UnknownVersion,
+            // A tampered or truncated wrapped key is a failed authentication,
+            // the class of "Decryption failed (wrong key or tampering)".
+            WrappedKeyAuth { .. } | WrappedKeyTruncated => ErrorClass::AuthenticationFailed,
+            WrappedKeyMalformed(_) | AlreadyWrapped => ErrorClass::InvalidParameter,
+            RawKeyRefused => ErrorClass::InsufficientPrivilege,
+            KekBothSources | KekSource(_) | KekRing(_) => ErrorClass::ConfigFile,
         }
     }
 }

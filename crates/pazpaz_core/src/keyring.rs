@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::data_key::Key;
 use crate::error::{Error, Result};
+use crate::wrapped_key::{parse_data_key, KeyPolicy};
 
 /// Version used for `pazpaz.encryption_key` (single-key mode).
 pub const SINGLE_KEY_VERSION: &str = "v1";
@@ -18,6 +19,8 @@ pub const MAX_KEYS: usize = 256;
 pub struct KeyEntry {
     version: String,
     key: Key,
+    /// The KEK id this key came wrapped under; `None` for a raw key.
+    wrapped_by: Option<String>,
 }
 
 impl KeyEntry {
@@ -29,6 +32,9 @@ impl KeyEntry {
     }
     pub fn fingerprint(&self) -> &str {
         self.key.fingerprint()
+    }
+    pub fn wrapped_by(&self) -> Option<&str> {
+        self.wrapped_by.as_deref()
     }
 }
 
@@ -56,14 +62,27 @@ fn set(v: Option<&str>) -> Option<&str> {
 
 impl Keyring {
     pub fn from_single_key(base64: &str) -> Result<Keyring> {
-        let key = Key::from_base64(base64)?;
-        Ok(Keyring { entries: vec![KeyEntry { version: SINGLE_KEY_VERSION.into(), key }], current: Some(0) })
+        Self::from_single_key_with(base64, &KeyPolicy::default())
+    }
+
+    /// A single key, raw or wrapped (`pzw1:…`), under `policy`.
+    pub fn from_single_key_with(text: &str, policy: &KeyPolicy) -> Result<Keyring> {
+        let (key, wrapped_by) = parse_data_key(text, policy)?;
+        Ok(Keyring {
+            entries: vec![KeyEntry { version: SINGLE_KEY_VERSION.into(), key, wrapped_by }],
+            current: Some(0),
+        })
     }
 
     /// Parses `{"v1": "<base64>", …}`. Messages never echo a value.
     pub fn from_json(json: &str) -> Result<Keyring> {
+        Self::from_json_with(json, &KeyPolicy::default())
+    }
+
+    /// Parses `{"v1": "<base64 or pzw1:…>", …}` under `policy`.
+    pub fn from_json_with(json: &str, policy: &KeyPolicy) -> Result<Keyring> {
         let mut de = serde_json::Deserializer::from_str(json);
-        let entries = de.deserialize_map(RingVisitor).map_err(|e| {
+        let entries = de.deserialize_map(RingVisitor { policy }).map_err(|e| {
             // A serde_json message can quote the offending value: keep only our
             // own message, or the position for a syntax error.
             match RING_ERROR.with(|c| c.take()) {
@@ -86,11 +105,21 @@ impl Keyring {
     /// is `pazpaz.encryption_key_version`; empty strings count as unset. The
     /// version applies to keyring mode only: a single key is always "v1".
     pub fn from_settings(key: Option<&str>, keys: Option<&str>, version: Option<&str>) -> Result<Keyring> {
+        Self::from_settings_with(key, keys, version, &KeyPolicy::default())
+    }
+
+    /// As `from_settings`, with keys raw or wrapped under `policy`.
+    pub fn from_settings_with(
+        key: Option<&str>,
+        keys: Option<&str>,
+        version: Option<&str>,
+        policy: &KeyPolicy,
+    ) -> Result<Keyring> {
         let mut ring = match (set(key), set(keys)) {
             (Some(_), Some(_)) => return Err(Error::BothKeySettings),
             (None, None) => return Err(Error::MissingKey),
-            (Some(k), None) => return Keyring::from_single_key(k),
-            (None, Some(j)) => Keyring::from_json(j)?,
+            (Some(k), None) => return Keyring::from_single_key_with(k, policy),
+            (None, Some(j)) => Keyring::from_json_with(j, policy)?,
         };
         if let Some(v) = set(version) {
             let v = v.trim();
@@ -153,7 +182,9 @@ thread_local! {
     static RING_ERROR: std::cell::Cell<Option<Error>> = const { std::cell::Cell::new(None) };
 }
 
-struct RingVisitor;
+struct RingVisitor<'p> {
+    policy: &'p KeyPolicy<'p>,
+}
 
 fn fail<E: de::Error>(err: Error) -> E {
     let e = E::custom("keyring");
@@ -161,7 +192,7 @@ fn fail<E: de::Error>(err: Error) -> E {
     e
 }
 
-impl<'de> Visitor<'de> for RingVisitor {
+impl<'de> Visitor<'de> for RingVisitor<'_> {
     type Value = Vec<KeyEntry>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -190,8 +221,8 @@ impl<'de> Visitor<'de> for RingVisitor {
                 }
                 Err(e) => return Err(e),
             };
-            let key = Key::from_base64(&value).map_err(fail)?;
-            out.push(KeyEntry { version, key });
+            let (key, wrapped_by) = parse_data_key(&value, self.policy).map_err(fail)?;
+            out.push(KeyEntry { version, key, wrapped_by });
         }
         Ok(out)
     }

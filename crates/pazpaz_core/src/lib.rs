@@ -1,8 +1,9 @@
 //! Pure core of `pazpaz_crypto`: the three byte formats (`field`: format 1;
 //! `versioned` and its binary jsonb layout `jsonb`: format 2;
 //! `encrypted_text`: format 3, the type's stored value and its text form),
-//! data key and keyring parsing, the nonce generator, the log filter's
-//! text rules, and the blind indexes and match tokens of search
+//! data key and keyring parsing, wrapped data keys and the server's
+//! key-encryption keys (`wrapped_key`), the nonce generator, the log
+//! filter's text rules, and the blind indexes and match tokens of search
 //! (`blind_index`).
 //!
 //! Nothing here knows about PostgreSQL, so every rule can be tested with plain
@@ -32,6 +33,7 @@ pub mod keyring;
 pub mod nonce;
 pub mod redact;
 pub mod versioned;
+pub mod wrapped_key;
 
 pub use aes_gcm::Aes256Gcm as Cipher;
 pub use error::Error;

@@ -129,6 +129,14 @@ impl Secrets {
         self.remember_plain(trimmed);
     }
 
+    /// Remembers a key given as its raw bytes (an unwrapped data key, a
+    /// key-encryption key): its base64 and every other spelling.
+    pub fn remember_raw_key(&mut self, raw: &[u8]) {
+        use base64::Engine;
+        let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(raw).into_bytes());
+        self.remember_plain(&b64);
+    }
+
     fn remember_plain(&mut self, trimmed: &[u8]) {
         self.add(Zeroizing::new(trimmed.to_vec()));
         for run in trimmed.split(|&b| !is_b64(b)) {
@@ -213,10 +221,15 @@ fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
 /// Fails closed: a key setting's name (`pazpaz.encryption…`, `pazpaz.kek…`,
 /// `pazpaz.index…`, with any quoting or spacing around the dot), a `SET` or
 /// `RESET` that names `pazpaz` at all, any `set_config`, and any Unicode
-/// escape (which can spell either) count. The bare word `pazpaz` (a schema
-/// or table of that name) does not.
+/// escape (which can spell either) count, and so does a call of
+/// `wrap_encryption_key` or `rewrap_encryption_key` (their argument is a
+/// key). The bare word `pazpaz` (a schema or table of that name) does not.
 pub fn names_key_setting(text: &[u8]) -> bool {
-    if contains_ci(text, b"set_config") || contains_ci(text, b"u&'") || contains_ci(text, b"u&\"") {
+    if contains_ci(text, b"set_config")
+        || contains_ci(text, b"wrap_encryption_key")
+        || contains_ci(text, b"u&'")
+        || contains_ci(text, b"u&\"")
+    {
         return true;
     }
     let lower = text.to_ascii_lowercase();
@@ -517,6 +530,20 @@ mod tests {
     }
 
     #[test]
+    fn raw_keys_are_remembered_in_every_spelling() {
+        let raw = [0xfbu8; 32];
+        let mut secrets = Secrets::new();
+        secrets.remember_raw_key(&raw);
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        let lower: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        for s in [b64.clone(), url, lower.clone(), lower.to_uppercase(), b64[..PREFIX_LEN].to_string()] {
+            assert!(secrets.found_in(format!("x {s} y").as_bytes()), "{s}");
+        }
+    }
+
+    #[test]
     fn forgets_the_oldest_beyond_the_limit() {
         let mut secrets = Secrets::new();
         for i in 0..MAX_SECRETS + 5 {
@@ -537,6 +564,8 @@ mod tests {
             "SET \"pazpaz\" . \"encryption_key\" = 'k'",
             "set pazpaz.encrpytion_key = 'k'",
             "ALTER ROLE app SET pazpaz.encryption_kye = 'k'",
+            "SELECT wrap_encryption_key('k')",
+            "select public.REWRAP_ENCRYPTION_KEY('pzw1:k1:…', 'k2')",
         ] {
             assert!(names_key_setting(stmt.as_bytes()), "{stmt}");
         }

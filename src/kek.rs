@@ -1,0 +1,183 @@
+//! The server's key-encryption keys (KEKs), loaded once by the postmaster.
+//!
+//! When the library is preloaded, `_PG_init` runs in the postmaster before
+//! any child exists; it reads the KEK ring from `pazpaz.kek_file` or from the
+//! standard output of `pazpaz.kek_command` (`gucs.rs`), and every backend and
+//! parallel worker inherits the parsed ring through fork (Linux; PostgreSQL
+//! builds without EXEC_BACKEND). Any failure stops the server: an ERROR
+//! raised while the postmaster loads its preloaded libraries is FATAL there,
+//! and the message says why without quoting the file or the output.
+//!
+//! Where KEK bytes live: the file's or the command's bytes in a buffer wiped
+//! right after parsing; the ring itself holds AES key schedules only, wiped
+//! on drop like every data key (`pazpaz_core::data_key`), for the life of
+//! each process. The text of the ring and each KEK in every spelling are
+//! handed to the log filter (`log_secrets.rs`), so a stray copy (a command
+//! that echoes a key into a log message, say) is scrubbed. Nothing exposes a
+//! KEK through SQL: `kek_status()` shows ids and fingerprints.
+//!
+//! Not preloaded (loaded by a backend for `CREATE EXTENSION` or `LOAD`):
+//! there is no ring, and wrapped keys are refused with an error that names
+//! the settings to use.
+
+use std::cell::OnceCell;
+use std::ffi::{CStr, CString};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use pazpaz_core::wrapped_key::{KekRing, MAX_RING_BYTES};
+use pazpaz_core::Error;
+use pgrx::pg_sys;
+use zeroize::Zeroizing;
+
+use crate::backend_local::BackendLocal;
+use crate::error::{raise, OrRaise};
+use crate::gucs;
+use crate::log_secrets;
+
+static RING: BackendLocal<OnceCell<KekRing>> = BackendLocal::new(OnceCell::new());
+
+/// The server's KEK ring, if one was loaded at start-up.
+pub fn ring() -> Option<&'static KekRing> {
+    RING.get()
+}
+
+/// Loads the KEK ring when the postmaster is loading its preloaded
+/// libraries; elsewhere does nothing.
+pub fn load_at_server_start() {
+    // SAFETY: a plain flag of PostgreSQL's, set around the preload loop.
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    // SAFETY: a plain flag of PostgreSQL's. Only the postmaster (or a
+    // single-user server) reads the ring: a child that loads the preload
+    // list again (EXEC_BACKEND builds, not Linux's) must not run the
+    // command once per process.
+    if unsafe { pg_sys::IsUnderPostmaster } {
+        return;
+    }
+    let (source, text) = match gucs::kek_sources() {
+        (Some(_), Some(_)) => raise(Error::KekBothSources),
+        (None, None) => return,
+        (Some(path), None) => ("pazpaz.kek_file", read_file(&path).or_raise()),
+        (None, Some(command)) => ("pazpaz.kek_command", run_command(&command).or_raise()),
+    };
+    log_secrets::remember_server(&text);
+    let ring = KekRing::from_json_with(&text, &mut |raw| log_secrets::remember_server_key(raw))
+        .map_err(|e| Error::KekSource(format!("{source}: {e}")))
+        .or_raise();
+    drop(text);
+    let note = format!(
+        "pazpaz_crypto: loaded {} key-encryption key(s) from {source} ({}; current: {})",
+        ring.keks().len(),
+        ring.ids(),
+        ring.current().id()
+    );
+    if RING.set(ring).is_err() {
+        return; // loaded already (a second _PG_init cannot happen; be safe)
+    }
+    pgrx::log!("{note}");
+}
+
+/// Reads the ring's file, refusing one that is not a regular file owned by
+/// the server's user with no group or other permissions — the rule
+/// PostgreSQL applies to `ssl_key_file`. The checks are made on the opened
+/// file (fstat), so the file cannot be swapped between check and read.
+fn read_file(path: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let what = format!("pazpaz.kek_file \"{path}\"");
+    let mut f = std::fs::File::open(path).map_err(|e| Error::KekSource(format!("could not open {what}: {e}")))?;
+    let meta = f.metadata().map_err(|e| Error::KekSource(format!("could not stat {what}: {e}")))?;
+    if !meta.is_file() {
+        return Err(Error::KekSource(format!("{what} is not a regular file")));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(Error::KekSource(format!(
+            "{what} must be owned by the database server's user (uid {me}); it is owned by uid {}",
+            meta.uid()
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::KekSource(format!(
+            "{what} has group or other access (mode {mode:04o}); it must be u=rw (0600) or less: chmod 0600 it"
+        )));
+    }
+    if meta.len() > MAX_RING_BYTES as u64 {
+        return Err(Error::KekSource(format!("{what} is larger than {MAX_RING_BYTES} bytes")));
+    }
+    let mut buf = Zeroizing::new(vec![0u8; MAX_RING_BYTES + 1]);
+    let len = read_all(&mut f, &mut buf).map_err(|e| Error::KekSource(format!("could not read {what}: {e}")))?;
+    if len > MAX_RING_BYTES {
+        return Err(Error::KekSource(format!("{what} is larger than {MAX_RING_BYTES} bytes")));
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Fills `buf` from `r` without growing it (a growing Vec would leave
+/// copies of the keys in freed memory); returns the bytes read.
+fn read_all(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut len = 0;
+    while len < buf.len() {
+        match r.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(len)
+}
+
+/// Runs the command through PostgreSQL's `OpenPipeStream` (popen with
+/// SIGPIPE restored, as for `ssl_passphrase_command`) and returns its
+/// standard output. A non-zero exit fails; neither the command (it may
+/// carry a secret manager's token) nor its output is quoted.
+fn run_command(command: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let c = CString::new(command).map_err(|_| Error::KekSource("pazpaz.kek_command contains a NUL byte".into()))?;
+    // SAFETY: NUL-terminated command and mode; OpenPipeStream returns NULL
+    // or a FILE that we close below with ClosePipeStream.
+    let fp = unsafe { pg_sys::OpenPipeStream(c.as_ptr(), c"r".as_ptr()) };
+    if fp.is_null() {
+        let e = std::io::Error::last_os_error();
+        return Err(Error::KekSource(format!("could not run pazpaz.kek_command: {e}")));
+    }
+    let mut buf = Zeroizing::new(vec![0u8; MAX_RING_BYTES + 1]);
+    let mut len = 0;
+    let mut too_large = false;
+    loop {
+        let room = buf.len() - len;
+        // SAFETY: `fp` is the open pipe; we read at most `room` bytes into
+        // the free part of `buf`. pg_sys::FILE is the C library's FILE.
+        let n = unsafe { libc::fread(buf[len..].as_mut_ptr().cast(), 1, room, fp.cast::<libc::FILE>()) };
+        if n == 0 {
+            break;
+        }
+        len += n;
+        if len == buf.len() {
+            // Read the rest and throw it away, so that the command is not
+            // left blocked on a full pipe while we wait for it to exit.
+            too_large = true;
+            len = 0;
+            buf.iter_mut().for_each(|b| *b = 0);
+        }
+    }
+    // SAFETY: closes the pipe opened above and waits for the command.
+    let status = unsafe { pg_sys::ClosePipeStream(fp) };
+    if status != 0 {
+        let why = if status == -1 {
+            std::io::Error::last_os_error().to_string()
+        } else {
+            // SAFETY: returns a palloc'd, NUL-terminated description.
+            unsafe { CStr::from_ptr(pg_sys::wait_result_to_str(status)) }.to_string_lossy().into_owned()
+        };
+        return Err(Error::KekSource(format!("pazpaz.kek_command failed: {why}")));
+    }
+    if too_large {
+        return Err(Error::KekSource(format!("pazpaz.kek_command printed more than {MAX_RING_BYTES} bytes")));
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
