@@ -55,28 +55,38 @@ fn as_text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).map_err(|_| Error::NotUtf8).or_raise()
 }
 
+/// Lets a long computation be cancelled (statement_timeout, a cancel
+/// request): PostgreSQL's ERROR unwinds through the Rust frames.
+fn tick() {
+    pgrx::check_for_interrupts!();
+}
+
 fn exact(choice: &KeyChoice<'_>, value: &[u8], context: &[u8], normalize: Normalize, bits: u32) -> Bytea {
     let mut out = VarlenaBuf::alloc(index_len(bits));
     match normalize {
-        Normalize::None => {
-            with_derived(choice, Kind::Exact, context, |d| d.blind_index_into(value, bits, out.data_mut()))
-        }
+        // Any size: the HMAC streams over the value in place.
+        Normalize::None => with_derived(choice, Kind::Exact, context, |d| {
+            d.blind_index_ticking(value, bits, out.data_mut(), &mut tick)
+        }),
         _ => {
-            let n = normalize.apply(as_text(value));
-            with_derived(choice, Kind::Exact, context, |d| d.blind_index_into(n.as_bytes(), bits, out.data_mut()))
+            let v = as_text(value);
+            with_derived(choice, Kind::Exact, context, |d| {
+                d.blind_index_of(v, normalize, bits, out.data_mut(), &mut tick)
+            })
+            .or_raise()
         }
     }
     Bytea::from(out)
 }
 
 fn tokens(choice: &KeyChoice<'_>, value: &[u8], context: &[u8], normalize: Normalize, bits: u32) -> Vec<i32> {
-    let n = normalize.apply(as_text(value));
-    with_derived(choice, Kind::Tokens, context, |d| d.tokens(&n, bits))
+    let v = as_text(value);
+    with_derived(choice, Kind::Tokens, context, |d| d.tokens_of(v, normalize, bits, &mut tick)).or_raise()
 }
 
 fn query_tokens(choice: &KeyChoice<'_>, query: &[u8], context: &[u8], normalize: Normalize, bits: u32) -> Vec<i32> {
-    let n = normalize.apply(as_text(query));
-    with_derived(choice, Kind::Tokens, context, |d| d.query_tokens(&n, bits)).or_raise()
+    let v = as_text(query);
+    with_derived(choice, Kind::Tokens, context, |d| d.query_tokens_of(v, normalize, bits, &mut tick)).or_raise()
 }
 
 fn fingerprint_choice<'a>(fingerprint: &'a str) -> KeyChoice<'a> {

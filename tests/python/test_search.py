@@ -192,3 +192,58 @@ def test_parallel_workers_compute_the_same_tokens(conn):
     plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + q).fetchall())
     assert "Workers Launched: 2" in plan or "Workers Launched: 1" in plan, plan
     assert conn.execute(q).fetchone()[0] == 50000
+
+
+@pytest.fixture(scope="module")
+def limited_server():
+    """A server whose processes may map at most 3 GB (ulimit -v), as a
+    container's memory limit would: an allocation beyond it fails."""
+    name = f"search_lim_{os.getpid()}"
+    port = free_port()
+    pkg = os.environ.get("PAZPAZ_PACKAGE_DIR")
+    overlay = f"use_package_overlay {pkg} {name}-root; " if pkg else ""
+    run_pg(f"{overlay}ulimit -v 3000000; pg_start {name} {port} \"log_min_messages = warning\"")
+    yield Cluster(name, port)
+    remove_cluster(name)
+    if pkg:
+        run_pg(f'rm -rf "$PG_BASE/{name}-root"')
+
+
+def test_huge_values_get_an_error_not_a_crash(limited_server):
+    """A value of 160 MB made blind_tokens build a list of every trigram (16
+    bytes each): the allocation failed and the backend aborted, which made
+    the postmaster restart every session. Tokens and the 'lower'
+    normalization now take at most 1 MiB (54000), and the trigrams are
+    hashed as they stream by."""
+    c = psycopg.connect(limited_server.dsn(limited_server.create_db()), autocommit=True)
+    set_keys(c, new_key(), new_key())
+    huge = "repeat('abcdefgh', 20000000)"
+    for q in (f"SELECT cardinality(blind_tokens({huge}, 'x'))",
+              f"SELECT cardinality(blind_tokens({huge}, 'x', 'lower'))",
+              f"SELECT cardinality(blind_search_tokens({huge}, 'x', 'lower'))",
+              f"SELECT length(blind_index({huge}, 'x', 'lower'))"):
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded) as e:
+            c.execute(q)
+        assert "at most 1048576 bytes" in str(e.value)
+    assert c.execute("SELECT 1").fetchone() == (1,), "the backend survived"
+    # 32 MB took 5 s (not cancellable) before: refused at once now.
+    c.execute("SET statement_timeout = '3s'")
+    t = time.time()
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        c.execute("SELECT cardinality(blind_tokens(repeat('abcdefgh', 4000000), 'x'))")
+    assert time.time() - t < 2
+    # A 'none' blind index takes any size: its HMAC streams in place.
+    assert c.execute(f"SELECT length(blind_index({huge}, 'x'))").fetchone() == (32,)
+    # Up to the limit, values are indexed (1 MiB of text, a million trigrams).
+    n = c.execute("SELECT cardinality(blind_tokens(repeat('abcdefghijklmnopqrstuvwxyz', 40329) || 'abcdefghij', "
+                  "'x', 'lower', 32))").fetchone()[0]
+    assert n == 26
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        c.execute("SELECT blind_tokens(repeat('a', 1048577), 'x')")
+    # An expanding normalization is bounded by its output: U+FDFA is 18
+    # characters in NFKC.
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        c.execute("SELECT blind_tokens(repeat(chr(65018), 100000), 'x', 'lower')")
+    c.close()
+    log = limited_server.log.read_text(errors="replace")
+    assert "terminated by signal" not in log and "was terminated" not in log, log[-2000:]
