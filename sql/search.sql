@@ -327,3 +327,93 @@ BEGIN
     CALL @extschema@.search_index_drop('match', tbl, col, token_column);
 END
 $proc$;
+
+
+-- ---- Calls that a hostile search_path cannot take over ---------------------
+--
+-- A literal argument ('public.members') has no type until PostgreSQL picks a
+-- function; among candidates of one name it prefers text (the preferred type
+-- of its category) to regclass or name. So a role that may create functions
+-- in a schema of the search_path -- in the extension's own schema, if that
+-- is public -- could otherwise shadow add_blind_index(regclass, name) with
+-- add_blind_index(text, text), and run its code in the caller's session,
+-- which holds the keys. These overloads take text, so a literal call picks
+-- them (a look-alike with the same argument types cannot be created beside
+-- them, and one with other types loses), and they hand the arguments,
+-- typed, to the functions above.
+--
+-- blind_equals and blind_contains do the whole comparison, so that a query
+-- needs no operator of its own: a bare "tokens @> …" is resolved through the
+-- search_path, and an exact public.@>(int4[], int4[]) beats pg_catalog's
+-- polymorphic @>(anyarray, anyarray). They are SQL functions with a body
+-- parsed when the extension is created (RETURN …), which the planner inlines:
+-- "email_bidx = blind_index_for(…)" and "tokens @> blind_search_tokens_for(…)"
+-- reach the B-tree and GIN indexes as if written in the query.
+
+CREATE PROCEDURE add_blind_index(
+    tbl text,
+    col text,
+    normalization text DEFAULT 'none',
+    bits integer DEFAULT 256,
+    batch_size integer DEFAULT 1000,
+    context text DEFAULT NULL,
+    token_column text DEFAULT NULL,
+    index_key text DEFAULT 'current'
+)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_add('exact', tbl::pg_catalog.regclass, col::pg_catalog.name, normalization, bits,
+                                      batch_size, context, token_column::pg_catalog.name, index_key);
+END
+$proc$;
+
+CREATE PROCEDURE add_match_index(
+    tbl text,
+    col text,
+    normalization text DEFAULT 'lower',
+    bits integer DEFAULT 20,
+    batch_size integer DEFAULT 1000,
+    context text DEFAULT NULL,
+    token_column text DEFAULT NULL,
+    index_key text DEFAULT 'current'
+)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_add('match', tbl::pg_catalog.regclass, col::pg_catalog.name, normalization, bits,
+                                      batch_size, context, token_column::pg_catalog.name, index_key);
+END
+$proc$;
+
+CREATE PROCEDURE drop_blind_index(tbl text, col text, token_column text DEFAULT NULL)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_drop('exact', tbl::pg_catalog.regclass, col::pg_catalog.name, token_column::pg_catalog.name);
+END
+$proc$;
+
+CREATE PROCEDURE drop_match_index(tbl text, col text, token_column text DEFAULT NULL)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_drop('match', tbl::pg_catalog.regclass, col::pg_catalog.name, token_column::pg_catalog.name);
+END
+$proc$;
+
+CREATE FUNCTION blind_index_for(tbl text, token_column text, value text) RETURNS bytea
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+RETURN @extschema@.blind_index_for(tbl::pg_catalog.regclass, token_column, value);
+
+CREATE FUNCTION blind_search_tokens_for(tbl text, token_column text, query text) RETURNS int4[]
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+RETURN @extschema@.blind_search_tokens_for(tbl::pg_catalog.regclass, token_column, query);
+
+CREATE FUNCTION blind_equals(token bytea, tbl text, token_column text, value text) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN token OPERATOR(pg_catalog.=) @extschema@.blind_index_for(tbl::pg_catalog.regclass, token_column, value);
+
+CREATE FUNCTION blind_contains(tokens int4[], tbl text, token_column text, query text) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN tokens OPERATOR(pg_catalog.@>) @extschema@.blind_search_tokens_for(tbl::pg_catalog.regclass, token_column, query);

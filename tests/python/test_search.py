@@ -247,3 +247,71 @@ def test_huge_values_get_an_error_not_a_crash(limited_server):
     c.close()
     log = limited_server.log.read_text(errors="replace")
     assert "terminated by signal" not in log and "was terminated" not in log, log[-2000:]
+
+
+def test_a_dedicated_schema_and_the_documented_lookups_under_plants(server):
+    """The recommended setup (README "Search on encrypted columns"): the
+    extension in a schema only its owner can write to, the lookups written
+    with the matchers, schema-qualified. A role with CREATE on public plants
+    the two reported hijacks (an exact public.@>(int4[], int4[]), and a
+    public.blind_index_for(text, text, text) that beats (regclass, text,
+    text) for literal names) plus text look-alikes of the matchers and
+    procedures; none of them runs in the key-holding session, and the
+    indexes are still used."""
+    name = "t_" + secrets.token_hex(6)
+    with psycopg.connect(server.dsn(), autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    c = psycopg.connect(server.dsn(name), autocommit=True)
+    try:
+        c.execute("CREATE SCHEMA pazpaz")
+        c.execute("CREATE EXTENSION pazpaz_crypto SCHEMA pazpaz")
+        c.execute("GRANT USAGE ON SCHEMA pazpaz TO PUBLIC")
+        c.execute("CREATE ROLE planter_py")
+        c.execute("GRANT CREATE ON SCHEMA public TO planter_py")
+        c.execute("CREATE TABLE public.plant_log (what text)")
+        c.execute("GRANT INSERT ON public.plant_log TO PUBLIC")
+        c.execute("SET ROLE planter_py")
+        note = "BEGIN INSERT INTO public.plant_log VALUES ('{0}'); RETURN {1}; END"
+        c.execute("CREATE FUNCTION public.plant_contains(a int4[], b int4[]) RETURNS bool LANGUAGE plpgsql AS $$"
+                  + note.format("@>", "a OPERATOR(pg_catalog.@>) b") + "$$")
+        c.execute("CREATE OPERATOR public.@> (LEFTARG = int4[], RIGHTARG = int4[], FUNCTION = public.plant_contains)")
+        for sig, ret, val in (("blind_index_for(text, text, text)", "bytea", "NULL"),
+                              ("blind_search_tokens_for(text, text, text)", "int4[]", "NULL"),
+                              ("blind_equals(bytea, text, text, text)", "bool", "true"),
+                              ("blind_contains(int4[], text, text, text)", "bool", "true")):
+            c.execute(f"CREATE FUNCTION public.{sig} RETURNS {ret} LANGUAGE plpgsql AS $$"
+                      + note.format(sig, val) + "$$")
+        c.execute("CREATE PROCEDURE public.add_blind_index(text, text, normalization text DEFAULT NULL) "
+                  "LANGUAGE plpgsql AS $$BEGIN INSERT INTO public.plant_log VALUES ('add_blind_index'); END$$")
+        c.execute("RESET ROLE")
+        set_keys(c, new_key(), new_key())
+        c.execute("CREATE TABLE members (id int PRIMARY KEY, email pazpaz.encrypted_text, last_name pazpaz.encrypted_text)")
+        with c.cursor() as cur:
+            cur.executemany("INSERT INTO members VALUES (%s, %s, %s)",
+                            [(i, f"user{i}@example.com", f"Johansson {i}") for i in range(200)])
+        c.execute("CALL pazpaz.add_blind_index('public.members', 'email', normalization => 'lower')")
+        c.execute("CALL pazpaz.add_match_index('public.members', 'last_name')")
+        c.execute("ANALYZE members")
+        c.execute("SET enable_seqscan = off")
+        exact = ("SELECT id FROM members WHERE pazpaz.blind_equals(email_bidx, 'public.members', 'email_bidx', %s)")
+        assert c.execute(exact, ("USER7@example.com",)).fetchall() == [(7,)]
+        plan = "\n".join(r[0] for r in c.execute("EXPLAIN (COSTS OFF) " + exact, ("user7@example.com",)))
+        assert "Index Scan using members_email_bidx" in plan, plan
+        substring = ("SELECT count(*) FROM members "
+                     "WHERE pazpaz.blind_contains(last_name_tokens, 'public.members', 'last_name_tokens', %s) "
+                     "AND last_name::pg_catalog.text OPERATOR(pg_catalog.~~*) ('%%' || %s || '%%')")
+        assert c.execute(substring, ("son 1", "son 1")).fetchone()[0] == 111
+        plan = "\n".join(r[0] for r in c.execute("EXPLAIN (COSTS OFF) " + substring, ("son 1", "son 1")))
+        assert "Bitmap Index Scan on members_last_name_tokens" in plan, plan
+        # The lookups written with the (regclass-typed) functions, as before,
+        # also pick the extension's, with the operator written out.
+        assert c.execute("SELECT id FROM members WHERE email_bidx OPERATOR(pg_catalog.=) "
+                         "pazpaz.blind_index_for('public.members', 'email_bidx', %s)", ("user8@example.com",)
+                         ).fetchall() == [(8,)]
+        c.execute("CALL pazpaz.drop_blind_index('public.members', 'email')")
+        assert c.execute("SELECT count(*) FROM public.plant_log").fetchone()[0] == 0
+    finally:
+        c.close()
+        server.drop_db(name)
+        with psycopg.connect(server.dsn(), autocommit=True) as c2:
+            c2.execute("DROP ROLE IF EXISTS planter_py")

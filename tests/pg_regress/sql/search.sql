@@ -245,6 +245,7 @@ DROP TABLE clients, tenant_notes;
 CREATE ROLE planter;
 GRANT CREATE ON SCHEMA public TO planter;
 CREATE SCHEMA planter AUTHORIZATION planter;
+GRANT USAGE ON SCHEMA regress TO planter;
 SET ROLE planter;
 SET search_path = pg_catalog, pg_temp;
 CREATE TABLE public.plant_log (what text);
@@ -298,6 +299,48 @@ BEGIN
     END LOOP;
 END
 $plant$;
+-- Look-alikes of the documented calls, whose literal arguments PostgreSQL
+-- types only when it picks a function (it prefers text to regclass or
+-- name): the extension's own text overloads make the same argument types
+-- impossible beside them in public, and other types lose to them. In the
+-- planter's schema (first in the search_path below) the same types are
+-- possible, and a schema-qualified call never looks there.
+SELECT regress.try($$CREATE FUNCTION public.blind_index_for(text, text, text) RETURNS bytea LANGUAGE sql AS 'SELECT NULL::bytea'$$) AS same_types_in_public;
+SELECT regress.try($$CREATE PROCEDURE public.add_blind_index(tbl text, col text, normalization text DEFAULT 'none', bits int DEFAULT 256, batch_size int DEFAULT 1000, context text DEFAULT NULL, token_column text DEFAULT NULL, index_key text DEFAULT 'current') LANGUAGE sql AS 'SELECT 1'$$) AS same_types_in_public;
+DO $plant$
+DECLARE s text; f text; i int := 100;
+BEGIN
+    FOREACH s IN ARRAY ARRAY['public', 'planter'] LOOP
+        FOREACH f IN ARRAY ARRAY['blind_index_for(name, name, name) bytea', 'blind_index_for(varchar, varchar, varchar) bytea',
+                                 'blind_index_for(regclass, name, name) bytea', 'blind_search_tokens_for(name, text, text) int4[]',
+                                 'blind_search_tokens_for(varchar, varchar, varchar) int4[]', 'blind_equals(bytea, varchar, text, text) bool',
+                                 'blind_equals(bytea, name, name, name) bool', 'blind_contains(int4[], name, text, text) bool',
+                                 'blind_contains(anyarray, varchar, varchar, varchar) bool'] LOOP
+            i := i + 1;
+            EXECUTE format($f$
+                CREATE FUNCTION %1$I.%2$s RETURNS pg_catalog.%3$s
+                LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$
+                BEGIN PERFORM public.plant_note(%4$L); RETURN NULL; END $b$
+            $f$, s, regexp_replace(regexp_replace(f, ' \S+$', ''), '(\w+(\[\])?)(?=[,)])', 'pg_catalog.\1', 'g'),
+               regexp_replace(f, '^.* ', ''), s || '.' || regexp_replace(f, ' \S+$', ''));
+        END LOOP;
+        FOREACH f IN ARRAY ARRAY['add_blind_index(tbl varchar, col varchar, normalization text DEFAULT NULL, batch_size int DEFAULT NULL)',
+                                 'add_match_index(tbl name, col name, batch_size int DEFAULT NULL)',
+                                 'drop_blind_index(tbl varchar, col varchar)', 'drop_match_index(tbl name, col name)'] LOOP
+            EXECUTE format($f$
+                CREATE PROCEDURE %1$I.%2$s
+                LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$
+                BEGIN PERFORM public.plant_note(%3$L); END $b$
+            $f$, s, f, s || '.' || f);
+        END LOOP;
+    END LOOP;
+    -- Exact look-alikes where the planter may create them.
+    CREATE FUNCTION planter.blind_equals(pg_catalog.bytea, pg_catalog.text, pg_catalog.text, pg_catalog.text) RETURNS pg_catalog.bool
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$ BEGIN PERFORM public.plant_note('planter.blind_equals'); RETURN true; END $b$;
+    CREATE FUNCTION planter.blind_contains(pg_catalog.int4[], pg_catalog.text, pg_catalog.text, pg_catalog.text) RETURNS pg_catalog.bool
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$ BEGIN PERFORM public.plant_note('planter.blind_contains'); RETURN true; END $b$;
+END
+$plant$;
 RESET search_path;
 RESET ROLE;
 SELECT count(*) > 40 AS planted FROM pg_proc WHERE proname LIKE 'plant_%' OR pronamespace = 'planter'::regnamespace;
@@ -312,13 +355,42 @@ INSERT INTO public.sp_people VALUES (51, 'Person 51');
 SELECT id FROM public.sp_people WHERE name_bidx OPERATOR(pg_catalog.=) public.blind_index_for('public.sp_people', 'name_bidx', 'PERSON 51');
 SELECT pg_catalog.count(*) AS with_son_2 FROM public.sp_people
 WHERE name_tokens OPERATOR(pg_catalog.@>) public.blind_search_tokens_for('public.sp_people', 'name_tokens', 'son 2');
+-- The documented lookups: the extension's matchers, schema-qualified, with
+-- literal arguments; the planner still uses the indexes.
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT id FROM public.sp_people WHERE public.blind_equals(name_bidx, 'public.sp_people', 'name_bidx', 'PERSON 51');
+SELECT id FROM public.sp_people WHERE public.blind_equals(name_bidx, 'public.sp_people', 'name_bidx', 'PERSON 51');
+EXPLAIN (COSTS OFF) SELECT id FROM public.sp_people
+WHERE public.blind_contains(name_tokens, 'public.sp_people', 'name_tokens', 'son 2')
+  AND name::pg_catalog.text OPERATOR(pg_catalog.~~*) '%son 2%';
+SELECT pg_catalog.count(*) AS with_son_2 FROM public.sp_people
+WHERE public.blind_contains(name_tokens, 'public.sp_people', 'name_tokens', 'son 2')
+  AND name::pg_catalog.text OPERATOR(pg_catalog.~~*) '%son 2%';
+SELECT pg_catalog.length(public.blind_index_for('public.sp_people', 'name_bidx', 'person 51')) AS blind_index_for_literal,
+       pg_catalog.cardinality(public.blind_search_tokens_for('public.sp_people', 'name_tokens', 'son 2')) AS search_tokens_for_literal;
+-- The same under the default search_path ("$user", public), unqualified.
+RESET search_path;
+SELECT id FROM sp_people WHERE blind_equals(name_bidx, 'sp_people', 'name_bidx', 'PERSON 51');
+SELECT count(*) AS with_son_2 FROM sp_people WHERE blind_contains(name_tokens, 'sp_people', 'name_tokens', 'son 2') AND name::text ILIKE '%son 2%';
+SELECT length(blind_index_for('sp_people', 'name_bidx', 'person 51')) AS blind_index_for_literal;
+RESET enable_seqscan;
+SET search_path = planter, public, pg_catalog;
 CALL public.drop_blind_index('public.sp_people', 'name');
 CALL public.drop_match_index('public.sp_people', 'name');
 RESET search_path;
 SELECT what FROM public.plant_log;
+-- Why the matchers: a bare @> written in the query is resolved through the
+-- search_path, and the planter's exact public.@>(int4[], int4[]) beats
+-- pg_catalog's @>(anyarray, anyarray) even with pg_catalog searched first.
+SET client_min_messages = warning;
+CALL add_match_index('sp_people', 'name');
+RESET client_min_messages;
+SELECT count(*) AS bare_operator FROM sp_people WHERE name_tokens @> blind_search_tokens_for('sp_people', 'name_tokens', 'son 2');
+SELECT DISTINCT what FROM public.plant_log;
 DROP TABLE sp_people;
 DROP OWNED BY planter;
 REVOKE CREATE ON SCHEMA public FROM planter;
+REVOKE USAGE ON SCHEMA regress FROM planter;
 DROP ROLE planter;
 RESET pazpaz.index_key;
 RESET pazpaz.encryption_key;
