@@ -10,11 +10,13 @@
 -- Adding an index: checks everything first (owner, column type, parameters,
 -- index key and data key set), then in one transaction adds the token column
 -- and the trigger that keeps it current from then on (zz_pazpaz_<token
--- column>, BEFORE INSERT OR UPDATE OF the source column; named to fire after
--- other BEFORE triggers, which fire in name order and may change the
--- value), COMMITs, backfills the existing rows in batches that COMMIT one
--- by one (setting the token column directly, not through the trigger; each
--- batch a range of heap blocks holding about batch_size rows), and
+-- column>, BEFORE INSERT OR UPDATE: every UPDATE, since another BEFORE
+-- trigger may change the source and an UPDATE may write the token column
+-- itself, which the trigger then computes again; named to fire after other
+-- BEFORE triggers, which fire in name order), COMMITs, backfills the
+-- existing rows in batches that COMMIT one by one (an UPDATE that the
+-- trigger computes the token for; each batch a range of heap blocks holding
+-- about batch_size rows), and
 -- finally builds the index. The index's definition (context, normalization,
 -- bits, and the fingerprint of the index key it is built with) is stored as
 -- the trigger's arguments. Interrupted, it loses at most the current batch:
@@ -45,7 +47,6 @@ DECLARE
     caller pg_catalog.text := CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'add_blind_index' ELSE 'add_match_index' END;
     typid pg_catalog.oid;
     src_type pg_catalog.text;
-    plain pg_catalog.text;
     nsp pg_catalog.name;
     relname pg_catalog.name;
     rel pg_catalog.text;
@@ -57,7 +58,7 @@ DECLARE
     args pg_catalog.text[];
     want_args pg_catalog.bytea;
     have_args pg_catalog.bytea;
-    compute pg_catalog.text;
+    trig_cols pg_catalog.int4;
     cond pg_catalog.text;
     q pg_catalog.text;
     upd pg_catalog.text;
@@ -100,13 +101,10 @@ BEGIN
     END IF;
     IF typid OPERATOR(pg_catalog.=) '@extschema@.encrypted_text'::pg_catalog.regtype::pg_catalog.oid THEN
         src_type := 'encrypted_text';
-        plain := pg_catalog.format('@extschema@.text(%I)', col);
     ELSIF typid OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype::pg_catalog.oid THEN
         src_type := 'bytea';
-        plain := pg_catalog.format('@extschema@.decrypt_field(%I)', col);
     ELSIF typid OPERATOR(pg_catalog.=) 'pg_catalog.jsonb'::pg_catalog.regtype::pg_catalog.oid THEN
         src_type := 'jsonb';
-        plain := pg_catalog.format('@extschema@.decrypt_field_versioned(%I)', col);
     ELSE
         RAISE EXCEPTION '% indexes encrypted_text, bytea (format 1) and jsonb (format 2) columns, not %',
             caller, typid::pg_catalog.regtype USING ERRCODE = '42804';
@@ -148,13 +146,22 @@ BEGIN
                                  ''::pg_catalog.bytea ORDER BY u.i)
       INTO want_args
       FROM pg_catalog.unnest(args) WITH ORDINALITY u(a, i);
-    SELECT t.tgargs INTO have_args FROM pg_catalog.pg_trigger t
+    SELECT t.tgargs, pg_catalog.cardinality(t.tgattr::pg_catalog.int2[]) INTO have_args, trig_cols FROM pg_catalog.pg_trigger t
      WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig;
     IF FOUND THEN
         IF have_args OPERATOR(pg_catalog.<>) want_args THEN
             RAISE EXCEPTION '% on %.% already exists with other parameters or another index key', tokcol, tbl, col
                 USING ERRCODE = '42710',
                       HINT = 'CALL it again with the same arguments and index key to finish it, or drop it first; to rebuild it under a new index key, add a second one with token_column => …';
+        END IF;
+        IF trig_cols OPERATOR(pg_catalog.>) 0 THEN
+            -- A trigger of an earlier version (UPDATE OF the source column
+            -- only): replaced by one that fires on every UPDATE.
+            EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trig, rel);
+            EXECUTE pg_catalog.format(
+                'CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%L, %L, %L, %L, %L, %L, %L, %L, %L)',
+                trig, rel, args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9]);
+            COMMIT;
         END IF;
         RAISE NOTICE '%: % exists; resuming its backfill', caller, tokcol;
     ELSE
@@ -167,17 +174,12 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', rel, tokcol,
             CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'pg_catalog.bytea' ELSE 'pg_catalog.int4[]' END);
         EXECUTE pg_catalog.format(
-            'CREATE TRIGGER %I BEFORE INSERT OR UPDATE OF %I ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%L, %L, %L, %L, %L, %L, %L, %L, %L)',
-            trig, col, rel, args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9]);
+            'CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%L, %L, %L, %L, %L, %L, %L, %L, %L)',
+            trig, rel, args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9]);
         -- From here on every write keeps the token current.
         COMMIT;
     END IF;
 
-    IF kind OPERATOR(pg_catalog.=) 'exact' THEN
-        compute := pg_catalog.format('@extschema@.blind_index(%s, $3, $4, $5, $6)', plain);
-    ELSE
-        compute := pg_catalog.format('@extschema@.blind_tokens(%s, $3, $4, $5, $6)', plain);
-    END IF;
     cond := pg_catalog.format('%I IS NULL AND %I IS NOT NULL', tokcol, col);
     q := pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE %s', rel, cond);
     -- Batches are ranges of heap blocks (TID range scans), about batch_size
@@ -185,10 +187,12 @@ BEGIN
     -- a concurrent transaction is writing makes the batch wait for it (as
     -- any UPDATE would), and if that write indexed the row (the trigger),
     -- the recheck of the condition skips it.
+    -- The trigger computes the token of each row the UPDATE touches (its
+    -- token is NULL and its source is not).
     upd := pg_catalog.format($q$
-        UPDATE %1$s SET %3$I = %4$s
+        UPDATE %1$s SET %3$I = NULL
          WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2 AND %2$s
-    $q$, rel, cond, tokcol, compute);
+    $q$, rel, cond, tokcol);
     EXECUTE q INTO total;
     RAISE NOTICE '%: % rows of %.% to index', caller, total, tbl, col;
     remaining := total;
@@ -204,8 +208,7 @@ BEGIN
         blk := 0;
         WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
             EXECUTE upd USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
-                              pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid,
-                              ctx, normalization, bits, fp;
+                              pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
             GET DIAGNOSTICS n = ROW_COUNT;
             IF n OPERATOR(pg_catalog.>) 0 THEN
                 batch := batch OPERATOR(pg_catalog.+) 1;

@@ -374,11 +374,31 @@ fn decrypt_source(source: Source, datum: pg_sys::Datum) -> Text {
     }
 }
 
-/// Keeps a token column current: a BEFORE INSERT OR UPDATE OF <source> row
-/// trigger, created by `add_blind_index` / `add_match_index`. Decrypts the
-/// source with the session's data keys and computes the token with the
-/// index key the index was built with; without either key the write fails
-/// (it never stores a wrong or empty token). A NULL source gives a NULL token.
+/// Whether two values of a column (varlena, or NULL) hold the same bytes.
+fn same_bytes(a: Option<pg_sys::Datum>, b: Option<pg_sys::Datum>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        // SAFETY: non-null datums of the column's varlena type, read from
+        // the trigger's tuples, valid for this call (detoasted if needed).
+        (Some(a), Some(b)) => unsafe { Varlena::from_datum(a).as_bytes() == Varlena::from_datum(b).as_bytes() },
+        _ => false,
+    }
+}
+
+/// Keeps a token column current: a BEFORE INSERT OR UPDATE row trigger
+/// (every UPDATE, not only those naming the source column: an earlier
+/// BEFORE trigger may change the source, and the UPDATE may name the token
+/// column itself), created by `add_blind_index` / `add_match_index`.
+///
+/// On INSERT it always computes the token; on UPDATE it keeps the row as it
+/// is only when neither the source nor the token column changed (byte for
+/// byte) and the token is set exactly when the source is; otherwise it
+/// computes the token again, so a token written by hand (another row's, to
+/// answer that row's lookup, or NULL to hide a row) never stays. It
+/// decrypts the source with the session's data keys and computes the token
+/// with the index key the index was built with; without either key the
+/// write fails (it never stores a wrong or empty token). A NULL source gives
+/// a NULL token. Updates of other columns need no key.
 #[pg_trigger]
 fn blind_index_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
@@ -395,9 +415,9 @@ fn blind_index_trigger<'a>(
     let index = def.name(&rel);
     let row_before = matches!(trigger.level(), pgrx::PgTriggerLevel::Row)
         && matches!(trigger.when(), Ok(pgrx::PgTriggerWhen::Before));
-    let tuple = match trigger.op() {
-        Ok(PgTriggerOperation::Insert) if row_before => td.tg_trigtuple,
-        Ok(PgTriggerOperation::Update) if row_before => td.tg_newtuple,
+    let (tuple, old) = match trigger.op() {
+        Ok(PgTriggerOperation::Insert) if row_before => (td.tg_trigtuple, None),
+        Ok(PgTriggerOperation::Update) if row_before => (td.tg_newtuple, Some(td.tg_trigtuple)),
         _ => raise(Error::BadSearchIndex { index }),
     };
     // SAFETY: the relation is open; its tuple descriptor lives as long.
@@ -422,11 +442,26 @@ fn blind_index_trigger<'a>(
     if !src_ok {
         raise(Error::SearchSourceType { index, expected: def.source_type.name() });
     }
-    let src_no = NonZeroUsize::new(usize::try_from(src_no).unwrap_or(0))
-        .unwrap_or_else(|| raise(Error::BadSearchIndex { index: index.clone() }));
+    let attno = |n: i16| {
+        NonZeroUsize::new(usize::try_from(n).unwrap_or(0))
+            .unwrap_or_else(|| raise(Error::BadSearchIndex { index: index.clone() }))
+    };
+    let (src_no, tok_att) = (attno(src_no), attno(tok_no));
     // SAFETY: the trigger's new tuple, described by the relation's
-    // descriptor; `src_no` is one of its attributes.
-    let src = unsafe { pgrx::heap_getattr_raw(tuple, src_no, rel.rd_att) };
+    // descriptor; `src_no` and `tok_att` are two of its attributes.
+    let (src, tok) = unsafe {
+        (pgrx::heap_getattr_raw(tuple, src_no, rel.rd_att), pgrx::heap_getattr_raw(tuple, tok_att, rel.rd_att))
+    };
+    if let Some(old) = old {
+        // SAFETY: the trigger's old tuple, of the same relation.
+        let (old_src, old_tok) = unsafe {
+            (pgrx::heap_getattr_raw(old, src_no, rel.rd_att), pgrx::heap_getattr_raw(old, tok_att, rel.rd_att))
+        };
+        if src.is_some() == tok.is_some() && same_bytes(src, old_src) && same_bytes(tok, old_tok) {
+            // SAFETY: the trigger's own new tuple, returned unchanged.
+            return Ok(Some(unsafe { PgHeapTuple::from_heap_tuple(tupdesc, tuple) }));
+        }
+    }
     let token = src.and_then(|d| {
         let plain = decrypt_source(def.source_type, d);
         let choice = KeyChoice::Fingerprint { fingerprint: &def.fingerprint, index: &index };

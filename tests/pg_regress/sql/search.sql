@@ -114,6 +114,41 @@ SELECT id, email_bidx IS NOT DISTINCT FROM blind_index(email::text, 'public.clie
 FROM clients WHERE id IN (42, 43, 44, 5001) ORDER BY id;
 SELECT count(*) AS old_value_found FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'client.42@example.com');
 
+-- Another BEFORE trigger that changes the source (an anonymization on an
+-- UPDATE that does not name the email): the token follows the value the
+-- row ends up with, not the one the UPDATE named.
+CREATE FUNCTION anonymize() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.email := 'erased-' || NEW.id || '@example.invalid'; RETURN NEW; END $$;
+CREATE TRIGGER anonymize BEFORE UPDATE OF workspace_id ON clients FOR EACH ROW
+WHEN (NEW.workspace_id = 99) EXECUTE FUNCTION anonymize();
+UPDATE clients SET workspace_id = 99 WHERE id = 50;
+SELECT id, email, email_bidx = blind_index(email::text, 'public.clients.email', 'lower') AS bidx_current FROM clients WHERE id = 50;
+SELECT count(*) AS erased_value_found FROM clients WHERE blind_equals(email_bidx, 'public.clients', 'email_bidx', 'client.50@example.com');
+DROP TRIGGER anonymize ON clients;
+DROP FUNCTION anonymize();
+UPDATE clients SET workspace_id = 2 WHERE id = 50;
+
+-- The token column cannot be written by hand: another row's token (to make
+-- this row answer that row's lookup), NULL or '{}' (to hide a row), on
+-- UPDATE or INSERT, is computed again from the row's own value.
+UPDATE clients SET email_bidx = (SELECT email_bidx FROM clients WHERE id = 1) WHERE id = 2;
+UPDATE clients SET email_bidx = NULL WHERE id = 3;
+UPDATE clients SET last_name_tokens = '{}' WHERE id = 4;
+UPDATE clients SET email_bidx = (SELECT email_bidx FROM clients WHERE id = 1), email = email WHERE id = 5;
+INSERT INTO clients (id, workspace_id, email, email_bidx)
+SELECT 5003, 1, 'planted@example.com', email_bidx FROM clients WHERE id = 1;
+SELECT id FROM clients WHERE blind_equals(email_bidx, 'public.clients', 'email_bidx', 'client.1@example.com') ORDER BY id;
+SELECT id, email_bidx IS NOT DISTINCT FROM blind_index(email::text, 'public.clients.email', 'lower') AS bidx_current,
+       last_name_tokens IS NOT DISTINCT FROM blind_tokens(last_name::text, 'public.clients.last_name', 'lower') AS tokens_current
+FROM clients WHERE id IN (2, 3, 4, 5, 5003) ORDER BY id;
+DELETE FROM clients WHERE id = 5003;
+-- Without the index key, writes of other columns still work (nothing to
+-- compute); a write of the token column fails.
+RESET pazpaz.index_key;
+SELECT regress.try($$UPDATE clients SET workspace_id = 2 WHERE id = 6$$) AS other_column_without_index_key;
+SELECT regress.try($$UPDATE clients SET email_bidx = NULL WHERE id = 6$$) AS token_column_without_index_key;
+SELECT set_config('pazpaz.index_key', :'index_key', false) IS NOT NULL AS index_key_set;
+
 -- jsonb (format 2) and bytea (format 1) columns. (From here on the batch
 -- NOTICEs are left out: batches are ranges of heap blocks, so their counts
 -- depend on where earlier updates put the rows.)
