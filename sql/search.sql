@@ -87,8 +87,11 @@ BEGIN
        AND a.attname OPERATOR(pg_catalog.=) col
        AND a.attnum OPERATOR(pg_catalog.>) 0
        AND NOT a.attisdropped;
+    -- Messages name the table and columns that exist, never a caller's
+    -- string as given (it may be a value passed in the wrong place, and the
+    -- log filter passes these messages as they are).
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'column % of relation % does not exist', col, tbl USING ERRCODE = '42703';
+        RAISE EXCEPTION '%: relation % has no column of the name given', caller, tbl USING ERRCODE = '42703';
     END IF;
     -- The backfill UPDATE runs the table's triggers and index expressions
     -- as the caller (see rotate_column): run it as the owner.
@@ -136,8 +139,8 @@ BEGIN
     trig := pg_catalog.concat('zz_pazpaz_', tokcol);
     idx := pg_catalog.concat(relname, '_', tokcol);
     IF pg_catalog.octet_length(trig) OPERATOR(pg_catalog.>) 63 OR pg_catalog.octet_length(idx) OPERATOR(pg_catalog.>) 63 THEN
-        RAISE EXCEPTION '% would name its trigger % and its index %, longer than 63 bytes', caller, trig, idx
-            USING ERRCODE = '42622', HINT = 'Pass a shorter token_column.';
+        RAISE EXCEPTION '%: the names of the trigger and index of this token column would be longer than 63 bytes', caller
+            USING ERRCODE = '42622', HINT = 'Pass a shorter token_column (the trigger is zz_pazpaz_<token column>, the index <table>_<token column>).';
     END IF;
     args := ARRAY['pazpaz_crypto search v1', kind, col::pg_catalog.text, tokcol, src_type, ctx, normalization,
                   bits::pg_catalog.text, fp];
@@ -301,8 +304,10 @@ BEGIN
     SELECT t.tgargs INTO have_args FROM pg_catalog.pg_trigger t
      WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig;
     IF NOT FOUND OR pg_catalog.substr(have_args, 1, pg_catalog.length(prefix)) OPERATOR(pg_catalog.<>) prefix THEN
-        RAISE EXCEPTION '%: % has no % on column % named %', caller, tbl,
-            CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'blind index' ELSE 'match index' END, col, tokcol
+        -- (Names only what exists: the column and token column given may be
+        -- anything.)
+        RAISE EXCEPTION '%: % has no % of that column with that token column', caller, tbl,
+            CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'blind index' ELSE 'match index' END
             USING ERRCODE = '42704';
     END IF;
     SELECT pg_catalog.format('%I.%I', ns.nspname, c.relname) INTO STRICT rel

@@ -300,8 +300,17 @@ unsafe fn trigger_args(t: &pg_sys::Trigger) -> Vec<&CStr> {
 
 /// The definition of the search index of `kind` on `rel.token_column`.
 fn definition(rel: &PgRelation, token_column: &str, kind: Kind) -> Definition {
+    // The caller's string is named only when it is a column of the table:
+    // otherwise it may be anything, a value passed in the wrong place
+    // included, and the error (which the log filter passes as the
+    // extension's own) must not repeat it.
     let not_found = || {
-        raise(Error::BadSearchIndex { index: format!("{}.{}", rel.name(), token_column) });
+        // SAFETY: `rel` is open; its tuple descriptor lives as long.
+        let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked(rel.rd_att) };
+        if tupdesc.iter().any(|a| !a.attisdropped && a.name() == token_column) {
+            raise(Error::BadSearchIndex { index: format!("{}.{}", rel.name(), token_column) });
+        }
+        raise(Error::NoSearchIndex { table: rel.name().to_owned() });
     };
     // SAFETY: `rel` is open (PgRelation holds a lock), so its relcache entry
     // and trigger descriptor stay valid for this call.

@@ -315,3 +315,41 @@ def test_a_dedicated_schema_and_the_documented_lookups_under_plants(server):
         server.drop_db(name)
         with psycopg.connect(server.dsn(), autocommit=True) as c2:
             c2.execute("DROP ROLE IF EXISTS planter_py")
+
+
+def test_a_value_passed_in_the_wrong_place_never_reaches_the_log(server, conn):
+    """The extension's own errors pass the log filter as they are, so they
+    must not repeat what a caller passed: a value given where a column name
+    belongs (blind_index_for('members', $1, 'email_bidx')) was logged as
+    "members.<the value> is not a search index of pazpaz_crypto"."""
+    set_keys(conn, new_key(), new_key())
+    conn.execute("CREATE TABLE members (id int PRIMARY KEY, email encrypted_text)")
+    conn.execute("INSERT INTO members VALUES (1, 'someone@example.com')")
+    conn.execute("CALL add_blind_index('members', 'email', normalization => 'lower')")
+    start = server.log.stat().st_size
+    markers = [f"jane.PHIMARK{i}.{secrets.token_hex(4)}@example.com" for i in range(8)]
+    calls = [
+        ("SELECT blind_index_for('members', %s, 'email_bidx')", psycopg.errors.UndefinedObject),
+        ("SELECT blind_search_tokens_for('members', %s, 'query')", psycopg.errors.UndefinedObject),
+        ("SELECT blind_equals('\\x00'::bytea, 'members', %s, 'x')", psycopg.errors.UndefinedObject),
+        ("CALL add_blind_index('members', %s)", psycopg.errors.UndefinedColumn),
+        ("CALL add_match_index('members', 'email', token_column => %s || repeat('x', 60))",
+         psycopg.errors.NameTooLong),
+        ("CALL drop_blind_index('members', %s)", psycopg.errors.UndefinedObject),
+        ("CALL drop_match_index('members', 'email', %s)", psycopg.errors.UndefinedObject),
+    ]
+    for (sql, error), marker in zip(calls, markers):
+        with pytest.raises(error) as e:
+            conn.execute(sql, (marker,))
+        assert marker not in str(e.value), (sql, str(e.value))
+    # An existing column that is not an index is named (it is a name).
+    with pytest.raises(psycopg.errors.UndefinedObject) as e:
+        conn.execute("SELECT blind_index_for('members', 'email', 'x')")
+    assert "members.email is not a search index" in str(e.value)
+    time.sleep(0.5)
+    with open(server.log, "rb") as f:
+        f.seek(start)
+        log = f.read().decode("utf-8", "replace")
+    assert "has no search index of pazpaz_crypto on the column named" in log, "the errors were logged"
+    for m in markers:
+        assert m not in log and "PHIMARK" not in log, f"a value reached the server log: {m}"
