@@ -95,6 +95,12 @@ COMMENT ON FUNCTION @extschema@.blind_equals(pg_catalog.bytea, pg_catalog.text, 
   'blind_equals(token_column, tbl, token_column_name, value): token = blind_index_for(tbl, name, value) with pg_catalog''s =, inlined (the B-tree is used); no operator resolved through the search_path';
 COMMENT ON FUNCTION @extschema@.blind_contains(pg_catalog.int4[], pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
   'blind_contains(tokens_column, tbl, token_column_name, query): tokens @> blind_search_tokens_for(tbl, name, query) with pg_catalog''s @>, inlined (the GIN index is used); recheck the candidates';
+COMMENT ON TABLE @extschema@.search_indexes IS
+  'The search indexes added by add_blind_index/add_match_index, per table and token column: the trigger and the lookups use a definition only when it is registered here for their own table';
+COMMENT ON FUNCTION @extschema@.search_index_register(pg_catalog.regclass, pg_catalog.text[]) IS
+  'Internal to add_blind_index/add_match_index: registers the definition of the table''s own search trigger, refusing a context of another owner''s table';
+COMMENT ON FUNCTION @extschema@.search_index_unregister(pg_catalog.regclass, pg_catalog.name) IS
+  'Internal to drop_blind_index/drop_match_index: forgets an index whose trigger is gone';
 COMMENT ON FUNCTION @extschema@.index_key_status() IS
   'Index key settings that are set, each with an 8-hex-digit fingerprint of its key (never a key)';
 COMMENT ON FUNCTION @extschema@.search_index_check(pg_catalog.text, pg_catalog.text, pg_catalog.int4, pg_catalog.text) IS

@@ -29,6 +29,96 @@
 -- every type, function, operator and operator class is schema-qualified and
 -- the table is named by its schema and name. The trigger function is C.
 
+-- ---- The registry of search indexes ------------------------------------------
+--
+-- The trigger's arguments (the definition: context, normalization, bits, key
+-- fingerprint) are readable by everyone in pg_trigger, and the owner of any
+-- table can create a trigger with any arguments. A trigger copied from
+-- another table would make a session that holds the index key compute, on
+-- writes to the copier's table, tokens under that table's context: tokens
+-- the copier can then compare with the other table's, a dictionary oracle.
+-- So the trigger and the lookups use a definition only when it is
+-- registered here for their own table. Rows are written only by the two
+-- SECURITY DEFINER functions below, which register what the table's own
+-- trigger says (only its owner can have created it) and refuse a context
+-- that belongs to a table of another owner: registered for one, or the
+-- default "schema"."table"."column" of one. The table is an extension
+-- configuration table: pg_dump dumps its rows (the relation by name, as a
+-- regclass prints), so a restore keeps the indexes registered.
+CREATE TABLE search_indexes (
+    rel pg_catalog.regclass NOT NULL,
+    token_column pg_catalog.name NOT NULL,
+    -- The trigger's arguments (see src/search.rs).
+    definition pg_catalog.text[] NOT NULL,
+    PRIMARY KEY (rel, token_column)
+);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.search_indexes', '');
+REVOKE ALL ON TABLE search_indexes FROM PUBLIC;
+GRANT SELECT ON TABLE search_indexes TO PUBLIC;
+
+CREATE FUNCTION search_index_register(tbl regclass, args text[]) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    want bytea;
+    owner oid;
+    parts text[];
+BEGIN
+    IF cardinality(args) <> 9 OR args[1] <> 'pazpaz_crypto search v1' OR args[2] NOT IN ('exact', 'match') THEN
+        RAISE EXCEPTION 'search_index_register: not a search index definition' USING ERRCODE = '22023';
+    END IF;
+    -- The definition must be the one of the table's own trigger.
+    SELECT string_agg(convert_to(u.a, 'UTF8') || '\x00'::bytea, ''::bytea ORDER BY u.i) INTO want
+      FROM unnest(args) WITH ORDINALITY u(a, i);
+    IF NOT EXISTS (SELECT FROM pg_trigger t
+                    WHERE t.tgrelid = tbl AND t.tgname = concat('zz_pazpaz_', args[4])
+                      AND t.tgfoid = '@extschema@.blind_index_trigger()'::regprocedure AND t.tgargs = want) THEN
+        RAISE EXCEPTION 'search_index_register: % has no search index trigger with this definition', tbl
+            USING ERRCODE = '42704';
+    END IF;
+    SELECT c.relowner INTO STRICT owner FROM pg_class c WHERE c.oid = tbl;
+    -- A context belongs to the tables of one owner.
+    IF EXISTS (SELECT FROM @extschema@.search_indexes r JOIN pg_class c ON c.oid = r.rel::oid
+                WHERE r.definition[2] = args[2] AND r.definition[6] = args[6] AND c.relowner <> owner) THEN
+        RAISE EXCEPTION 'The context of this search index on % is used by a search index on a table of another owner', tbl
+            USING ERRCODE = '42501',
+                  HINT = 'Equal contexts give equal tokens, which another table''s owner could compare. Pass another context.';
+    END IF;
+    BEGIN
+        parts := parse_ident(args[6]);
+    EXCEPTION WHEN OTHERS THEN
+        parts := NULL;
+    END;
+    IF cardinality(parts) = 3 AND EXISTS (
+        SELECT FROM pg_class c
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+          JOIN pg_attribute a ON a.attrelid = c.oid
+         WHERE n.nspname = parts[1]::name AND c.relname = parts[2]::name AND a.attname = parts[3]::name
+           AND a.attnum > 0 AND NOT a.attisdropped AND c.oid <> tbl::oid AND c.relowner <> owner) THEN
+        RAISE EXCEPTION 'The context of this search index on % is the default context of a column of a table of another owner', tbl
+            USING ERRCODE = '42501', HINT = 'Pass another context.';
+    END IF;
+    -- Rows of tables dropped since.
+    DELETE FROM @extschema@.search_indexes r WHERE NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = r.rel::oid);
+    INSERT INTO @extschema@.search_indexes (rel, token_column, definition) VALUES (tbl, args[4]::name, args)
+        ON CONFLICT (rel, token_column) DO UPDATE SET definition = EXCLUDED.definition;
+END
+$fn$;
+
+-- Forgets an index whose trigger is gone.
+CREATE FUNCTION search_index_unregister(tbl regclass, tokcol name) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF EXISTS (SELECT FROM pg_trigger t
+                WHERE t.tgrelid = tbl AND t.tgname = concat('zz_pazpaz_', tokcol)
+                  AND t.tgfoid = '@extschema@.blind_index_trigger()'::regprocedure) THEN
+        RAISE EXCEPTION 'search_index_unregister: the trigger of this index on % still exists', tbl USING ERRCODE = '55000';
+    END IF;
+    DELETE FROM @extschema@.search_indexes r WHERE r.rel = tbl AND r.token_column = tokcol;
+END
+$fn$;
+
 -- Shared by add_blind_index and add_match_index (kind 'exact' or 'match').
 CREATE PROCEDURE search_index_add(
     kind text,
@@ -166,6 +256,9 @@ BEGIN
                 trig, rel, args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9]);
             COMMIT;
         END IF;
+        -- (An index of an earlier version has no registry row yet.)
+        PERFORM @extschema@.search_index_register(tbl, args);
+        COMMIT;
         RAISE NOTICE '%: % exists; resuming its backfill', caller, tokcol;
     ELSE
         IF EXISTS (SELECT FROM pg_catalog.pg_attribute a
@@ -179,6 +272,7 @@ BEGIN
         EXECUTE pg_catalog.format(
             'CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%L, %L, %L, %L, %L, %L, %L, %L, %L)',
             trig, rel, args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9]);
+        PERFORM @extschema@.search_index_register(tbl, args);
         -- From here on every write keeps the token current.
         COMMIT;
     END IF;
@@ -315,6 +409,7 @@ BEGIN
       JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
      WHERE c.oid OPERATOR(pg_catalog.=) tbl;
     EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trig, rel);
+    PERFORM @extschema@.search_index_unregister(tbl, tokcol::pg_catalog.name);
     EXECUTE pg_catalog.format('ALTER TABLE %s DROP COLUMN %I', rel, tokcol);
     RAISE NOTICE '%: dropped % and its trigger and indexes', caller, tokcol;
 END

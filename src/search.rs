@@ -7,9 +7,11 @@
 //! An index's definition lives in its trigger's arguments (so it moves with
 //! the table through pg_dump, and goes away with it):
 //! `(MARKER, 'exact'|'match', source column, token column, source type,
-//! context, normalization, bits, index key fingerprint)`.
+//! context, normalization, bits, index key fingerprint)`. The trigger and
+//! the lookups use a definition only when it is registered for their own
+//! table in the extension's `search_indexes` (`check_registered`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::ffi::CStr;
 use std::num::NonZeroUsize;
@@ -18,9 +20,9 @@ use pazpaz_core::blind_index::{check_index_bits, check_token_bits, index_len, De
 use pazpaz_core::Error;
 use pgrx::heap_tuple::PgHeapTuple;
 use pgrx::prelude::*;
-use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum, PgRelation, PgTupleDesc};
+use pgrx::{pg_sys, AllocatedByPostgres, FromDatum, IntoDatum, PgRelation, PgTupleDesc};
 
-use crate::backend_local::BackendLocal;
+use crate::backend_local::{BackendLocal, LocalCell};
 use crate::encrypted_text::{encrypted_text_to_text, EncryptedText};
 use crate::error::{raise, OrRaise};
 use crate::field_functions::decrypt_field;
@@ -331,13 +333,136 @@ fn definition(rel: &PgRelation, token_column: &str, kind: Kind) -> Definition {
             && args[3].to_bytes() == token_column.as_bytes()
         {
             match Definition::parse(&args) {
-                Some(d) if d.kind == kind => return d,
+                Some(d) if d.kind == kind => {
+                    check_registered(rel, t, &args, &d.name(rel));
+                    return d;
+                }
                 _ => not_found(),
             }
         }
     }
     not_found();
     unreachable!()
+}
+
+// ---- the registry ----------------------------------------------------------------
+
+/// Triggers whose definitions were found registered for their tables in
+/// this backend: (table, trigger, its arguments as pg_trigger keeps them).
+/// The arguments are part of the key (CREATE OR REPLACE TRIGGER keeps the
+/// trigger's oid); a registry row goes only with its trigger.
+static REGISTERED: LocalCell<Vec<(pg_sys::Oid, pg_sys::Oid, Vec<u8>)>> = BackendLocal::new(RefCell::new(Vec::new()));
+const MAX_REGISTERED: usize = 256;
+/// (extension oid, its schema), once looked up.
+static EXTENSION: BackendLocal<Cell<(pg_sys::Oid, pg_sys::Oid)>> =
+    BackendLocal::new(Cell::new((pg_sys::InvalidOid, pg_sys::InvalidOid)));
+
+/// Runs `f` over the rows of a table, under a fresh snapshot, without
+/// privilege checks (the registry must be readable by every writer of an
+/// indexed table, whatever its grants on the extension's schema); `f`
+/// returns false to stop.
+///
+/// # Safety
+/// `relid` must be a table; `f` must not keep the tuple past its call.
+unsafe fn scan_table(relid: pg_sys::Oid, mut f: impl FnMut(pg_sys::HeapTuple, pg_sys::TupleDesc) -> bool) {
+    // SAFETY: an ordinary heap scan under a registered snapshot; every
+    // resource is released here, or by the transaction's abort when `f` or
+    // PostgreSQL raises.
+    unsafe {
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::table_open(relid, lock);
+        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
+        let scan = pg_sys::systable_beginscan(rel, pg_sys::InvalidOid, false, snapshot, 0, std::ptr::null_mut());
+        loop {
+            let tuple = pg_sys::systable_getnext(scan);
+            if tuple.is_null() || !f(tuple, (*rel).rd_att) {
+                break;
+            }
+        }
+        pg_sys::systable_endscan(scan);
+        pg_sys::UnregisterSnapshot(snapshot);
+        pg_sys::table_close(rel, lock);
+    }
+}
+
+/// Column `n` of a tuple (None for NULL).
+///
+/// # Safety
+/// `tuple` is described by `desc` and has at least `n` columns.
+unsafe fn column(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, n: usize) -> Option<pg_sys::Datum> {
+    let n = NonZeroUsize::new(n).expect("columns count from 1");
+    // SAFETY: per the contract.
+    unsafe { pgrx::heap_getattr_raw(tuple, n, desc) }
+}
+
+/// The schema the extension is installed in.
+fn extension_namespace() -> pg_sys::Oid {
+    // SAFETY: a catalog lookup by name (raises if the extension is gone,
+    // which cannot be while its trigger or function runs).
+    let ext = unsafe { pg_sys::get_extension_oid(c"pazpaz_crypto".as_ptr(), false) };
+    let (cached, nsp) = EXTENSION.get();
+    if cached == ext {
+        return nsp;
+    }
+    let mut nsp = pg_sys::InvalidOid;
+    // SAFETY: pg_extension's columns 1 (oid) and 4 (extnamespace) are oids.
+    unsafe {
+        scan_table(pg_sys::ExtensionRelationId, |tuple, desc| {
+            let oid = column(tuple, desc, 1).and_then(|d| pg_sys::Oid::from_datum(d, false));
+            if oid == Some(ext) {
+                nsp = column(tuple, desc, 4).and_then(|d| pg_sys::Oid::from_datum(d, false)).unwrap_or(nsp);
+                return false;
+            }
+            true
+        })
+    };
+    EXTENSION.set((ext, nsp));
+    nsp
+}
+
+/// Refuses a search index whose definition (the trigger `t`'s arguments) is
+/// not registered for `rel` in the extension's `search_indexes` (see
+/// `sql/search.sql`): a trigger whose arguments were copied from another
+/// table's, which would make a key-holding session compute tokens under
+/// that table's context for the copier.
+fn check_registered(rel: &PgRelation, t: &pg_sys::Trigger, args: &[&CStr], index: &str) {
+    let relid = rel.oid();
+    let key: Vec<u8> = args.iter().flat_map(|a| a.to_bytes_with_nul().iter().copied()).collect();
+    if REGISTERED.borrow().iter().any(|(r, tg, a)| *r == relid && *tg == t.tgoid && *a == key) {
+        return;
+    }
+    let nsp = extension_namespace();
+    // SAFETY: a catalog lookup by name in a schema.
+    let registry = unsafe { pg_sys::get_relname_relid(c"search_indexes".as_ptr(), nsp) };
+    if registry == pg_sys::InvalidOid {
+        raise(Error::UnregisteredSearchIndex { index: index.to_owned() });
+    }
+    let mut found = false;
+    // SAFETY: the registry's columns are (rel regclass, token_column name,
+    // definition text[]); regclass is an oid by value, the array is
+    // detoasted and copied by the conversion.
+    unsafe {
+        scan_table(registry, |tuple, desc| {
+            let row_rel = column(tuple, desc, 1).and_then(|d| pg_sys::Oid::from_datum(d, false));
+            if row_rel != Some(relid) {
+                return true;
+            }
+            let def = column(tuple, desc, 3).and_then(|d| Vec::<Option<String>>::from_datum(d, false));
+            found = def.is_some_and(|def| {
+                def.len() == args.len()
+                    && def.iter().zip(args).all(|(d, a)| d.as_deref().map(str::as_bytes) == Some(a.to_bytes()))
+            });
+            !found
+        })
+    };
+    if !found {
+        raise(Error::UnregisteredSearchIndex { index: index.to_owned() });
+    }
+    let mut cache = REGISTERED.borrow_mut();
+    if cache.len() >= MAX_REGISTERED {
+        cache.clear();
+    }
+    cache.push((relid, t.tgoid, key));
 }
 
 // ---- the trigger ---------------------------------------------------------------
@@ -470,6 +595,9 @@ fn blind_index_trigger<'a>(
             // SAFETY: the trigger's own new tuple, returned unchanged.
             return Ok(Some(unsafe { PgHeapTuple::from_heap_tuple(tupdesc, tuple) }));
         }
+    }
+    if src.is_some() {
+        check_registered(&rel, t, &args, &index);
     }
     let token = src.and_then(|d| {
         let plain = decrypt_source(def.source_type, d);

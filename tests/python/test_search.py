@@ -353,3 +353,53 @@ def test_a_value_passed_in_the_wrong_place_never_reaches_the_log(server, conn):
     assert "has no search index of pazpaz_crypto on the column named" in log, "the errors were logged"
     for m in markers:
         assert m not in log and "PHIMARK" not in log, f"a value reached the server log: {m}"
+
+
+def test_the_registry_survives_a_keyless_dump_and_restore(server):
+    """search_indexes is an extension configuration table: a keyless
+    pg_dump carries its rows (the table by name), so the restored indexes
+    are registered and work with the keys, and a trigger copied to another
+    table in the restored database is still refused."""
+    data_key, index_key = new_key(), new_key()
+    src = server.create_db()
+    c = psycopg.connect(server.dsn(src), autocommit=True)
+    set_keys(c, data_key, index_key)
+    c.execute("CREATE SCHEMA crm")
+    c.execute("CREATE TABLE crm.members (id int PRIMARY KEY, email encrypted_text, last_name encrypted_text)")
+    c.execute("INSERT INTO crm.members SELECT i, 'user' || i || '@example.com', 'Johansson ' || i "
+              "FROM generate_series(1, 100) i")
+    c.execute("CALL add_blind_index('crm.members', 'email', normalization => 'lower')")
+    c.execute("CALL add_match_index('crm.members', 'last_name')")
+    c.close()
+    work = server.workdir("search_dump")
+    dump = work / "members.sql"
+    envelope = {"PGOPTIONS": "-c pazpaz.encrypted_text_io=envelope"}
+    r = server.tool("pg_dump", "-d", src, "-f", dump, env=envelope, dbname=src)
+    assert r.returncode == 0, r.stderr
+    assert "search_indexes" in dump.read_text()
+    dst = "t_" + secrets.token_hex(6)
+    with psycopg.connect(server.dsn(), autocommit=True) as c0:
+        c0.execute(f"CREATE DATABASE {dst}")
+    r = server.psql("-v", "ON_ERROR_STOP=1", "-d", dst, "-f", dump, env=envelope, dbname=dst)
+    assert r.returncode == 0, r.stderr
+    c = psycopg.connect(server.dsn(dst), autocommit=True)
+    try:
+        rows = c.execute("SELECT rel::text, token_column::text FROM search_indexes ORDER BY 2").fetchall()
+        assert rows == [("crm.members", "email_bidx"), ("crm.members", "last_name_tokens")]
+        set_keys(c, data_key, index_key)
+        c.execute("INSERT INTO crm.members VALUES (101, 'New.Member@Example.com', 'Newman')")
+        assert c.execute("SELECT id FROM crm.members WHERE blind_equals(email_bidx, 'crm.members', 'email_bidx', "
+                         "'new.member@example.com')").fetchall() == [(101,)]
+        assert c.execute("SELECT id FROM crm.members WHERE blind_equals(email_bidx, 'crm.members', 'email_bidx', "
+                         "'USER7@example.com')").fetchall() == [(7,)]
+        assert c.execute("SELECT count(*) FROM crm.members WHERE blind_contains(last_name_tokens, 'crm.members', "
+                         "'last_name_tokens', 'son 1') AND last_name::text ILIKE '%son 1%'").fetchone()[0] == 12
+        c.execute("CREATE TABLE copy (id int, email encrypted_text, email_bidx bytea)")
+        c.execute("DO $$ BEGIN EXECUTE (SELECT replace(pg_get_triggerdef(oid), 'ON crm.members', 'ON public.copy') "
+                  "FROM pg_trigger WHERE tgname = 'zz_pazpaz_email_bidx'); END $$")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("INSERT INTO copy VALUES (1, 'user7@example.com')")
+    finally:
+        c.close()
+        server.drop_db(dst)
+        server.drop_db(src)

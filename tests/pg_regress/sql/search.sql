@@ -149,6 +149,53 @@ SELECT regress.try($$UPDATE clients SET workspace_id = 2 WHERE id = 6$$) AS othe
 SELECT regress.try($$UPDATE clients SET email_bidx = NULL WHERE id = 6$$) AS token_column_without_index_key;
 SELECT set_config('pazpaz.index_key', :'index_key', false) IS NOT NULL AS index_key_set;
 
+-- ---- A copied definition is not used ------------------------------------------
+-- The trigger's arguments (context, key fingerprint) are public in
+-- pg_trigger. An owner of another table, without the key, copies them onto
+-- its own table, so that a session holding the key would compute tokens
+-- under clients' context for the values written there: a dictionary oracle
+-- by comparing the two token columns. Only registered definitions are used.
+SELECT rel, token_column, definition[6] AS context FROM search_indexes ORDER BY 1, 2;
+CREATE ROLE regress_copier;
+GRANT CREATE ON SCHEMA public TO regress_copier;
+GRANT USAGE ON SCHEMA regress TO regress_copier;
+SET ROLE regress_copier;
+CREATE TABLE public.copied (id int PRIMARY KEY, email encrypted_text, email_bidx bytea);
+DO $$
+BEGIN
+    EXECUTE (SELECT replace(pg_get_triggerdef(t.oid), 'ON public.clients', 'ON public.copied')
+               FROM pg_trigger t WHERE t.tgrelid = 'public.clients'::regclass AND t.tgname = 'zz_pazpaz_email_bidx');
+END $$;
+SELECT regress.try($$SELECT search_index_register('public.copied', (SELECT definition FROM search_indexes WHERE rel = 'public.clients'::regclass AND token_column = 'email_bidx'))$$) AS register_the_copy;
+-- Nor through the procedure, with clients' context (or the default context
+-- of a column of another owner's table).
+DROP TRIGGER zz_pazpaz_email_bidx ON public.copied;
+ALTER TABLE public.copied DROP COLUMN email_bidx;
+SELECT regress.try($$CALL add_blind_index('public.copied', 'email', normalization => 'lower', context => 'public.clients.email')$$) AS same_context;
+SELECT regress.try($$CALL add_match_index('public.copied', 'email', context => '"public"."clients"."phone"')$$) AS default_context_of_another_table;
+CREATE TABLE public.copied2 (id int PRIMARY KEY, email encrypted_text, email_bidx bytea);
+DO $$
+BEGIN
+    EXECUTE (SELECT replace(pg_get_triggerdef(t.oid), 'ON public.clients', 'ON public.copied2')
+               FROM pg_trigger t WHERE t.tgrelid = 'public.clients'::regclass AND t.tgname = 'zz_pazpaz_email_bidx');
+END $$;
+GRANT INSERT, SELECT ON public.copied2 TO PUBLIC;
+RESET ROLE;
+-- The key-holding session writes a guessed value into the copy: refused,
+-- and the lookup of the copy too; its table stays as it was.
+SELECT regress.try($$INSERT INTO public.copied2 VALUES (1, 'client.7@example.com')$$) AS write_into_the_copy;
+SELECT regress.try($$SELECT blind_index_for('public.copied2', 'email_bidx', 'client.7@example.com')$$) AS lookup_in_the_copy;
+SELECT count(*) AS copied_rows FROM public.copied2;
+SELECT count(*) AS registered_for_the_copies FROM search_indexes WHERE rel IN ('public.copied'::regclass, 'public.copied2'::regclass);
+-- The registry is written only through the procedures.
+SET ROLE regress_copier;
+SELECT regress.try($$INSERT INTO search_indexes SELECT 'public.copied2', 'email_bidx', definition FROM search_indexes WHERE token_column = 'email_bidx'$$) AS insert_directly;
+RESET ROLE;
+DROP TABLE public.copied, public.copied2;
+REVOKE CREATE ON SCHEMA public FROM regress_copier;
+REVOKE USAGE ON SCHEMA regress FROM regress_copier;
+DROP ROLE regress_copier;
+
 -- jsonb (format 2) and bytea (format 1) columns. (From here on the batch
 -- NOTICEs are left out: batches are ranges of heap blocks, so their counts
 -- depend on where earlier updates put the rows.)
