@@ -192,6 +192,20 @@ BEGIN
             USING ERRCODE = '42501',
                   HINT = 'SET ROLE to the table''s owner first: the UPDATE runs the table''s triggers and index expressions, which must not run with the rights of another role.';
     END IF;
+    -- One ordinary table: a partitioned table holds no rows of its own (its
+    -- backfill would never find any) and the trigger and column would not
+    -- reach rows of inheritance children.
+    IF EXISTS (SELECT FROM pg_catalog.pg_class c
+                WHERE c.oid OPERATOR(pg_catalog.=) tbl::pg_catalog.oid AND c.relkind OPERATOR(pg_catalog.<>) 'r') THEN
+        RAISE EXCEPTION '%: % is not an ordinary table (partitioned tables, views and foreign tables are not supported)', caller, tbl
+            USING ERRCODE = '0A000';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_inherits i
+                WHERE i.inhparent OPERATOR(pg_catalog.=) tbl::pg_catalog.oid
+                   OR i.inhrelid OPERATOR(pg_catalog.=) tbl::pg_catalog.oid) THEN
+        RAISE EXCEPTION '%: % is a partition, or has inheritance parents or children, which one index would not cover', caller, tbl
+            USING ERRCODE = '0A000', HINT = 'Index each table of its own.';
+    END IF;
     IF typid OPERATOR(pg_catalog.=) '@extschema@.encrypted_text'::pg_catalog.regtype::pg_catalog.oid THEN
         src_type := 'encrypted_text';
     ELSIF typid OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype::pg_catalog.oid THEN

@@ -265,6 +265,19 @@ SELECT regress.try($$CALL add_blind_index('clients', 'email', normalization => '
 SELECT regress.try($$CALL add_match_index('clients', 'email', bits => 40)$$);
 SELECT regress.try($$CALL add_blind_index('clients', 'email', token_column => 'e2', index_key => 'next')$$);
 SELECT regress.try($$CALL drop_blind_index('clients', 'last_name')$$);
+-- Partitioned tables (no rows of their own: the backfill never ended),
+-- partitions and tables in an inheritance hierarchy are refused.
+CREATE TABLE parted (id int, email encrypted_text) PARTITION BY RANGE (id);
+CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);
+INSERT INTO parted VALUES (1, 'a@example.com');
+CREATE TABLE inh_parent (id int, email encrypted_text);
+CREATE TABLE inh_child () INHERITS (inh_parent);
+SELECT regress.try($$CALL add_blind_index('parted', 'email')$$) AS partitioned;
+SELECT regress.try($$CALL add_blind_index('parted_1', 'email')$$) AS partition;
+SELECT regress.try($$CALL add_match_index('inh_parent', 'email')$$) AS inheritance_parent;
+SELECT regress.try($$CALL add_match_index('inh_child', 'email')$$) AS inheritance_child;
+SELECT count(*) AS token_columns FROM pg_attribute WHERE attrelid IN ('parted'::regclass, 'parted_1'::regclass, 'inh_parent'::regclass, 'inh_child'::regclass) AND attname LIKE 'email\_%';
+DROP TABLE parted, inh_parent, inh_child;
 -- Inside a transaction block (here: a function) it cannot COMMIT its batches.
 SELECT regress.try($$CALL add_blind_index('clients', 'last_name')$$);
 SET ROLE regress_app;
