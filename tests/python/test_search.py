@@ -12,6 +12,7 @@ package` tree, that build is loaded through scripts/pg.sh's package overlay
 import json
 import os
 import random
+import re
 import secrets
 import sys
 import threading
@@ -403,3 +404,39 @@ def test_the_registry_survives_a_keyless_dump_and_restore(server):
         c.close()
         server.drop_db(dst)
         server.drop_db(src)
+
+
+def test_the_procedures_messages_reach_the_log_intact_and_without_values(server, conn):
+    """In a session that holds keys the log filter redacts what follows a
+    ": " and every number of other code's messages. The add/drop
+    procedures' own NOTICEs, WARNINGs and errors name only existing tables
+    and columns and counts, so they are logged as written (they were
+    "add_blind_index: [value redacted by pazpaz_crypto]" and "batch #"); no
+    value goes with them."""
+    set_keys(conn, new_key(), new_key())
+    emails = [f"logged.person{i}.{secrets.token_hex(3)}@hidden.example" for i in range(50)]
+    conn.execute("CREATE TABLE people (id int PRIMARY KEY, email encrypted_text)")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO people VALUES (%s, %s)", list(enumerate(emails)))
+    start = server.log.stat().st_size
+    conn.execute("CALL add_blind_index('people', 'email', normalization => 'lower', batch_size => 20)")
+    with pytest.raises(psycopg.errors.UndefinedColumn):
+        conn.execute("CALL add_blind_index('people', %s)", (emails[0],))
+    with pytest.raises(psycopg.errors.DuplicateObject):
+        conn.execute("CALL add_blind_index('people', 'email', normalization => 'none')")
+    conn.execute("CALL drop_blind_index('people', 'email')")
+    time.sleep(0.5)
+    with open(server.log, "rb") as f:
+        f.seek(start)
+        log = f.read().decode("utf-8", "replace")
+    assert re.search(r"batch 1: \d+/50 rows\n", log), log[-3000:]
+    for line in ("add_blind_index: 50 rows of people.email to index",
+                 "add_blind_index: done, 50 rows indexed; email_bidx is indexed by people_email_bidx",
+                 "add_blind_index: relation people has no column of the name given",
+                 "email_bidx on people.email already exists with other parameters or another index key",
+                 "drop_blind_index: dropped email_bidx and its trigger and indexes"):
+        assert line in log, f"{line!r} not in the log:\n{log[-3000:]}"
+    assert "batch #" not in log and "add_blind_index: [value redacted" not in log
+    low = log.lower()
+    for e in emails:
+        assert e not in low, f"a plaintext reached the server log: {e}"
