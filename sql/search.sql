@@ -56,8 +56,9 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.search_indexes', '');
 REVOKE ALL ON TABLE search_indexes FROM PUBLIC;
 GRANT SELECT ON TABLE search_indexes TO PUBLIC;
 
+-- (STRICT like every function of the extension; PARALLEL UNSAFE: it writes.)
 CREATE FUNCTION search_index_register(tbl regclass, args text[]) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     want bytea;
@@ -107,7 +108,7 @@ $fn$;
 
 -- Forgets an index whose trigger is gone.
 CREATE FUNCTION search_index_unregister(tbl regclass, tokcol name) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     IF EXISTS (SELECT FROM pg_trigger t
@@ -528,9 +529,9 @@ LANGUAGE sql STABLE STRICT PARALLEL SAFE
 RETURN @extschema@.blind_search_tokens_for(tbl::pg_catalog.regclass, token_column, query);
 
 CREATE FUNCTION blind_equals(token bytea, tbl text, token_column text, value text) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
 RETURN token OPERATOR(pg_catalog.=) @extschema@.blind_index_for(tbl::pg_catalog.regclass, token_column, value);
 
 CREATE FUNCTION blind_contains(tokens int4[], tbl text, token_column text, query text) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
 RETURN tokens OPERATOR(pg_catalog.@>) @extschema@.blind_search_tokens_for(tbl::pg_catalog.regclass, token_column, query);
