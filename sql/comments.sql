@@ -87,6 +87,20 @@ COMMENT ON FUNCTION @extschema@.blind_index_for(pg_catalog.regclass, pg_catalog.
   'blind_index_for(tbl, token_column, value): the blind index of value with the context, normalization, bits and key of the index add_blind_index made';
 COMMENT ON FUNCTION @extschema@.blind_search_tokens_for(pg_catalog.regclass, pg_catalog.text, pg_catalog.text) IS
   'blind_search_tokens_for(tbl, token_column, query): the query tokens with the parameters and key of the index add_match_index made';
+COMMENT ON FUNCTION @extschema@.blind_index_for(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
+  'blind_index_for(tbl, token_column, value) with the table named by text: the one a literal table name picks, so a look-alike in a writable schema cannot take the call over';
+COMMENT ON FUNCTION @extschema@.blind_search_tokens_for(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
+  'blind_search_tokens_for(tbl, token_column, query) with the table named by text (see blind_index_for(text, text, text))';
+COMMENT ON FUNCTION @extschema@.blind_equals(pg_catalog.bytea, pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
+  'blind_equals(token_column, tbl, token_column_name, value): token = blind_index_for(tbl, name, value) with pg_catalog''s =, inlined (the B-tree is used); no operator resolved through the search_path';
+COMMENT ON FUNCTION @extschema@.blind_contains(pg_catalog.int4[], pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
+  'blind_contains(tokens_column, tbl, token_column_name, query): tokens @> blind_search_tokens_for(tbl, name, query) with pg_catalog''s @>, inlined (the GIN index is used); recheck the candidates';
+COMMENT ON TABLE @extschema@.search_indexes IS
+  'The search indexes added by add_blind_index/add_match_index, per table and token column: the trigger and the lookups use a definition only when it is registered here for their own table';
+COMMENT ON FUNCTION @extschema@.search_index_register(pg_catalog.regclass, pg_catalog.text[]) IS
+  'Internal to add_blind_index/add_match_index: registers the definition of the table''s own search trigger, refusing a context of another owner''s table';
+COMMENT ON FUNCTION @extschema@.search_index_unregister(pg_catalog.regclass, pg_catalog.name) IS
+  'Internal to drop_blind_index/drop_match_index: forgets an index whose trigger is gone';
 COMMENT ON FUNCTION @extschema@.index_key_status() IS
   'Index key settings that are set, each with an 8-hex-digit fingerprint of its key (never a key)';
 COMMENT ON FUNCTION @extschema@.search_index_check(pg_catalog.text, pg_catalog.text, pg_catalog.int4, pg_catalog.text) IS
@@ -105,3 +119,11 @@ COMMENT ON PROCEDURE @extschema@.drop_blind_index(pg_catalog.regclass, pg_catalo
   'Drops a blind index added by add_blind_index: its trigger and token column (and every index on it)';
 COMMENT ON PROCEDURE @extschema@.drop_match_index(pg_catalog.regclass, pg_catalog.name, pg_catalog.name) IS
   'Drops a match index added by add_match_index: its trigger and token column (and every index on it)';
+COMMENT ON PROCEDURE @extschema@.add_blind_index(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
+  'add_blind_index with the table and columns named by text: the one a literal call picks, so a look-alike in a writable schema cannot take it over';
+COMMENT ON PROCEDURE @extschema@.add_match_index(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
+  'add_match_index with the table and columns named by text (see add_blind_index(text, …))';
+COMMENT ON PROCEDURE @extschema@.drop_blind_index(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
+  'drop_blind_index with the table and columns named by text (see add_blind_index(text, …))';
+COMMENT ON PROCEDURE @extschema@.drop_match_index(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
+  'drop_match_index with the table and columns named by text (see add_blind_index(text, …))';

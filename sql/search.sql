@@ -10,11 +10,13 @@
 -- Adding an index: checks everything first (owner, column type, parameters,
 -- index key and data key set), then in one transaction adds the token column
 -- and the trigger that keeps it current from then on (zz_pazpaz_<token
--- column>, BEFORE INSERT OR UPDATE OF the source column; named to fire after
--- other BEFORE triggers, which fire in name order and may change the
--- value), COMMITs, backfills the existing rows in batches that COMMIT one
--- by one (setting the token column directly, not through the trigger; each
--- batch a range of heap blocks holding about batch_size rows), and
+-- column>, BEFORE INSERT OR UPDATE: every UPDATE, since another BEFORE
+-- trigger may change the source and an UPDATE may write the token column
+-- itself, which the trigger then computes again; named to fire after other
+-- BEFORE triggers, which fire in name order), COMMITs, backfills the
+-- existing rows in batches that COMMIT one by one (an UPDATE that the
+-- trigger computes the token for; each batch a range of heap blocks holding
+-- about batch_size rows), and
 -- finally builds the index. The index's definition (context, normalization,
 -- bits, and the fingerprint of the index key it is built with) is stored as
 -- the trigger's arguments. Interrupted, it loses at most the current batch:
@@ -26,6 +28,97 @@
 -- or in the SQL it generates is resolved through the caller's search_path:
 -- every type, function, operator and operator class is schema-qualified and
 -- the table is named by its schema and name. The trigger function is C.
+
+-- ---- The registry of search indexes ------------------------------------------
+--
+-- The trigger's arguments (the definition: context, normalization, bits, key
+-- fingerprint) are readable by everyone in pg_trigger, and the owner of any
+-- table can create a trigger with any arguments. A trigger copied from
+-- another table would make a session that holds the index key compute, on
+-- writes to the copier's table, tokens under that table's context: tokens
+-- the copier can then compare with the other table's, a dictionary oracle.
+-- So the trigger and the lookups use a definition only when it is
+-- registered here for their own table. Rows are written only by the two
+-- SECURITY DEFINER functions below, which register what the table's own
+-- trigger says (only its owner can have created it) and refuse a context
+-- that belongs to a table of another owner: registered for one, or the
+-- default "schema"."table"."column" of one. The table is an extension
+-- configuration table: pg_dump dumps its rows (the relation by name, as a
+-- regclass prints), so a restore keeps the indexes registered.
+CREATE TABLE search_indexes (
+    rel pg_catalog.regclass NOT NULL,
+    token_column pg_catalog.name NOT NULL,
+    -- The trigger's arguments (see src/search.rs).
+    definition pg_catalog.text[] NOT NULL,
+    PRIMARY KEY (rel, token_column)
+);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.search_indexes', '');
+REVOKE ALL ON TABLE search_indexes FROM PUBLIC;
+GRANT SELECT ON TABLE search_indexes TO PUBLIC;
+
+-- (STRICT like every function of the extension; PARALLEL UNSAFE: it writes.)
+CREATE FUNCTION search_index_register(tbl regclass, args text[]) RETURNS void
+LANGUAGE plpgsql STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    want bytea;
+    owner oid;
+    parts text[];
+BEGIN
+    IF cardinality(args) <> 9 OR args[1] <> 'pazpaz_crypto search v1' OR args[2] NOT IN ('exact', 'match') THEN
+        RAISE EXCEPTION 'search_index_register: not a search index definition' USING ERRCODE = '22023';
+    END IF;
+    -- The definition must be the one of the table's own trigger.
+    SELECT string_agg(convert_to(u.a, 'UTF8') || '\x00'::bytea, ''::bytea ORDER BY u.i) INTO want
+      FROM unnest(args) WITH ORDINALITY u(a, i);
+    IF NOT EXISTS (SELECT FROM pg_trigger t
+                    WHERE t.tgrelid = tbl AND t.tgname = concat('zz_pazpaz_', args[4])
+                      AND t.tgfoid = '@extschema@.blind_index_trigger()'::regprocedure AND t.tgargs = want) THEN
+        RAISE EXCEPTION 'search_index_register: % has no search index trigger with this definition', tbl
+            USING ERRCODE = '42704';
+    END IF;
+    SELECT c.relowner INTO STRICT owner FROM pg_class c WHERE c.oid = tbl;
+    -- A context belongs to the tables of one owner.
+    IF EXISTS (SELECT FROM @extschema@.search_indexes r JOIN pg_class c ON c.oid = r.rel::oid
+                WHERE r.definition[2] = args[2] AND r.definition[6] = args[6] AND c.relowner <> owner) THEN
+        RAISE EXCEPTION 'The context of this search index on % is used by a search index on a table of another owner', tbl
+            USING ERRCODE = '42501',
+                  HINT = 'Equal contexts give equal tokens, which another table''s owner could compare. Pass another context.';
+    END IF;
+    BEGIN
+        parts := parse_ident(args[6]);
+    EXCEPTION WHEN OTHERS THEN
+        parts := NULL;
+    END;
+    IF cardinality(parts) = 3 AND EXISTS (
+        SELECT FROM pg_class c
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+          JOIN pg_attribute a ON a.attrelid = c.oid
+         WHERE n.nspname = parts[1]::name AND c.relname = parts[2]::name AND a.attname = parts[3]::name
+           AND a.attnum > 0 AND NOT a.attisdropped AND c.oid <> tbl::oid AND c.relowner <> owner) THEN
+        RAISE EXCEPTION 'The context of this search index on % is the default context of a column of a table of another owner', tbl
+            USING ERRCODE = '42501', HINT = 'Pass another context.';
+    END IF;
+    -- Rows of tables dropped since.
+    DELETE FROM @extschema@.search_indexes r WHERE NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = r.rel::oid);
+    INSERT INTO @extschema@.search_indexes (rel, token_column, definition) VALUES (tbl, args[4]::name, args)
+        ON CONFLICT (rel, token_column) DO UPDATE SET definition = EXCLUDED.definition;
+END
+$fn$;
+
+-- Forgets an index whose trigger is gone.
+CREATE FUNCTION search_index_unregister(tbl regclass, tokcol name) RETURNS void
+LANGUAGE plpgsql STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF EXISTS (SELECT FROM pg_trigger t
+                WHERE t.tgrelid = tbl AND t.tgname = concat('zz_pazpaz_', tokcol)
+                  AND t.tgfoid = '@extschema@.blind_index_trigger()'::regprocedure) THEN
+        RAISE EXCEPTION 'search_index_unregister: the trigger of this index on % still exists', tbl USING ERRCODE = '55000';
+    END IF;
+    DELETE FROM @extschema@.search_indexes r WHERE r.rel = tbl AND r.token_column = tokcol;
+END
+$fn$;
 
 -- Shared by add_blind_index and add_match_index (kind 'exact' or 'match').
 CREATE PROCEDURE search_index_add(
@@ -45,7 +138,6 @@ DECLARE
     caller pg_catalog.text := CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'add_blind_index' ELSE 'add_match_index' END;
     typid pg_catalog.oid;
     src_type pg_catalog.text;
-    plain pg_catalog.text;
     nsp pg_catalog.name;
     relname pg_catalog.name;
     rel pg_catalog.text;
@@ -57,7 +149,7 @@ DECLARE
     args pg_catalog.text[];
     want_args pg_catalog.bytea;
     have_args pg_catalog.bytea;
-    compute pg_catalog.text;
+    trig_cols pg_catalog.int4;
     cond pg_catalog.text;
     q pg_catalog.text;
     upd pg_catalog.text;
@@ -86,8 +178,11 @@ BEGIN
        AND a.attname OPERATOR(pg_catalog.=) col
        AND a.attnum OPERATOR(pg_catalog.>) 0
        AND NOT a.attisdropped;
+    -- Messages name the table and columns that exist, never a caller's
+    -- string as given (it may be a value passed in the wrong place, and the
+    -- log filter passes these messages as they are).
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'column % of relation % does not exist', col, tbl USING ERRCODE = '42703';
+        RAISE EXCEPTION '%: relation % has no column of the name given', caller, tbl USING ERRCODE = '42703';
     END IF;
     -- The backfill UPDATE runs the table's triggers and index expressions
     -- as the caller (see rotate_column): run it as the owner.
@@ -98,15 +193,26 @@ BEGIN
             USING ERRCODE = '42501',
                   HINT = 'SET ROLE to the table''s owner first: the UPDATE runs the table''s triggers and index expressions, which must not run with the rights of another role.';
     END IF;
+    -- One ordinary table: a partitioned table holds no rows of its own (its
+    -- backfill would never find any) and the trigger and column would not
+    -- reach rows of inheritance children.
+    IF EXISTS (SELECT FROM pg_catalog.pg_class c
+                WHERE c.oid OPERATOR(pg_catalog.=) tbl::pg_catalog.oid AND c.relkind OPERATOR(pg_catalog.<>) 'r') THEN
+        RAISE EXCEPTION '%: % is not an ordinary table (partitioned tables, views and foreign tables are not supported)', caller, tbl
+            USING ERRCODE = '0A000';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_inherits i
+                WHERE i.inhparent OPERATOR(pg_catalog.=) tbl::pg_catalog.oid
+                   OR i.inhrelid OPERATOR(pg_catalog.=) tbl::pg_catalog.oid) THEN
+        RAISE EXCEPTION '%: % is a partition, or has inheritance parents or children, which one index would not cover', caller, tbl
+            USING ERRCODE = '0A000', HINT = 'Index each table of its own.';
+    END IF;
     IF typid OPERATOR(pg_catalog.=) '@extschema@.encrypted_text'::pg_catalog.regtype::pg_catalog.oid THEN
         src_type := 'encrypted_text';
-        plain := pg_catalog.format('@extschema@.text(%I)', col);
     ELSIF typid OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype::pg_catalog.oid THEN
         src_type := 'bytea';
-        plain := pg_catalog.format('@extschema@.decrypt_field(%I)', col);
     ELSIF typid OPERATOR(pg_catalog.=) 'pg_catalog.jsonb'::pg_catalog.regtype::pg_catalog.oid THEN
         src_type := 'jsonb';
-        plain := pg_catalog.format('@extschema@.decrypt_field_versioned(%I)', col);
     ELSE
         RAISE EXCEPTION '% indexes encrypted_text, bytea (format 1) and jsonb (format 2) columns, not %',
             caller, typid::pg_catalog.regtype USING ERRCODE = '42804';
@@ -138,8 +244,8 @@ BEGIN
     trig := pg_catalog.concat('zz_pazpaz_', tokcol);
     idx := pg_catalog.concat(relname, '_', tokcol);
     IF pg_catalog.octet_length(trig) OPERATOR(pg_catalog.>) 63 OR pg_catalog.octet_length(idx) OPERATOR(pg_catalog.>) 63 THEN
-        RAISE EXCEPTION '% would name its trigger % and its index %, longer than 63 bytes', caller, trig, idx
-            USING ERRCODE = '42622', HINT = 'Pass a shorter token_column.';
+        RAISE EXCEPTION '%: the names of the trigger and index of this token column would be longer than 63 bytes', caller
+            USING ERRCODE = '42622', HINT = 'Pass a shorter token_column (the trigger is zz_pazpaz_<token column>, the index <table>_<token column>).';
     END IF;
     args := ARRAY['pazpaz_crypto search v1', kind, col::pg_catalog.text, tokcol, src_type, ctx, normalization,
                   bits::pg_catalog.text, fp];
@@ -148,7 +254,7 @@ BEGIN
                                  ''::pg_catalog.bytea ORDER BY u.i)
       INTO want_args
       FROM pg_catalog.unnest(args) WITH ORDINALITY u(a, i);
-    SELECT t.tgargs INTO have_args FROM pg_catalog.pg_trigger t
+    SELECT t.tgargs, pg_catalog.cardinality(t.tgattr::pg_catalog.int2[]) INTO have_args, trig_cols FROM pg_catalog.pg_trigger t
      WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig;
     IF FOUND THEN
         IF have_args OPERATOR(pg_catalog.<>) want_args THEN
@@ -156,6 +262,18 @@ BEGIN
                 USING ERRCODE = '42710',
                       HINT = 'CALL it again with the same arguments and index key to finish it, or drop it first; to rebuild it under a new index key, add a second one with token_column => …';
         END IF;
+        IF trig_cols OPERATOR(pg_catalog.>) 0 THEN
+            -- A trigger of an earlier version (UPDATE OF the source column
+            -- only): replaced by one that fires on every UPDATE.
+            EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trig, rel);
+            EXECUTE pg_catalog.format(
+                'CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%L, %L, %L, %L, %L, %L, %L, %L, %L)',
+                trig, rel, args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9]);
+            COMMIT;
+        END IF;
+        -- (An index of an earlier version has no registry row yet.)
+        PERFORM @extschema@.search_index_register(tbl, args);
+        COMMIT;
         RAISE NOTICE '%: % exists; resuming its backfill', caller, tokcol;
     ELSE
         IF EXISTS (SELECT FROM pg_catalog.pg_attribute a
@@ -167,17 +285,13 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', rel, tokcol,
             CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'pg_catalog.bytea' ELSE 'pg_catalog.int4[]' END);
         EXECUTE pg_catalog.format(
-            'CREATE TRIGGER %I BEFORE INSERT OR UPDATE OF %I ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%L, %L, %L, %L, %L, %L, %L, %L, %L)',
-            trig, col, rel, args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9]);
+            'CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%L, %L, %L, %L, %L, %L, %L, %L, %L)',
+            trig, rel, args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9]);
+        PERFORM @extschema@.search_index_register(tbl, args);
         -- From here on every write keeps the token current.
         COMMIT;
     END IF;
 
-    IF kind OPERATOR(pg_catalog.=) 'exact' THEN
-        compute := pg_catalog.format('@extschema@.blind_index(%s, $3, $4, $5, $6)', plain);
-    ELSE
-        compute := pg_catalog.format('@extschema@.blind_tokens(%s, $3, $4, $5, $6)', plain);
-    END IF;
     cond := pg_catalog.format('%I IS NULL AND %I IS NOT NULL', tokcol, col);
     q := pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE %s', rel, cond);
     -- Batches are ranges of heap blocks (TID range scans), about batch_size
@@ -185,10 +299,12 @@ BEGIN
     -- a concurrent transaction is writing makes the batch wait for it (as
     -- any UPDATE would), and if that write indexed the row (the trigger),
     -- the recheck of the condition skips it.
+    -- The trigger computes the token of each row the UPDATE touches (its
+    -- token is NULL and its source is not).
     upd := pg_catalog.format($q$
-        UPDATE %1$s SET %3$I = %4$s
+        UPDATE %1$s SET %3$I = NULL
          WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2 AND %2$s
-    $q$, rel, cond, tokcol, compute);
+    $q$, rel, cond, tokcol);
     EXECUTE q INTO total;
     RAISE NOTICE '%: % rows of %.% to index', caller, total, tbl, col;
     remaining := total;
@@ -204,8 +320,7 @@ BEGIN
         blk := 0;
         WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
             EXECUTE upd USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
-                              pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid,
-                              ctx, normalization, bits, fp;
+                              pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
             GET DIAGNOSTICS n = ROW_COUNT;
             IF n OPERATOR(pg_catalog.>) 0 THEN
                 batch := batch OPERATOR(pg_catalog.+) 1;
@@ -298,8 +413,10 @@ BEGIN
     SELECT t.tgargs INTO have_args FROM pg_catalog.pg_trigger t
      WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig;
     IF NOT FOUND OR pg_catalog.substr(have_args, 1, pg_catalog.length(prefix)) OPERATOR(pg_catalog.<>) prefix THEN
-        RAISE EXCEPTION '%: % has no % on column % named %', caller, tbl,
-            CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'blind index' ELSE 'match index' END, col, tokcol
+        -- (Names only what exists: the column and token column given may be
+        -- anything.)
+        RAISE EXCEPTION '%: % has no % of that column with that token column', caller, tbl,
+            CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'blind index' ELSE 'match index' END
             USING ERRCODE = '42704';
     END IF;
     SELECT pg_catalog.format('%I.%I', ns.nspname, c.relname) INTO STRICT rel
@@ -307,6 +424,7 @@ BEGIN
       JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
      WHERE c.oid OPERATOR(pg_catalog.=) tbl;
     EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trig, rel);
+    PERFORM @extschema@.search_index_unregister(tbl, tokcol::pg_catalog.name);
     EXECUTE pg_catalog.format('ALTER TABLE %s DROP COLUMN %I', rel, tokcol);
     RAISE NOTICE '%: dropped % and its trigger and indexes', caller, tokcol;
 END
@@ -327,3 +445,93 @@ BEGIN
     CALL @extschema@.search_index_drop('match', tbl, col, token_column);
 END
 $proc$;
+
+
+-- ---- Calls that a hostile search_path cannot take over ---------------------
+--
+-- A literal argument ('public.members') has no type until PostgreSQL picks a
+-- function; among candidates of one name it prefers text (the preferred type
+-- of its category) to regclass or name. So a role that may create functions
+-- in a schema of the search_path -- in the extension's own schema, if that
+-- is public -- could otherwise shadow add_blind_index(regclass, name) with
+-- add_blind_index(text, text), and run its code in the caller's session,
+-- which holds the keys. These overloads take text, so a literal call picks
+-- them (a look-alike with the same argument types cannot be created beside
+-- them, and one with other types loses), and they hand the arguments,
+-- typed, to the functions above.
+--
+-- blind_equals and blind_contains do the whole comparison, so that a query
+-- needs no operator of its own: a bare "tokens @> …" is resolved through the
+-- search_path, and an exact public.@>(int4[], int4[]) beats pg_catalog's
+-- polymorphic @>(anyarray, anyarray). They are SQL functions with a body
+-- parsed when the extension is created (RETURN …), which the planner inlines:
+-- "email_bidx = blind_index_for(…)" and "tokens @> blind_search_tokens_for(…)"
+-- reach the B-tree and GIN indexes as if written in the query.
+
+CREATE PROCEDURE add_blind_index(
+    tbl text,
+    col text,
+    normalization text DEFAULT 'none',
+    bits integer DEFAULT 256,
+    batch_size integer DEFAULT 1000,
+    context text DEFAULT NULL,
+    token_column text DEFAULT NULL,
+    index_key text DEFAULT 'current'
+)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_add('exact', tbl::pg_catalog.regclass, col::pg_catalog.name, normalization, bits,
+                                      batch_size, context, token_column::pg_catalog.name, index_key);
+END
+$proc$;
+
+CREATE PROCEDURE add_match_index(
+    tbl text,
+    col text,
+    normalization text DEFAULT 'lower',
+    bits integer DEFAULT 20,
+    batch_size integer DEFAULT 1000,
+    context text DEFAULT NULL,
+    token_column text DEFAULT NULL,
+    index_key text DEFAULT 'current'
+)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_add('match', tbl::pg_catalog.regclass, col::pg_catalog.name, normalization, bits,
+                                      batch_size, context, token_column::pg_catalog.name, index_key);
+END
+$proc$;
+
+CREATE PROCEDURE drop_blind_index(tbl text, col text, token_column text DEFAULT NULL)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_drop('exact', tbl::pg_catalog.regclass, col::pg_catalog.name, token_column::pg_catalog.name);
+END
+$proc$;
+
+CREATE PROCEDURE drop_match_index(tbl text, col text, token_column text DEFAULT NULL)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_drop('match', tbl::pg_catalog.regclass, col::pg_catalog.name, token_column::pg_catalog.name);
+END
+$proc$;
+
+CREATE FUNCTION blind_index_for(tbl text, token_column text, value text) RETURNS bytea
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+RETURN @extschema@.blind_index_for(tbl::pg_catalog.regclass, token_column, value);
+
+CREATE FUNCTION blind_search_tokens_for(tbl text, token_column text, query text) RETURNS int4[]
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+RETURN @extschema@.blind_search_tokens_for(tbl::pg_catalog.regclass, token_column, query);
+
+CREATE FUNCTION blind_equals(token bytea, tbl text, token_column text, value text) RETURNS boolean
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+RETURN token OPERATOR(pg_catalog.=) @extschema@.blind_index_for(tbl::pg_catalog.regclass, token_column, value);
+
+CREATE FUNCTION blind_contains(tokens int4[], tbl text, token_column text, query text) RETURNS boolean
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+RETURN tokens OPERATOR(pg_catalog.@>) @extschema@.blind_search_tokens_for(tbl::pg_catalog.regclass, token_column, query);

@@ -114,6 +114,8 @@ extension_sql_file!(
         search::blind_tokens_with_key,
         search::search_index_check,
         search::blind_index_trigger,
+        search::blind_index_for,
+        search::blind_search_tokens_for,
         field_functions::decrypt_field,
         versioned::decrypt_field_versioned,
         encrypted_text::encrypted_text_to_text

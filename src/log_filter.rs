@@ -281,13 +281,12 @@ impl Message<'_> {
         let ours = funcname == Some(crate::error::FUNCNAME.to_bytes())
             || (funcname == Some(&b"call_string_check_hook"[..])
                 && self.get(Field::Message).is_some_and(|m| m.starts_with(b"invalid value for pazpaz.")))
-            // rotate_column's own RAISEs (names, counts, versions). A
-            // session could imitate this context only to log what it can
-            // read anyway; the rule is against accidents, not its own keys.
+            // The RAISEs of the extension's own PL/pgSQL procedures (names of
+            // tables and columns that exist, counts, versions). A session
+            // could imitate this context only to log what it can read
+            // anyway; the rule is against accidents, not its own keys.
             || (funcname == Some(&b"exec_stmt_raise"[..])
-                && self.get(Field::Context).is_some_and(|c| {
-                    c.starts_with(b"PL/pgSQL function rotate_column(regclass,name,integer,text) line ")
-                }));
+                && self.get(Field::Context).is_some_and(|c| redact::raised_by_own_procedure(&c)));
         let is_log = self.e.elevel == pg_sys::LOG as i32 || self.e.elevel == pg_sys::LOG_SERVER_ONLY as i32;
         let code = self.e.sqlerrcode;
 

@@ -7,9 +7,11 @@
 //! An index's definition lives in its trigger's arguments (so it moves with
 //! the table through pg_dump, and goes away with it):
 //! `(MARKER, 'exact'|'match', source column, token column, source type,
-//! context, normalization, bits, index key fingerprint)`.
+//! context, normalization, bits, index key fingerprint)`. The trigger and
+//! the lookups use a definition only when it is registered for their own
+//! table in the extension's `search_indexes` (`check_registered`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::ffi::CStr;
 use std::num::NonZeroUsize;
@@ -18,9 +20,9 @@ use pazpaz_core::blind_index::{check_index_bits, check_token_bits, index_len, De
 use pazpaz_core::Error;
 use pgrx::heap_tuple::PgHeapTuple;
 use pgrx::prelude::*;
-use pgrx::{pg_sys, AllocatedByPostgres, IntoDatum, PgRelation, PgTupleDesc};
+use pgrx::{pg_sys, AllocatedByPostgres, FromDatum, IntoDatum, PgRelation, PgTupleDesc};
 
-use crate::backend_local::BackendLocal;
+use crate::backend_local::{BackendLocal, LocalCell};
 use crate::encrypted_text::{encrypted_text_to_text, EncryptedText};
 use crate::error::{raise, OrRaise};
 use crate::field_functions::decrypt_field;
@@ -55,28 +57,38 @@ fn as_text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).map_err(|_| Error::NotUtf8).or_raise()
 }
 
+/// Lets a long computation be cancelled (statement_timeout, a cancel
+/// request): PostgreSQL's ERROR unwinds through the Rust frames.
+fn tick() {
+    pgrx::check_for_interrupts!();
+}
+
 fn exact(choice: &KeyChoice<'_>, value: &[u8], context: &[u8], normalize: Normalize, bits: u32) -> Bytea {
     let mut out = VarlenaBuf::alloc(index_len(bits));
     match normalize {
-        Normalize::None => {
-            with_derived(choice, Kind::Exact, context, |d| d.blind_index_into(value, bits, out.data_mut()))
-        }
+        // Any size: the HMAC streams over the value in place.
+        Normalize::None => with_derived(choice, Kind::Exact, context, |d| {
+            d.blind_index_ticking(value, bits, out.data_mut(), &mut tick)
+        }),
         _ => {
-            let n = normalize.apply(as_text(value));
-            with_derived(choice, Kind::Exact, context, |d| d.blind_index_into(n.as_bytes(), bits, out.data_mut()))
+            let v = as_text(value);
+            with_derived(choice, Kind::Exact, context, |d| {
+                d.blind_index_of(v, normalize, bits, out.data_mut(), &mut tick)
+            })
+            .or_raise()
         }
     }
     Bytea::from(out)
 }
 
 fn tokens(choice: &KeyChoice<'_>, value: &[u8], context: &[u8], normalize: Normalize, bits: u32) -> Vec<i32> {
-    let n = normalize.apply(as_text(value));
-    with_derived(choice, Kind::Tokens, context, |d| d.tokens(&n, bits))
+    let v = as_text(value);
+    with_derived(choice, Kind::Tokens, context, |d| d.tokens_of(v, normalize, bits, &mut tick)).or_raise()
 }
 
 fn query_tokens(choice: &KeyChoice<'_>, query: &[u8], context: &[u8], normalize: Normalize, bits: u32) -> Vec<i32> {
-    let n = normalize.apply(as_text(query));
-    with_derived(choice, Kind::Tokens, context, |d| d.query_tokens(&n, bits)).or_raise()
+    let v = as_text(query);
+    with_derived(choice, Kind::Tokens, context, |d| d.query_tokens_of(v, normalize, bits, &mut tick)).or_raise()
 }
 
 fn fingerprint_choice<'a>(fingerprint: &'a str) -> KeyChoice<'a> {
@@ -290,8 +302,17 @@ unsafe fn trigger_args(t: &pg_sys::Trigger) -> Vec<&CStr> {
 
 /// The definition of the search index of `kind` on `rel.token_column`.
 fn definition(rel: &PgRelation, token_column: &str, kind: Kind) -> Definition {
+    // The caller's string is named only when it is a column of the table:
+    // otherwise it may be anything, a value passed in the wrong place
+    // included, and the error (which the log filter passes as the
+    // extension's own) must not repeat it.
     let not_found = || {
-        raise(Error::BadSearchIndex { index: format!("{}.{}", rel.name(), token_column) });
+        // SAFETY: `rel` is open; its tuple descriptor lives as long.
+        let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked(rel.rd_att) };
+        if tupdesc.iter().any(|a| !a.attisdropped && a.name() == token_column) {
+            raise(Error::BadSearchIndex { index: format!("{}.{}", rel.name(), token_column) });
+        }
+        raise(Error::NoSearchIndex { table: rel.name().to_owned() });
     };
     // SAFETY: `rel` is open (PgRelation holds a lock), so its relcache entry
     // and trigger descriptor stay valid for this call.
@@ -312,13 +333,136 @@ fn definition(rel: &PgRelation, token_column: &str, kind: Kind) -> Definition {
             && args[3].to_bytes() == token_column.as_bytes()
         {
             match Definition::parse(&args) {
-                Some(d) if d.kind == kind => return d,
+                Some(d) if d.kind == kind => {
+                    check_registered(rel, t, &args, &d.name(rel));
+                    return d;
+                }
                 _ => not_found(),
             }
         }
     }
     not_found();
     unreachable!()
+}
+
+// ---- the registry ----------------------------------------------------------------
+
+/// Triggers whose definitions were found registered for their tables in
+/// this backend: (table, trigger, its arguments as pg_trigger keeps them).
+/// The arguments are part of the key (CREATE OR REPLACE TRIGGER keeps the
+/// trigger's oid); a registry row goes only with its trigger.
+static REGISTERED: LocalCell<Vec<(pg_sys::Oid, pg_sys::Oid, Vec<u8>)>> = BackendLocal::new(RefCell::new(Vec::new()));
+const MAX_REGISTERED: usize = 256;
+/// (extension oid, its schema), once looked up.
+static EXTENSION: BackendLocal<Cell<(pg_sys::Oid, pg_sys::Oid)>> =
+    BackendLocal::new(Cell::new((pg_sys::InvalidOid, pg_sys::InvalidOid)));
+
+/// Runs `f` over the rows of a table, under a fresh snapshot, without
+/// privilege checks (the registry must be readable by every writer of an
+/// indexed table, whatever its grants on the extension's schema); `f`
+/// returns false to stop.
+///
+/// # Safety
+/// `relid` must be a table; `f` must not keep the tuple past its call.
+unsafe fn scan_table(relid: pg_sys::Oid, mut f: impl FnMut(pg_sys::HeapTuple, pg_sys::TupleDesc) -> bool) {
+    // SAFETY: an ordinary heap scan under a registered snapshot; every
+    // resource is released here, or by the transaction's abort when `f` or
+    // PostgreSQL raises.
+    unsafe {
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::table_open(relid, lock);
+        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
+        let scan = pg_sys::systable_beginscan(rel, pg_sys::InvalidOid, false, snapshot, 0, std::ptr::null_mut());
+        loop {
+            let tuple = pg_sys::systable_getnext(scan);
+            if tuple.is_null() || !f(tuple, (*rel).rd_att) {
+                break;
+            }
+        }
+        pg_sys::systable_endscan(scan);
+        pg_sys::UnregisterSnapshot(snapshot);
+        pg_sys::table_close(rel, lock);
+    }
+}
+
+/// Column `n` of a tuple (None for NULL).
+///
+/// # Safety
+/// `tuple` is described by `desc` and has at least `n` columns.
+unsafe fn column(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, n: usize) -> Option<pg_sys::Datum> {
+    let n = NonZeroUsize::new(n).expect("columns count from 1");
+    // SAFETY: per the contract.
+    unsafe { pgrx::heap_getattr_raw(tuple, n, desc) }
+}
+
+/// The schema the extension is installed in.
+fn extension_namespace() -> pg_sys::Oid {
+    // SAFETY: a catalog lookup by name (raises if the extension is gone,
+    // which cannot be while its trigger or function runs).
+    let ext = unsafe { pg_sys::get_extension_oid(c"pazpaz_crypto".as_ptr(), false) };
+    let (cached, nsp) = EXTENSION.get();
+    if cached == ext {
+        return nsp;
+    }
+    let mut nsp = pg_sys::InvalidOid;
+    // SAFETY: pg_extension's columns 1 (oid) and 4 (extnamespace) are oids.
+    unsafe {
+        scan_table(pg_sys::ExtensionRelationId, |tuple, desc| {
+            let oid = column(tuple, desc, 1).and_then(|d| pg_sys::Oid::from_datum(d, false));
+            if oid == Some(ext) {
+                nsp = column(tuple, desc, 4).and_then(|d| pg_sys::Oid::from_datum(d, false)).unwrap_or(nsp);
+                return false;
+            }
+            true
+        })
+    };
+    EXTENSION.set((ext, nsp));
+    nsp
+}
+
+/// Refuses a search index whose definition (the trigger `t`'s arguments) is
+/// not registered for `rel` in the extension's `search_indexes` (see
+/// `sql/search.sql`): a trigger whose arguments were copied from another
+/// table's, which would make a key-holding session compute tokens under
+/// that table's context for the copier.
+fn check_registered(rel: &PgRelation, t: &pg_sys::Trigger, args: &[&CStr], index: &str) {
+    let relid = rel.oid();
+    let key: Vec<u8> = args.iter().flat_map(|a| a.to_bytes_with_nul().iter().copied()).collect();
+    if REGISTERED.borrow().iter().any(|(r, tg, a)| *r == relid && *tg == t.tgoid && *a == key) {
+        return;
+    }
+    let nsp = extension_namespace();
+    // SAFETY: a catalog lookup by name in a schema.
+    let registry = unsafe { pg_sys::get_relname_relid(c"search_indexes".as_ptr(), nsp) };
+    if registry == pg_sys::InvalidOid {
+        raise(Error::UnregisteredSearchIndex { index: index.to_owned() });
+    }
+    let mut found = false;
+    // SAFETY: the registry's columns are (rel regclass, token_column name,
+    // definition text[]); regclass is an oid by value, the array is
+    // detoasted and copied by the conversion.
+    unsafe {
+        scan_table(registry, |tuple, desc| {
+            let row_rel = column(tuple, desc, 1).and_then(|d| pg_sys::Oid::from_datum(d, false));
+            if row_rel != Some(relid) {
+                return true;
+            }
+            let def = column(tuple, desc, 3).and_then(|d| Vec::<Option<String>>::from_datum(d, false));
+            found = def.is_some_and(|def| {
+                def.len() == args.len()
+                    && def.iter().zip(args).all(|(d, a)| d.as_deref().map(str::as_bytes) == Some(a.to_bytes()))
+            });
+            !found
+        })
+    };
+    if !found {
+        raise(Error::UnregisteredSearchIndex { index: index.to_owned() });
+    }
+    let mut cache = REGISTERED.borrow_mut();
+    if cache.len() >= MAX_REGISTERED {
+        cache.clear();
+    }
+    cache.push((relid, t.tgoid, key));
 }
 
 // ---- the trigger ---------------------------------------------------------------
@@ -364,11 +508,31 @@ fn decrypt_source(source: Source, datum: pg_sys::Datum) -> Text {
     }
 }
 
-/// Keeps a token column current: a BEFORE INSERT OR UPDATE OF <source> row
-/// trigger, created by `add_blind_index` / `add_match_index`. Decrypts the
-/// source with the session's data keys and computes the token with the
-/// index key the index was built with; without either key the write fails
-/// (it never stores a wrong or empty token). A NULL source gives a NULL token.
+/// Whether two values of a column (varlena, or NULL) hold the same bytes.
+fn same_bytes(a: Option<pg_sys::Datum>, b: Option<pg_sys::Datum>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        // SAFETY: non-null datums of the column's varlena type, read from
+        // the trigger's tuples, valid for this call (detoasted if needed).
+        (Some(a), Some(b)) => unsafe { Varlena::from_datum(a).as_bytes() == Varlena::from_datum(b).as_bytes() },
+        _ => false,
+    }
+}
+
+/// Keeps a token column current: a BEFORE INSERT OR UPDATE row trigger
+/// (every UPDATE, not only those naming the source column: an earlier
+/// BEFORE trigger may change the source, and the UPDATE may name the token
+/// column itself), created by `add_blind_index` / `add_match_index`.
+///
+/// On INSERT it always computes the token; on UPDATE it keeps the row as it
+/// is only when neither the source nor the token column changed (byte for
+/// byte) and the token is set exactly when the source is; otherwise it
+/// computes the token again, so a token written by hand (another row's, to
+/// answer that row's lookup, or NULL to hide a row) never stays. It
+/// decrypts the source with the session's data keys and computes the token
+/// with the index key the index was built with; without either key the
+/// write fails (it never stores a wrong or empty token). A NULL source gives
+/// a NULL token. Updates of other columns need no key.
 #[pg_trigger]
 fn blind_index_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
@@ -385,9 +549,9 @@ fn blind_index_trigger<'a>(
     let index = def.name(&rel);
     let row_before = matches!(trigger.level(), pgrx::PgTriggerLevel::Row)
         && matches!(trigger.when(), Ok(pgrx::PgTriggerWhen::Before));
-    let tuple = match trigger.op() {
-        Ok(PgTriggerOperation::Insert) if row_before => td.tg_trigtuple,
-        Ok(PgTriggerOperation::Update) if row_before => td.tg_newtuple,
+    let (tuple, old) = match trigger.op() {
+        Ok(PgTriggerOperation::Insert) if row_before => (td.tg_trigtuple, None),
+        Ok(PgTriggerOperation::Update) if row_before => (td.tg_newtuple, Some(td.tg_trigtuple)),
         _ => raise(Error::BadSearchIndex { index }),
     };
     // SAFETY: the relation is open; its tuple descriptor lives as long.
@@ -412,11 +576,29 @@ fn blind_index_trigger<'a>(
     if !src_ok {
         raise(Error::SearchSourceType { index, expected: def.source_type.name() });
     }
-    let src_no = NonZeroUsize::new(usize::try_from(src_no).unwrap_or(0))
-        .unwrap_or_else(|| raise(Error::BadSearchIndex { index: index.clone() }));
+    let attno = |n: i16| {
+        NonZeroUsize::new(usize::try_from(n).unwrap_or(0))
+            .unwrap_or_else(|| raise(Error::BadSearchIndex { index: index.clone() }))
+    };
+    let (src_no, tok_att) = (attno(src_no), attno(tok_no));
     // SAFETY: the trigger's new tuple, described by the relation's
-    // descriptor; `src_no` is one of its attributes.
-    let src = unsafe { pgrx::heap_getattr_raw(tuple, src_no, rel.rd_att) };
+    // descriptor; `src_no` and `tok_att` are two of its attributes.
+    let (src, tok) = unsafe {
+        (pgrx::heap_getattr_raw(tuple, src_no, rel.rd_att), pgrx::heap_getattr_raw(tuple, tok_att, rel.rd_att))
+    };
+    if let Some(old) = old {
+        // SAFETY: the trigger's old tuple, of the same relation.
+        let (old_src, old_tok) = unsafe {
+            (pgrx::heap_getattr_raw(old, src_no, rel.rd_att), pgrx::heap_getattr_raw(old, tok_att, rel.rd_att))
+        };
+        if src.is_some() == tok.is_some() && same_bytes(src, old_src) && same_bytes(tok, old_tok) {
+            // SAFETY: the trigger's own new tuple, returned unchanged.
+            return Ok(Some(unsafe { PgHeapTuple::from_heap_tuple(tupdesc, tuple) }));
+        }
+    }
+    if src.is_some() {
+        check_registered(&rel, t, &args, &index);
+    }
     let token = src.and_then(|d| {
         let plain = decrypt_source(def.source_type, d);
         let choice = KeyChoice::Fingerprint { fingerprint: &def.fingerprint, index: &index };

@@ -12,6 +12,7 @@ package` tree, that build is loaded through scripts/pg.sh's package overlay
 import json
 import os
 import random
+import re
 import secrets
 import sys
 import threading
@@ -192,3 +193,250 @@ def test_parallel_workers_compute_the_same_tokens(conn):
     plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + q).fetchall())
     assert "Workers Launched: 2" in plan or "Workers Launched: 1" in plan, plan
     assert conn.execute(q).fetchone()[0] == 50000
+
+
+@pytest.fixture(scope="module")
+def limited_server():
+    """A server whose processes may map at most 3 GB (ulimit -v), as a
+    container's memory limit would: an allocation beyond it fails."""
+    name = f"search_lim_{os.getpid()}"
+    port = free_port()
+    pkg = os.environ.get("PAZPAZ_PACKAGE_DIR")
+    overlay = f"use_package_overlay {pkg} {name}-root; " if pkg else ""
+    run_pg(f"{overlay}ulimit -v 3000000; pg_start {name} {port} \"log_min_messages = warning\"")
+    yield Cluster(name, port)
+    remove_cluster(name)
+    if pkg:
+        run_pg(f'rm -rf "$PG_BASE/{name}-root"')
+
+
+def test_huge_values_get_an_error_not_a_crash(limited_server):
+    """A value of 160 MB made blind_tokens build a list of every trigram (16
+    bytes each): the allocation failed and the backend aborted, which made
+    the postmaster restart every session. Tokens and the 'lower'
+    normalization now take at most 1 MiB (54000), and the trigrams are
+    hashed as they stream by."""
+    c = psycopg.connect(limited_server.dsn(limited_server.create_db()), autocommit=True)
+    set_keys(c, new_key(), new_key())
+    huge = "repeat('abcdefgh', 20000000)"
+    for q in (f"SELECT cardinality(blind_tokens({huge}, 'x'))",
+              f"SELECT cardinality(blind_tokens({huge}, 'x', 'lower'))",
+              f"SELECT cardinality(blind_search_tokens({huge}, 'x', 'lower'))",
+              f"SELECT length(blind_index({huge}, 'x', 'lower'))"):
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded) as e:
+            c.execute(q)
+        assert "at most 1048576 bytes" in str(e.value)
+    assert c.execute("SELECT 1").fetchone() == (1,), "the backend survived"
+    # 32 MB took 5 s (not cancellable) before: refused at once now.
+    c.execute("SET statement_timeout = '3s'")
+    t = time.time()
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        c.execute("SELECT cardinality(blind_tokens(repeat('abcdefgh', 4000000), 'x'))")
+    assert time.time() - t < 2
+    # A 'none' blind index takes any size: its HMAC streams in place.
+    assert c.execute(f"SELECT length(blind_index({huge}, 'x'))").fetchone() == (32,)
+    # Up to the limit, values are indexed (1 MiB of text, a million trigrams).
+    n = c.execute("SELECT cardinality(blind_tokens(repeat('abcdefghijklmnopqrstuvwxyz', 40329) || 'abcdefghij', "
+                  "'x', 'lower', 32))").fetchone()[0]
+    assert n == 26
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        c.execute("SELECT blind_tokens(repeat('a', 1048577), 'x')")
+    # An expanding normalization is bounded by its output: U+FDFA is 18
+    # characters in NFKC.
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        c.execute("SELECT blind_tokens(repeat(chr(65018), 100000), 'x', 'lower')")
+    c.close()
+    log = limited_server.log.read_text(errors="replace")
+    assert "terminated by signal" not in log and "was terminated" not in log, log[-2000:]
+
+
+def test_a_dedicated_schema_and_the_documented_lookups_under_plants(server):
+    """The recommended setup (README "Search on encrypted columns"): the
+    extension in a schema only its owner can write to, the lookups written
+    with the matchers, schema-qualified. A role with CREATE on public plants
+    the two reported hijacks (an exact public.@>(int4[], int4[]), and a
+    public.blind_index_for(text, text, text) that beats (regclass, text,
+    text) for literal names) plus text look-alikes of the matchers and
+    procedures; none of them runs in the key-holding session, and the
+    indexes are still used."""
+    name = "t_" + secrets.token_hex(6)
+    with psycopg.connect(server.dsn(), autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    c = psycopg.connect(server.dsn(name), autocommit=True)
+    try:
+        c.execute("CREATE SCHEMA pazpaz")
+        c.execute("CREATE EXTENSION pazpaz_crypto SCHEMA pazpaz")
+        c.execute("GRANT USAGE ON SCHEMA pazpaz TO PUBLIC")
+        c.execute("CREATE ROLE planter_py")
+        c.execute("GRANT CREATE ON SCHEMA public TO planter_py")
+        c.execute("CREATE TABLE public.plant_log (what text)")
+        c.execute("GRANT INSERT ON public.plant_log TO PUBLIC")
+        c.execute("SET ROLE planter_py")
+        note = "BEGIN INSERT INTO public.plant_log VALUES ('{0}'); RETURN {1}; END"
+        c.execute("CREATE FUNCTION public.plant_contains(a int4[], b int4[]) RETURNS bool LANGUAGE plpgsql AS $$"
+                  + note.format("@>", "a OPERATOR(pg_catalog.@>) b") + "$$")
+        c.execute("CREATE OPERATOR public.@> (LEFTARG = int4[], RIGHTARG = int4[], FUNCTION = public.plant_contains)")
+        for sig, ret, val in (("blind_index_for(text, text, text)", "bytea", "NULL"),
+                              ("blind_search_tokens_for(text, text, text)", "int4[]", "NULL"),
+                              ("blind_equals(bytea, text, text, text)", "bool", "true"),
+                              ("blind_contains(int4[], text, text, text)", "bool", "true")):
+            c.execute(f"CREATE FUNCTION public.{sig} RETURNS {ret} LANGUAGE plpgsql AS $$"
+                      + note.format(sig, val) + "$$")
+        c.execute("CREATE PROCEDURE public.add_blind_index(text, text, normalization text DEFAULT NULL) "
+                  "LANGUAGE plpgsql AS $$BEGIN INSERT INTO public.plant_log VALUES ('add_blind_index'); END$$")
+        c.execute("RESET ROLE")
+        set_keys(c, new_key(), new_key())
+        c.execute("CREATE TABLE members (id int PRIMARY KEY, email pazpaz.encrypted_text, last_name pazpaz.encrypted_text)")
+        with c.cursor() as cur:
+            cur.executemany("INSERT INTO members VALUES (%s, %s, %s)",
+                            [(i, f"user{i}@example.com", f"Johansson {i}") for i in range(200)])
+        c.execute("CALL pazpaz.add_blind_index('public.members', 'email', normalization => 'lower')")
+        c.execute("CALL pazpaz.add_match_index('public.members', 'last_name')")
+        c.execute("ANALYZE members")
+        c.execute("SET enable_seqscan = off")
+        exact = ("SELECT id FROM members WHERE pazpaz.blind_equals(email_bidx, 'public.members', 'email_bidx', %s)")
+        assert c.execute(exact, ("USER7@example.com",)).fetchall() == [(7,)]
+        plan = "\n".join(r[0] for r in c.execute("EXPLAIN (COSTS OFF) " + exact, ("user7@example.com",)))
+        assert "Index Scan using members_email_bidx" in plan, plan
+        substring = ("SELECT count(*) FROM members "
+                     "WHERE pazpaz.blind_contains(last_name_tokens, 'public.members', 'last_name_tokens', %s) "
+                     "AND last_name::pg_catalog.text OPERATOR(pg_catalog.~~*) ('%%' || %s || '%%')")
+        assert c.execute(substring, ("son 1", "son 1")).fetchone()[0] == 111
+        plan = "\n".join(r[0] for r in c.execute("EXPLAIN (COSTS OFF) " + substring, ("son 1", "son 1")))
+        assert "Bitmap Index Scan on members_last_name_tokens" in plan, plan
+        # The lookups written with the (regclass-typed) functions, as before,
+        # also pick the extension's, with the operator written out.
+        assert c.execute("SELECT id FROM members WHERE email_bidx OPERATOR(pg_catalog.=) "
+                         "pazpaz.blind_index_for('public.members', 'email_bidx', %s)", ("user8@example.com",)
+                         ).fetchall() == [(8,)]
+        c.execute("CALL pazpaz.drop_blind_index('public.members', 'email')")
+        assert c.execute("SELECT count(*) FROM public.plant_log").fetchone()[0] == 0
+    finally:
+        c.close()
+        server.drop_db(name)
+        with psycopg.connect(server.dsn(), autocommit=True) as c2:
+            c2.execute("DROP ROLE IF EXISTS planter_py")
+
+
+def test_a_value_passed_in_the_wrong_place_never_reaches_the_log(server, conn):
+    """The extension's own errors pass the log filter as they are, so they
+    must not repeat what a caller passed: a value given where a column name
+    belongs (blind_index_for('members', $1, 'email_bidx')) was logged as
+    "members.<the value> is not a search index of pazpaz_crypto"."""
+    set_keys(conn, new_key(), new_key())
+    conn.execute("CREATE TABLE members (id int PRIMARY KEY, email encrypted_text)")
+    conn.execute("INSERT INTO members VALUES (1, 'someone@example.com')")
+    conn.execute("CALL add_blind_index('members', 'email', normalization => 'lower')")
+    start = server.log.stat().st_size
+    markers = [f"jane.PHIMARK{i}.{secrets.token_hex(4)}@example.com" for i in range(8)]
+    calls = [
+        ("SELECT blind_index_for('members', %s, 'email_bidx')", psycopg.errors.UndefinedObject),
+        ("SELECT blind_search_tokens_for('members', %s, 'query')", psycopg.errors.UndefinedObject),
+        ("SELECT blind_equals('\\x00'::bytea, 'members', %s, 'x')", psycopg.errors.UndefinedObject),
+        ("CALL add_blind_index('members', %s)", psycopg.errors.UndefinedColumn),
+        ("CALL add_match_index('members', 'email', token_column => %s || repeat('x', 60))",
+         psycopg.errors.NameTooLong),
+        ("CALL drop_blind_index('members', %s)", psycopg.errors.UndefinedObject),
+        ("CALL drop_match_index('members', 'email', %s)", psycopg.errors.UndefinedObject),
+    ]
+    for (sql, error), marker in zip(calls, markers):
+        with pytest.raises(error) as e:
+            conn.execute(sql, (marker,))
+        assert marker not in str(e.value), (sql, str(e.value))
+    # An existing column that is not an index is named (it is a name).
+    with pytest.raises(psycopg.errors.UndefinedObject) as e:
+        conn.execute("SELECT blind_index_for('members', 'email', 'x')")
+    assert "members.email is not a search index" in str(e.value)
+    time.sleep(0.5)
+    with open(server.log, "rb") as f:
+        f.seek(start)
+        log = f.read().decode("utf-8", "replace")
+    assert "has no search index of pazpaz_crypto on the column named" in log, "the errors were logged"
+    for m in markers:
+        assert m not in log and "PHIMARK" not in log, f"a value reached the server log: {m}"
+
+
+def test_the_registry_survives_a_keyless_dump_and_restore(server):
+    """search_indexes is an extension configuration table: a keyless
+    pg_dump carries its rows (the table by name), so the restored indexes
+    are registered and work with the keys, and a trigger copied to another
+    table in the restored database is still refused."""
+    data_key, index_key = new_key(), new_key()
+    src = server.create_db()
+    c = psycopg.connect(server.dsn(src), autocommit=True)
+    set_keys(c, data_key, index_key)
+    c.execute("CREATE SCHEMA crm")
+    c.execute("CREATE TABLE crm.members (id int PRIMARY KEY, email encrypted_text, last_name encrypted_text)")
+    c.execute("INSERT INTO crm.members SELECT i, 'user' || i || '@example.com', 'Johansson ' || i "
+              "FROM generate_series(1, 100) i")
+    c.execute("CALL add_blind_index('crm.members', 'email', normalization => 'lower')")
+    c.execute("CALL add_match_index('crm.members', 'last_name')")
+    c.close()
+    work = server.workdir("search_dump")
+    dump = work / "members.sql"
+    envelope = {"PGOPTIONS": "-c pazpaz.encrypted_text_io=envelope"}
+    r = server.tool("pg_dump", "-d", src, "-f", dump, env=envelope, dbname=src)
+    assert r.returncode == 0, r.stderr
+    assert "search_indexes" in dump.read_text()
+    dst = "t_" + secrets.token_hex(6)
+    with psycopg.connect(server.dsn(), autocommit=True) as c0:
+        c0.execute(f"CREATE DATABASE {dst}")
+    r = server.psql("-v", "ON_ERROR_STOP=1", "-d", dst, "-f", dump, env=envelope, dbname=dst)
+    assert r.returncode == 0, r.stderr
+    c = psycopg.connect(server.dsn(dst), autocommit=True)
+    try:
+        rows = c.execute("SELECT rel::text, token_column::text FROM search_indexes ORDER BY 2").fetchall()
+        assert rows == [("crm.members", "email_bidx"), ("crm.members", "last_name_tokens")]
+        set_keys(c, data_key, index_key)
+        c.execute("INSERT INTO crm.members VALUES (101, 'New.Member@Example.com', 'Newman')")
+        assert c.execute("SELECT id FROM crm.members WHERE blind_equals(email_bidx, 'crm.members', 'email_bidx', "
+                         "'new.member@example.com')").fetchall() == [(101,)]
+        assert c.execute("SELECT id FROM crm.members WHERE blind_equals(email_bidx, 'crm.members', 'email_bidx', "
+                         "'USER7@example.com')").fetchall() == [(7,)]
+        assert c.execute("SELECT count(*) FROM crm.members WHERE blind_contains(last_name_tokens, 'crm.members', "
+                         "'last_name_tokens', 'son 1') AND last_name::text ILIKE '%son 1%'").fetchone()[0] == 12
+        c.execute("CREATE TABLE copy (id int, email encrypted_text, email_bidx bytea)")
+        c.execute("DO $$ BEGIN EXECUTE (SELECT replace(pg_get_triggerdef(oid), 'ON crm.members', 'ON public.copy') "
+                  "FROM pg_trigger WHERE tgname = 'zz_pazpaz_email_bidx'); END $$")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("INSERT INTO copy VALUES (1, 'user7@example.com')")
+    finally:
+        c.close()
+        server.drop_db(dst)
+        server.drop_db(src)
+
+
+def test_the_procedures_messages_reach_the_log_intact_and_without_values(server, conn):
+    """In a session that holds keys the log filter redacts what follows a
+    ": " and every number of other code's messages. The add/drop
+    procedures' own NOTICEs, WARNINGs and errors name only existing tables
+    and columns and counts, so they are logged as written (they were
+    "add_blind_index: [value redacted by pazpaz_crypto]" and "batch #"); no
+    value goes with them."""
+    set_keys(conn, new_key(), new_key())
+    emails = [f"logged.person{i}.{secrets.token_hex(3)}@hidden.example" for i in range(50)]
+    conn.execute("CREATE TABLE people (id int PRIMARY KEY, email encrypted_text)")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO people VALUES (%s, %s)", list(enumerate(emails)))
+    start = server.log.stat().st_size
+    conn.execute("CALL add_blind_index('people', 'email', normalization => 'lower', batch_size => 20)")
+    with pytest.raises(psycopg.errors.UndefinedColumn):
+        conn.execute("CALL add_blind_index('people', %s)", (emails[0],))
+    with pytest.raises(psycopg.errors.DuplicateObject):
+        conn.execute("CALL add_blind_index('people', 'email', normalization => 'none')")
+    conn.execute("CALL drop_blind_index('people', 'email')")
+    time.sleep(0.5)
+    with open(server.log, "rb") as f:
+        f.seek(start)
+        log = f.read().decode("utf-8", "replace")
+    assert re.search(r"batch 1: \d+/50 rows\n", log), log[-3000:]
+    for line in ("add_blind_index: 50 rows of people.email to index",
+                 "add_blind_index: done, 50 rows indexed; email_bidx is indexed by people_email_bidx",
+                 "add_blind_index: relation people has no column of the name given",
+                 "email_bidx on people.email already exists with other parameters or another index key",
+                 "drop_blind_index: dropped email_bidx and its trigger and indexes"):
+        assert line in log, f"{line!r} not in the log:\n{log[-3000:]}"
+    assert "batch #" not in log and "add_blind_index: [value redacted" not in log
+    low = log.lower()
+    for e in emails:
+        assert e not in low, f"a plaintext reached the server log: {e}"

@@ -115,10 +115,21 @@ fn lower(value: &str) -> Cow<'_, str> {
         if unchanged {
             return Cow::Borrowed(value);
         }
-        return Cow::Owned(collapse(value.chars().map(|c| c.to_ascii_lowercase())));
     }
-    let lowered: String = value.nfkc().flat_map(char::to_lowercase).collect();
-    Cow::Owned(collapse(lowered.nfkc()))
+    let mut out = String::new();
+    each_lower_char(value, |c| out.push(c));
+    Cow::Owned(out)
+}
+
+/// Feeds the characters of the `lower` form of `value` to `f`, one by one,
+/// without building the intermediate strings (NFKC, lowercase mapping, NFKC,
+/// whitespace collapsed).
+fn each_lower_char(value: &str, f: impl FnMut(char)) {
+    if value.is_ascii() {
+        Collapse::new(value.chars().map(|c| c.to_ascii_lowercase())).for_each(f);
+    } else {
+        Collapse::new(value.nfkc().flat_map(char::to_lowercase).nfkc()).for_each(f);
+    }
 }
 
 fn collapse_is_identity(mut chars: impl Iterator<Item = char>) -> bool {
@@ -138,22 +149,50 @@ fn collapse_is_identity(mut chars: impl Iterator<Item = char>) -> bool {
     last != Some(' ')
 }
 
-/// Trims whitespace and replaces each inner run of it with one space.
-fn collapse(chars: impl Iterator<Item = char>) -> String {
-    let mut out = String::new();
-    let mut pending_space = false;
-    for c in chars {
-        if c.is_whitespace() {
-            pending_space = !out.is_empty();
-        } else {
-            if pending_space {
-                out.push(' ');
-                pending_space = false;
+/// Trims whitespace and replaces each inner run of it with one space, as
+/// the characters stream by.
+struct Collapse<I> {
+    inner: I,
+    started: bool,
+    pending_space: bool,
+    next: Option<char>,
+}
+
+impl<I: Iterator<Item = char>> Collapse<I> {
+    fn new(inner: I) -> Self {
+        Collapse { inner, started: false, pending_space: false, next: None }
+    }
+}
+
+impl<I: Iterator<Item = char>> Iterator for Collapse<I> {
+    type Item = char;
+    fn next(&mut self) -> Option<char> {
+        if let Some(c) = self.next.take() {
+            return Some(c);
+        }
+        loop {
+            let c = self.inner.next()?;
+            if c.is_whitespace() {
+                self.pending_space = self.started;
+                continue;
             }
-            out.push(c);
+            self.started = true;
+            if self.pending_space {
+                self.pending_space = false;
+                self.next = Some(c);
+                return Some(' ');
+            }
+            return Some(c);
         }
     }
-    out
+}
+
+/// Feeds the characters of `normalize(value)` to `f`.
+fn each_char(normalize: Normalize, value: &str, mut f: impl FnMut(char)) {
+    match normalize {
+        Normalize::None => value.chars().for_each(f),
+        Normalize::Lower => each_lower_char(value, &mut f),
+    }
 }
 
 /// Checks the `bits` of a blind index: 1 to 256.
@@ -211,6 +250,64 @@ impl WipedMac {
         let inner = Zeroizing::new(finish(&mut st, data));
         let mut st = Zeroizing::new(self.outer);
         finish(&mut st, &inner[..])
+    }
+}
+
+impl WipedMac {
+    /// An HMAC computation to feed piece by piece (`finish` ends it).
+    fn stream(&self) -> MacStream {
+        MacStream { state: Zeroizing::new(self.inner), buf: Zeroizing::new([0u8; 64]), used: 0, len: 0 }
+    }
+
+    /// The HMAC of everything fed to `m`.
+    fn finish(&self, mut m: MacStream) -> [u8; 32] {
+        let mut last = Zeroizing::new([0u8; 128]);
+        last[..m.used].copy_from_slice(&m.buf[..m.used]);
+        last[m.used] = 0x80;
+        let n = if m.used < 56 { 64 } else { 128 };
+        let bits = (64 + m.len) * 8;
+        last[n - 8..n].copy_from_slice(&bits.to_be_bytes());
+        compress_blocks(&mut m.state, &last[..n]);
+        let mut inner = Zeroizing::new([0u8; 32]);
+        for (o, w) in inner.chunks_exact_mut(4).zip(m.state.iter()) {
+            o.copy_from_slice(&w.to_be_bytes());
+        }
+        let mut st = Zeroizing::new(self.outer);
+        finish(&mut st, &inner[..])
+    }
+}
+
+/// The inner hash of an HMAC being fed: the SHA-256 state after the padded
+/// key and the whole blocks so far, and the partial block (wiped on drop).
+struct MacStream {
+    state: Zeroizing<[u32; 8]>,
+    buf: Zeroizing<[u8; 64]>,
+    used: usize,
+    /// Bytes fed so far.
+    len: u64,
+}
+
+impl MacStream {
+    fn update(&mut self, mut data: &[u8]) {
+        self.len += data.len() as u64;
+        if self.used > 0 {
+            let take = (64 - self.used).min(data.len());
+            self.buf[self.used..self.used + take].copy_from_slice(&data[..take]);
+            self.used += take;
+            data = &data[take..];
+            if self.used < 64 {
+                return;
+            }
+            compress_blocks(&mut self.state, &self.buf[..]);
+            self.used = 0;
+        }
+        let whole = data.len() - data.len() % 64;
+        if whole > 0 {
+            compress_blocks(&mut self.state, &data[..whole]);
+        }
+        let rem = &data[whole..];
+        self.buf[..rem.len()].copy_from_slice(rem);
+        self.used = rem.len();
     }
 }
 
@@ -311,6 +408,19 @@ fn fingerprint(bytes: &[u8]) -> String {
     d[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The largest value (in bytes, before normalization) that match tokens or
+/// the `lower` normalization take, and the most characters a normalized
+/// value may have for tokens: 1 MiB. Longer values are refused (54000)
+/// rather than allowed to make a backend allocate and hash without bound.
+/// (A blind index with normalization `none` takes any size: its HMAC
+/// streams over the value in place.)
+pub const MAX_SEARCH_INPUT: usize = 1 << 20;
+
+/// `tick` is called every this many trigrams, characters or 64-byte blocks
+/// (PostgreSQL passes a check for interrupts: a long value stays
+/// cancellable).
+pub const TICK_EVERY: usize = 4096;
+
 /// A per-context key, ready to MAC values.
 pub struct DerivedKey {
     mac: WipedMac,
@@ -320,14 +430,52 @@ impl DerivedKey {
     /// The blind index of an already normalized value into `out`, which is
     /// `index_len(bits)` bytes long.
     pub fn blind_index_into(&mut self, normalized: &[u8], bits: u32, out: &mut [u8]) {
-        debug_assert!((1..=256).contains(&bits) && out.len() == index_len(bits));
-        let tag = Zeroizing::new(self.mac.mac(normalized));
-        out.copy_from_slice(&tag[..out.len()]);
-        if !bits.is_multiple_of(8) {
-            if let Some(last) = out.last_mut() {
-                *last &= 0xffu8 << (8 - bits % 8);
+        self.blind_index_ticking(normalized, bits, out, &mut || ());
+    }
+
+    /// As `blind_index_into`, calling `tick` every `TICK_EVERY` blocks.
+    pub fn blind_index_ticking(&mut self, normalized: &[u8], bits: u32, out: &mut [u8], tick: &mut dyn FnMut()) {
+        let mut m = self.mac.stream();
+        for chunk in normalized.chunks(TICK_EVERY * 64) {
+            m.update(chunk);
+            tick();
+        }
+        truncate_into(&self.mac.finish(m), bits, out);
+    }
+
+    /// The blind index of `value` normalized by `normalize`, into `out`
+    /// (`index_len(bits)` bytes). The normalized form is hashed as it
+    /// streams (never built as a string). `lower` refuses values longer
+    /// than `MAX_SEARCH_INPUT` bytes (`SearchInputTooLarge`); `none` takes
+    /// any size.
+    pub fn blind_index_of(
+        &mut self,
+        value: &str,
+        normalize: Normalize,
+        bits: u32,
+        out: &mut [u8],
+        tick: &mut dyn FnMut(),
+    ) -> Result<()> {
+        match normalize {
+            Normalize::None => self.blind_index_ticking(value.as_bytes(), bits, out, tick),
+            Normalize::Lower => {
+                if value.len() > MAX_SEARCH_INPUT {
+                    return Err(Error::SearchInputTooLarge { max: MAX_SEARCH_INPUT });
+                }
+                let mut m = self.mac.stream();
+                let mut n = 0usize;
+                each_lower_char(value, |c| {
+                    let mut b = [0u8; 4];
+                    m.update(c.encode_utf8(&mut b).as_bytes());
+                    n += 1;
+                    if n.is_multiple_of(TICK_EVERY) {
+                        tick();
+                    }
+                });
+                truncate_into(&self.mac.finish(m), bits, out);
             }
         }
+        Ok(())
     }
 
     /// The blind index of an already normalized value.
@@ -337,39 +485,123 @@ impl DerivedKey {
         out
     }
 
-    /// The tokens of an already normalized value: sorted, distinct; empty for
-    /// fewer than three characters.
-    pub fn tokens(&mut self, normalized: &str, bits: u32) -> Vec<i32> {
-        debug_assert!((MIN_TOKEN_BITS..=MAX_TOKEN_BITS).contains(&bits));
-        let mut grams = trigrams(normalized);
-        grams.sort_unstable();
-        grams.dedup();
-        let mut out: Vec<i32> = grams
-            .iter()
-            .map(|g| {
-                let tag = self.mac.mac(g.as_bytes());
-                let top = u32::from_be_bytes([tag[0], tag[1], tag[2], tag[3]]);
-                // bits ≤ 32, so the shift is at most 24 and never overflows.
-                (top >> (32 - bits)) as i32
-            })
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        out
+    /// The tokens of `value` normalized by `normalize`: sorted, distinct;
+    /// empty for fewer than three characters. Trigrams are hashed as the
+    /// normalized characters stream by (a window of three, never a list of
+    /// them); only the tokens are kept, in memory reserved fallibly. A value
+    /// longer than `MAX_SEARCH_INPUT` bytes, or whose normalized form has
+    /// more characters than that, is refused (`SearchInputTooLarge`); memory
+    /// that cannot be had is `SearchOutOfMemory`, never an abort.
+    pub fn tokens_of(
+        &mut self,
+        value: &str,
+        normalize: Normalize,
+        bits: u32,
+        tick: &mut dyn FnMut(),
+    ) -> Result<Vec<i32>> {
+        self.tokens_counted(value, normalize, bits, tick).map(|(t, _)| t)
     }
 
-    /// The tokens of a query: as `tokens`, but a query of fewer than three
-    /// characters is an error rather than the empty set (which every row's
-    /// tokens contain).
-    pub fn query_tokens(&mut self, normalized: &str, bits: u32) -> Result<Vec<i32>> {
-        if normalized.chars().nth(NGRAM - 1).is_none() {
+    /// The tokens of a query: as `tokens_of`, but a query of fewer than three
+    /// characters (after normalization) is an error rather than the empty
+    /// set (which every row's tokens contain).
+    pub fn query_tokens_of(
+        &mut self,
+        query: &str,
+        normalize: Normalize,
+        bits: u32,
+        tick: &mut dyn FnMut(),
+    ) -> Result<Vec<i32>> {
+        let (tokens, chars) = self.tokens_counted(query, normalize, bits, tick)?;
+        if chars < NGRAM {
             return Err(Error::QueryTooShort);
         }
-        Ok(self.tokens(normalized, bits))
+        Ok(tokens)
+    }
+
+    /// The tokens of an already normalized value (`tokens_of` with `none`).
+    pub fn tokens(&mut self, normalized: &str, bits: u32) -> Result<Vec<i32>> {
+        self.tokens_of(normalized, Normalize::None, bits, &mut || ())
+    }
+
+    /// The tokens of an already normalized query (`query_tokens_of` with `none`).
+    pub fn query_tokens(&mut self, normalized: &str, bits: u32) -> Result<Vec<i32>> {
+        self.query_tokens_of(normalized, Normalize::None, bits, &mut || ())
+    }
+
+    /// The tokens and the number of normalized characters.
+    fn tokens_counted(
+        &mut self,
+        value: &str,
+        normalize: Normalize,
+        bits: u32,
+        tick: &mut dyn FnMut(),
+    ) -> Result<(Vec<i32>, usize)> {
+        debug_assert!((MIN_TOKEN_BITS..=MAX_TOKEN_BITS).contains(&bits));
+        if value.len() > MAX_SEARCH_INPUT {
+            return Err(Error::SearchInputTooLarge { max: MAX_SEARCH_INPUT });
+        }
+        let mut out: Vec<i32> = Vec::new();
+        let mut failed: Option<Error> = None;
+        let mut window = ['\0'; NGRAM];
+        let mut chars = 0usize;
+        let mac = &mut self.mac;
+        each_char(normalize, value, |c| {
+            if failed.is_some() {
+                return;
+            }
+            chars += 1;
+            if chars > MAX_SEARCH_INPUT {
+                failed = Some(Error::SearchInputTooLarge { max: MAX_SEARCH_INPUT });
+                return;
+            }
+            window.rotate_left(1);
+            window[NGRAM - 1] = c;
+            if chars < NGRAM {
+                return;
+            }
+            let mut gram = [0u8; 4 * NGRAM];
+            let mut len = 0;
+            for w in window {
+                len += w.encode_utf8(&mut gram[len..]).len();
+            }
+            let tag = Zeroizing::new(mac.mac(&gram[..len]));
+            gram.zeroize();
+            let top = u32::from_be_bytes([tag[0], tag[1], tag[2], tag[3]]);
+            if out.len() == out.capacity() && out.try_reserve(out.len().max(16)).is_err() {
+                failed = Some(Error::SearchOutOfMemory);
+                return;
+            }
+            // bits ≤ 32, so the shift is at most 24 and never overflows.
+            out.push((top >> (32 - bits)) as i32);
+            if chars.is_multiple_of(TICK_EVERY) {
+                tick();
+            }
+        });
+        window.zeroize();
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok((out, chars))
     }
 }
 
-/// Every window of three consecutive characters, as string slices.
+/// The first `bits` bits of a tag into `out` (`index_len(bits)` bytes), the
+/// unused low bits of the last byte zero.
+fn truncate_into(tag: &[u8; 32], bits: u32, out: &mut [u8]) {
+    debug_assert!((1..=256).contains(&bits) && out.len() == index_len(bits));
+    out.copy_from_slice(&tag[..out.len()]);
+    if !bits.is_multiple_of(8) {
+        if let Some(last) = out.last_mut() {
+            *last &= 0xffu8 << (8 - bits % 8);
+        }
+    }
+}
+
+/// Every window of three consecutive characters, as string slices (tests).
+#[cfg(test)]
 fn trigrams(s: &str) -> Vec<&str> {
     let starts: Vec<usize> = s.char_indices().map(|(i, _)| i).chain(std::iter::once(s.len())).collect();
     if starts.len() <= NGRAM {
@@ -445,7 +677,7 @@ mod tests {
     fn short_queries_are_refused_short_values_have_no_tokens() {
         let k = IndexKey::from_base64(KEY).unwrap();
         let mut d = k.derive(Kind::Tokens, b"ctx");
-        assert_eq!(d.tokens("ab", 20), Vec::<i32>::new());
+        assert_eq!(d.tokens("ab", 20).unwrap(), Vec::<i32>::new());
         assert_eq!(d.query_tokens("ab", 20), Err(Error::QueryTooShort));
         assert_eq!(d.query_tokens("öäü", 20).unwrap().len(), 1);
     }
@@ -458,6 +690,91 @@ mod tests {
         let c = k.derive(Kind::Tokens, b"public.clients.email").blind_index(b"x", 256);
         assert_ne!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn streamed_hmac_equals_one_shot() {
+        let k = IndexKey::from_base64(KEY).unwrap();
+        let mut d = k.derive(Kind::Exact, b"ctx");
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for len in [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000] {
+            let one = d.mac.mac(&data[..len]);
+            for step in [1, 3, 64, 100] {
+                let mut m = d.mac.stream();
+                for c in data[..len].chunks(step) {
+                    m.update(c);
+                }
+                assert_eq!(d.mac.finish(m), one, "len {len} step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn streamed_normalization_equals_the_string_form() {
+        let k = IndexKey::from_base64(KEY).unwrap();
+        let mut e = k.derive(Kind::Exact, b"ctx");
+        let mut t = k.derive(Kind::Tokens, b"ctx");
+        for v in [
+            "  Jane   DOE\t",
+            "jane doe",
+            "ÉCOLE\u{2003}ﬁne ",
+            "Ｊａｎｅ\u{00a0}Ｄｏｅ",
+            "",
+            " ",
+            "ab",
+            "a\u{301}\u{301}bc",
+        ] {
+            for n in [Normalize::None, Normalize::Lower] {
+                let s = n.apply(v).into_owned();
+                let mut out = [0u8; 32];
+                e.blind_index_of(v, n, 256, &mut out, &mut || ()).unwrap();
+                assert_eq!(out.to_vec(), e.blind_index(s.as_bytes(), 256), "{v:?}");
+                let mut grams: Vec<i32> = trigrams(&s)
+                    .iter()
+                    .map(|g| {
+                        let tag = t.mac.mac(g.as_bytes());
+                        (u32::from_be_bytes([tag[0], tag[1], tag[2], tag[3]]) >> 12) as i32
+                    })
+                    .collect();
+                grams.sort_unstable();
+                grams.dedup();
+                assert_eq!(t.tokens_of(v, n, 20, &mut || ()).unwrap(), grams, "{v:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_are_bounded_and_long_values_tick() {
+        let k = IndexKey::from_base64(KEY).unwrap();
+        let mut t = k.derive(Kind::Tokens, b"ctx");
+        let mut e = k.derive(Kind::Exact, b"ctx");
+        let at_max: String = (0..MAX_SEARCH_INPUT).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        let mut ticks = 0;
+        let tokens = t.tokens_of(&at_max, Normalize::Lower, 20, &mut || ticks += 1).unwrap();
+        assert_eq!(tokens.len(), 26);
+        assert_eq!(ticks, MAX_SEARCH_INPUT / TICK_EVERY);
+        let over = format!("{at_max}a");
+        let too_large = Err(Error::SearchInputTooLarge { max: MAX_SEARCH_INPUT });
+        assert_eq!(t.tokens_of(&over, Normalize::None, 20, &mut || ()), too_large);
+        assert_eq!(t.query_tokens_of(&over, Normalize::Lower, 20, &mut || ()), too_large);
+        let mut out = [0u8; 32];
+        assert_eq!(e.blind_index_of(&over, Normalize::Lower, 256, &mut out, &mut || ()), too_large.clone().map(drop));
+        // Normalization that expands (U+FDFA is 18 characters in NFKC) is
+        // bounded by its output too.
+        let expands: String = std::iter::repeat_n('\u{fdfa}', MAX_SEARCH_INPUT / 3).collect();
+        assert_eq!(t.tokens_of(&expands, Normalize::Lower, 20, &mut || ()), too_large);
+        // `none` blind indexes take any size, hashed in place, ticking.
+        let big = vec![b'x'; 3 * TICK_EVERY * 64 + 5];
+        let mut ticks = 0;
+        e.blind_index_ticking(&big, 256, &mut out, &mut || ticks += 1);
+        assert_eq!(ticks, 4);
+        assert_eq!(out.to_vec(), e.blind_index(&big, 256));
+        // A tick that raises (PostgreSQL's ERROR arrives as a panic) stops
+        // the computation.
+        let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            t.tokens_of(&at_max, Normalize::None, 20, &mut || panic!("cancelled"))
+        }));
+        assert!(stopped.is_err());
     }
 
     #[test]

@@ -118,9 +118,28 @@ pub enum Error {
     TokenBits,
     #[error("A substring search needs a query of at least 3 characters (after normalization)")]
     QueryTooShort,
-    /// A search index whose stored definition cannot be read (changed by hand).
+    /// A search index whose stored definition cannot be read (changed by
+    /// hand). `index` names the table (and the token column, when it is a
+    /// column of that table): never a caller's string as given.
     #[error("{index} is not a search index of pazpaz_crypto, or its definition is damaged: drop it and add it again")]
     BadSearchIndex { index: String },
+    /// A lookup naming a column that the table does not have (the caller's
+    /// string is not repeated: it may be a value passed in the wrong place).
+    #[error("{table} has no search index of pazpaz_crypto on the column named")]
+    NoSearchIndex { table: String },
+    /// A search index trigger whose definition is not registered for its
+    /// own table (`search_indexes`): it was not added by add_blind_index or
+    /// add_match_index for this table (e.g. arguments copied from another
+    /// table's trigger), so it is not used.
+    #[error(
+        "The search index {index} is not registered for this table: add it with add_blind_index or add_match_index"
+    )]
+    UnregisteredSearchIndex { index: String },
+    /// A value too large for match tokens or the `lower` normalization.
+    #[error("Value too large for a match index or the 'lower' normalization (at most {max} bytes, and as many characters after normalization)")]
+    SearchInputTooLarge { max: usize },
+    #[error("Out of memory computing match tokens")]
+    SearchOutOfMemory,
     /// The index key settings name an index key this index has not (the
     /// column has another type than the index was built for, …).
     #[error("{index} indexes a column of type {expected}, but the column is now of another type: drop the index and add it again")]
@@ -186,7 +205,9 @@ impl Error {
             SetBeforeLoad { .. } => ErrorClass::Warning,
             MissingIndexKey { .. } | IndexKeyNotSet { .. } => ErrorClass::MissingKey,
             UnknownNormalize | IndexBits | TokenBits | QueryTooShort | IndexKeyChoice => ErrorClass::InvalidParameter,
-            BadSearchIndex { .. } => ErrorClass::UndefinedObject,
+            BadSearchIndex { .. } | NoSearchIndex { .. } => ErrorClass::UndefinedObject,
+            UnregisteredSearchIndex { .. } => ErrorClass::InsufficientPrivilege,
+            SearchInputTooLarge { .. } | SearchOutOfMemory => ErrorClass::TooLarge,
             SearchSourceType { .. } => ErrorClass::DatatypeMismatch,
             NoKek => ErrorClass::MissingKey,
             UnknownKek { .. } => ErrorClass::UnknownVersion,

@@ -469,6 +469,32 @@ pub fn redact_literals(text: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The extension's PL/pgSQL routines whose RAISEs quote only names of
+/// tables and columns that exist, counts and key versions (never a
+/// caller's string as given, never a value): `sql/rotation.sql`,
+/// `sql/search.sql`.
+const OWN_PROCEDURES: [&[u8]; 5] = [
+    b"rotate_column(regclass,name,integer,text)",
+    b"search_index_add(text,regclass,name,text,integer,integer,text,name,text)",
+    b"search_index_drop(text,regclass,name,name)",
+    b"search_index_register(regclass,text[])",
+    b"search_index_unregister(regclass,name)",
+];
+
+/// Whether a message's context says it was raised by a RAISE of one of
+/// `OWN_PROCEDURES` (its first line; the name is schema-qualified when the
+/// extension's schema is not in the search_path).
+pub fn raised_by_own_procedure(context: &[u8]) -> bool {
+    let Some(rest) = context.strip_prefix(b"PL/pgSQL function ") else { return false };
+    let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+    OWN_PROCEDURES.iter().any(|p| {
+        let Some(at) = line.windows(p.len()).position(|w| w == *p) else { return false };
+        let (schema, after) = (&line[..at], &line[at + p.len()..]);
+        let qualified = schema.is_empty() || (schema.ends_with(b".") && !schema.contains(&b'('));
+        qualified && after.starts_with(b" line ") && after.ends_with(b" at RAISE")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -676,5 +702,32 @@ mod tests {
         );
         assert_eq!(s(redact_literals(b"a 'open")), "a '[redacted]'");
         assert!(!is_plan(b"duration: 0.1 ms  statement: SELECT 1"));
+    }
+}
+
+#[cfg(test)]
+mod own_procedure_tests {
+    use super::raised_by_own_procedure;
+
+    #[test]
+    fn only_the_first_line_and_only_raise() {
+        let add = b"PL/pgSQL function search_index_add(text,regclass,name,text,integer,integer,text,name,text) line 7 at RAISE";
+        assert!(raised_by_own_procedure(add));
+        assert!(raised_by_own_procedure(
+            b"PL/pgSQL function pazpaz.search_index_drop(text,regclass,name,name) line 3 at RAISE\nSQL statement \"CALL\""
+        ));
+        assert!(raised_by_own_procedure(
+            b"PL/pgSQL function rotate_column(regclass,name,integer,text) line 9 at RAISE"
+        ));
+        // Another function's RAISE inside ours, or ours at another statement.
+        assert!(!raised_by_own_procedure(
+            b"PL/pgSQL function my_trigger() line 2 at RAISE\nPL/pgSQL function search_index_add(text,regclass,name,text,integer,integer,text,name,text) line 7 at RAISE"
+        ));
+        assert!(!raised_by_own_procedure(
+            b"PL/pgSQL function search_index_add(text,regclass,name,text,integer,integer,text,name,text) line 7 at EXECUTE"
+        ));
+        assert!(!raised_by_own_procedure(
+            b"PL/pgSQL function f(x search_index_drop(text,regclass,name,name) line 1 at RAISE"
+        ));
     }
 }

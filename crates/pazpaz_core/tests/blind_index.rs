@@ -32,6 +32,9 @@ fn known_blind_indexes() {
         let mut d = key.derive(Kind::Exact, c["context"].as_str().unwrap().as_bytes());
         let got = d.blind_index(norm(c).apply(value).as_bytes(), bits);
         assert_eq!(hex::encode(got), c["hex"].as_str().unwrap(), "{c}");
+        let mut streamed = vec![0u8; index_len(bits)];
+        d.blind_index_of(value, norm(c), bits, &mut streamed, &mut || ()).unwrap();
+        assert_eq!(hex::encode(streamed), c["hex"].as_str().unwrap(), "{c}");
     }
 }
 
@@ -44,7 +47,7 @@ fn known_tokens() {
         let bits = check_token_bits(c["bits"].as_i64().unwrap() as i32).unwrap();
         let mut d = key.derive(Kind::Tokens, c["context"].as_str().unwrap().as_bytes());
         let want: Vec<i32> = c["tokens"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap() as i32).collect();
-        assert_eq!(d.tokens(&norm(c).apply(value), bits), want, "{c}");
+        assert_eq!(d.tokens_of(value, norm(c), bits, &mut || ()).unwrap(), want, "{c}");
     }
 }
 
@@ -101,7 +104,8 @@ proptest! {
         let key = IndexKey::from_base64(KEY).unwrap();
         let mut d = key.derive(Kind::Tokens, b"public.clients.last_name");
         let n = m.apply(&s).into_owned();
-        let have = d.tokens(&n, bits);
+        let have = d.tokens(&n, bits).unwrap();
+        prop_assert_eq!(&have, &d.tokens_of(&s, m, bits, &mut || ()).unwrap());
         prop_assert!(have.windows(2).all(|w| w[0] < w[1]), "sorted and distinct");
         let chars: Vec<char> = n.chars().collect();
         for i in 0..chars.len() {
@@ -126,9 +130,9 @@ proptest! {
         let a = key.derive(Kind::Exact, b"public.clients.email").blind_index(s.as_bytes(), 256);
         prop_assert_ne!(&a, &key.derive(Kind::Exact, b"public.clients.email_work").blind_index(s.as_bytes(), 256));
         prop_assert_ne!(&a, &other.derive(Kind::Exact, b"public.clients.email").blind_index(s.as_bytes(), 256));
-        let t = key.derive(Kind::Tokens, b"public.clients.email").tokens(&s, 32);
-        prop_assert_ne!(&t, &key.derive(Kind::Tokens, b"tenant:7").tokens(&s, 32));
-        prop_assert_ne!(&t, &other.derive(Kind::Tokens, b"public.clients.email").tokens(&s, 32));
+        let t = key.derive(Kind::Tokens, b"public.clients.email").tokens(&s, 32).unwrap();
+        prop_assert_ne!(&t, &key.derive(Kind::Tokens, b"tenant:7").tokens(&s, 32).unwrap());
+        prop_assert_ne!(&t, &other.derive(Kind::Tokens, b"public.clients.email").tokens(&s, 32).unwrap());
     }
 
     #[test]
@@ -137,6 +141,9 @@ proptest! {
         let key = IndexKey::from_base64(KEY).unwrap();
         let mut d = key.derive(Kind::Exact, b"c");
         let a = d.blind_index(Normalize::Lower.apply(&s).as_bytes(), bits);
+        let mut streamed = vec![0u8; index_len(bits)];
+        d.blind_index_of(&s, Normalize::Lower, bits, &mut streamed, &mut || ()).unwrap();
+        prop_assert_eq!(&a, &streamed);
         let upper = s.to_uppercase();
         let spaced = format!("  {}\t", s.replace(' ', "   "));
         prop_assert_eq!(a.len(), index_len(bits));

@@ -114,6 +114,88 @@ SELECT id, email_bidx IS NOT DISTINCT FROM blind_index(email::text, 'public.clie
 FROM clients WHERE id IN (42, 43, 44, 5001) ORDER BY id;
 SELECT count(*) AS old_value_found FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'client.42@example.com');
 
+-- Another BEFORE trigger that changes the source (an anonymization on an
+-- UPDATE that does not name the email): the token follows the value the
+-- row ends up with, not the one the UPDATE named.
+CREATE FUNCTION anonymize() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.email := 'erased-' || NEW.id || '@example.invalid'; RETURN NEW; END $$;
+CREATE TRIGGER anonymize BEFORE UPDATE OF workspace_id ON clients FOR EACH ROW
+WHEN (NEW.workspace_id = 99) EXECUTE FUNCTION anonymize();
+UPDATE clients SET workspace_id = 99 WHERE id = 50;
+SELECT id, email, email_bidx = blind_index(email::text, 'public.clients.email', 'lower') AS bidx_current FROM clients WHERE id = 50;
+SELECT count(*) AS erased_value_found FROM clients WHERE blind_equals(email_bidx, 'public.clients', 'email_bidx', 'client.50@example.com');
+DROP TRIGGER anonymize ON clients;
+DROP FUNCTION anonymize();
+UPDATE clients SET workspace_id = 2 WHERE id = 50;
+
+-- The token column cannot be written by hand: another row's token (to make
+-- this row answer that row's lookup), NULL or '{}' (to hide a row), on
+-- UPDATE or INSERT, is computed again from the row's own value.
+UPDATE clients SET email_bidx = (SELECT email_bidx FROM clients WHERE id = 1) WHERE id = 2;
+UPDATE clients SET email_bidx = NULL WHERE id = 3;
+UPDATE clients SET last_name_tokens = '{}' WHERE id = 4;
+UPDATE clients SET email_bidx = (SELECT email_bidx FROM clients WHERE id = 1), email = email WHERE id = 5;
+INSERT INTO clients (id, workspace_id, email, email_bidx)
+SELECT 5003, 1, 'planted@example.com', email_bidx FROM clients WHERE id = 1;
+SELECT id FROM clients WHERE blind_equals(email_bidx, 'public.clients', 'email_bidx', 'client.1@example.com') ORDER BY id;
+SELECT id, email_bidx IS NOT DISTINCT FROM blind_index(email::text, 'public.clients.email', 'lower') AS bidx_current,
+       last_name_tokens IS NOT DISTINCT FROM blind_tokens(last_name::text, 'public.clients.last_name', 'lower') AS tokens_current
+FROM clients WHERE id IN (2, 3, 4, 5, 5003) ORDER BY id;
+DELETE FROM clients WHERE id = 5003;
+-- Without the index key, writes of other columns still work (nothing to
+-- compute); a write of the token column fails.
+RESET pazpaz.index_key;
+SELECT regress.try($$UPDATE clients SET workspace_id = 2 WHERE id = 6$$) AS other_column_without_index_key;
+SELECT regress.try($$UPDATE clients SET email_bidx = NULL WHERE id = 6$$) AS token_column_without_index_key;
+SELECT set_config('pazpaz.index_key', :'index_key', false) IS NOT NULL AS index_key_set;
+
+-- ---- A copied definition is not used ------------------------------------------
+-- The trigger's arguments (context, key fingerprint) are public in
+-- pg_trigger. An owner of another table, without the key, copies them onto
+-- its own table, so that a session holding the key would compute tokens
+-- under clients' context for the values written there: a dictionary oracle
+-- by comparing the two token columns. Only registered definitions are used.
+SELECT rel, token_column, definition[6] AS context FROM search_indexes ORDER BY 1, 2;
+CREATE ROLE regress_copier;
+GRANT CREATE ON SCHEMA public TO regress_copier;
+GRANT USAGE ON SCHEMA regress TO regress_copier;
+SET ROLE regress_copier;
+CREATE TABLE public.copied (id int PRIMARY KEY, email encrypted_text, email_bidx bytea);
+DO $$
+BEGIN
+    EXECUTE (SELECT replace(pg_get_triggerdef(t.oid), 'ON public.clients', 'ON public.copied')
+               FROM pg_trigger t WHERE t.tgrelid = 'public.clients'::regclass AND t.tgname = 'zz_pazpaz_email_bidx');
+END $$;
+SELECT regress.try($$SELECT search_index_register('public.copied', (SELECT definition FROM search_indexes WHERE rel = 'public.clients'::regclass AND token_column = 'email_bidx'))$$) AS register_the_copy;
+-- Nor through the procedure, with clients' context (or the default context
+-- of a column of another owner's table).
+DROP TRIGGER zz_pazpaz_email_bidx ON public.copied;
+ALTER TABLE public.copied DROP COLUMN email_bidx;
+SELECT regress.try($$CALL add_blind_index('public.copied', 'email', normalization => 'lower', context => 'public.clients.email')$$) AS same_context;
+SELECT regress.try($$CALL add_match_index('public.copied', 'email', context => '"public"."clients"."phone"')$$) AS default_context_of_another_table;
+CREATE TABLE public.copied2 (id int PRIMARY KEY, email encrypted_text, email_bidx bytea);
+DO $$
+BEGIN
+    EXECUTE (SELECT replace(pg_get_triggerdef(t.oid), 'ON public.clients', 'ON public.copied2')
+               FROM pg_trigger t WHERE t.tgrelid = 'public.clients'::regclass AND t.tgname = 'zz_pazpaz_email_bidx');
+END $$;
+GRANT INSERT, SELECT ON public.copied2 TO PUBLIC;
+RESET ROLE;
+-- The key-holding session writes a guessed value into the copy: refused,
+-- and the lookup of the copy too; its table stays as it was.
+SELECT regress.try($$INSERT INTO public.copied2 VALUES (1, 'client.7@example.com')$$) AS write_into_the_copy;
+SELECT regress.try($$SELECT blind_index_for('public.copied2', 'email_bidx', 'client.7@example.com')$$) AS lookup_in_the_copy;
+SELECT count(*) AS copied_rows FROM public.copied2;
+SELECT count(*) AS registered_for_the_copies FROM search_indexes WHERE rel IN ('public.copied'::regclass, 'public.copied2'::regclass);
+-- The registry is written only through the procedures.
+SET ROLE regress_copier;
+SELECT regress.try($$INSERT INTO search_indexes SELECT 'public.copied2', 'email_bidx', definition FROM search_indexes WHERE token_column = 'email_bidx'$$) AS insert_directly;
+RESET ROLE;
+DROP TABLE public.copied, public.copied2;
+REVOKE CREATE ON SCHEMA public FROM regress_copier;
+REVOKE USAGE ON SCHEMA regress FROM regress_copier;
+DROP ROLE regress_copier;
+
 -- jsonb (format 2) and bytea (format 1) columns. (From here on the batch
 -- NOTICEs are left out: batches are ranges of heap blocks, so their counts
 -- depend on where earlier updates put the rows.)
@@ -183,6 +265,19 @@ SELECT regress.try($$CALL add_blind_index('clients', 'email', normalization => '
 SELECT regress.try($$CALL add_match_index('clients', 'email', bits => 40)$$);
 SELECT regress.try($$CALL add_blind_index('clients', 'email', token_column => 'e2', index_key => 'next')$$);
 SELECT regress.try($$CALL drop_blind_index('clients', 'last_name')$$);
+-- Partitioned tables (no rows of their own: the backfill never ended),
+-- partitions and tables in an inheritance hierarchy are refused.
+CREATE TABLE parted (id int, email encrypted_text) PARTITION BY RANGE (id);
+CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);
+INSERT INTO parted VALUES (1, 'a@example.com');
+CREATE TABLE inh_parent (id int, email encrypted_text);
+CREATE TABLE inh_child () INHERITS (inh_parent);
+SELECT regress.try($$CALL add_blind_index('parted', 'email')$$) AS partitioned;
+SELECT regress.try($$CALL add_blind_index('parted_1', 'email')$$) AS partition;
+SELECT regress.try($$CALL add_match_index('inh_parent', 'email')$$) AS inheritance_parent;
+SELECT regress.try($$CALL add_match_index('inh_child', 'email')$$) AS inheritance_child;
+SELECT count(*) AS token_columns FROM pg_attribute WHERE attrelid IN ('parted'::regclass, 'parted_1'::regclass, 'inh_parent'::regclass, 'inh_child'::regclass) AND attname LIKE 'email\_%';
+DROP TABLE parted, inh_parent, inh_child;
 -- Inside a transaction block (here: a function) it cannot COMMIT its batches.
 SELECT regress.try($$CALL add_blind_index('clients', 'last_name')$$);
 SET ROLE regress_app;
@@ -245,6 +340,7 @@ DROP TABLE clients, tenant_notes;
 CREATE ROLE planter;
 GRANT CREATE ON SCHEMA public TO planter;
 CREATE SCHEMA planter AUTHORIZATION planter;
+GRANT USAGE ON SCHEMA regress TO planter;
 SET ROLE planter;
 SET search_path = pg_catalog, pg_temp;
 CREATE TABLE public.plant_log (what text);
@@ -298,6 +394,48 @@ BEGIN
     END LOOP;
 END
 $plant$;
+-- Look-alikes of the documented calls, whose literal arguments PostgreSQL
+-- types only when it picks a function (it prefers text to regclass or
+-- name): the extension's own text overloads make the same argument types
+-- impossible beside them in public, and other types lose to them. In the
+-- planter's schema (first in the search_path below) the same types are
+-- possible, and a schema-qualified call never looks there.
+SELECT regress.try($$CREATE FUNCTION public.blind_index_for(text, text, text) RETURNS bytea LANGUAGE sql AS 'SELECT NULL::bytea'$$) AS same_types_in_public;
+SELECT regress.try($$CREATE PROCEDURE public.add_blind_index(tbl text, col text, normalization text DEFAULT 'none', bits int DEFAULT 256, batch_size int DEFAULT 1000, context text DEFAULT NULL, token_column text DEFAULT NULL, index_key text DEFAULT 'current') LANGUAGE sql AS 'SELECT 1'$$) AS same_types_in_public;
+DO $plant$
+DECLARE s text; f text; i int := 100;
+BEGIN
+    FOREACH s IN ARRAY ARRAY['public', 'planter'] LOOP
+        FOREACH f IN ARRAY ARRAY['blind_index_for(name, name, name) bytea', 'blind_index_for(varchar, varchar, varchar) bytea',
+                                 'blind_index_for(regclass, name, name) bytea', 'blind_search_tokens_for(name, text, text) int4[]',
+                                 'blind_search_tokens_for(varchar, varchar, varchar) int4[]', 'blind_equals(bytea, varchar, text, text) bool',
+                                 'blind_equals(bytea, name, name, name) bool', 'blind_contains(int4[], name, text, text) bool',
+                                 'blind_contains(anyarray, varchar, varchar, varchar) bool'] LOOP
+            i := i + 1;
+            EXECUTE format($f$
+                CREATE FUNCTION %1$I.%2$s RETURNS pg_catalog.%3$s
+                LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$
+                BEGIN PERFORM public.plant_note(%4$L); RETURN NULL; END $b$
+            $f$, s, regexp_replace(regexp_replace(f, ' \S+$', ''), '(\w+(\[\])?)(?=[,)])', 'pg_catalog.\1', 'g'),
+               regexp_replace(f, '^.* ', ''), s || '.' || regexp_replace(f, ' \S+$', ''));
+        END LOOP;
+        FOREACH f IN ARRAY ARRAY['add_blind_index(tbl varchar, col varchar, normalization text DEFAULT NULL, batch_size int DEFAULT NULL)',
+                                 'add_match_index(tbl name, col name, batch_size int DEFAULT NULL)',
+                                 'drop_blind_index(tbl varchar, col varchar)', 'drop_match_index(tbl name, col name)'] LOOP
+            EXECUTE format($f$
+                CREATE PROCEDURE %1$I.%2$s
+                LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$
+                BEGIN PERFORM public.plant_note(%3$L); END $b$
+            $f$, s, f, s || '.' || f);
+        END LOOP;
+    END LOOP;
+    -- Exact look-alikes where the planter may create them.
+    CREATE FUNCTION planter.blind_equals(pg_catalog.bytea, pg_catalog.text, pg_catalog.text, pg_catalog.text) RETURNS pg_catalog.bool
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$ BEGIN PERFORM public.plant_note('planter.blind_equals'); RETURN true; END $b$;
+    CREATE FUNCTION planter.blind_contains(pg_catalog.int4[], pg_catalog.text, pg_catalog.text, pg_catalog.text) RETURNS pg_catalog.bool
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$ BEGIN PERFORM public.plant_note('planter.blind_contains'); RETURN true; END $b$;
+END
+$plant$;
 RESET search_path;
 RESET ROLE;
 SELECT count(*) > 40 AS planted FROM pg_proc WHERE proname LIKE 'plant_%' OR pronamespace = 'planter'::regnamespace;
@@ -312,13 +450,42 @@ INSERT INTO public.sp_people VALUES (51, 'Person 51');
 SELECT id FROM public.sp_people WHERE name_bidx OPERATOR(pg_catalog.=) public.blind_index_for('public.sp_people', 'name_bidx', 'PERSON 51');
 SELECT pg_catalog.count(*) AS with_son_2 FROM public.sp_people
 WHERE name_tokens OPERATOR(pg_catalog.@>) public.blind_search_tokens_for('public.sp_people', 'name_tokens', 'son 2');
+-- The documented lookups: the extension's matchers, schema-qualified, with
+-- literal arguments; the planner still uses the indexes.
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT id FROM public.sp_people WHERE public.blind_equals(name_bidx, 'public.sp_people', 'name_bidx', 'PERSON 51');
+SELECT id FROM public.sp_people WHERE public.blind_equals(name_bidx, 'public.sp_people', 'name_bidx', 'PERSON 51');
+EXPLAIN (COSTS OFF) SELECT id FROM public.sp_people
+WHERE public.blind_contains(name_tokens, 'public.sp_people', 'name_tokens', 'son 2')
+  AND name::pg_catalog.text OPERATOR(pg_catalog.~~*) '%son 2%';
+SELECT pg_catalog.count(*) AS with_son_2 FROM public.sp_people
+WHERE public.blind_contains(name_tokens, 'public.sp_people', 'name_tokens', 'son 2')
+  AND name::pg_catalog.text OPERATOR(pg_catalog.~~*) '%son 2%';
+SELECT pg_catalog.length(public.blind_index_for('public.sp_people', 'name_bidx', 'person 51')) AS blind_index_for_literal,
+       pg_catalog.cardinality(public.blind_search_tokens_for('public.sp_people', 'name_tokens', 'son 2')) AS search_tokens_for_literal;
+-- The same under the default search_path ("$user", public), unqualified.
+RESET search_path;
+SELECT id FROM sp_people WHERE blind_equals(name_bidx, 'sp_people', 'name_bidx', 'PERSON 51');
+SELECT count(*) AS with_son_2 FROM sp_people WHERE blind_contains(name_tokens, 'sp_people', 'name_tokens', 'son 2') AND name::text ILIKE '%son 2%';
+SELECT length(blind_index_for('sp_people', 'name_bidx', 'person 51')) AS blind_index_for_literal;
+RESET enable_seqscan;
+SET search_path = planter, public, pg_catalog;
 CALL public.drop_blind_index('public.sp_people', 'name');
 CALL public.drop_match_index('public.sp_people', 'name');
 RESET search_path;
 SELECT what FROM public.plant_log;
+-- Why the matchers: a bare @> written in the query is resolved through the
+-- search_path, and the planter's exact public.@>(int4[], int4[]) beats
+-- pg_catalog's @>(anyarray, anyarray) even with pg_catalog searched first.
+SET client_min_messages = warning;
+CALL add_match_index('sp_people', 'name');
+RESET client_min_messages;
+SELECT count(*) AS bare_operator FROM sp_people WHERE name_tokens @> blind_search_tokens_for('sp_people', 'name_tokens', 'son 2');
+SELECT DISTINCT what FROM public.plant_log;
 DROP TABLE sp_people;
 DROP OWNED BY planter;
 REVOKE CREATE ON SCHEMA public FROM planter;
+REVOKE USAGE ON SCHEMA regress FROM planter;
 DROP ROLE planter;
 RESET pazpaz.index_key;
 RESET pazpaz.encryption_key;
