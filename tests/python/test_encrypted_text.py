@@ -725,6 +725,13 @@ def test_7_logical_replication_without_keys(enc):
     #    in the subscription's connection string for the publisher's
     #    walsender, and a database setting on the subscriber (its workers run
     #    no client session).
+    # The subscriptions are made one after the other: the second only once the
+    # launcher has started the first one's apply worker and is back in its
+    # main sleep. A wakeup that reaches the launcher while it waits for a new
+    # worker to attach is lost in PostgreSQL releases without the fix of that
+    # race (pgserver's 16.2 is one): the second subscription's apply worker
+    # then starts only at the launcher's next cycle, 180 s later, and its
+    # initial sync stays in state i until then.
     c1, c2 = enc.c1, enc.c2
     conn1 = f"host={c1.host} port={c1.port} dbname=it user=postgres"
     log2_start = c2.log.stat().st_size
@@ -743,6 +750,21 @@ CREATE TABLE repl_stream (id int PRIMARY KEY, v encrypted_text);
 CREATE TABLE repl_sync (id int PRIMARY KEY, v encrypted_text);
 ALTER DATABASE sub SET pazpaz.encrypted_text_io = envelope;
 CREATE SUBSCRIPTION sub_stream CONNECTION '{conn1}' PUBLICATION pub_stream WITH (binary = true, copy_data = false);
+""", key=False, server=c2)
+
+        def launcher_done(sub):
+            return enc.val("sub", f"""
+SELECT EXISTS (SELECT FROM pg_stat_subscription WHERE subname = '{sub}' AND pid IS NOT NULL)
+   AND EXISTS (SELECT FROM pg_stat_activity
+                WHERE backend_type = 'logical replication launcher' AND wait_event = 'LogicalLauncherMain');
+""", key=False, server=c2)
+
+        deadline = time.monotonic() + 60
+        while launcher_done("sub_stream") != "t" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        check("the launcher started sub_stream's apply worker and went back to sleep",
+              launcher_done("sub_stream") == "t")
+        enc.run(check, "subscriber: subscription with the initial sync (binary = true)", "sub", f"""
 CREATE SUBSCRIPTION sub_sync CONNECTION '{conn1} options=''-c pazpaz.encrypted_text_io=envelope''' PUBLICATION pub_sync WITH (binary = true);
 """, key=False, server=c2)
         enc.run(check, "changes on the publisher: INSERT, UPDATE, DELETE", "it", """

@@ -1,7 +1,9 @@
 """Security evidence: keys and protected plaintext stay out of sight.
 
 A real server logs everything it can (every statement, every bind parameter,
-debug5) and tracks every statement in pg_stat_statements. Sessions (psycopg
+debug5) and tracks every statement in pg_stat_statements (when the
+installation has that module: PostgreSQL 16's pgserver build has not, and
+there only its sweep is skipped). Sessions (psycopg
 with server-side parameters, and psql) then set keys in every supported and
 several unsupported ways, use every function, rotate, and trigger every error
 the extension can raise. Afterwards no key (base64, hex, urlsafe, or a
@@ -39,12 +41,12 @@ import pytest
 from psycopg import ClientCursor
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from conftest import pg_tool, start_cluster, unique_name
+from conftest import have_library, pg_tool, require_library, start_cluster, unique_name
 
 pytestmark = pytest.mark.every_version
 
 # Set by the leak_server fixture.
-LOG = PGDATA = HOST = PORT = POSTMASTER_START = None
+LOG = PGDATA = HOST = PORT = POSTMASTER_START = SERVER_VERSION_NUM = None
 STARTED = time.monotonic()
 
 # ---------------------------------------------------------------------------
@@ -275,8 +277,13 @@ held = []   # sessions kept open and idle for the pg_stat_activity look
 @pytest.fixture(scope="module")
 def leak_server():
     """Log and track everything: the worst realistic logging configuration.
-    pg_start writes its own shared_preload_libraries line; the later one wins."""
-    global LOG, PGDATA, HOST, PORT, POSTMASTER_START
+    pg_start writes its own shared_preload_libraries line; the later one wins.
+    pg_stat_statements is loaded when the installation has it (its sweep is
+    skipped otherwise; every other check runs)."""
+    global LOG, PGDATA, HOST, PORT, POSTMASTER_START, SERVER_VERSION_NUM
+    pgss = have_library("pg_stat_statements")
+    tracking = (["shared_preload_libraries = 'pazpaz_crypto,pg_stat_statements'",
+                 "pg_stat_statements.track_utility = on"] if pgss else [])
     c = start_cluster(unique_name("it_leak"), None,
                       "log_statement = all",
                       "log_min_messages = debug5",
@@ -284,8 +291,7 @@ def leak_server():
                       "log_parameter_max_length = -1",
                       "log_parameter_max_length_on_error = -1",
                       "log_min_duration_statement = 0",
-                      "shared_preload_libraries = 'pazpaz_crypto,pg_stat_statements'",
-                      "pg_stat_statements.track_utility = on",
+                      *tracking,
                       "log_connections = on",
                       "log_disconnections = on")
     LOG, PGDATA, HOST, PORT = str(c.log), str(c.data), c.host, c.port
@@ -293,8 +299,10 @@ def leak_server():
         # The postmaster must survive everything (compared at the end).
         with connect() as admin:
             POSTMASTER_START = one(admin, "SELECT pg_postmaster_start_time()")
+            SERVER_VERSION_NUM = int(one(admin, "SHOW server_version_num"))
             admin.execute("CREATE EXTENSION pazpaz_crypto")
-            admin.execute("CREATE EXTENSION pg_stat_statements")
+            if pgss:
+                admin.execute("CREATE EXTENSION pg_stat_statements")
             admin.execute("""
                 CREATE FUNCTION leak_marker(seed text) RETURNS text
                 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT 'PZM' || md5(seed) $$""")
@@ -910,7 +918,8 @@ def test_4_controls(leak_server):
     # in every session, so they could not serve as the control).
     ctl.execute(f"SELECT '{K_DECOY}', '{decoy.hex()}', '{base64.urlsafe_b64encode(decoy).decode()}'")
     run(ctl, f"SELECT '{CONTROL}'::int")                                      # an error text with the control
-    ctl.execute(f"SET application_name = '{CONTROL}'")                         # verbatim utility text in pgss
+    ctl.execute(f"SET application_name = '{CONTROL}'")                         # verbatim SET text in pgss (15-17)
+    ctl.execute(f"DO $$ BEGIN PERFORM '{CONTROL}'; END $$")                   # verbatim utility text in pgss (all)
     ctl.execute(f"SELECT '{CONTROL}' AS idle_control")                          # idle: visible in pg_stat_activity
     held.append(ctl)
     verdict(start)
@@ -959,18 +968,30 @@ def test_4_sweep_pg_stat_statements(leak_server):
     """4. sweep: pg_stat_statements"""
     start = len(FAILED)
     section('4. sweep: pg_stat_statements')
-    PGSS_WHY = ("PostgreSQL 15 stores utility statements (SET …) verbatim in pg_stat_statements; "
+    require_library("pg_stat_statements", " (nothing to sweep)")
+    # Up to 17, pg_stat_statements stores a SET statement's text verbatim, so a
+    # literal key in SET is visible there (documented). From 18 on it replaces
+    # SET's constants with $n like those of any other statement; other utility
+    # statements (DO, COMMENT, NOTIFY, ...) are still kept verbatim.
+    set_verbatim = SERVER_VERSION_NUM < 180000
+    PGSS_WHY = ("PostgreSQL up to 17 stores SET statements verbatim in pg_stat_statements; "
                 "the recommended parameterised set_config is normalised and clean")
+    known = {LABEL_LITERAL: PGSS_WHY} if set_verbatim else {}
     with connect() as s:
         pgss = repr(s.execute("SELECT userid::regrole, query FROM pg_stat_statements").fetchall())
     pgss_file = os.path.join(PGDATA, "pg_stat_tmp", "pgss_query_texts.stat")
     pgss_text = open(pgss_file, errors="replace").read() if os.path.exists(pgss_file) else ""
-    control("pg_stat_statements", pgss, CONTROL, "a verbatim utility statement")
+    control("pg_stat_statements", pgss, f"DO $$ BEGIN PERFORM '{CONTROL}'; END $$",
+            "a verbatim utility statement (DO block)")
+    control("pg_stat_statements query-text file", pgss_text, f"DO $$ BEGIN PERFORM '{CONTROL}'; END $$",
+            "a verbatim utility statement (DO block)")
+    if set_verbatim:
+        control("pg_stat_statements", pgss, f"SET application_name = '{CONTROL}'", "a verbatim SET statement")
+    else:
+        control("pg_stat_statements", pgss, "SET application_name = $1", "a SET statement, normalised (18)")
     control("pg_stat_statements", pgss, "SELECT set_config($", "the recommended call (normalised)")
-    sweep("pg_stat_statements view", pgss, kinds=("key", "plaintext", "copy"),
-          known={LABEL_LITERAL: PGSS_WHY})
-    sweep("pg_stat_statements query-text file", pgss_text, kinds=("key", "plaintext", "copy"),
-          known={LABEL_LITERAL: PGSS_WHY})
+    sweep("pg_stat_statements view", pgss, kinds=("key", "plaintext", "copy"), known=known)
+    sweep("pg_stat_statements query-text file", pgss_text, kinds=("key", "plaintext", "copy"), known=known)
     verdict(start)
 
 

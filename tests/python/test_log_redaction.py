@@ -10,11 +10,17 @@ a 20-character prefix) and no marker may be in the server log or in what the
 tap extension saw.
 
 Each test names the finding of the security review it reproduces.
+
+auto_explain and pg_stat_statements are loaded when the installation has
+them (PostgreSQL 16's pgserver build has neither): the checks of what they
+log or store skip without them, and everything else (log_statement = all,
+parameter logging, error paths, the tap) runs on every server.
 """
 
 import base64
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -26,8 +32,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import PG_BASE, PG_MAJOR, ROOT, free_port, host_path, new_key, pg_config, remove_cluster, \
-    start_cluster, unique_name
+from conftest import PG_BASE, PG_MAJOR, ROOT, free_port, have_library, host_path, new_key, pg_config, \
+    remove_cluster, require_library, start_cluster, unique_name
 
 pytestmark = pytest.mark.every_version
 
@@ -41,19 +47,35 @@ LOGGING = [
     "log_min_error_statement = info",
     "log_parameter_max_length = -1",
     "log_parameter_max_length_on_error = -1",
-    "auto_explain.log_min_duration = 0",
-    "auto_explain.log_verbose = on",
-    "auto_explain.log_analyze = on",
-    "auto_explain.log_nested_statements = on",
-    "pg_stat_statements.track = all",
-    "pg_stat_statements.track_utility = on",
     "deadlock_timeout = 100ms",
 ]
+# Settings of the optional modules, used only when the module is loaded.
+MODULE_SETTINGS = {
+    "auto_explain": [
+        "auto_explain.log_min_duration = 0",
+        "auto_explain.log_verbose = on",
+        "auto_explain.log_analyze = on",
+        "auto_explain.log_nested_statements = on",
+    ],
+    "pg_stat_statements": [
+        "pg_stat_statements.track = all",
+        "pg_stat_statements.track_utility = on",
+    ],
+}
 
 ORDERS = {
-    "ours-first": "pazpaz_crypto,auto_explain,pg_stat_statements,{tap}",
-    "ours-last": "{tap},auto_explain,pg_stat_statements,pazpaz_crypto",
+    "ours-first": ["pazpaz_crypto", "auto_explain", "pg_stat_statements", "{tap}"],
+    "ours-last": ["{tap}", "auto_explain", "pg_stat_statements", "pazpaz_crypto"],
 }
+
+
+def modules() -> list[str]:
+    """The optional modules this installation has."""
+    return [m for m in MODULE_SETTINGS if have_library(m)]
+
+
+AUTO_EXPLAIN_WHY = ": this checks what it logs (plans, nested statements)"
+PGSS_WHY = ": this checks what it stores"
 
 
 def build_tap() -> Path:
@@ -111,13 +133,16 @@ class Server:
 def server(request):
     so = build_tap()
     name = unique_name(f"redact_{request.param.replace('-', '_')}")
-    cluster = start_cluster(name, free_port(), *LOGGING,
-                            "shared_preload_libraries = '" + ORDERS[request.param].format(tap=so) + "'")
+    have = modules()
+    preload = [lib.format(tap=so) for lib in ORDERS[request.param] if lib not in MODULE_SETTINGS or lib in have]
+    cluster = start_cluster(name, free_port(), *LOGGING, *(line for m in have for line in MODULE_SETTINGS[m]),
+                            "shared_preload_libraries = '" + ",".join(preload) + "'")
     data = cluster.data
     s = Server(cluster, data)
     s.db = cluster.create_db()
-    with s.connect() as c:
-        c.execute("CREATE EXTENSION pg_stat_statements")
+    if "pg_stat_statements" in have:
+        with s.connect() as c:
+            c.execute("CREATE EXTENSION pg_stat_statements")
     try:
         yield s
     finally:
@@ -146,7 +171,9 @@ def test_the_searches_can_fail(server):
     assert control in server.tap.read_text()
 
 
-def test_finding_1_auto_explain_of_the_recommended_set_config(server):
+def recommended_set_config_sessions(server) -> list[str]:
+    """Finding 1's sessions: a key, a keyring and the version setting, set
+    the recommended way, and used. Returns the keys."""
     key = server.key()
     with server.connect() as c:
         set_key(c, key)
@@ -157,14 +184,33 @@ def test_finding_1_auto_explain_of_the_recommended_set_config(server):
                   ['{"v1": "%s", "v2": "%s"}' % (key, k2)])
         c.execute("SET pazpaz.encryption_key_version = 'v2'")
         assert c.execute("SELECT key_version(encrypt_field_versioned('x'))").fetchone() == ("v2",)
+    return [key, k2]
+
+
+def test_finding_1_recommended_set_config_is_logged_redacted(server):
+    recommended_set_config_sessions(server)
+    logs = server.logs()
+    assert "[statement redacted by pazpaz_crypto: it sets a key]" in logs, "the statements were logged, redacted"
+    assert server.leaks() == []
+
+
+def test_finding_1_auto_explain_of_the_recommended_set_config(server):
+    require_library("auto_explain", AUTO_EXPLAIN_WHY)
+    recommended_set_config_sessions(server)
     logs = server.logs()
     assert "plan:" in logs and "Query Text:" in logs, "auto_explain ran"
+    assert "[statement redacted by pazpaz_crypto: it sets a key]" in logs, "the statements were logged, redacted"
+    assert server.leaks() == []
+
+
+def test_finding_1_pg_stat_statements_of_the_recommended_set_config(server):
+    require_library("pg_stat_statements", PGSS_WHY)
+    keys = recommended_set_config_sessions(server)
     # The parameterised form leaves no key in pg_stat_statements either.
     with server.connect() as c:
         tracked = "\n".join(q for (q,) in c.execute("SELECT query FROM pg_stat_statements"))
     assert "set_config" in tracked
-    assert not any(f in tracked for k in (key, k2) for f in spellings(k))
-    assert "[statement redacted by pazpaz_crypto: it sets a key]" in logs, "the statements were logged, redacted"
+    assert not any(f in tracked for k in keys for f in spellings(k))
     assert server.leaks() == []
 
 
@@ -209,22 +255,51 @@ def test_finding_4_first_copy_line_of_a_fresh_backend(server, fmt):
     assert server.leaks() == []
 
 
-def test_finding_7_bind_parameters_and_plan_constants(server):
+def log_size(server) -> int:
+    return server.cluster.log.stat().st_size
+
+
+def log_since(server, offset: int) -> str:
+    with open(server.cluster.log, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def bind_parameter_statements(server, table: str) -> None:
+    """Finding 7's statements: markers as bind parameters (logged with
+    log_statement = all and the parameter settings), in plans (constants
+    that auto_explain prints), in a failing statement."""
     with server.connect() as c:
         set_key(c, server.key())
-        c.execute("CREATE TABLE bp (id int, c encrypted_text, t text)")
-        c.execute("INSERT INTO bp (id, c) VALUES (%s, %s)", [1, server.marker()])
-        c.execute("INSERT INTO bp (id, c) VALUES (%s, %s::text::encrypted_text)", [2, server.marker()])
-        c.execute("INSERT INTO bp (id, t) VALUES (%s, decrypt_field(encrypt_field(%s)))", [3, server.marker()])
-        assert c.execute("SELECT count(*) FROM bp WHERE c IS NOT NULL").fetchone() == (2,)
+        c.execute(f"CREATE TABLE {table} (id int, c encrypted_text, t text)")
+        c.execute(f"INSERT INTO {table} (id, c) VALUES (%s, %s)", [1, server.marker()])
+        c.execute(f"INSERT INTO {table} (id, c) VALUES (%s, %s::text::encrypted_text)", [2, server.marker()])
+        c.execute(f"INSERT INTO {table} (id, t) VALUES (%s, decrypt_field(encrypt_field(%s)))", [3, server.marker()])
+        assert c.execute(f"SELECT count(*) FROM {table} WHERE c IS NOT NULL").fetchone() == (2,)
         # An error in the statement: log_parameter_max_length_on_error.
-        fails(c, "INSERT INTO bp (id, c) VALUES (%s::int, %s)", ["not-an-int", server.marker()])
-        envelope = c.execute("SELECT c::bytea FROM bp WHERE id = 1").fetchone()[0]
+        fails(c, f"INSERT INTO {table} (id, c) VALUES (%s::int, %s)", ["not-an-int", server.marker()])
+        envelope = c.execute(f"SELECT c::bytea FROM {table} WHERE id = 1").fetchone()[0]
     # Keyless: a raw envelope written through bytea must not need a key,
     # even when auto_explain prints the plan.
     with server.connect() as c:
-        c.execute("INSERT INTO bp (id, c) VALUES (%s, %s::bytea::encrypted_text)", [4, envelope])
-        assert c.execute("SELECT key_version(c) FROM bp WHERE id = 4").fetchone() == ("v1",)
+        c.execute(f"INSERT INTO {table} (id, c) VALUES (%s, %s::bytea::encrypted_text)", [4, envelope])
+        assert c.execute(f"SELECT key_version(c) FROM {table} WHERE id = 4").fetchone() == ("v1",)
+
+
+def test_finding_7_bind_parameters(server):
+    start = log_size(server)
+    bind_parameter_statements(server, "bp")
+    assert "INSERT INTO bp (id, c) VALUES ($1, $2)" in log_since(server, start), "the statements were logged"
+    assert server.leaks() == []
+
+
+def test_finding_7_plan_constants(server):
+    require_library("auto_explain", AUTO_EXPLAIN_WHY)
+    start = log_size(server)
+    bind_parameter_statements(server, "bp_plans")
+    new = log_since(server, start)
+    # (In a session with a key, the plan's texts and values are redacted; its nodes are not.)
+    assert "plan:" in new and "Insert on public.bp_plans" in new, "auto_explain logged the plans"
     assert server.leaks() == []
 
 
@@ -330,7 +405,7 @@ def test_review_a_big_keyring_and_the_statement_line(server):
     assert server.leaks() == []
 
 
-def test_review_values_with_quotes_unquoted_values_and_nested_statements(server):
+def quoted_values_statements(server, table: str) -> None:
     """Third round: a decrypted value with double quotes in it (JSON kept in
     an encrypted column), values that errors print without quotes, internal
     queries and contexts of dynamic SQL at every level (auto_explain logs
@@ -338,31 +413,48 @@ def test_review_values_with_quotes_unquoted_values_and_nested_statements(server)
     numbers."""
     with server.connect() as c:
         set_key(c, server.key())
-        c.execute("CREATE TABLE r3 (id serial, c encrypted_text)")
+        c.execute(f"CREATE TABLE {table} (id serial, c encrypted_text)")
         cases = [
-            ('{"diagnosis": "%s", "x": 1}', "SELECT c::text::int FROM r3 WHERE id = %s"),
-            ('a"%s"b', "SELECT c::text::numeric FROM r3 WHERE id = %s"),
-            ("%s", "SELECT query_to_xml('SELECT ' || c::text || ' FROM', true, true, '') FROM r3 WHERE id = %s"),
-            ("1987-13-45 %s", "SELECT make_date(1987, 13, 45), c::text::date FROM r3 WHERE id = %s"),
-            ("a.b.c.%s", "SELECT c::text::regclass FROM r3 WHERE id = %s"),
+            ('{"diagnosis": "%s", "x": 1}', f"SELECT c::text::int FROM {table} WHERE id = %s"),
+            ('a"%s"b', f"SELECT c::text::numeric FROM {table} WHERE id = %s"),
+            ("%s", f"SELECT query_to_xml('SELECT ' || c::text || ' FROM', true, true, '') FROM {table} WHERE id = %s"),
+            ("1987-13-45 %s", f"SELECT make_date(1987, 13, 45), c::text::date FROM {table} WHERE id = %s"),
+            ("a.b.c.%s", f"SELECT c::text::regclass FROM {table} WHERE id = %s"),
         ]
         for template, sql in cases:
             m = server.marker()
-            rid = c.execute("INSERT INTO r3 (c) VALUES (%s) RETURNING id", [template % m]).fetchone()[0]
+            rid = c.execute(f"INSERT INTO {table} (c) VALUES (%s) RETURNING id", [template % m]).fetchone()[0]
             fails(c, sql, [rid])
         # Numbers printed without quotes (make_date's own message quotes none).
         n = str(900000000 + secrets.randbelow(99999999))
         server.markers.append(n)
-        rid = c.execute("INSERT INTO r3 (c) VALUES (%s) RETURNING id", [n]).fetchone()[0]
-        fails(c, "SELECT chr(c::text::int) FROM r3 WHERE id = %s", [rid])
-        fails(c, "SELECT setseed(c::text::float8) FROM r3 WHERE id = %s", [rid])
+        rid = c.execute(f"INSERT INTO {table} (c) VALUES (%s) RETURNING id", [n]).fetchone()[0]
+        fails(c, f"SELECT chr(c::text::int) FROM {table} WHERE id = %s", [rid])
+        fails(c, f"SELECT setseed(c::text::float8) FROM {table} WHERE id = %s", [rid])
         # Dynamic SQL that quotes the value the safe way (%L), an identifier
         # (%I) or a number, logged by auto_explain as a nested statement.
         for fmt in ("SELECT %L::text", "SELECT 1 AS %I", "SELECT %s::bigint + 1"):
             m = server.marker() if "%s" not in fmt else n
-            rid = c.execute("INSERT INTO r3 (c) VALUES (%s) RETURNING id", [m]).fetchone()[0]
-            c.execute("DO $$ DECLARE v text; r text; BEGIN SELECT c::text INTO v FROM r3 WHERE id = " + str(rid)
+            rid = c.execute(f"INSERT INTO {table} (c) VALUES (%s) RETURNING id", [m]).fetchone()[0]
+            c.execute(f"DO $$ DECLARE v text; r text; BEGIN SELECT c::text INTO v FROM {table} WHERE id = " + str(rid)
                       + f"; EXECUTE format('{fmt}', v) INTO r; END $$")
+
+
+def test_review_values_with_quotes_unquoted_values_and_nested_statements(server):
+    quoted_values_statements(server, "r3")
+    assert server.leaks() == []
+
+
+def test_review_plans_of_nested_statements_with_those_values(server):
+    """The same statements, as auto_explain logs them: the plans of the
+    nested statements of the DO blocks (the dynamic SQL with the values)."""
+    require_library("auto_explain", AUTO_EXPLAIN_WHY)
+    start = log_size(server)
+    quoted_values_statements(server, "r3_plans")
+    new = log_since(server, start)
+    assert re.search(r"plan:\n(?:\t[^\n]*\n)+[^\n]*CONTEXT:  [^\n]*\n\tPL/pgSQL function inline_code_block line \d+ at EXECUTE",
+                     new), "auto_explain logged the plans of the DO blocks' dynamic statements"
+    assert "Seq Scan on public.r3_plans" in new, "auto_explain logged the plan of the DO blocks' SELECT INTO"
     assert server.leaks() == []
 
 
@@ -394,12 +486,15 @@ def test_finding_17_values_decrypted_in_workers_only(server):
         c.execute("CREATE TABLE nn (a text NOT NULL, b text)")
     with server.connect() as c:  # fresh backend; decrypts in workers only
         set_key(c, server.keys[-1])
+        # force_parallel_mode was renamed debug_parallel_query in 16.
+        force = ("debug_parallel_query" if int(c.execute("SHOW server_version_num").fetchone()[0]) >= 160000
+                 else "force_parallel_mode")
         c.execute("SET parallel_leader_participation = off")
-        c.execute("SET force_parallel_mode = on")
+        c.execute(f"SET {force} = on")
         c.execute("SET parallel_setup_cost = 0")
         c.execute("SET parallel_tuple_cost = 0")
         c.execute("SELECT count(decrypt_field(b)) FROM par").fetchone()
-        c.execute("RESET force_parallel_mode")
+        c.execute(f"RESET {force}")
         e = fails(c, "INSERT INTO nn SELECT NULL, decrypt_field(b) FROM par WHERE id = 1")
         assert e.sqlstate == "23502"
     assert server.leaks() == []
