@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from conftest import Cluster, free_port, pg_tool, remove_cluster, require_library, run_pg, unique_name
+from conftest import Cluster, free_port, pg_config, pg_tool, remove_cluster, require_library, run_pg, unique_name
 
 PACKAGE_DIR = os.environ.get("PAZPAZ_PACKAGE_DIR")
 AAD_PREFIX = b"pazpaz data key"
@@ -115,7 +115,7 @@ def _pgbin(name: str) -> str:
     """Sets PGBIN to the overlay of an earlier start, if there is one."""
     if not PACKAGE_DIR:
         return ""
-    return f"PGBIN={shlex.quote(str(PG_BASE / (name + '-root') / 'usr/lib/postgresql/15/bin'))}; "
+    return f"PGBIN={shlex.quote(str(PG_BASE / (name + '-root') / pg_config('--bindir').lstrip('/')))}; "
 
 
 def start(name: str, *conf: str) -> Cluster:
