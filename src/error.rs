@@ -40,6 +40,7 @@ pub fn sqlstate(class: ErrorClass) -> PgSqlErrorCode {
         ErrorClass::UndefinedObject => ERRCODE_UNDEFINED_OBJECT,
         ErrorClass::DatatypeMismatch => ERRCODE_DATATYPE_MISMATCH,
         ErrorClass::Warning => ERRCODE_WARNING,
+        ErrorClass::OutOfMemory => ERRCODE_OUT_OF_MEMORY,
         ErrorClass::ConfigFile => ERRCODE_CONFIG_FILE_ERROR,
     }
 }

@@ -35,7 +35,7 @@ use std::cell::Cell;
 use crate::backend_local::BackendLocal;
 
 use pazpaz_core::blind_index::IndexKey;
-use pazpaz_core::keyring::{validate_version, Keyring};
+use pazpaz_core::keyring::{validate_version, Keyring, MAX_SETTING_BYTES};
 use pazpaz_core::wrapped_key::KeyPolicy;
 use pazpaz_core::Error;
 
@@ -402,11 +402,24 @@ unsafe fn check_secret(
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return true; // empty: no key, nothing secret to protect
     }
-    // First of all, so that the log filter scrubs this value from every
-    // later message — including the refusal below and PostgreSQL's report
-    // of the statement that carried it.
-    log_secrets::remember(bytes);
     let name = name.to_string_lossy();
+    // First of all, so that the log filter scrubs this value from every
+    // later message — including the refusals below and PostgreSQL's report
+    // of the statement that carried it. A value longer than any valid one
+    // is refused, having been remembered by its first MAX_SETTING_BYTES
+    // only (remembering copies what it looks at several times; any role can
+    // set these): its statement is hidden by the shape rule, and its start
+    // scrubbed wherever it appears.
+    let remembered = log_secrets::remember(bytes);
+    if bytes.len() > MAX_SETTING_BYTES {
+        let e = Error::SettingTooLong { max: MAX_SETTING_BYTES };
+        // SAFETY: inside a check hook (this function's contract).
+        return unsafe { check_fail(&e, &format!("invalid value for {name}: {e}")) };
+    }
+    if let Err(e) = remembered {
+        // SAFETY: inside a check hook (this function's contract).
+        return unsafe { check_fail(&e, &format!("invalid value for {name}: {e}")) };
+    }
     if let Some(where_) = forbidden_source(source) {
         let e = Error::KeySettingSource { name: name.into_owned(), origin: where_ };
         // SAFETY: inside a check hook (this function's contract).

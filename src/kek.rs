@@ -62,7 +62,7 @@ pub fn load_at_server_start() {
         (Some(path), None) => ("pazpaz.kek_file", read_file(&path).or_raise()),
         (None, Some(command)) => ("pazpaz.kek_command", run_command(&command).or_raise()),
     };
-    log_secrets::remember_server(&text);
+    log_secrets::remember_server(&text).or_raise();
     let ring = KekRing::from_json_with(&text, &mut |raw| log_secrets::remember_server_key(raw))
         .map_err(|e| Error::KekSource(format!("{source}: {e}")))
         .or_raise();

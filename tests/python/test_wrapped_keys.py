@@ -396,3 +396,36 @@ def test_kek_rotation_with_a_command(tmp_path):
         assert leaks(ring_spellings(ring2), log) == 0, "a KEK reached the log"
     finally:
         remove(name)
+
+
+# ---- a key setting's size is bounded before anything copies it --------------------
+
+def test_huge_key_setting_is_an_error_not_an_abort():
+    """Any role can give a key setting any value. A value far beyond any
+    valid one (150 MB) is refused with an ERROR, in a server whose memory is
+    limited (ulimit -v) so that copying it a few times to remember it would
+    fail: before the bound, the failed allocation aborted the backend
+    (SIGABRT), and the postmaster restarted the whole cluster."""
+    name = unique("wk_huge")
+    path = write_kek_file(kek_path(name), RING)
+    c = start(name, f"pazpaz.kek_file = '{path}'")
+    try:
+        with connect(c) as conn:
+            conn.execute("CREATE EXTENSION pazpaz_crypto")
+            conn.execute("CREATE ROLE plain LOGIN")
+        restart(c, memory_kib=1400000)
+        offset = c.log.stat().st_size
+        with psycopg.connect(c.dsn(user="plain"), autocommit=True) as conn:
+            for setting in ("pazpaz.encryption_key", "pazpaz.encryption_keys", "pazpaz.index_key",
+                            "pazpaz.index_key_next"):
+                with pytest.raises(psycopg.errors.ProgramLimitExceeded) as e:
+                    conn.execute("SELECT set_config(%s, repeat('A', 150000000), false)", [setting])
+                assert f"invalid value for {setting}: longer than 65536 bytes" in str(e.value)
+            # One byte over the bound is refused the same way; the backend lives on.
+            with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+                conn.execute("SELECT set_config('pazpaz.encryption_key', repeat('A', 65537), false)")
+            assert conn.execute("SELECT 1").fetchone()[0] == 1
+        log = c.log.read_text(errors="replace")[offset:]
+        assert "terminated by signal" not in log and "memory allocation of" not in log, log[-2000:]
+    finally:
+        remove(name)

@@ -38,6 +38,8 @@ pub enum ErrorClass {
     DatatypeMismatch,
     /// 01000 warning: reported at WARNING level, not raised.
     Warning,
+    /// 53200 out_of_memory: an allocation whose size comes from input failed.
+    OutOfMemory,
     /// F0000 config_file_error: the server's key-encryption keys could not
     /// be loaded (file permissions, a failing command, a malformed ring).
     ConfigFile,
@@ -125,6 +127,12 @@ pub enum Error {
     /// column has another type than the index was built for, …).
     #[error("{index} indexes a column of type {expected}, but the column is now of another type: drop the index and add it again")]
     SearchSourceType { index: String, expected: &'static str },
+    /// A key setting's value longer than `keyring::MAX_SETTING_BYTES` (the
+    /// check hook names the setting).
+    #[error("longer than {max} bytes")]
+    SettingTooLong { max: usize },
+    #[error("out of memory")]
+    OutOfMemory,
     // ---- wrapped data keys and the server's key-encryption keys (KEKs) ----
     /// A wrapped data key, and no KEK ring in this server process.
     #[error("No key-encryption key is loaded, and wrapped data keys (pzw1:…) need one: set pazpaz.kek_file or pazpaz.kek_command, with pazpaz_crypto in shared_preload_libraries, and restart the server")]
@@ -172,6 +180,8 @@ impl Error {
             | NoCurrentVersion { .. }
             | BadTypmod
             | SettingNotUtf8 => ErrorClass::InvalidParameter,
+            SettingTooLong { .. } => ErrorClass::TooLarge,
+            OutOfMemory => ErrorClass::OutOfMemory,
             MissingKey => ErrorClass::MissingKey,
             UnknownVersion { .. } => ErrorClass::UnknownVersion,
             DecryptionFailed => ErrorClass::AuthenticationFailed,
