@@ -286,6 +286,10 @@ def test_parallel_workers_and_rotate_column_with_wrapped_keys(kat_server):
 RING = new_ring("k1")
 
 
+def _pasted(key: str) -> str:
+    return key.replace("/", "_").replace("+", "-").rstrip("=")
+
+
 def _cases():
     ring = json.dumps(RING).encode()
     return [
@@ -298,9 +302,14 @@ def _cases():
         ("not JSON", dict(ring=b"k1=" + RING["keys"]["k1"].encode()), "malformed JSON or not an object"),
         ("flat object", dict(ring=json.dumps({"k1": RING["keys"]["k1"]}).encode()), "unknown member"),
         ("16-byte key", dict(ring=json.dumps({"keys": {"k1": base64.b64encode(os.urandom(16)).decode()}}).encode()),
-         'key-encryption key "k1" is not the base64 of 32 bytes'),
+         'member 1 of "keys" is not the base64 of 32 bytes'),
         ("no current", dict(ring=json.dumps({"keys": {**RING["keys"], "k2": RING["keys"]["k1"]}}).encode()),
          '"current" must name the key that new wraps use'),
+        # A KEK pasted into "current" (its unpadded URL-safe base64 is a valid id).
+        ("a key as current", dict(ring=json.dumps({"current": _pasted(RING["keys"]["k1"]), "keys": RING["keys"]}).encode()),
+         '"current" names an id that is not in "keys" (the ids in "keys": k1)'),
+        ("a key as an id", dict(ring=json.dumps({"keys": {_pasted(RING["keys"]["k1"]): "AAAA"}}).encode()),
+         'member 1 of "keys" is not the base64 of 32 bytes'),
         ("command fails", dict(command="echo \"$(cat {path})\" >/dev/null; exit 3", ring=ring),
          "pazpaz.kek_command failed: child process exited with exit code 3"),
         ("command prints garbage", dict(command="echo not-json-{secret}", ring=ring), "malformed JSON or not an object"),
