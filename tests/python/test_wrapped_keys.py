@@ -299,6 +299,9 @@ def _cases():
         ("owned by root", dict(ring=ring, mode=0o644, uid=0), "must be owned by the database server's user"),
         ("unreadable", dict(ring=ring, mode=0o600, uid=0), "Permission denied"),
         ("missing", dict(ring=None), "could not open pazpaz.kek_file"),
+        # Opening a FIFO for reading waits for a writer: the postmaster hung,
+        # silent, until SIGKILL.
+        ("a FIFO", dict(ring=b"", fifo=True), "is not a regular file"),
         ("not JSON", dict(ring=b"k1=" + RING["keys"]["k1"].encode()), "malformed JSON or not an object"),
         ("flat object", dict(ring=json.dumps({"k1": RING["keys"]["k1"]}).encode()), "unknown member"),
         ("16-byte key", dict(ring=json.dumps({"keys": {"k1": base64.b64encode(os.urandom(16)).decode()}}).encode()),
@@ -332,6 +335,10 @@ def test_server_refuses_to_start(case, how, want):
         offset = c.log.stat().st_size
         if how.get("ring") is None:
             path.unlink()
+        elif how.get("fifo"):
+            path.unlink()
+            os.mkfifo(path, 0o600)
+            os.chown(path, POSTGRES_UID, -1)
         else:
             write_kek_file(path, how["ring"], how.get("mode", 0o600), how.get("uid", POSTGRES_UID))
         conf = []
@@ -341,8 +348,10 @@ def test_server_refuses_to_start(case, how, want):
                 conf.append("pazpaz.kek_file = ''")
         with open(data_dir(name) / "postgresql.conf", "a") as f:
             f.write("".join(line + "\n" for line in conf))
+        began = time.monotonic()
         with pytest.raises(subprocess.CalledProcessError):
             restart(c)
+        assert time.monotonic() - began < 30, "the server took as long to refuse as pg_ctl waits"
         log = c.log.read_text(errors="replace")[offset:]
         assert leaks(ring_spellings(RING), log) == 0, "a KEK reached the log"
         assert "FATAL" in log and want in log, log[-3000:]  # (holds no key: checked above)
