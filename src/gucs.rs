@@ -269,6 +269,22 @@ fn warn_if_set_before_load() {
             error::warn(Error::SetBeforeLoad { name: name.to_string_lossy().into_owned() });
         }
     }
+    // SAFETY: a plain flag of PostgreSQL's, set around the preload loop.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return; // preloaded: the KEK settings are about to be defined, and read
+    }
+    // Loaded by a backend: postgresql.conf may still set the KEK settings,
+    // which then never took effect, and, never defined by this library, are
+    // placeholders that any role can read with SHOW (a kek_command may hold
+    // a secret manager's token).
+    for name in [c"pazpaz.kek_file", c"pazpaz.kek_command"] {
+        // SAFETY: as above.
+        let v = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
+        // SAFETY: non-null, so it points to at least its NUL terminator.
+        if !v.is_null() && unsafe { *v } != 0 {
+            error::warn(Error::KekSettingWithoutPreload { name: name.to_string_lossy().into_owned() });
+        }
+    }
 }
 
 /// Current text I/O mode of `encrypted_text`.

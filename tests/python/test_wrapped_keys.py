@@ -447,3 +447,24 @@ def test_huge_key_setting_is_an_error_not_an_abort():
         assert "terminated by signal" not in log and "memory allocation of" not in log, log[-2000:]
     finally:
         remove(name)
+
+
+def test_kek_settings_without_preloading_warn():
+    """pazpaz.kek_command in postgresql.conf, the library not preloaded: the
+    setting is a placeholder any role can SHOW, and no KEK is loaded. When a
+    backend loads the library it says so with a WARNING (never quoting the
+    setting's value)."""
+    name = unique("wk_nopre")
+    token = "token-" + secrets.token_hex(8)
+    c = start(name, "shared_preload_libraries = ''", f"pazpaz.kek_command = 'vault read {token}'")
+    try:
+        notices = []
+        with connect(c) as conn:
+            conn.add_notice_handler(lambda d: notices.append((d.severity, d.message_primary)))
+            conn.execute("LOAD 'pazpaz_crypto'")
+        want = ("WARNING", "pazpaz.kek_command is set, but pazpaz_crypto is not in shared_preload_libraries: "
+                "no key-encryption key is loaded, and the setting is a placeholder that any role can read with SHOW")
+        assert want in notices, notices
+        assert not any(token in m for _, m in notices)
+    finally:
+        remove(name)

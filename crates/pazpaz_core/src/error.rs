@@ -102,6 +102,10 @@ pub enum Error {
     TextFormNotUtf8,
     #[error("{name} was set before the pazpaz_crypto library was loaded")]
     SetBeforeLoad { name: String },
+    /// `pazpaz.kek_file` or `pazpaz.kek_command` set while the library is
+    /// not in shared_preload_libraries.
+    #[error("{name} is set, but pazpaz_crypto is not in shared_preload_libraries: no key-encryption key is loaded, and the setting is a placeholder that any role can read with SHOW")]
+    KekSettingWithoutPreload { name: String },
     /// `name` is the setting: pazpaz.index_key, or pazpaz.index_key_next
     /// when an index is added under the next key.
     #[error("No index key is set: set {name} for this session")]
@@ -193,7 +197,7 @@ impl Error {
             Rng => ErrorClass::System,
             EncryptedDefault | PlaintextIndex => ErrorClass::Unsupported,
             KeySettingSource { .. } => ErrorClass::InsufficientPrivilege,
-            SetBeforeLoad { .. } => ErrorClass::Warning,
+            SetBeforeLoad { .. } | KekSettingWithoutPreload { .. } => ErrorClass::Warning,
             MissingIndexKey { .. } | IndexKeyNotSet { .. } => ErrorClass::MissingKey,
             UnknownNormalize | IndexBits | TokenBits | QueryTooShort | IndexKeyChoice => ErrorClass::InvalidParameter,
             BadSearchIndex { .. } => ErrorClass::UndefinedObject,
