@@ -40,6 +40,7 @@ pub fn sqlstate(class: ErrorClass) -> PgSqlErrorCode {
         ErrorClass::UndefinedObject => ERRCODE_UNDEFINED_OBJECT,
         ErrorClass::DatatypeMismatch => ERRCODE_DATATYPE_MISMATCH,
         ErrorClass::Warning => ERRCODE_WARNING,
+        ErrorClass::OutOfMemory => ERRCODE_OUT_OF_MEMORY,
         ErrorClass::ConfigFile => ERRCODE_CONFIG_FILE_ERROR,
     }
 }
@@ -66,6 +67,7 @@ pub fn hint(e: &Error) -> Option<&'static str> {
 fn detail(e: &Error) -> Option<&'static str> {
     match e {
         Error::SetBeforeLoad { .. } => Some("Until the library is loaded the value is an unprotected placeholder that SHOW and current_setting() reveal to any role. Add pazpaz_crypto to shared_preload_libraries."),
+        Error::KekSettingWithoutPreload { .. } => Some("The key-encryption keys are read by the postmaster at start-up only. Add pazpaz_crypto to shared_preload_libraries and restart; until then keep no secret in the setting (a kek_command should read its token from a file only the server's user can read)."),
         _ => None,
     }
 }

@@ -35,7 +35,7 @@ use std::cell::Cell;
 use crate::backend_local::BackendLocal;
 
 use pazpaz_core::blind_index::IndexKey;
-use pazpaz_core::keyring::{validate_version, Keyring};
+use pazpaz_core::keyring::{validate_version, Keyring, MAX_SETTING_BYTES};
 use pazpaz_core::wrapped_key::KeyPolicy;
 use pazpaz_core::Error;
 
@@ -269,6 +269,22 @@ fn warn_if_set_before_load() {
             error::warn(Error::SetBeforeLoad { name: name.to_string_lossy().into_owned() });
         }
     }
+    // SAFETY: a plain flag of PostgreSQL's, set around the preload loop.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return; // preloaded: the KEK settings are about to be defined, and read
+    }
+    // Loaded by a backend: postgresql.conf may still set the KEK settings,
+    // which then never took effect, and, never defined by this library, are
+    // placeholders that any role can read with SHOW (a kek_command may hold
+    // a secret manager's token).
+    for name in [c"pazpaz.kek_file", c"pazpaz.kek_command"] {
+        // SAFETY: as above.
+        let v = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
+        // SAFETY: non-null, so it points to at least its NUL terminator.
+        if !v.is_null() && unsafe { *v } != 0 {
+            error::warn(Error::KekSettingWithoutPreload { name: name.to_string_lossy().into_owned() });
+        }
+    }
 }
 
 /// Current text I/O mode of `encrypted_text`.
@@ -402,11 +418,24 @@ unsafe fn check_secret(
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return true; // empty: no key, nothing secret to protect
     }
-    // First of all, so that the log filter scrubs this value from every
-    // later message — including the refusal below and PostgreSQL's report
-    // of the statement that carried it.
-    log_secrets::remember(bytes);
     let name = name.to_string_lossy();
+    // First of all, so that the log filter scrubs this value from every
+    // later message — including the refusals below and PostgreSQL's report
+    // of the statement that carried it. A value longer than any valid one
+    // is refused, having been remembered by its first MAX_SETTING_BYTES
+    // only (remembering copies what it looks at several times; any role can
+    // set these): its statement is hidden by the shape rule, and its start
+    // scrubbed wherever it appears.
+    let remembered = log_secrets::remember(bytes);
+    if bytes.len() > MAX_SETTING_BYTES {
+        let e = Error::SettingTooLong { max: MAX_SETTING_BYTES };
+        // SAFETY: inside a check hook (this function's contract).
+        return unsafe { check_fail(&e, &format!("invalid value for {name}: {e}")) };
+    }
+    if let Err(e) = remembered {
+        // SAFETY: inside a check hook (this function's contract).
+        return unsafe { check_fail(&e, &format!("invalid value for {name}: {e}")) };
+    }
     if let Some(where_) = forbidden_source(source) {
         let e = Error::KeySettingSource { name: name.into_owned(), origin: where_ };
         // SAFETY: inside a check hook (this function's contract).

@@ -62,7 +62,7 @@ pub fn load_at_server_start() {
         (Some(path), None) => ("pazpaz.kek_file", read_file(&path).or_raise()),
         (None, Some(command)) => ("pazpaz.kek_command", run_command(&command).or_raise()),
     };
-    log_secrets::remember_server(&text);
+    log_secrets::remember_server(&text).or_raise();
     let ring = KekRing::from_json_with(&text, &mut |raw| log_secrets::remember_server_key(raw))
         .map_err(|e| Error::KekSource(format!("{source}: {e}")))
         .or_raise();
@@ -83,9 +83,20 @@ pub fn load_at_server_start() {
 /// the server's user with no group or other permissions — the rule
 /// PostgreSQL applies to `ssl_key_file`. The checks are made on the opened
 /// file (fstat), so the file cannot be swapped between check and read.
+///
+/// Opened with O_NONBLOCK: opening a FIFO for reading blocks until a writer
+/// comes, and the postmaster (its signals blocked while it loads libraries)
+/// would hang with nothing in the log. With O_NONBLOCK the open returns at
+/// once and the fstat refuses anything but a regular file, for which the
+/// flag changes nothing (reads of a regular file never block).
 fn read_file(path: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
     let what = format!("pazpaz.kek_file \"{path}\"");
-    let mut f = std::fs::File::open(path).map_err(|e| Error::KekSource(format!("could not open {what}: {e}")))?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| Error::KekSource(format!("could not open {what}: {e}")))?;
     let meta = f.metadata().map_err(|e| Error::KekSource(format!("could not stat {what}: {e}")))?;
     if !meta.is_file() {
         return Err(Error::KekSource(format!("{what} is not a regular file")));
@@ -135,6 +146,12 @@ fn read_all(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// SIGPIPE restored, as for `ssl_passphrase_command`) and returns its
 /// standard output. A non-zero exit fails; neither the command (it may
 /// carry a secret manager's token) nor its output is quoted.
+///
+/// The output is read to end of file, so start-up waits for every process
+/// that holds the command's standard output open — a background child the
+/// command leaves behind included (the README says to redirect such a
+/// child's output) — and for the command itself to exit: there is no time
+/// limit, as there is none for `ssl_passphrase_command`.
 fn run_command(command: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
     let c = CString::new(command).map_err(|_| Error::KekSource("pazpaz.kek_command contains a NUL byte".into()))?;
     // SAFETY: NUL-terminated command and mode; OpenPipeStream returns NULL

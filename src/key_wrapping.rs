@@ -51,7 +51,7 @@ fn generate_wrapped_encryption_key_under(kek_id: &str) -> String {
 fn wrap_raw(raw: &str, kek_id: Option<&str>) -> String {
     // First: from here on the log filter scrubs this value (a literal
     // argument, an auto_explain plan of this call, an error's context).
-    log_secrets::remember(raw.as_bytes());
+    log_secrets::remember(raw.as_bytes()).or_raise();
     if wrapped_key::looks_wrapped(raw) {
         raise(Error::AlreadyWrapped);
     }
@@ -73,7 +73,7 @@ fn wrap_encryption_key_under(raw_key: &str, kek_id: &str) -> String {
 }
 
 fn rewrap(wrapped: &str, kek_id: Option<&str>) -> String {
-    log_secrets::remember(wrapped.as_bytes());
+    log_secrets::remember(wrapped.as_bytes()).or_raise();
     let ring = keks();
     let target = ring.target(kek_id).or_raise();
     let u = wrapped_key::unwrap(wrapped, Some(ring)).or_raise();

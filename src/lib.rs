@@ -85,10 +85,14 @@ extern "C-unwind" fn init() {
     key_cache::init();
     index_keys::init();
     gucs::init();
+    // Before the key-encryption keys are read: the server's FATAL report of
+    // a bad ring (or a command's output that stray messages quote) passes
+    // through the filter, which scrubs every spelling of the ring's text and
+    // keys (`kek.rs` remembers them before parsing).
+    log_filter::init();
     // In the postmaster only (preloading): reads the key-encryption keys,
     // or stops the server with the reason.
     kek::load_at_server_start();
-    log_filter::init();
     ddl_guard::init();
 }
 

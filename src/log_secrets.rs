@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 
 use pazpaz_core::redact::Secrets;
+use pazpaz_core::Error;
 
 use crate::backend_local::{BackendLocal, LocalCell};
 
@@ -19,10 +20,14 @@ static SECRETS: LocalCell<Secrets> = BackendLocal::new(RefCell::new(Secrets::new
 /// the filter's value rules).
 static SERVER_SECRETS: LocalCell<Secrets> = BackendLocal::new(RefCell::new(Secrets::new()));
 
-/// Remembers a value given to a key setting.
-pub fn remember(value: &[u8]) {
-    if let Ok(mut s) = SECRETS.try_borrow_mut() {
-        s.remember(value);
+/// Remembers a value given to a key setting (its first
+/// `redact::MAX_REMEMBERED` bytes). `Err` only when memory ran out: the
+/// caller fails with that error rather than go on with a key that the filter
+/// might not know.
+pub fn remember(value: &[u8]) -> Result<(), Error> {
+    match SECRETS.try_borrow_mut() {
+        Ok(mut s) => s.remember(value),
+        Err(_) => Ok(()),
     }
 }
 
@@ -30,21 +35,25 @@ pub fn remember(value: &[u8]) {
 /// spelling: the session set only its wrapped form.
 pub fn remember_raw(raw: &[u8; 32]) {
     if let Ok(mut s) = SECRETS.try_borrow_mut() {
-        s.remember_raw_key(raw);
+        // A few dozen bytes; if even they cannot be had, PostgreSQL's next
+        // allocation reports the shortage.
+        let _ = s.remember_raw_key(raw);
     }
 }
 
 /// Remembers the text of the KEK ring (postmaster, at start-up).
-pub fn remember_server(value: &[u8]) {
-    if let Ok(mut s) = SERVER_SECRETS.try_borrow_mut() {
-        s.remember(value);
+pub fn remember_server(value: &[u8]) -> Result<(), Error> {
+    match SERVER_SECRETS.try_borrow_mut() {
+        Ok(mut s) => s.remember(value),
+        Err(_) => Ok(()),
     }
 }
 
 /// Remembers one KEK, as raw bytes, in every spelling.
 pub fn remember_server_key(raw: &[u8; 32]) {
     if let Ok(mut s) = SERVER_SECRETS.try_borrow_mut() {
-        s.remember_raw_key(raw);
+        // As `remember_raw`.
+        let _ = s.remember_raw_key(raw);
     }
 }
 

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let mut secrets = Secrets::new();
     let list: Vec<&[u8]> = secret_part.split(|&b| b == b'\n').collect();
     for s in &list {
-        secrets.remember(s);
+        let _ = secrets.remember(s);
     }
     let scrubbed = secrets.scrub(text).unwrap_or_else(|| text.to_vec());
     for s in list.iter().map(|s| s.trim_ascii()).filter(|s| s.len() >= PREFIX_LEN && b64_only(s)) {

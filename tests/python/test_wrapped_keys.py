@@ -286,6 +286,10 @@ def test_parallel_workers_and_rotate_column_with_wrapped_keys(kat_server):
 RING = new_ring("k1")
 
 
+def _pasted(key: str) -> str:
+    return key.replace("/", "_").replace("+", "-").rstrip("=")
+
+
 def _cases():
     ring = json.dumps(RING).encode()
     return [
@@ -295,12 +299,20 @@ def _cases():
         ("owned by root", dict(ring=ring, mode=0o644, uid=0), "must be owned by the database server's user"),
         ("unreadable", dict(ring=ring, mode=0o600, uid=0), "Permission denied"),
         ("missing", dict(ring=None), "could not open pazpaz.kek_file"),
+        # Opening a FIFO for reading waits for a writer: the postmaster hung,
+        # silent, until SIGKILL.
+        ("a FIFO", dict(ring=b"", fifo=True), "is not a regular file"),
         ("not JSON", dict(ring=b"k1=" + RING["keys"]["k1"].encode()), "malformed JSON or not an object"),
         ("flat object", dict(ring=json.dumps({"k1": RING["keys"]["k1"]}).encode()), "unknown member"),
         ("16-byte key", dict(ring=json.dumps({"keys": {"k1": base64.b64encode(os.urandom(16)).decode()}}).encode()),
-         'key-encryption key "k1" is not the base64 of 32 bytes'),
+         'member 1 of "keys" is not the base64 of 32 bytes'),
         ("no current", dict(ring=json.dumps({"keys": {**RING["keys"], "k2": RING["keys"]["k1"]}}).encode()),
          '"current" must name the key that new wraps use'),
+        # A KEK pasted into "current" (its unpadded URL-safe base64 is a valid id).
+        ("a key as current", dict(ring=json.dumps({"current": _pasted(RING["keys"]["k1"]), "keys": RING["keys"]}).encode()),
+         '"current" names an id that is not in "keys" (the ids in "keys": k1)'),
+        ("a key as an id", dict(ring=json.dumps({"keys": {_pasted(RING["keys"]["k1"]): "AAAA"}}).encode()),
+         'member 1 of "keys" is not the base64 of 32 bytes'),
         ("command fails", dict(command="echo \"$(cat {path})\" >/dev/null; exit 3", ring=ring),
          "pazpaz.kek_command failed: child process exited with exit code 3"),
         ("command prints garbage", dict(command="echo not-json-{secret}", ring=ring), "malformed JSON or not an object"),
@@ -323,6 +335,10 @@ def test_server_refuses_to_start(case, how, want):
         offset = c.log.stat().st_size
         if how.get("ring") is None:
             path.unlink()
+        elif how.get("fifo"):
+            path.unlink()
+            os.mkfifo(path, 0o600)
+            os.chown(path, POSTGRES_UID, -1)
         else:
             write_kek_file(path, how["ring"], how.get("mode", 0o600), how.get("uid", POSTGRES_UID))
         conf = []
@@ -332,8 +348,10 @@ def test_server_refuses_to_start(case, how, want):
                 conf.append("pazpaz.kek_file = ''")
         with open(data_dir(name) / "postgresql.conf", "a") as f:
             f.write("".join(line + "\n" for line in conf))
+        began = time.monotonic()
         with pytest.raises(subprocess.CalledProcessError):
             restart(c)
+        assert time.monotonic() - began < 30, "the server took as long to refuse as pg_ctl waits"
         log = c.log.read_text(errors="replace")[offset:]
         assert leaks(ring_spellings(RING), log) == 0, "a KEK reached the log"
         assert "FATAL" in log and want in log, log[-3000:]  # (holds no key: checked above)
@@ -394,5 +412,59 @@ def test_kek_rotation_with_a_command(tmp_path):
                 assert 'key-encryption key "k1" is not loaded (loaded key-encryption keys: k2)' in str(e.value)
         log = c.log.read_text(errors="replace")
         assert leaks(ring_spellings(ring2), log) == 0, "a KEK reached the log"
+    finally:
+        remove(name)
+
+
+# ---- a key setting's size is bounded before anything copies it --------------------
+
+def test_huge_key_setting_is_an_error_not_an_abort():
+    """Any role can give a key setting any value. A value far beyond any
+    valid one (150 MB) is refused with an ERROR, in a server whose memory is
+    limited (ulimit -v) so that copying it a few times to remember it would
+    fail: before the bound, the failed allocation aborted the backend
+    (SIGABRT), and the postmaster restarted the whole cluster."""
+    name = unique("wk_huge")
+    path = write_kek_file(kek_path(name), RING)
+    c = start(name, f"pazpaz.kek_file = '{path}'")
+    try:
+        with connect(c) as conn:
+            conn.execute("CREATE EXTENSION pazpaz_crypto")
+            conn.execute("CREATE ROLE plain LOGIN")
+        restart(c, memory_kib=1400000)
+        offset = c.log.stat().st_size
+        with psycopg.connect(c.dsn(user="plain"), autocommit=True) as conn:
+            for setting in ("pazpaz.encryption_key", "pazpaz.encryption_keys", "pazpaz.index_key",
+                            "pazpaz.index_key_next"):
+                with pytest.raises(psycopg.errors.ProgramLimitExceeded) as e:
+                    conn.execute("SELECT set_config(%s, repeat('A', 150000000), false)", [setting])
+                assert f"invalid value for {setting}: longer than 65536 bytes" in str(e.value)
+            # One byte over the bound is refused the same way; the backend lives on.
+            with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+                conn.execute("SELECT set_config('pazpaz.encryption_key', repeat('A', 65537), false)")
+            assert conn.execute("SELECT 1").fetchone()[0] == 1
+        log = c.log.read_text(errors="replace")[offset:]
+        assert "terminated by signal" not in log and "memory allocation of" not in log, log[-2000:]
+    finally:
+        remove(name)
+
+
+def test_kek_settings_without_preloading_warn():
+    """pazpaz.kek_command in postgresql.conf, the library not preloaded: the
+    setting is a placeholder any role can SHOW, and no KEK is loaded. When a
+    backend loads the library it says so with a WARNING (never quoting the
+    setting's value)."""
+    name = unique("wk_nopre")
+    token = "token-" + secrets.token_hex(8)
+    c = start(name, "shared_preload_libraries = ''", f"pazpaz.kek_command = 'vault read {token}'")
+    try:
+        notices = []
+        with connect(c) as conn:
+            conn.add_notice_handler(lambda d: notices.append((d.severity, d.message_primary)))
+            conn.execute("LOAD 'pazpaz_crypto'")
+        want = ("WARNING", "pazpaz.kek_command is set, but pazpaz_crypto is not in shared_preload_libraries: "
+                "no key-encryption key is loaded, and the setting is a placeholder that any role can read with SHOW")
+        assert want in notices, notices
+        assert not any(token in m for _, m in notices)
     finally:
         remove(name)

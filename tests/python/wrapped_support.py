@@ -126,10 +126,13 @@ def start(name: str, *conf: str) -> Cluster:
     return Cluster(name, port)
 
 
-def restart(c: Cluster) -> None:
-    """Restarts a cluster with the configuration now in its files."""
+def restart(c: Cluster, memory_kib: int | None = None) -> None:
+    """Restarts a cluster with the configuration now in its files (and with
+    its processes' address space limited to `memory_kib`, ulimit -v)."""
     run_pg(
         f"{_pgbin(c.name)}"
+        + (f"ulimit -v {int(memory_kib)}; " if memory_kib else "")
+        +
         'if declare -F pg_exec_postgres >/dev/null; then as_pg=pg_exec_postgres; else as_pg="runuser -u postgres --"; fi; '
         f'$as_pg "$PGBIN/pg_ctl" -D "$(pg_dir {c.name})/data" -l "$(pg_log {c.name})" -w -t 60 restart >/dev/null'
     )

@@ -38,6 +38,8 @@ pub enum ErrorClass {
     DatatypeMismatch,
     /// 01000 warning: reported at WARNING level, not raised.
     Warning,
+    /// 53200 out_of_memory: an allocation whose size comes from input failed.
+    OutOfMemory,
     /// F0000 config_file_error: the server's key-encryption keys could not
     /// be loaded (file permissions, a failing command, a malformed ring).
     ConfigFile,
@@ -100,6 +102,10 @@ pub enum Error {
     TextFormNotUtf8,
     #[error("{name} was set before the pazpaz_crypto library was loaded")]
     SetBeforeLoad { name: String },
+    /// `pazpaz.kek_file` or `pazpaz.kek_command` set while the library is
+    /// not in shared_preload_libraries.
+    #[error("{name} is set, but pazpaz_crypto is not in shared_preload_libraries: no key-encryption key is loaded, and the setting is a placeholder that any role can read with SHOW")]
+    KekSettingWithoutPreload { name: String },
     /// `name` is the setting: pazpaz.index_key, or pazpaz.index_key_next
     /// when an index is added under the next key.
     #[error("No index key is set: set {name} for this session")]
@@ -144,6 +150,12 @@ pub enum Error {
     /// column has another type than the index was built for, …).
     #[error("{index} indexes a column of type {expected}, but the column is now of another type: drop the index and add it again")]
     SearchSourceType { index: String, expected: &'static str },
+    /// A key setting's value longer than `keyring::MAX_SETTING_BYTES` (the
+    /// check hook names the setting).
+    #[error("longer than {max} bytes")]
+    SettingTooLong { max: usize },
+    #[error("out of memory")]
+    OutOfMemory,
     // ---- wrapped data keys and the server's key-encryption keys (KEKs) ----
     /// A wrapped data key, and no KEK ring in this server process.
     #[error("No key-encryption key is loaded, and wrapped data keys (pzw1:…) need one: set pazpaz.kek_file or pazpaz.kek_command, with pazpaz_crypto in shared_preload_libraries, and restart the server")]
@@ -191,6 +203,8 @@ impl Error {
             | NoCurrentVersion { .. }
             | BadTypmod
             | SettingNotUtf8 => ErrorClass::InvalidParameter,
+            SettingTooLong { .. } => ErrorClass::TooLarge,
+            OutOfMemory => ErrorClass::OutOfMemory,
             MissingKey => ErrorClass::MissingKey,
             UnknownVersion { .. } => ErrorClass::UnknownVersion,
             DecryptionFailed => ErrorClass::AuthenticationFailed,
@@ -202,7 +216,7 @@ impl Error {
             Rng => ErrorClass::System,
             EncryptedDefault | PlaintextIndex => ErrorClass::Unsupported,
             KeySettingSource { .. } => ErrorClass::InsufficientPrivilege,
-            SetBeforeLoad { .. } => ErrorClass::Warning,
+            SetBeforeLoad { .. } | KekSettingWithoutPreload { .. } => ErrorClass::Warning,
             MissingIndexKey { .. } | IndexKeyNotSet { .. } => ErrorClass::MissingKey,
             UnknownNormalize | IndexBits | TokenBits | QueryTooShort | IndexKeyChoice => ErrorClass::InvalidParameter,
             BadSearchIndex { .. } | NoSearchIndex { .. } => ErrorClass::UndefinedObject,

@@ -15,6 +15,14 @@ use crate::wrapped_key::{parse_data_key, KeyPolicy};
 pub const SINGLE_KEY_VERSION: &str = "v1";
 pub const MAX_VERSION_LEN: usize = 64;
 pub const MAX_KEYS: usize = 256;
+/// The longest value a key setting accepts (`pazpaz.encryption_key`,
+/// `pazpaz.encryption_keys`, `pazpaz.index_key`, `pazpaz.index_key_next`),
+/// checked before anything else is done with it: a value is copied a few
+/// times to be remembered by the log filter and parsed, and an unbounded one
+/// (any role can set these) could exhaust the backend's memory. 64 KiB holds
+/// a keyring of [`MAX_KEYS`] wrapped keys with the longest version names and
+/// KEK ids (about 57 KiB written compactly), with room for whitespace.
+pub const MAX_SETTING_BYTES: usize = 64 * 1024;
 
 pub struct KeyEntry {
     version: String,
@@ -247,6 +255,18 @@ mod tests {
 
     fn err(r: Result<Keyring>) -> Error {
         r.err().expect("expected an error")
+    }
+
+    #[test]
+    fn the_largest_keyring_fits_the_setting_bound() {
+        // MAX_KEYS wrapped keys, 64-character versions and KEK ids, written
+        // with the usual ", " and ": " separators.
+        let version = |i: usize| format!("{i:03}{}", "v".repeat(MAX_VERSION_LEN - 3));
+        let wrapped = format!("pzw1:{}:{}", "k".repeat(MAX_VERSION_LEN), "A".repeat(80));
+        let members: Vec<String> = (0..MAX_KEYS).map(|i| format!("\"{}\": \"{wrapped}\"", version(i))).collect();
+        let ring = format!("{{{}}}", members.join(", "));
+        assert!(ring.len() < MAX_SETTING_BYTES, "{} bytes", ring.len());
+        assert!(ring.len() * 9 / 8 < MAX_SETTING_BYTES, "too little room for whitespace");
     }
 
     #[test]

@@ -17,6 +17,8 @@
 
 use zeroize::Zeroizing;
 
+use crate::error::Error;
+
 pub const KEY_MARK: &[u8] = b"[key redacted by pazpaz_crypto]";
 pub const STATEMENT_MARK: &[u8] = b"[statement redacted by pazpaz_crypto: it sets a key]";
 pub const FIELD_MARK: &[u8] = b"[redacted by pazpaz_crypto: names a key setting]";
@@ -37,11 +39,20 @@ pub const PREFIX_LEN: usize = 20;
 /// oldest are forgotten first, so a backend keeps those of its last ~170
 /// keys — a long-lived pooled backend that served many tenants included.
 pub const MAX_SECRETS: usize = 1024;
+/// Of a value handed to [`Secrets::remember`], only the first this many
+/// bytes are looked at (the key settings refuse longer values anyway), so
+/// that remembering one costs a bounded amount of memory whatever its size.
+pub const MAX_REMEMBERED: usize = crate::keyring::MAX_SETTING_BYTES;
+/// The most bytes of spellings kept in all; beyond it the oldest are
+/// forgotten first, as beyond [`MAX_SECRETS`].
+pub const MAX_SECRET_BYTES: usize = 4 * 1024 * 1024;
 
 /// Key strings this backend holds or held, wiped on drop.
 #[derive(Default)]
 pub struct Secrets {
     items: Vec<Zeroizing<Vec<u8>>>,
+    /// Bytes in `items`.
+    bytes: usize,
     /// `first four bytes << 16 | index into items`, sorted: a text is
     /// scanned once, with a binary search per position, however many
     /// secrets there are. Wiped on drop too (it holds key fragments).
@@ -58,19 +69,34 @@ fn is_b64(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
 }
 
-fn hex(bytes: &[u8], upper: bool) -> Zeroizing<Vec<u8>> {
+/// An empty wiped-on-drop buffer with room for `n` bytes, or
+/// [`Error::OutOfMemory`] (sizes here come from input: a failed allocation
+/// must be an error the caller reports, not an abort of the process).
+fn buffer(n: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory)?;
+    Ok(Zeroizing::new(v))
+}
+
+fn copy(bytes: impl ExactSizeIterator<Item = u8>) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let mut out = buffer(bytes.len())?;
+    out.extend(bytes);
+    Ok(out)
+}
+
+fn hex(bytes: &[u8], upper: bool) -> Result<Zeroizing<Vec<u8>>, Error> {
     let digits: &[u8; 16] = if upper { b"0123456789ABCDEF" } else { b"0123456789abcdef" };
-    let mut out = Zeroizing::new(Vec::with_capacity(bytes.len() * 2));
+    let mut out = buffer(bytes.len() * 2)?;
     for b in bytes {
         out.push(digits[usize::from(b >> 4)]);
         out.push(digits[usize::from(b & 15)]);
     }
-    out
+    Ok(out)
 }
 
 /// `bytes` with each `from` byte replaced by its `to`.
-fn swap(bytes: &[u8], pairs: [(u8, u8); 2]) -> Zeroizing<Vec<u8>> {
-    Zeroizing::new(bytes.iter().map(|&b| pairs.iter().find(|p| p.0 == b).map_or(b, |p| p.1)).collect())
+fn swap(bytes: &[u8], pairs: [(u8, u8); 2]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    copy(bytes.iter().map(|&b| pairs.iter().find(|p| p.0 == b).map_or(b, |p| p.1)))
 }
 
 fn head(s: &[u8]) -> u64 {
@@ -79,7 +105,7 @@ fn head(s: &[u8]) -> u64 {
 
 impl Secrets {
     pub const fn new() -> Secrets {
-        Secrets { items: Vec::new(), index: Vec::new() }
+        Secrets { items: Vec::new(), bytes: 0, index: Vec::new() }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -88,76 +114,91 @@ impl Secrets {
 
     pub fn clear(&mut self) {
         self.items.clear();
+        self.bytes = 0;
         zeroize::Zeroize::zeroize(&mut self.index);
     }
 
-    fn add(&mut self, s: Zeroizing<Vec<u8>>) {
+    fn add(&mut self, s: Zeroizing<Vec<u8>>) -> Result<(), Error> {
         if s.len() < PREFIX_LEN || self.items.iter().any(|i| **i == *s) {
-            return;
+            return Ok(());
         }
-        if self.items.len() == MAX_SECRETS {
-            self.items.remove(0);
+        while !self.items.is_empty() && (self.items.len() == MAX_SECRETS || self.bytes + s.len() > MAX_SECRET_BYTES) {
+            self.bytes -= self.items.remove(0).len();
         }
+        self.items.try_reserve(1).map_err(|_| Error::OutOfMemory)?;
+        self.bytes += s.len();
         self.items.push(s);
-        self.reindex();
+        self.reindex()
     }
 
-    fn reindex(&mut self) {
+    fn reindex(&mut self) -> Result<(), Error> {
         zeroize::Zeroize::zeroize(&mut self.index);
+        let mut index: Vec<u64> = Vec::new();
+        index.try_reserve_exact(self.items.len()).map_err(|_| Error::OutOfMemory)?;
         // MAX_SECRETS fits in 16 bits.
-        let mut index: Vec<u64> = self.items.iter().enumerate().map(|(i, s)| head(s) << 16 | i as u64).collect();
+        index.extend(self.items.iter().enumerate().map(|(i, s)| head(s) << 16 | i as u64));
         index.sort_unstable();
         self.index = index;
+        Ok(())
     }
 
     /// Remembers a value given to a key setting (valid or not): the whole
     /// value, every key-sized base64 run in it (the keys of a keyring), and
-    /// each key's other spellings (hex, unpadded, URL-safe base64).
-    pub fn remember(&mut self, value: &[u8]) {
-        let trimmed = value.trim_ascii();
-        self.add(Zeroizing::new(trimmed.to_vec()));
+    /// each key's other spellings (hex, unpadded, URL-safe base64). Only the
+    /// first [`MAX_REMEMBERED`] bytes are looked at. On
+    /// [`Error::OutOfMemory`] what was remembered before stays remembered.
+    pub fn remember(&mut self, value: &[u8]) -> Result<(), Error> {
+        let trimmed = value[..value.len().min(MAX_REMEMBERED)].trim_ascii();
+        self.add(copy(trimmed.iter().copied())?)?;
         // A keyring may spell its keys with JSON escapes (`\/`, `\u0041`):
-        // remember what they decode to as well.
+        // remember what they decode to as well. (The parse allocates
+        // infallibly, but of at most MAX_REMEMBERED bytes of input.)
         if let Ok(mut parsed) = serde_json::from_slice::<serde_json::Value>(trimmed) {
+            let mut result = Ok(());
             if let Some(map) = parsed.as_object() {
                 for v in map.values().filter_map(|v| v.as_str()) {
-                    self.remember_plain(v.as_bytes());
+                    result = result.and_then(|()| self.remember_plain(v.as_bytes()));
                 }
             }
             crate::keyring::wipe_json(&mut parsed);
+            result?;
         }
-        self.remember_plain(trimmed);
+        self.remember_plain(trimmed)
     }
 
     /// Remembers a key given as its raw bytes (an unwrapped data key, a
     /// key-encryption key): its base64 and every other spelling.
-    pub fn remember_raw_key(&mut self, raw: &[u8]) {
+    pub fn remember_raw_key(&mut self, raw: &[u8]) -> Result<(), Error> {
         use base64::Engine;
         let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(raw).into_bytes());
-        self.remember_plain(&b64);
+        self.remember_plain(&b64)
     }
 
-    fn remember_plain(&mut self, trimmed: &[u8]) {
-        self.add(Zeroizing::new(trimmed.to_vec()));
+    fn remember_plain(&mut self, trimmed: &[u8]) -> Result<(), Error> {
+        self.add(copy(trimmed.iter().copied())?)?;
         for run in trimmed.split(|&b| !is_b64(b)) {
             if run.len() < 40 {
                 continue;
             }
-            self.add(Zeroizing::new(run.to_vec()));
-            let unpadded: Vec<u8> = run.iter().copied().filter(|&b| b != b'=').collect();
+            self.add(copy(run.iter().copied())?)?;
+            let mut unpadded = buffer(run.len())?;
+            unpadded.extend(run.iter().copied().filter(|&b| b != b'='));
             // The two base64 alphabets differ in two characters.
-            let std = swap(&unpadded, [(b'-', b'+'), (b'_', b'/')]);
-            let url = swap(&unpadded, [(b'+', b'-'), (b'/', b'_')]);
+            let std = swap(&unpadded, [(b'-', b'+'), (b'_', b'/')])?;
+            let url = swap(&unpadded, [(b'+', b'-'), (b'/', b'_')])?;
             use base64::Engine;
-            let decoded = base64::engine::general_purpose::STANDARD_NO_PAD.decode(&*std).map(Zeroizing::new);
-            self.add(Zeroizing::new(unpadded));
-            self.add(std);
-            self.add(url);
-            if let Ok(raw) = decoded {
-                self.add(hex(&raw, false));
-                self.add(hex(&raw, true));
+            let mut raw = buffer(std.len() / 4 * 3 + 3)?;
+            raw.resize(std.len() / 4 * 3 + 3, 0);
+            let decoded = base64::engine::general_purpose::STANDARD_NO_PAD.decode_slice(&*std, &mut raw[..]);
+            self.add(unpadded)?;
+            self.add(std)?;
+            self.add(url)?;
+            if let Ok(n) = decoded {
+                self.add(hex(&raw[..n], false)?)?;
+                self.add(hex(&raw[..n], true)?)?;
             }
         }
+        Ok(())
     }
 
     /// How many bytes of the longest-matching secret whose first
@@ -232,30 +273,42 @@ pub fn names_key_setting(text: &[u8]) -> bool {
     {
         return true;
     }
-    let lower = text.to_ascii_lowercase();
-    let first_word: Vec<u8> =
-        lower.trim_ascii_start().iter().take_while(|b| b.is_ascii_alphabetic()).copied().collect();
-    if matches!(&first_word[..], b"set" | b"reset") && find(&lower, b"pazpaz").is_some() {
+    // No lowercase copy of the text: a statement can be as large as a
+    // query may be, and this runs on every one that is logged.
+    let start = text.trim_ascii_start();
+    let first_word = &start[..start.iter().take_while(|b| b.is_ascii_alphabetic()).count()];
+    if (first_word.eq_ignore_ascii_case(b"set") || first_word.eq_ignore_ascii_case(b"reset"))
+        && find_ci(text, b"pazpaz").is_some()
+    {
         return true;
     }
     let skip = |mut i: usize| {
-        while lower.get(i).is_some_and(|&b| b == b'"' || b.is_ascii_whitespace()) {
+        while text.get(i).is_some_and(|&b| b == b'"' || b.is_ascii_whitespace()) {
             i += 1;
         }
         i
     };
     let mut from = 0;
-    while let Some(pos) = find(&lower[from..], b"pazpaz") {
+    while let Some(pos) = find_ci(&text[from..], b"pazpaz") {
         let after = skip(from + pos + 6);
-        if lower.get(after) == Some(&b'.') {
-            let name = &lower[skip(after + 1)..];
-            if [&b"encryption"[..], b"kek", b"index"].iter().any(|p| name.starts_with(p)) {
+        if text.get(after) == Some(&b'.') {
+            let name = &text[skip(after + 1)..];
+            let starts = |p: &[u8]| name.get(..p.len()).is_some_and(|n| n.eq_ignore_ascii_case(p));
+            if [&b"encryption"[..], b"kek", b"index"].into_iter().any(starts) {
                 return true;
             }
         }
         from += pos + 6;
     }
     false
+}
+
+/// `find`, ignoring ASCII case.
+fn find_ci(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || needle.len() > haystack.len() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Could this statement run a prepared statement (`EXECUTE`, in any
@@ -508,7 +561,7 @@ mod tests {
     #[test]
     fn scrubs_keys_and_their_prefixes_and_spellings() {
         let mut secrets = Secrets::new();
-        secrets.remember(format!(" {{\"v1\": \"{KEY}\"}} ").as_bytes());
+        secrets.remember(format!(" {{\"v1\": \"{KEY}\"}} ").as_bytes()).unwrap();
         let plan = format!("Output: set_config('pazpaz.encryption_key'::text, '{KEY}'::text, false)");
         assert_eq!(
             s(secrets.scrub(plan.as_bytes())),
@@ -526,11 +579,13 @@ mod tests {
         assert_eq!(secrets.scrub(b"nothing secret here"), None);
         // Keys written with JSON escapes are remembered as they decode.
         let mut escaped = Secrets::new();
-        escaped.remember(format!("{{\"v1\": \"{}\"}}", KEY.replace('/', "\\/").replacen('b', "\\u0062", 1)).as_bytes());
+        escaped
+            .remember(format!("{{\"v1\": \"{}\"}}", KEY.replace('/', "\\/").replacen('b', "\\u0062", 1)).as_bytes())
+            .unwrap();
         assert!(escaped.found_in(format!("decode('{KEY}', 'base64')").as_bytes()));
         // A value that is not valid still counts (it was refused, but logged).
         let mut bad = Secrets::new();
-        bad.remember(b"not-a-key-but-something-set-as-one");
+        bad.remember(b"not-a-key-but-something-set-as-one").unwrap();
         assert!(bad.scrub(b"x not-a-key-but-something-set-as-one y").is_some());
     }
 
@@ -541,7 +596,7 @@ mod tests {
         let mut secrets = Secrets::new();
         for chunk in keys.chunks(17) {
             let ring: Vec<String> = chunk.iter().enumerate().map(|(i, k)| format!("\"v{i}\": \"{k}\"")).collect();
-            secrets.remember(format!("{{{}}}", ring.join(", ")).as_bytes());
+            secrets.remember(format!("{{{}}}", ring.join(", ")).as_bytes()).unwrap();
         }
         for k in &keys {
             let line = format!("ERROR: relation \"{k}\" does not exist");
@@ -559,7 +614,7 @@ mod tests {
     fn raw_keys_are_remembered_in_every_spelling() {
         let raw = [0xfbu8; 32];
         let mut secrets = Secrets::new();
-        secrets.remember_raw_key(&raw);
+        secrets.remember_raw_key(&raw).unwrap();
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
         let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
@@ -573,10 +628,38 @@ mod tests {
     fn forgets_the_oldest_beyond_the_limit() {
         let mut secrets = Secrets::new();
         for i in 0..MAX_SECRETS + 5 {
-            secrets.remember(format!("secret-number-{i:04}-padding-padding").as_bytes());
+            secrets.remember(format!("secret-number-{i:04}-padding-padding").as_bytes()).unwrap();
         }
         assert!(secrets.items.len() <= MAX_SECRETS);
         assert!(secrets.scrub(format!("secret-number-{:04}-padding-padding", MAX_SECRETS + 4).as_bytes()).is_some());
+    }
+
+    #[test]
+    fn remembering_a_huge_value_costs_a_bounded_amount() {
+        // One base64 run of 8 MiB: before the bound, each spelling of it
+        // (the run, unpadded, both alphabets, the decoded bytes, two hex
+        // forms) was a full-size copy.
+        let huge = vec![b'A'; 8 * 1024 * 1024];
+        let mut secrets = Secrets::new();
+        secrets.remember(&huge).unwrap();
+        assert!(secrets.bytes <= MAX_SECRET_BYTES);
+        assert!(secrets.items.iter().all(|i| i.len() <= 2 * MAX_REMEMBERED), "a copy beyond the bound");
+        assert_eq!(secrets.bytes, secrets.items.iter().map(|i| i.len()).sum::<usize>());
+        // Its start is still scrubbed (by prefix, wherever it appears).
+        assert!(secrets.found_in(&huge[..100]));
+    }
+
+    #[test]
+    fn the_total_is_bounded_and_the_newest_kept() {
+        let mut secrets = Secrets::new();
+        for i in 0..200 {
+            let mut v = format!("{i:04}").into_bytes();
+            v.resize(MAX_REMEMBERED, b'x');
+            secrets.remember(&v).unwrap();
+        }
+        assert!(secrets.bytes <= MAX_SECRET_BYTES);
+        assert!(secrets.found_in(b"0199xxxxxxxxxxxxxxxxxxxxxxxx"));
+        assert!(!secrets.found_in(b"0000xxxxxxxxxxxxxxxxxxxxxxxx"));
     }
 
     #[test]

@@ -88,7 +88,9 @@ pub struct KekRing {
 }
 
 impl KekRing {
-    /// Parses the ring's JSON. Messages name ids and positions, never a key.
+    /// Parses the ring's JSON. Messages name positions, and the ids of keys
+    /// that parsed: never a value, nor an id that could be a key pasted in
+    /// the wrong place (an unpadded or URL-safe base64 key is a valid id).
     pub fn from_json(text: &[u8]) -> Result<KekRing> {
         Self::from_json_with(text, &mut |_| {})
     }
@@ -119,7 +121,15 @@ impl KekRing {
             Some(id) => keks
                 .iter()
                 .position(|k| k.id == id)
-                .ok_or_else(|| Error::KekRing(format!("\"current\" names \"{id}\", which is not in \"keys\"")))?,
+                // Not echoed: "current" is where a key is most easily
+                // pasted by mistake. The ids listed are those of keys whose
+                // values parsed, which the start-up line logs anyway.
+                .ok_or_else(|| {
+                    Error::KekRing(format!(
+                        "\"current\" names an id that is not in \"keys\" (the ids in \"keys\": {})",
+                        keks.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                })?,
             None if keks.len() == 1 => 0,
             None => return Err(Error::KekRing("\"current\" must name the key that new wraps use".into())),
         };
@@ -221,13 +231,16 @@ impl<'de> Visitor<'de> for KeysSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Vec<Kek>, A::Error> {
         let mut out: Vec<Kek> = Vec::new();
         while let Some(id) = map.next_key::<String>()? {
+            // Members are named by position: an id is echoed nowhere, since
+            // it might be a key pasted in the wrong place.
+            let at = out.len() + 1;
             if validate_version(&id).is_err() {
                 return Err(fail(
                     "key-encryption key ids must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '-' or '.'".into(),
                 ));
             }
             if out.iter().any(|k| k.id == id) {
-                return Err(fail(format!("key-encryption key \"{id}\" appears twice")));
+                return Err(fail(format!("the id of member {at} of \"keys\" appears twice")));
             }
             if out.len() == MAX_KEYS {
                 return Err(fail(format!("more than {MAX_KEYS} key-encryption keys")));
@@ -236,11 +249,11 @@ impl<'de> Visitor<'de> for KeysSeed<'_> {
                 serde_json::Value::String(s) => Zeroizing::new(s),
                 mut other => {
                     wipe_json(&mut other);
-                    return Err(fail(format!("key-encryption key \"{id}\" must be a base64 string")));
+                    return Err(fail(format!("member {at} of \"keys\" must be a base64 string")));
                 }
             };
             let raw = data_key::decode_key_base64(&value)
-                .map_err(|_| fail(format!("key-encryption key \"{id}\" is not the base64 of 32 bytes")))?;
+                .map_err(|_| fail(format!("member {at} of \"keys\" is not the base64 of 32 bytes")))?;
             (self.on_key)(&raw);
             out.push(Kek { id, key: Key::from_raw(&raw) });
         }
@@ -403,12 +416,15 @@ mod tests {
             ("{}".into(), "no \"keys\""),
             (r#"{"keys": {}}"#.into(), "holds no keys"),
             (format!(r#"{{"keys": {{"k1": "{K1}", "k2": "{K2}"}}}}"#), "\"current\" must name"),
-            (format!(r#"{{"current": "k9", "keys": {{"k1": "{K1}"}}}}"#), "\"current\" names \"k9\""),
+            (
+                format!(r#"{{"current": "k9", "keys": {{"k1": "{K1}"}}}}"#),
+                "names an id that is not in \"keys\" (the ids in \"keys\": k1)",
+            ),
             (format!(r#"{{"current": 3, "keys": {{"k1": "{K1}"}}}}"#), "\"current\" must be"),
-            (format!(r#"{{"keys": {{"k1": "{K1}", "k1": "{K2}"}}}}"#), "appears twice"),
+            (format!(r#"{{"keys": {{"k1": "{K1}", "k1": "{K2}"}}}}"#), "the id of member 2 of \"keys\" appears twice"),
             (format!(r#"{{"keys": {{"k 1": "{K1}"}}}}"#), "ids must be"),
-            (r#"{"keys": {"k1": 7}}"#.into(), "must be a base64 string"),
-            (r#"{"keys": {"k1": "AAAA"}}"#.into(), "not the base64 of 32 bytes"),
+            (r#"{"keys": {"k1": 7}}"#.into(), "member 1 of \"keys\" must be a base64 string"),
+            (r#"{"keys": {"k1": "AAAA"}}"#.into(), "member 1 of \"keys\" is not the base64 of 32 bytes"),
             (format!(r#"{{"keys": {{"k1": "{K1}"}}, "extra": 1}}"#), "unknown member"),
             (format!(r#"{{"keys": {{"k1": "{K1}"}}}} x"#), "trailing"),
             (format!(r#"{{"k1": "{K1}"}}"#), "unknown member"),
@@ -421,6 +437,26 @@ mod tests {
         let big = format!(r#"{{"keys": {{"k1": "{K1}"}}, "pad": "{}"}}"#, " ".repeat(MAX_RING_BYTES));
         assert!(ring_err(&big).contains("larger than"));
         assert_eq!(KekRing::from_json(b"{}").err().unwrap().class(), ErrorClass::ConfigFile);
+    }
+
+    #[test]
+    fn ring_errors_never_echo_ids() {
+        // A valid id can be a key: the unpadded standard or URL-safe base64
+        // of 32 bytes is 43 characters of the id alphabet.
+        let url = K2.trim_end_matches('=').replace('+', "-").replace('/', "_");
+        let std = K2.trim_end_matches('=');
+        for pasted in [url.as_str(), std] {
+            assert!(validate_version(pasted).is_ok());
+            for json in [
+                format!(r#"{{"current": "{pasted}", "keys": {{"k1": "{K1}"}}}}"#),
+                format!(r#"{{"keys": {{"{pasted}": "{K1}", "{pasted}": "{K1}"}}}}"#),
+                format!(r#"{{"keys": {{"{pasted}": 7}}}}"#),
+                format!(r#"{{"keys": {{"{pasted}": "AAAA"}}}}"#),
+            ] {
+                let e = ring_err(&json);
+                assert!(!e.contains(&pasted[..20]), "{json}: {e}");
+            }
+        }
     }
 
     #[test]
