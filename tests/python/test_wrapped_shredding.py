@@ -112,8 +112,11 @@ def test_crypto_shredding_per_tenant():
         # ---- erase tenant t42 ----
         with connect(c) as admin:
             stats = "\n".join(r[0] for r in admin.execute("SELECT query FROM pg_stat_statements"))
+            version = int(admin.execute("SHOW server_version_num").fetchone()[0])
         stray = secret_manager["t42"]["t42.v1"]
-        assert stray in stats  # what must be purged besides the secret manager
+        # What must be purged besides the secret manager (up to 17:
+        # PostgreSQL 18 stores SET statements with their constants replaced).
+        assert (stray in stats) == (version < 180000)
         del secret_manager["t42"]
         with connect(c) as admin:
             admin.execute("SELECT pg_stat_statements_reset()")
