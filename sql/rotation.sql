@@ -51,6 +51,9 @@ DECLARE
     last_tid pg_catalog.tid;
     q pg_catalog.text;
     upd pg_catalog.text;
+    citus_table pg_catalog.bool := false;
+    keycols pg_catalog.text;
+    keyjoin pg_catalog.text;
 BEGIN
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
@@ -100,6 +103,31 @@ BEGIN
       JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
      WHERE c.oid OPERATOR(pg_catalog.=) tbl;
 
+    -- A Citus table (distributed or reference) has no TIDs across shards and
+    -- takes neither FOR UPDATE nor a volatile function in an UPDATE: its
+    -- batches re-encrypt in a subquery (run on the workers, where the rows
+    -- are) and update by primary key, guarded by the old ciphertext, so a
+    -- row changed meanwhile is left to the next batch (as SKIP LOCKED leaves
+    -- it here). Each batch is its own transaction, and a worker knows only
+    -- the keys that transaction forwarded (forward_keys()).
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1)'
+            INTO citus_table USING tbl;
+    END IF;
+    IF citus_table THEN
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', '),
+               pg_catalog.string_agg(pg_catalog.format('t.%1$I OPERATOR(pg_catalog.=) s.%1$I', a.attname), ' AND ')
+          INTO keycols, keyjoin
+          FROM pg_catalog.pg_index i
+          JOIN pg_catalog.pg_attribute a
+            ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
+           AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::pg_catalog.int2[])
+         WHERE i.indrelid OPERATOR(pg_catalog.=) tbl AND i.indisprimary;
+        IF keycols IS NULL THEN
+            RAISE EXCEPTION 'rotate_column needs a primary key on the Citus table %', tbl USING ERRCODE = '0A000';
+        END IF;
+    END IF;
+
     -- Phase 1 re-encrypts the values labelled with another version; phase 2
     -- (jsonb only) those labelled with the target that do not authenticate.
     FOR phase IN 1..2 LOOP
@@ -126,6 +154,18 @@ BEGIN
             )
             SELECT (SELECT pg_catalog.count(*) FROM upd), (SELECT pg_catalog.max(ctid) FROM batch)
         $q$, rel, col, fn, cond);
+        IF citus_table THEN
+            upd := pg_catalog.format($q$
+                UPDATE %1$s AS t SET %2$I = s.new_value
+                  FROM (SELECT %5$s, %3$s(%2$I, $2) AS new_value, %2$I%7$s AS old_value
+                          FROM %1$s
+                         WHERE %2$I IS NOT NULL AND %4$s
+                         LIMIT $3) AS s
+                 WHERE %6$s AND t.%2$I%7$s OPERATOR(pg_catalog.=) s.old_value
+            $q$, rel, col, fn, cond, keycols, keyjoin,
+                 CASE WHEN is_jsonb THEN '' ELSE '::pg_catalog.bytea' END);
+            PERFORM @extschema@.forward_keys();
+        END IF;
         EXECUTE q INTO total;
         IF phase OPERATOR(pg_catalog.=) 1 THEN
             RAISE NOTICE 'rotate_column: % rows of %.% to re-encrypt to version %', total, tbl, col, target;
@@ -141,7 +181,13 @@ BEGIN
             pass := pass OPERATOR(pg_catalog.+) 1;
             cursor_tid := '(0,0)'::pg_catalog.tid;
             LOOP
-                IF phase OPERATOR(pg_catalog.=) 1 THEN
+                IF citus_table THEN
+                    PERFORM @extschema@.forward_keys();
+                    EXECUTE upd USING cursor_tid, target, batch_size;
+                    GET DIAGNOSTICS n = ROW_COUNT;
+                    -- Nothing more this pass (the rest, if any, changed meanwhile).
+                    last_tid := CASE WHEN n OPERATOR(pg_catalog.>) 0 THEN cursor_tid END;
+                ELSIF phase OPERATOR(pg_catalog.=) 1 THEN
                     EXECUTE upd INTO n, last_tid USING cursor_tid, target, batch_size;
                 ELSE
                     BEGIN
@@ -163,6 +209,9 @@ BEGIN
                 cursor_tid := last_tid;
             END LOOP;
             COMMIT;
+            IF citus_table THEN
+                PERFORM @extschema@.forward_keys();
+            END IF;
             EXECUTE q INTO remaining;
         END LOOP;
 

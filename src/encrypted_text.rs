@@ -16,6 +16,7 @@ use pgrx::pgrx_sql_entity_graph::metadata::{
 use pgrx::prelude::*;
 use pgrx::Internal;
 
+use crate::distributed;
 use crate::error::{raise, OrRaise};
 use crate::gucs::{self, TextIo};
 use crate::key_cache;
@@ -95,6 +96,16 @@ fn from_envelope_bytes(bytes: &[u8]) -> EncryptedText {
     EncryptedText::from(VarlenaBuf::copy_of(bytes))
 }
 
+/// A value in the transport form another node wrote (see `distributed.rs`):
+/// stored as it is once its MAC verifies under this session's key of its
+/// version. It never needs the plaintext, so the typmod was enforced where
+/// the value was encrypted.
+fn from_transport(text: &[u8]) -> EncryptedText {
+    let ring = key_cache::keyring().or_raise();
+    let bytes = stored::parse_transport_text(text, |v| ring.get(v)).or_raise();
+    from_envelope_bytes(&bytes)
+}
+
 /// Decrypts an envelope into `out` with the session's key for its version.
 fn open_into(bytes: &[u8], out: &mut [u8]) -> Result<(), Error> {
     let env = Stored::parse(bytes)?;
@@ -116,12 +127,14 @@ fn plaintext_len(bytes: &[u8]) -> usize {
 fn encrypted_text_in(input: &CStr, _typioparam: pg_sys::Oid, typmod: i32) -> EncryptedText {
     let text = input.to_bytes();
     match gucs::text_io() {
+        TextIo::Envelope if stored::is_transport_text(text) => from_transport(text),
         TextIo::Envelope => {
             let s = std::str::from_utf8(text).map_err(|_| Error::TextFormNotUtf8).or_raise();
             // The plaintext cannot be seen here, so the typmod was enforced
             // when the value was first encrypted.
             from_envelope_bytes(&stored::parse_text(s).or_raise())
         }
+        TextIo::Plaintext if stored::is_transport_text(text) => from_transport(text),
         TextIo::Plaintext => {
             // An envelope in text form arriving in plaintext mode is almost
             // certainly a keyless dump restored without the setting:
@@ -156,6 +169,23 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
             // every byte is written below before it is read.
             let out = unsafe { std::slice::from_raw_parts_mut(p, len + 1) };
             stored::write_text(bytes, &mut out[..len]).or_raise();
+            out[len] = 0;
+            CStringOut(p.cast())
+        }
+        // Text for another node (a Citus coordinator deparsing a constant or
+        // sending a parameter): the envelope with a MAC, never the plaintext.
+        TextIo::Plaintext if distributed::sending_to_other_nodes() => {
+            let env = Stored::parse(bytes).or_raise();
+            let ring = key_cache::keyring().or_raise();
+            let key = ring.get(env.version).or_raise();
+            let len = stored::transport_text_len(bytes.len()).or_raise();
+            // SAFETY: `len + 1` is at most MaxAllocSize (`transport_text_len`
+            // checked); palloc raises on failure and never returns NULL.
+            let p = unsafe { pg_sys::palloc(len + 1) }.cast::<u8>();
+            // SAFETY: `p` points to `len + 1` bytes just allocated, owned here;
+            // every byte is written below before it is read.
+            let out = unsafe { std::slice::from_raw_parts_mut(p, len + 1) };
+            stored::write_transport_text(key.key(), bytes, &mut out[..len]).or_raise();
             out[len] = 0;
             CStringOut(p.cast())
         }
@@ -245,9 +275,16 @@ CREATE TYPE encrypted_text (
 // ---- casts and functions on the type ---------------------------------------
 
 /// text → encrypted_text (and varchar → encrypted_text): encrypts. Takes the
-/// target typmod so `encrypted_text(n)` is enforced in the same call.
+/// target typmod so `encrypted_text(n)` is enforced in the same call. The
+/// typmod and explicit arguments have defaults (no limit, implicit): Citus
+/// builds casts of INSERT … SELECT as one-argument calls of the cast function
+/// and fills in the rest from the defaults.
 #[pg_extern(volatile, strict, parallel_safe, cost = 10, name = "encrypted_text", requires = ["encrypted_text_type"])]
-fn text_to_encrypted_text(plaintext: Text, typmod: i32, _explicit: bool) -> EncryptedText {
+fn text_to_encrypted_text(
+    plaintext: Text,
+    typmod: default!(i32, -1),
+    _explicit: default!(bool, false),
+) -> EncryptedText {
     seal(plaintext.0.as_bytes(), typmod)
 }
 

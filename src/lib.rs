@@ -37,6 +37,7 @@ use pgrx::prelude::*;
 
 mod backend_local;
 mod ddl_guard;
+mod distributed;
 mod encrypted_text;
 mod error;
 mod field_functions;
@@ -49,6 +50,7 @@ mod log_filter;
 mod log_secrets;
 mod nonces;
 mod search;
+mod set_keys;
 mod status;
 mod varlena;
 mod versioned;
@@ -94,6 +96,7 @@ extern "C-unwind" fn init() {
     // or stops the server with the reason.
     kek::load_at_server_start();
     ddl_guard::init();
+    distributed::init();
 }
 
 extension_sql_file!("../sql/require_utf8.sql", name = "require_utf8", bootstrap);

@@ -8,6 +8,10 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::mac::{hkdf_sha256, WipedMac};
+
+/// HKDF info of the transport MAC key (see `Key::transport_mac`).
+const TRANSPORT_DOMAIN: &[u8] = b"pazpaz_crypto transport v1";
 
 pub const KEY_LEN: usize = 32;
 
@@ -15,6 +19,10 @@ pub const KEY_LEN: usize = 32;
 /// on drop (see `WipedCipher`).
 pub struct Key {
     cipher: WipedCipher,
+    /// The MAC of the transport form of `encrypted_text` values made under
+    /// this key (`encrypted_text::write_transport_text`), under a key derived
+    /// from this one (HKDF, its own domain: never the AES key itself).
+    transport: WipedMac,
     fingerprint: String,
 }
 
@@ -63,11 +71,17 @@ impl Key {
     fn from_bytes(bytes: &[u8]) -> Key {
         debug_assert_eq!(bytes.len(), KEY_LEN);
         let cipher = Aes256Gcm::new_from_slice(bytes).expect("length checked by the caller");
-        Key { cipher: WipedCipher(std::mem::ManuallyDrop::new(cipher)), fingerprint: fingerprint(bytes) }
+        let transport = WipedMac::new(&hkdf_sha256(bytes, &[TRANSPORT_DOMAIN])[..]);
+        Key { cipher: WipedCipher(std::mem::ManuallyDrop::new(cipher)), transport, fingerprint: fingerprint(bytes) }
     }
 
     pub fn cipher(&self) -> &Aes256Gcm {
         &self.cipher.0
+    }
+
+    /// HMAC-SHA-256 of `data` under this key's transport MAC key.
+    pub(crate) fn transport_mac(&self, data: &[u8]) -> [u8; 32] {
+        self.transport.mac(data)
     }
 
     /// First 32 bits of a domain-separated SHA-256 of the key, as 8 hex digits:

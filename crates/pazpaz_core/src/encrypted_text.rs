@@ -179,6 +179,73 @@ pub fn from_text(text: &str) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
+/// Prefix of the transport form: how a node that encrypted a value hands it
+/// to another node holding the same keys (a Citus coordinator deparsing a
+/// constant into a worker's query) without the plaintext travelling.
+pub const TRANSPORT_PREFIX: &str = "pazpaz-transport:";
+
+/// Bytes of the transport form's MAC (the first half of an HMAC-SHA-256).
+const TRANSPORT_TAG_LEN: usize = 16;
+
+/// Length of the transport form of an envelope of `len` bytes:
+/// `pazpaz-transport:` ‖ base64(envelope ‖ tag), where tag is the first 16
+/// bytes of HMAC-SHA-256 under the transport key of the envelope's data key
+/// (`Key::transport_mac`). The tag is what makes accepting this form safe in
+/// a text input: without the key, nobody can turn a ciphertext copied from
+/// elsewhere into one, so a plaintext that an attacker chose can never make
+/// the input function adopt someone else's ciphertext (and the output then
+/// decrypt it for them).
+pub fn transport_text_len(len: usize) -> Result<usize> {
+    let with_tag = len + TRANSPORT_TAG_LEN;
+    if with_tag > (MAX_TEXT_LEN - TRANSPORT_PREFIX.len()) / 4 * 3 {
+        return Err(Error::TooLargeForText { len, max: MAX_TEXT_ENVELOPE - TRANSPORT_TAG_LEN });
+    }
+    Ok(TRANSPORT_PREFIX.len() + with_tag.div_ceil(3) * 4)
+}
+
+/// Writes the transport form of the envelope `bytes`, made under `key` (the
+/// key of its version), into `out` (exactly `transport_text_len` bytes).
+pub fn write_transport_text(key: &crate::data_key::Key, bytes: &[u8], out: &mut [u8]) -> Result<()> {
+    assert_eq!(out.len(), transport_text_len(bytes.len())?, "output buffer size");
+    let mut body = Vec::with_capacity(bytes.len() + TRANSPORT_TAG_LEN);
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(&key.transport_mac(bytes)[..TRANSPORT_TAG_LEN]);
+    let (prefix, b64) = out.split_at_mut(TRANSPORT_PREFIX.len());
+    prefix.copy_from_slice(TRANSPORT_PREFIX.as_bytes());
+    let written = STANDARD.encode_slice(&body, b64).expect("length checked above");
+    debug_assert_eq!(written, b64.len());
+    Ok(())
+}
+
+/// Whether a text input is meant as the transport form (then it is never
+/// taken as plaintext: it is an envelope whose tag must verify).
+pub fn is_transport_text(text: &[u8]) -> bool {
+    text.starts_with(TRANSPORT_PREFIX.as_bytes())
+}
+
+/// The envelope of a transport form whose tag verifies under the key that
+/// `key_for` returns for the envelope's version. A form that does not
+/// verify is an error (`BadTransport`), never taken as plaintext.
+pub fn parse_transport_text<'k>(
+    text: &[u8],
+    key_for: impl FnOnce(&str) -> Result<&'k crate::keyring::KeyEntry>,
+) -> Result<Vec<u8>> {
+    let b64 = text.strip_prefix(TRANSPORT_PREFIX.as_bytes()).ok_or(Error::BadTransport)?;
+    let mut body = STANDARD.decode(b64).map_err(|_| Error::BadTransport)?;
+    if body.len() < TRANSPORT_TAG_LEN {
+        return Err(Error::BadTransport);
+    }
+    let tag = body.split_off(body.len() - TRANSPORT_TAG_LEN);
+    let version = Stored::parse(&body)?.version;
+    let expected = key_for(version)?.key().transport_mac(&body);
+    // Constant time: the comparison does not stop at the first difference.
+    let diff = expected[..TRANSPORT_TAG_LEN].iter().zip(&tag).fold(0u8, |d, (a, b)| d | (a ^ b));
+    if diff != 0 {
+        return Err(Error::BadTransport);
+    }
+    Ok(body)
+}
+
 /// Like `from_text`, but says why a value in envelope mode is not an envelope.
 pub fn parse_text(text: &str) -> Result<Vec<u8>> {
     let b64 = text.strip_prefix(TEXT_PREFIX).ok_or(Error::BadEncryptedText("text form must start with \"pazpaz:\""))?;

@@ -71,6 +71,8 @@ pub enum Error {
     CiphertextTooShort,
     #[error("Invalid encrypted_text envelope: {0}")]
     BadEncryptedText(&'static str),
+    #[error("Invalid encrypted_text transport form: its tag does not verify under the loaded key of its version (it was not made by a node holding this session's keys)")]
+    BadTransport,
     #[error("Invalid encrypted field envelope: {0}")]
     BadVersioned(&'static str),
     #[error("Decrypted value is not valid UTF-8 text")]
@@ -207,7 +209,7 @@ impl Error {
             OutOfMemory => ErrorClass::OutOfMemory,
             MissingKey => ErrorClass::MissingKey,
             UnknownVersion { .. } => ErrorClass::UnknownVersion,
-            DecryptionFailed => ErrorClass::AuthenticationFailed,
+            DecryptionFailed | BadTransport => ErrorClass::AuthenticationFailed,
             CiphertextTooShort | BadEncryptedText(_) => ErrorClass::InvalidBinary,
             BadVersioned(_) => ErrorClass::InvalidText,
             NotUtf8 | TextFormNotUtf8 => ErrorClass::InvalidCharacter,

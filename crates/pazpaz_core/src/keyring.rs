@@ -44,6 +44,9 @@ impl KeyEntry {
     pub fn wrapped_by(&self) -> Option<&str> {
         self.wrapped_by.as_deref()
     }
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
 }
 
 pub struct Keyring {

@@ -30,6 +30,7 @@ pub mod error;
 pub mod field;
 pub mod jsonb;
 pub mod keyring;
+mod mac;
 pub mod nonce;
 pub mod redact;
 pub mod versioned;

@@ -264,10 +264,11 @@ fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
 /// `RESET` that names `pazpaz` at all, any `set_config`, and any Unicode
 /// escape (which can spell either) count, and so does a call of
 /// `wrap_encryption_key` or `rewrap_encryption_key` (their argument is a
-/// key). The bare word `pazpaz` (a schema or table of that name) does not.
+/// key) and of `set_keys` (its arguments are keys). The bare word `pazpaz` (a schema or table of that name) does not.
 pub fn names_key_setting(text: &[u8]) -> bool {
     if contains_ci(text, b"set_config")
         || contains_ci(text, b"wrap_encryption_key")
+        || contains_ci(text, b"set_keys")
         || contains_ci(text, b"u&'")
         || contains_ci(text, b"u&\"")
     {

@@ -106,3 +106,45 @@ fn reseal_moves_a_value_to_another_key_and_version() {
     );
     assert!(!out.windows(4).any(|w| w == "Zoë".as_bytes()));
 }
+
+fn transport(r: &Keyring, version: &str, e: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; encrypted_text::transport_text_len(e.len()).unwrap()];
+    encrypted_text::write_transport_text(r.get(version).unwrap().key(), e, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn transport_form_verifies_only_under_the_same_key() {
+    let r = ring();
+    let e = encrypted_text::seal(r.get("v1").unwrap().cipher(), "v1", &[5; 12], b"PLAINTEXT").unwrap();
+    let t = transport(&r, "v1", &e);
+    assert!(encrypted_text::is_transport_text(&t));
+    assert!(!t.windows(9).any(|w| w == b"PLAINTEXT"));
+    let back = encrypted_text::parse_transport_text(&t, |v| r.get(v)).unwrap();
+    assert_eq!(back, e);
+
+    // The same envelope under another keyring (v1 → a different key): refused.
+    let other = Keyring::from_json(&format!(r#"{{"v1": "{K2}"}}"#)).unwrap();
+    assert!(matches!(encrypted_text::parse_transport_text(&t, |v| other.get(v)), Err(Error::BadTransport)));
+
+    // A flipped bit anywhere in the body or tag: refused.
+    let b64 = &t[encrypted_text::TRANSPORT_PREFIX.len()..];
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    for i in [0, 5, body.len() / 2, body.len() - 1] {
+        let mut bad = body.clone();
+        bad[i] ^= 1;
+        let s =
+            format!("{}{}", encrypted_text::TRANSPORT_PREFIX, base64::engine::general_purpose::STANDARD.encode(&bad));
+        assert!(encrypted_text::parse_transport_text(s.as_bytes(), |v| r.get(v)).is_err(), "byte {i}");
+    }
+
+    // An envelope's ordinary text form, with the transport prefix, is no
+    // transport form (no tag): an attacker who copied a ciphertext cannot
+    // make one.
+    let plain_form = encrypted_text::to_text(&e).replacen("pazpaz:", encrypted_text::TRANSPORT_PREFIX, 1);
+    assert!(encrypted_text::parse_transport_text(plain_form.as_bytes(), |v| r.get(v)).is_err());
+    assert!(encrypted_text::parse_transport_text(b"pazpaz-transport:", |v| r.get(v)).is_err());
+    assert!(encrypted_text::parse_transport_text(b"pazpaz-transport:!!", |v| r.get(v)).is_err());
+    assert!(!encrypted_text::is_transport_text(b"pazpaz:abc"));
+}

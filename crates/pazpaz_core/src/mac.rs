@@ -1,0 +1,159 @@
+//! HMAC-SHA-256 and HKDF-SHA-256 on precomputed SHA-256 states, with every
+//! key-derived state wiped on drop: the MACs of search (`blind_index`) and
+//! of the transport form of `encrypted_text` (`encrypted_text`).
+
+use sha2::digest::generic_array::GenericArray;
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, Zeroizing};
+
+/// HMAC-SHA-256 with its key schedule precomputed: the SHA-256 states after
+/// the inner and outer padded key blocks (as good as the key; zeroed on
+/// drop). A MAC of a short value then costs two compressions, with no
+/// per-value setup; built on `sha2::compress256` directly (the `hmac` crate's
+/// buffered path cost some fifty times that here).
+pub(crate) struct WipedMac {
+    inner: [u32; 8],
+    outer: [u32; 8],
+}
+
+const SHA256_IV: [u32; 8] =
+    [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+
+impl WipedMac {
+    pub(crate) fn new(key: &[u8]) -> WipedMac {
+        let mut k = Zeroizing::new([0u8; 64]);
+        if key.len() > 64 {
+            k[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            k[..key.len()].copy_from_slice(key);
+        }
+        let mut pad = Zeroizing::new([0u8; 64]);
+        let mut mac = WipedMac { inner: SHA256_IV, outer: SHA256_IV };
+        for (p, b) in pad.iter_mut().zip(k.iter()) {
+            *p = b ^ 0x36;
+        }
+        compress_blocks(&mut mac.inner, &pad[..]);
+        for (p, b) in pad.iter_mut().zip(k.iter()) {
+            *p = b ^ 0x5c;
+        }
+        compress_blocks(&mut mac.outer, &pad[..]);
+        mac
+    }
+
+    /// HMAC of `data`.
+    pub(crate) fn mac(&self, data: &[u8]) -> [u8; 32] {
+        let mut st = Zeroizing::new(self.inner);
+        let inner = Zeroizing::new(finish(&mut st, data));
+        let mut st = Zeroizing::new(self.outer);
+        finish(&mut st, &inner[..])
+    }
+}
+
+impl WipedMac {
+    /// An HMAC computation to feed piece by piece (`finish` ends it).
+    pub(crate) fn stream(&self) -> MacStream {
+        MacStream { state: Zeroizing::new(self.inner), buf: Zeroizing::new([0u8; 64]), used: 0, len: 0 }
+    }
+
+    /// The HMAC of everything fed to `m`.
+    pub(crate) fn finish(&self, mut m: MacStream) -> [u8; 32] {
+        let mut last = Zeroizing::new([0u8; 128]);
+        last[..m.used].copy_from_slice(&m.buf[..m.used]);
+        last[m.used] = 0x80;
+        let n = if m.used < 56 { 64 } else { 128 };
+        let bits = (64 + m.len) * 8;
+        last[n - 8..n].copy_from_slice(&bits.to_be_bytes());
+        compress_blocks(&mut m.state, &last[..n]);
+        let mut inner = Zeroizing::new([0u8; 32]);
+        for (o, w) in inner.chunks_exact_mut(4).zip(m.state.iter()) {
+            o.copy_from_slice(&w.to_be_bytes());
+        }
+        let mut st = Zeroizing::new(self.outer);
+        finish(&mut st, &inner[..])
+    }
+}
+
+/// The inner hash of an HMAC being fed: the SHA-256 state after the padded
+/// key and the whole blocks so far, and the partial block (wiped on drop).
+pub(crate) struct MacStream {
+    state: Zeroizing<[u32; 8]>,
+    buf: Zeroizing<[u8; 64]>,
+    used: usize,
+    /// Bytes fed so far.
+    len: u64,
+}
+
+impl MacStream {
+    pub(crate) fn update(&mut self, mut data: &[u8]) {
+        self.len += data.len() as u64;
+        if self.used > 0 {
+            let take = (64 - self.used).min(data.len());
+            self.buf[self.used..self.used + take].copy_from_slice(&data[..take]);
+            self.used += take;
+            data = &data[take..];
+            if self.used < 64 {
+                return;
+            }
+            compress_blocks(&mut self.state, &self.buf[..]);
+            self.used = 0;
+        }
+        let whole = data.len() - data.len() % 64;
+        if whole > 0 {
+            compress_blocks(&mut self.state, &data[..whole]);
+        }
+        let rem = &data[whole..];
+        self.buf[..rem.len()].copy_from_slice(rem);
+        self.used = rem.len();
+    }
+}
+
+impl Drop for WipedMac {
+    fn drop(&mut self) {
+        self.inner.zeroize();
+        self.outer.zeroize();
+    }
+}
+
+/// Runs SHA-256 compressions over whole 64-byte blocks.
+fn compress_blocks(state: &mut [u32; 8], blocks: &[u8]) {
+    debug_assert!(blocks.len().is_multiple_of(64));
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    #[allow(unsafe_code)]
+    // SAFETY: VZEROUPPER only clears the upper halves of the vector
+    // registers, which hold no live values across this call boundary.
+    unsafe {
+        std::arch::x86_64::_mm256_zeroupper()
+    };
+    for b in blocks.chunks_exact(64) {
+        sha2::compress256(state, std::slice::from_ref(GenericArray::from_slice(b)));
+    }
+}
+
+/// Finishes a SHA-256 whose state has absorbed one 64-byte block (the padded
+/// key) with `data` and the padding, and returns the digest.
+fn finish(state: &mut [u32; 8], data: &[u8]) -> [u8; 32] {
+    let whole = data.len() - data.len() % 64;
+    compress_blocks(state, &data[..whole]);
+    let rem = &data[whole..];
+    let mut last = Zeroizing::new([0u8; 128]);
+    last[..rem.len()].copy_from_slice(rem);
+    last[rem.len()] = 0x80;
+    let n = if rem.len() < 56 { 64 } else { 128 };
+    let bits = (64 + data.len() as u64) * 8;
+    last[n - 8..n].copy_from_slice(&bits.to_be_bytes());
+    compress_blocks(state, &last[..n]);
+    let mut out = [0u8; 32];
+    for (o, w) in out.chunks_exact_mut(4).zip(state.iter()) {
+        o.copy_from_slice(&w.to_be_bytes());
+    }
+    out
+}
+
+/// HKDF-SHA-256 (RFC 5869) with no salt and one 32-byte output block:
+/// `PRK = HMAC(0^32, ikm)`, `OKM = HMAC(PRK, info ‖ 0x01)`.
+pub(crate) fn hkdf_sha256(ikm: &[u8], info: &[&[u8]]) -> Zeroizing<[u8; 32]> {
+    let prk = Zeroizing::new(WipedMac::new(&[0u8; 32]).mac(ikm));
+    let mut message = Zeroizing::new(info.concat());
+    message.push(1);
+    Zeroizing::new(WipedMac::new(&prk[..]).mac(&message))
+}
