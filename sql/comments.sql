@@ -127,3 +127,7 @@ COMMENT ON PROCEDURE @extschema@.drop_blind_index(pg_catalog.text, pg_catalog.te
   'drop_blind_index with the table and columns named by text (see add_blind_index(text, …))';
 COMMENT ON PROCEDURE @extschema@.drop_match_index(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
   'drop_match_index with the table and columns named by text (see add_blind_index(text, …))';
+COMMENT ON FUNCTION @extschema@.set_keys(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.bool, pg_catalog.text) IS
+    'Sets pazpaz.encryption_key, pazpaz.encryption_keys, pazpaz.encryption_key_version (and pazpaz.index_key) for the session, or with is_local for the transaction and every Citus node it uses; NULL leaves a setting as it is, '''' unsets it';
+COMMENT ON FUNCTION @extschema@.forward_keys() IS
+    'Sets the session''s key settings for this transaction on every Citus node it uses (rotate_column''s batches on Citus tables); no effect without Citus';

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use pgrx::pg_sys;
 
-/// > 0 while a distributed planner or executor may write values for other
+/// Above zero while a distributed planner or executor may write values for other
 /// nodes. A backend is single-threaded; the atomic only avoids `static mut`.
 static DEPTH: AtomicU32 = AtomicU32::new(0);
 

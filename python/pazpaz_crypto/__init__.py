@@ -86,13 +86,20 @@ def _placeholders(paramstyle: str) -> Tuple[str, str, str]:
     raise ValueError(f"unsupported paramstyle {paramstyle!r}")
 
 
-def set_keys_sql(paramstyle: str = "format", *, local: bool = False) -> str:
+def set_keys_sql(paramstyle: str = "format", *, local: bool = False, citus: bool = False) -> str:
     """One statement that sets all three settings from three parameters
     (see :func:`key_settings`). ``local=True`` (``set_config(…, true)``) keeps
     them for the current transaction only: the form for a transaction-mode
     pooler, where the next transaction may run on another server connection
-    and this server connection may next serve another client."""
+    and this server connection may next serve another client.
+
+    ``citus=True``: the extension's ``set_keys(…, true)``, whose ``SET LOCAL``
+    statements Citus forwards to every node of the transaction (call it inside
+    a transaction block; implies ``local``)."""
     flag = "true" if local else "false"
+    if citus:
+        a, b, c = _placeholders(paramstyle)
+        return f"SELECT set_keys({a}, {b}, {c}, true)"
     return "SELECT " + ", ".join(
         f"set_config('{name}', {ph}, {flag})" for name, ph in zip(_SETTINGS, _placeholders(paramstyle))
     )
@@ -102,7 +109,7 @@ def set_keys_sql(paramstyle: str = "format", *, local: bool = False) -> str:
 CLEAR_KEYS_SQL = "SELECT " + ", ".join(f"set_config('{name}', '', false)" for name in _SETTINGS)
 
 
-def set_keys(conn: Any, keys: Keys, *, local: bool = False) -> None:
+def set_keys(conn: Any, keys: Keys, *, local: bool = False, citus: bool = False) -> None:
     """Sets (or, with ``keys=None``, clears) the session's keys on a psycopg 3
     (or any ``format``-paramstyle DB-API) connection.
 
@@ -112,6 +119,6 @@ def set_keys(conn: Any, keys: Keys, *, local: bool = False) -> None:
     the statement itself."""
     cur = conn.cursor()
     try:
-        cur.execute(set_keys_sql("format", local=local), key_settings(keys))
+        cur.execute(set_keys_sql("format", local=local, citus=citus), key_settings(keys))
     finally:
         cur.close()

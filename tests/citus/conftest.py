@@ -6,6 +6,7 @@ what travelled to each node."""
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import psycopg
@@ -15,6 +16,13 @@ HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("pg_harness", HERE.parent / "python" / "conftest.py")
 harness = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(harness)
+# The wrapped-key helpers of the Python suite import its conftest by name.
+sys.path.insert(0, str(HERE.parent / "python"))
+_this = sys.modules.get("conftest")
+sys.modules["conftest"] = harness
+import wrapped_support as ws  # noqa: E402
+if _this is not None:
+    sys.modules["conftest"] = _this
 
 DB = "clinic"
 
@@ -29,8 +37,9 @@ NODE_CONF = (
 
 
 class Formation:
-    def __init__(self, coordinator, workers):
+    def __init__(self, coordinator, workers, ring):
         self.coordinator, self.workers = coordinator, workers
+        self.ring = ring  # the KEK ring every node loaded
 
     @property
     def nodes(self):
@@ -55,9 +64,12 @@ def formation():
     if not os.environ.get("PAZPAZ_OVERLAY_BIN"):
         pytest.exit("run the Citus suite with scripts/test_citus.sh (it needs PAZPAZ_CITUS_DIR)", returncode=2)
     made = []
+    ring = ws.new_ring("k1")
+    kek = ws.write_kek_file(harness.PG_BASE / f"citus_{os.getpid()}.kek.json", ring)
+    conf = (*NODE_CONF, f"pazpaz.kek_file = '{kek}'", "pazpaz.require_wrapped_keys = on")
     try:
         for role in ("coord", "worker1", "worker2"):
-            made.append(harness.start_cluster(harness.unique_name(f"citus_{role}"), None, *NODE_CONF))
+            made.append(harness.start_cluster(harness.unique_name(f"citus_{role}"), None, *conf))
         for node in made:
             with psycopg.connect(node.dsn(), autocommit=True) as c:
                 c.execute(f"CREATE DATABASE {DB}")
@@ -69,7 +81,8 @@ def formation():
             for w in workers:
                 c.execute("SELECT citus_add_node('127.0.0.1', %s)", (w.port,))
             c.execute("CREATE EXTENSION pazpaz_crypto")
-        yield Formation(coordinator, workers)
+        yield Formation(coordinator, workers, ring)
     finally:
         for node in reversed(made):
             node.remove()
+        kek.unlink(missing_ok=True)

@@ -1,0 +1,246 @@
+"""pazpaz_crypto on a Citus formation (a coordinator and two workers, every
+node preloading Citus and pazpaz_crypto, one KEK ring, raw keys refused):
+keys reach every node wrapped only, ciphertext — never plaintext — travels to
+the workers, decryption runs on the workers, distributed and reference tables
+of every format, rotation across shards that survives a worker restart, and a
+keyless dump of the coordinator."""
+
+import base64
+import json
+import threading
+import time
+
+import psycopg
+import pytest
+
+import pazpaz_crypto
+
+from conftest import harness, ws
+
+MARK = "PLAINMARK"  # every plaintext written here starts with it
+
+
+def wrapped_keys(f, n=2):
+    """n fresh data keys made on the coordinator (wrapped only), with their
+    raw bytes unwrapped here from the ring."""
+    with f.connect() as c:
+        out = [c.execute("SELECT generate_wrapped_encryption_key()").fetchone()[0] for _ in range(n)]
+    return [(w, ws.unwrap(w, f.ring)) for w in out]
+
+
+def keys_json(keys, versions=("v1", "v2")):
+    return json.dumps({v: w for v, (w, _) in zip(versions, keys)})
+
+
+def begin_with_keys(conn, keys, current="v1"):
+    """A transaction whose keys reach every node (the client package's
+    set_keys with citus=True: the extension's set_keys(…, true))."""
+    conn.execute("BEGIN")
+    ring = pazpaz_crypto.Keyring(keys=json.loads(keys_json(keys)), current=current)
+    pazpaz_crypto.set_keys(conn, ring, citus=True)
+
+
+def secrets_of(keys, ring):
+    return [s for _, raw in keys for s in ws.spellings(raw)] + ws.ring_spellings(ring)
+
+
+@pytest.fixture(scope="module")
+def keys(formation):
+    return wrapped_keys(formation)
+
+
+def test_keys_and_values_travel_wrapped_and_encrypted(formation, keys):
+    f = formation
+    with f.connect() as c:
+        c.execute("CREATE TABLE visits (id int PRIMARY KEY, note encrypted_text, b bytea, j jsonb)")
+        c.execute("SELECT create_distributed_table('visits', 'id', shard_count => 8)")
+    activity = []
+    with f.connect() as c:
+        begin_with_keys(c, keys)
+        # Literals, INSERT … SELECT through the implicit cast, bound parameters.
+        c.execute(f"INSERT INTO visits VALUES (1, '{MARK}-lit', encrypt_field('{MARK}-b'),"
+                  f" encrypt_field_versioned('{MARK}-j'))")
+        c.execute(f"INSERT INTO visits (id, note) SELECT g, '{MARK}-sel-' || g FROM generate_series(2, 40) g")
+        for i in range(41, 46):
+            c.execute("INSERT INTO visits (id, note, b) VALUES (%s, %s, encrypt_field(%s))",
+                      (i, f"{MARK}-param-{i}", f"{MARK}-pb-{i}"))
+        with c.cursor().copy("COPY visits (id, note) FROM STDIN") as cp:
+            for i in range(46, 60):
+                cp.write_row((i, f"{MARK}-copy-{i}"))
+        # While the transaction is open: what every node shows of it.
+        with f.connect() as watcher:
+            activity.append(str(watcher.execute("SELECT query FROM citus_stat_activity").fetchall()))
+        for w in f.workers:
+            with f.connect(w) as wc:
+                activity.append(str(wc.execute("SELECT query FROM pg_stat_activity").fetchall()))
+        with f.connect() as cc:
+            activity.append(str(cc.execute("SELECT query FROM pg_stat_activity").fetchall()))
+        c.execute("COMMIT")
+
+        begin_with_keys(c, keys)
+        rows = dict(c.execute("SELECT id, note::text FROM visits").fetchall())
+        one = c.execute("SELECT note::text, decrypt_field(b), decrypt_field_versioned(j) FROM visits WHERE id = 1").fetchone()
+        pb = c.execute("SELECT decrypt_field(b) FROM visits WHERE id = 43").fetchone()[0]
+        c.execute("COMMIT")
+
+    with harness.Checks() as ck:
+        ck.eq("rows", 59, len(rows))
+        ck.eq("literal", (f"{MARK}-lit", f"{MARK}-b", f"{MARK}-j"), one)
+        ck.eq("insert select", f"{MARK}-sel-7", rows[7])
+        ck.eq("parameter", f"{MARK}-param-44", rows[44])
+        ck.eq("parameter into encrypt_field", f"{MARK}-pb-43", pb)
+        ck.eq("copy", f"{MARK}-copy-50", rows[50])
+        logs = f.logs()
+        secrets = secrets_of(keys, f.ring)
+        ck.eq("no raw key or KEK spelling in any node's log", 0, ws.leaks(secrets, *logs.values()))
+        ck.eq("no raw key in any node's pg_stat_activity / citus_stat_activity", 0, ws.leaks(secrets, *activity))
+        ck.has("the workers' activity shows the transaction's shard statements", " ".join(activity[1:3]), "visits_")
+        wlog = f.worker_logs()
+        ck.lacks("no plaintext in a worker's log", wlog, MARK)
+        ck.has("envelopes travelled instead", wlog, "pazpaz-transport:")
+
+
+def test_reads_decrypt_on_the_workers(formation, keys):
+    f = formation
+    with f.connect() as c:
+        c.execute("CREATE TABLE clinics (id int PRIMARY KEY, name encrypted_text)")
+        c.execute("SELECT create_reference_table('clinics')")
+        begin_with_keys(c, keys)
+        c.execute(f"INSERT INTO clinics SELECT g, '{MARK}-clinic-' || g FROM generate_series(1, 5) g")
+        c.execute("COMMIT")
+        begin_with_keys(c, keys)
+        plan = "\n".join(r[0] for r in c.execute("EXPLAIN (VERBOSE) SELECT note::text FROM visits").fetchall())
+        joined = c.execute("SELECT v.note::text, k.name::text FROM visits v JOIN clinics k ON k.id = v.id "
+                           "WHERE v.id = 3").fetchone()
+        multi = c.execute("SELECT count(*) FROM visits WHERE note::text LIKE %s", ("%-sel-%",)).fetchone()[0]
+        c.execute("COMMIT")
+    worker_ports = {str(w.port) for w in f.workers}
+    with harness.Checks() as ck:
+        ck.has("the decrypting cast is in the shard query", plan, "(note)::text")
+        ck("the task runs on a worker", any(f"port={p}" in plan for p in worker_ports), plan)
+        ck.eq("join of a distributed and a reference table", (f"{MARK}-sel-3", f"{MARK}-clinic-3"), joined)
+        ck.eq("multi-shard filter on decrypted values", 39, multi)
+
+
+def test_tables_with_data_become_distributed(formation, keys):
+    f = formation
+    with f.connect() as c:
+        c.execute("CREATE TABLE pre (id int PRIMARY KEY, t encrypted_text, b bytea, j jsonb)")
+        c.execute("CREATE TABLE pre_ref (id int PRIMARY KEY, t encrypted_text)")
+        begin_with_keys(c, keys)
+        c.execute(f"INSERT INTO pre SELECT g, '{MARK}-pre-' || g, encrypt_field('{MARK}-preb-' || g),"
+                  f" encrypt_field_versioned('{MARK}-prej-' || g) FROM generate_series(1, 30) g")
+        c.execute(f"INSERT INTO pre_ref SELECT g, '{MARK}-ref-' || g FROM generate_series(1, 3) g")
+        c.execute("COMMIT")
+        c.execute("SELECT create_distributed_table('pre', 'id', shard_count => 4)")
+        c.execute("SELECT create_reference_table('pre_ref')")
+        begin_with_keys(c, keys)
+        rows = c.execute("SELECT id, t::text, decrypt_field(b), decrypt_field_versioned(j) FROM pre ORDER BY id").fetchall()
+        ref = c.execute("SELECT t::text FROM pre_ref WHERE id = 2").fetchone()[0]
+        c.execute("COMMIT")
+    assert len(rows) == 30
+    assert rows[9] == (10, f"{MARK}-pre-10", f"{MARK}-preb-10", f"{MARK}-prej-10")
+    assert ref == f"{MARK}-ref-2"
+
+
+def test_rotation_across_shards_survives_a_worker_restart(formation, keys):
+    f = formation
+    n = 300
+    with f.connect() as c:
+        c.execute("CREATE TABLE notes (id int PRIMARY KEY, body encrypted_text, env jsonb)")
+        c.execute("SELECT create_distributed_table('notes', 'id', shard_count => 8)")
+        begin_with_keys(c, keys, current="v1")
+        c.execute(f"INSERT INTO notes SELECT g, '{MARK}-note-' || g, encrypt_field_versioned('{MARK}-env-' || g)"
+                  f" FROM generate_series(1, {n}) g")
+        c.execute("COMMIT")
+
+    batches = []
+    restarted = threading.Event()
+
+    def on_notice(d):
+        if d.message_primary.startswith("batch "):
+            batches.append(d.message_primary)
+
+    def restart_worker():
+        while len(batches) < 3:
+            time.sleep(0.05)
+        ws.run_pg(f"pg_exec_postgres \"$PGBIN/pg_ctl\" -D {f.workers[1].data} -m immediate -w restart "
+                  f"-l {f.workers[1].log} >/dev/null")
+        restarted.set()
+
+    first_error = None
+    with f.connect() as c:
+        c.add_notice_handler(on_notice)
+        # Session keys: each batch forwards them to the nodes it uses.
+        c.execute("SELECT set_keys(%s, %s, %s, false)", ("", keys_json(keys), "v2"))
+        t = threading.Thread(target=restart_worker)
+        t.start()
+        try:
+            c.execute("CALL rotate_column('notes', 'body', 10)")
+        except psycopg.Error as e:
+            first_error = e.sqlstate
+        t.join(timeout=120)
+    assert restarted.is_set(), "the worker was not restarted during the rotation"
+    batches_before = len(batches)
+
+    notices = []
+    with f.connect() as c:
+        c.add_notice_handler(lambda d: notices.append(d.message_primary))
+        c.execute("SELECT set_keys(%s, %s, %s, false)", ("", keys_json(keys), "v2"))
+        for attempt in range(20):  # the restarted worker may still be starting
+            try:
+                c.execute("CALL rotate_column('notes', 'body', 50)")
+                c.execute("CALL rotate_column('notes', 'env', 50)")
+                break
+            except psycopg.OperationalError:
+                time.sleep(0.5)
+        begin_with_keys(c, keys, current="v2")
+        versions = dict(c.execute("SELECT key_version(body), count(*) FROM notes GROUP BY 1").fetchall())
+        env_versions = dict(c.execute("SELECT key_version(env), count(*) FROM notes GROUP BY 1").fetchall())
+        bodies = dict(c.execute("SELECT id, body::text FROM notes").fetchall())
+        envs = dict(c.execute("SELECT id, decrypt_field_versioned(env) FROM notes").fetchall())
+        c.execute("COMMIT")
+    print(f"first run: {batches_before} batches, then error {first_error}; second run: {notices[-2:]}")
+    assert versions == {"v2": n}
+    assert env_versions == {"v2": n}
+    assert all(bodies[i] == f"{MARK}-note-{i}" for i in range(1, n + 1))
+    assert all(envs[i] == f"{MARK}-env-{i}" for i in range(1, n + 1))
+    assert any("done" in m for m in notices)
+    assert MARK not in f.worker_logs()
+    assert ws.leaks(secrets_of(keys, f.ring), *f.logs().values()) == 0
+
+
+def test_keyless_dump_of_the_coordinator(formation):
+    """The coordinator relays the workers' COPY output of distributed and
+    reference tables: the workers write envelopes too while their database
+    says so (README: the keyless dump on Citus)."""
+    f = formation
+    for w in f.workers:
+        with f.connect(w) as wc:
+            wc.execute("SET citus.enable_ddl_propagation = off")
+            wc.execute("ALTER DATABASE clinic SET pazpaz.encrypted_text_io = 'envelope'")
+    try:
+        out = f.coordinator.tool("pg_dump", "-d", "clinic", "--no-owner",
+                                 env={"PGOPTIONS": "-c pazpaz.encrypted_text_io=envelope"})
+    finally:
+        for w in f.workers:
+            with f.connect(w) as wc:
+                wc.execute("SET citus.enable_ddl_propagation = off")
+                wc.execute("ALTER DATABASE clinic RESET pazpaz.encrypted_text_io")
+    assert "pazpaz:" in out.stdout, out.stderr[-2000:]  # rows, as envelopes
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "CREATE TABLE public.visits" in out.stdout
+    assert MARK not in out.stdout
+
+
+def test_set_keys_is_redacted_with_parameters_too(formation, keys):
+    f = formation
+    with f.connect() as c:
+        c.execute("BEGIN")
+        # A literal call: its statement line is redacted on the coordinator.
+        c.execute(f"SELECT set_keys('', '{keys_json(keys)}', 'v1', true)")
+        c.execute("COMMIT")
+    raw = base64.b64encode(keys[0][1]).decode()
+    logs = f.all_logs()
+    assert raw not in logs
+    assert keys[0][0] not in f.coordinator.log.read_text(errors="replace")
