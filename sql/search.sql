@@ -17,7 +17,9 @@
 -- existing rows in batches that COMMIT one by one (an UPDATE that the
 -- trigger computes the token for; each batch a range of heap blocks holding
 -- about batch_size rows), and
--- finally builds the index. The index's definition (context, normalization,
+-- builds the index once every row has been walked (a B-tree before the
+-- check for rows left behind, which it then answers; a GIN index after it),
+-- never row by row during the walk. The index's definition (context, normalization,
 -- bits, and the fingerprint of the index key it is built with) is stored as
 -- the trigger's arguments. Interrupted, it loses at most the current batch:
 -- CALL it again with the same arguments to finish. Like rotate_column it
@@ -153,6 +155,8 @@ DECLARE
     cond pg_catalog.text;
     q pg_catalog.text;
     upd pg_catalog.text;
+    mkidx pg_catalog.text;
+    built pg_catalog.bool := false;
     total pg_catalog.int8;
     remaining pg_catalog.int8;
     done pg_catalog.int8 := 0;
@@ -305,6 +309,11 @@ BEGIN
         UPDATE %1$s SET %3$I = NULL
          WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2 AND %2$s
     $q$, rel, cond, tokcol);
+    IF kind OPERATOR(pg_catalog.=) 'exact' THEN
+        mkidx := pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON %s USING btree (%I pg_catalog.bytea_ops)', idx, rel, tokcol);
+    ELSE
+        mkidx := pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON %s USING gin (%I pg_catalog.array_ops)', idx, rel, tokcol);
+    END IF;
     EXECUTE q INTO total;
     RAISE NOTICE '%: % rows of %.% to index', caller, total, tbl, col;
     remaining := total;
@@ -330,7 +339,20 @@ BEGIN
             COMMIT;
             blk := blk OPERATOR(pg_catalog.+) step;
         END LOOP;
+        IF kind OPERATOR(pg_catalog.=) 'exact' THEN
+            -- The B-tree, built now rather than after the check, answers
+            -- the check (it holds the NULL tokens) instead of a scan of the
+            -- whole table, dead row versions included; rows a further pass
+            -- indexes are added to it as they are updated. (A GIN index
+            -- cannot find NULLs.) SET LOCAL: until the COMMIT below.
+            IF NOT built THEN
+                EXECUTE mkidx;
+                built := true;
+            END IF;
+            PERFORM pg_catalog.set_config('enable_seqscan', 'off', true);
+        END IF;
         EXECUTE q INTO remaining;
+        COMMIT;
     END LOOP;
     IF remaining OPERATOR(pg_catalog.>) 0 THEN
         RAISE WARNING '%: % rows of %.% are not indexed yet (locked by other transactions?); CALL % again',
@@ -338,10 +360,8 @@ BEGIN
         RETURN;
     END IF;
 
-    IF kind OPERATOR(pg_catalog.=) 'exact' THEN
-        EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON %s USING btree (%I pg_catalog.bytea_ops)', idx, rel, tokcol);
-    ELSE
-        EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON %s USING gin (%I pg_catalog.array_ops)', idx, rel, tokcol);
+    IF NOT built THEN
+        EXECUTE mkidx;
     END IF;
     RAISE NOTICE '%: done, % rows indexed; % is indexed by %', caller, done, tokcol, idx;
 END

@@ -116,10 +116,11 @@ pub fn with_current<R>(kind: Kind, context: &[u8], f: impl FnOnce(&mut DerivedKe
 
 /// Runs `f` with the derived key of `kind` for `context` under whichever of
 /// the two index key settings holds the key with `fingerprint` (an index
-/// names the key it was built with; `index` names the index in the error).
+/// names the key it was built with; `index` names the index in the error,
+/// called only then).
 pub fn with_fingerprint<R>(
     fingerprint: &str,
-    index: &str,
+    index: &dyn Fn() -> String,
     kind: Kind,
     context: &[u8],
     f: impl FnOnce(&mut DerivedKey) -> R,
@@ -137,7 +138,7 @@ pub fn with_fingerprint<R>(
         if keys.slots.iter().all(Option::is_none) {
             return Err(Error::MissingIndexKey { name: "pazpaz.index_key" });
         }
-        Err(Error::IndexKeyNotSet { index: index.to_owned(), fingerprint: fingerprint.to_owned() })
+        Err(Error::IndexKeyNotSet { index: index(), fingerprint: fingerprint.to_owned() })
     })
 }
 

@@ -15,6 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::ffi::CStr;
 use std::num::NonZeroUsize;
+use std::rc::Rc;
 
 use pazpaz_core::blind_index::{check_index_bits, check_token_bits, index_len, DerivedKey, Kind, Normalize};
 use pazpaz_core::Error;
@@ -39,8 +40,9 @@ enum KeyChoice<'a> {
     /// `pazpaz.index_key`.
     Current,
     /// The index key setting whose key has this fingerprint (an index names
-    /// the key it was built with); `index` names the index in errors.
-    Fingerprint { fingerprint: &'a str, index: &'a str },
+    /// the key it was built with); `index` names the index in errors (built
+    /// only for an error: the trigger runs per row).
+    Fingerprint { fingerprint: &'a str, index: &'a dyn Fn() -> String },
 }
 
 fn with_derived<R>(choice: &KeyChoice<'_>, kind: Kind, context: &[u8], f: impl FnOnce(&mut DerivedKey) -> R) -> R {
@@ -92,7 +94,7 @@ fn query_tokens(choice: &KeyChoice<'_>, query: &[u8], context: &[u8], normalize:
 }
 
 fn fingerprint_choice<'a>(fingerprint: &'a str) -> KeyChoice<'a> {
-    KeyChoice::Fingerprint { fingerprint, index: "this index" }
+    KeyChoice::Fingerprint { fingerprint, index: &|| "this index".to_owned() }
 }
 
 // ---- SQL functions ------------------------------------------------------------
@@ -164,7 +166,7 @@ fn blind_search_tokens(
 #[pg_extern(stable, strict, parallel_safe, cost = 50)]
 fn blind_index_for(tbl: PgRelation, token_column: &str, value: Text) -> Bytea {
     let def = definition(&tbl, token_column, Kind::Exact);
-    let index = def.name(&tbl);
+    let index = || def.name(&tbl);
     let choice = KeyChoice::Fingerprint { fingerprint: &def.fingerprint, index: &index };
     exact(&choice, value.0.as_bytes(), def.context.as_bytes(), def.normalize, def.bits)
 }
@@ -175,7 +177,7 @@ fn blind_index_for(tbl: PgRelation, token_column: &str, value: Text) -> Bytea {
 #[pg_extern(stable, strict, parallel_safe, cost = 50)]
 fn blind_search_tokens_for(tbl: PgRelation, token_column: &str, query: Text) -> Vec<i32> {
     let def = definition(&tbl, token_column, Kind::Tokens);
-    let index = def.name(&tbl);
+    let index = || def.name(&tbl);
     let choice = KeyChoice::Fingerprint { fingerprint: &def.fingerprint, index: &index };
     query_tokens(&choice, query.0.as_bytes(), def.context.as_bytes(), def.normalize, def.bits)
 }
@@ -334,7 +336,7 @@ fn definition(rel: &PgRelation, token_column: &str, kind: Kind) -> Definition {
         {
             match Definition::parse(&args) {
                 Some(d) if d.kind == kind => {
-                    check_registered(rel, t, &args, &d.name(rel));
+                    check_registered(rel, t, &args, &|| d.name(rel));
                     return d;
                 }
                 _ => not_found(),
@@ -424,18 +426,18 @@ fn extension_namespace() -> pg_sys::Oid {
 /// not registered for `rel` in the extension's `search_indexes` (see
 /// `sql/search.sql`): a trigger whose arguments were copied from another
 /// table's, which would make a key-holding session compute tokens under
-/// that table's context for the copier.
-fn check_registered(rel: &PgRelation, t: &pg_sys::Trigger, args: &[&CStr], index: &str) {
+/// that table's context for the copier. `index` names the index in the
+/// error (called only then).
+fn check_registered(rel: &PgRelation, t: &pg_sys::Trigger, args: &[&CStr], index: &dyn Fn() -> String) {
     let relid = rel.oid();
-    let key: Vec<u8> = args.iter().flat_map(|a| a.to_bytes_with_nul().iter().copied()).collect();
-    if REGISTERED.borrow().iter().any(|(r, tg, a)| *r == relid && *tg == t.tgoid && *a == key) {
+    if REGISTERED.borrow().iter().any(|(r, tg, a)| *r == relid && *tg == t.tgoid && args_are(args, a)) {
         return;
     }
     let nsp = extension_namespace();
     // SAFETY: a catalog lookup by name in a schema.
     let registry = unsafe { pg_sys::get_relname_relid(c"search_indexes".as_ptr(), nsp) };
     if registry == pg_sys::InvalidOid {
-        raise(Error::UnregisteredSearchIndex { index: index.to_owned() });
+        raise(Error::UnregisteredSearchIndex { index: index() });
     }
     let mut found = false;
     // SAFETY: the registry's columns are (rel regclass, token_column name,
@@ -456,13 +458,70 @@ fn check_registered(rel: &PgRelation, t: &pg_sys::Trigger, args: &[&CStr], index
         })
     };
     if !found {
-        raise(Error::UnregisteredSearchIndex { index: index.to_owned() });
+        raise(Error::UnregisteredSearchIndex { index: index() });
     }
     let mut cache = REGISTERED.borrow_mut();
     if cache.len() >= MAX_REGISTERED {
         cache.clear();
     }
-    cache.push((relid, t.tgoid, key));
+    cache.push((relid, t.tgoid, args_bytes(args)));
+}
+
+/// Trigger arguments as pg_trigger keeps them: each followed by a NUL byte.
+fn args_bytes(args: &[&CStr]) -> Vec<u8> {
+    args.iter().flat_map(|a| a.to_bytes_with_nul().iter().copied()).collect()
+}
+
+/// Whether `args` are, byte for byte, the arguments kept as `stored`
+/// (`args_bytes`), without building them.
+fn args_are(args: &[&CStr], stored: &[u8]) -> bool {
+    let mut rest = stored;
+    for a in args {
+        let Some((head, tail)) = rest.split_at_checked(a.to_bytes_with_nul().len()) else {
+            return false;
+        };
+        if head != a.to_bytes_with_nul() {
+            return false;
+        }
+        rest = tail;
+    }
+    rest.is_empty()
+}
+
+/// The definitions of the search index triggers this backend has fired:
+/// (trigger, its arguments as `args_bytes`, the definition they parse to).
+/// The trigger parses its arguments once, not per row; the arguments are
+/// part of the key (CREATE OR REPLACE TRIGGER keeps the trigger's oid).
+static TRIGGER_DEFINITIONS: LocalCell<Vec<TriggerDefinition>> = BackendLocal::new(RefCell::new(Vec::new()));
+type TriggerDefinition = (pg_sys::Oid, Vec<u8>, Rc<Definition>);
+const MAX_TRIGGER_DEFINITIONS: usize = 64;
+
+/// The definition in the trigger `t`'s arguments `args` (None when they are
+/// not a search index's).
+fn trigger_definition(t: &pg_sys::Trigger, args: &[&CStr]) -> Option<Rc<Definition>> {
+    let mut cache = TRIGGER_DEFINITIONS.borrow_mut();
+    if let Some((_, _, d)) = cache.iter().find(|(tg, a, _)| *tg == t.tgoid && args_are(args, a)) {
+        return Some(Rc::clone(d));
+    }
+    let def = Rc::new(Definition::parse(args)?);
+    if cache.len() >= MAX_TRIGGER_DEFINITIONS {
+        cache.clear();
+    }
+    cache.push((t.tgoid, args_bytes(args), Rc::clone(&def)));
+    Some(def)
+}
+
+/// The number and type of the live column `name` of `tupdesc` (compared as
+/// bytes: the trigger looks its two columns up per row).
+fn column_of(tupdesc: &PgTupleDesc<'_>, name: &str) -> Option<(i16, pg_sys::Oid)> {
+    let name = name.as_bytes();
+    tupdesc
+        .iter()
+        .find(|a| {
+            // SAFETY: NameData holds a NUL-terminated string.
+            !a.attisdropped && unsafe { CStr::from_ptr(a.attname.data.as_ptr()) }.to_bytes() == name
+        })
+        .map(|a| (a.attnum, a.atttypid))
 }
 
 // ---- the trigger ---------------------------------------------------------------
@@ -543,23 +602,24 @@ fn blind_index_trigger<'a>(
     let args = unsafe { trigger_args(t) };
     // SAFETY: the relation of a firing trigger is open.
     let rel = unsafe { PgRelation::from_pg(td.tg_relation) };
-    let Some(def) = Definition::parse(&args) else {
+    let Some(def) = trigger_definition(t, &args) else {
         raise(Error::BadSearchIndex { index: format!("trigger {} on {}", trigger.name().unwrap_or("?"), rel.name()) })
     };
-    let index = def.name(&rel);
+    // The index's name, for errors only.
+    let index = || def.name(&rel);
     let row_before = matches!(trigger.level(), pgrx::PgTriggerLevel::Row)
         && matches!(trigger.when(), Ok(pgrx::PgTriggerWhen::Before));
     let (tuple, old) = match trigger.op() {
         Ok(PgTriggerOperation::Insert) if row_before => (td.tg_trigtuple, None),
         Ok(PgTriggerOperation::Update) if row_before => (td.tg_newtuple, Some(td.tg_trigtuple)),
-        _ => raise(Error::BadSearchIndex { index }),
+        _ => raise(Error::BadSearchIndex { index: index() }),
     };
     // SAFETY: the relation is open; its tuple descriptor lives as long.
     let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked(rel.rd_att) };
-    let find =
-        |name: &str| tupdesc.iter().find(|a| !a.attisdropped && a.name() == name).map(|a| (a.attnum, a.atttypid));
-    let (Some((src_no, src_type)), Some((tok_no, tok_type))) = (find(&def.source), find(&def.token_column)) else {
-        raise(Error::BadSearchIndex { index })
+    let (Some((src_no, src_type)), Some((tok_no, tok_type))) =
+        (column_of(&tupdesc, &def.source), column_of(&tupdesc, &def.token_column))
+    else {
+        raise(Error::BadSearchIndex { index: index() })
     };
     let want_tok = match def.kind {
         Kind::Exact => pg_sys::BYTEAOID,
@@ -571,14 +631,14 @@ fn blind_index_trigger<'a>(
         Source::EncryptedText => is_encrypted_text(src_type, t.tgfoid),
     };
     if tok_type != want_tok {
-        raise(Error::BadSearchIndex { index });
+        raise(Error::BadSearchIndex { index: index() });
     }
     if !src_ok {
-        raise(Error::SearchSourceType { index, expected: def.source_type.name() });
+        raise(Error::SearchSourceType { index: index(), expected: def.source_type.name() });
     }
     let attno = |n: i16| {
         NonZeroUsize::new(usize::try_from(n).unwrap_or(0))
-            .unwrap_or_else(|| raise(Error::BadSearchIndex { index: index.clone() }))
+            .unwrap_or_else(|| raise(Error::BadSearchIndex { index: index() }))
     };
     let (src_no, tok_att) = (attno(src_no), attno(tok_no));
     // SAFETY: the trigger's new tuple, described by the relation's
