@@ -42,6 +42,7 @@ thread_local! {
 static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
+static mut PREV_EXPLAIN_ONE_QUERY: pg_sys::ExplainOneQuery_hook_type = None;
 /// PostgreSQL's ExecCustomScan (nodeCustom.c, static there), taken from the
 /// first Citus scan node seen; every custom scan node has it.
 static mut EXEC_CUSTOM_SCAN: pg_sys::ExecProcNodeMtd = None;
@@ -83,6 +84,13 @@ pub fn init() {
         pg_sys::ExecutorStart_hook = Some(executor_start);
         PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
         pg_sys::ExecutorRun_hook = Some(executor_run);
+        // Citus's EXPLAIN deparses the shard queries it sends to the workers
+        // for their plans (PostgreSQL's own ExplainOneQuery is not callable
+        // before 17, so the hook is chained only behind Citus's).
+        PREV_EXPLAIN_ONE_QUERY = pg_sys::ExplainOneQuery_hook;
+        if PREV_EXPLAIN_ONE_QUERY.is_some() {
+            pg_sys::ExplainOneQuery_hook = Some(explain_one_query);
+        }
         pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
     }
@@ -191,10 +199,41 @@ unsafe extern "C-unwind" fn executor_run(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn explain_one_query(
+    query: *mut pg_sys::Query,
+    cursor_options: c_int,
+    into: *mut pg_sys::IntoClause,
+    es: *mut pg_sys::ExplainState,
+    query_string: *const c_char,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+) {
+    // The plan text EXPLAIN prints here shows an encrypted_text constant in
+    // its transport form too (EXPLAIN ANALYZE's execution runs through
+    // executor_run, so its results are the plaintext as always).
+    with_depth(true, || {
+        // SAFETY: PostgreSQL's arguments, passed on unchanged; only installed
+        // when there was a previous hook.
+        unsafe {
+            let prev = PREV_EXPLAIN_ONE_QUERY;
+            prev.expect("installed only behind a previous hook")(
+                query,
+                cursor_options,
+                into,
+                es,
+                query_string,
+                params,
+                query_env,
+            )
+        }
+    })
+}
+
 /// Citus's scan nodes run the distributed work (lazy deparsing, parameters
 /// sent as text) in their ExecProcNode; wrap it so that it runs with the
 /// flag on. The node's `methods` stay Citus's own (Citus recognises its
-/// nodes by them).
+/// nodes by them). Citus's plan nodes are known by their plan-level name.
 ///
 /// # Safety
 /// `ps` is NULL or a plan state tree just built by ExecutorStart.
@@ -203,12 +242,12 @@ unsafe fn wrap_citus_scans(ps: *mut pg_sys::PlanState) {
         return;
     }
     // SAFETY: `ps` is a valid PlanState of the tree (caller); a node tagged
-    // T_CustomScanState is a CustomScanState whose `methods` are set by its
-    // provider and whose CustomName is a static C string.
+    // T_CustomScanState executes a CustomScan plan node, whose `methods` are
+    // set by its provider and whose CustomName is a static C string (the
+    // name EXPLAIN shows: "Citus Adaptive", "Citus INSERT ... SELECT", …).
     unsafe {
-        if (*ps).type_ == pg_sys::NodeTag::T_CustomScanState {
-            let css = ps.cast::<pg_sys::CustomScanState>();
-            let methods = (*css).methods;
+        if (*ps).type_ == pg_sys::NodeTag::T_CustomScanState && !(*ps).plan.is_null() {
+            let methods = (*(*ps).plan.cast::<pg_sys::CustomScan>()).methods;
             let name = if methods.is_null() || (*methods).CustomName.is_null() {
                 &b""[..]
             } else {

@@ -67,6 +67,16 @@ def test_keys_and_values_travel_wrapped_and_encrypted(formation, keys):
         with c.cursor().copy("COPY visits (id, note) FROM STDIN") as cp:
             for i in range(46, 60):
                 cp.write_row((i, f"{MARK}-copy-{i}"))
+        # Multi-row VALUES, UPDATE with a literal, EXPLAIN (planned on the
+        # workers from the deparsed query), a reference table's replicas.
+        c.execute(f"INSERT INTO visits (id, note) VALUES (60, '{MARK}-multi-60'), (61, '{MARK}-multi-61')")
+        c.execute(f"UPDATE visits SET note = '{MARK}-updated' WHERE id = 61")
+        explain = "\n".join(r[0] for r in c.execute(
+            f"EXPLAIN (VERBOSE, COSTS OFF) INSERT INTO visits (id, note) VALUES (62, '{MARK}-explain')").fetchall())
+        c.execute("CREATE TABLE staff (id int PRIMARY KEY, name encrypted_text)")
+        c.execute("SELECT create_reference_table('staff')")
+        c.execute(f"INSERT INTO staff VALUES (1, '{MARK}-staff-1')")
+        c.execute("INSERT INTO staff VALUES (%s, %s)", (2, f"{MARK}-staff-2"))
         # While the transaction is open: what every node shows of it.
         with f.connect() as watcher:
             activity.append(str(watcher.execute("SELECT query FROM citus_stat_activity").fetchall()))
@@ -81,15 +91,25 @@ def test_keys_and_values_travel_wrapped_and_encrypted(formation, keys):
         rows = dict(c.execute("SELECT id, note::text FROM visits").fetchall())
         one = c.execute("SELECT note::text, decrypt_field(b), decrypt_field_versioned(j) FROM visits WHERE id = 1").fetchone()
         pb = c.execute("SELECT decrypt_field(b) FROM visits WHERE id = 43").fetchone()[0]
+        # Text made on the coordinator (its local replica of the reference
+        # table, and above a distributed scan) is the plaintext as always.
+        staff = c.execute("SELECT format('%s', name), name || '!', name::varchar FROM staff WHERE id = 2").fetchone()
+        above = c.execute("SELECT format('%s', s.name) FROM staff s JOIN visits v ON v.id = s.id + 59").fetchone()[0]
         c.execute("COMMIT")
 
     with harness.Checks() as ck:
-        ck.eq("rows", 59, len(rows))
+        ck.eq("rows", 61, len(rows))
         ck.eq("literal", (f"{MARK}-lit", f"{MARK}-b", f"{MARK}-j"), one)
         ck.eq("insert select", f"{MARK}-sel-7", rows[7])
         ck.eq("parameter", f"{MARK}-param-44", rows[44])
         ck.eq("parameter into encrypt_field", f"{MARK}-pb-43", pb)
         ck.eq("copy", f"{MARK}-copy-50", rows[50])
+        ck.eq("multi-row values", f"{MARK}-multi-60", rows[60])
+        ck.eq("update", f"{MARK}-updated", rows[61])
+        ck.eq("reference table, text on the coordinator",
+              (f"{MARK}-staff-2", f"{MARK}-staff-2!", f"{MARK}-staff-2"), staff)
+        ck.eq("text above a distributed scan", f"{MARK}-staff-1", above)
+        ck.lacks("EXPLAIN shows no plaintext either", explain, MARK)
         logs = f.logs()
         secrets = secrets_of(keys, f.ring)
         ck.eq("no raw key or KEK spelling in any node's log", 0, ws.leaks(secrets, *logs.values()))
