@@ -87,8 +87,9 @@ pub fn init() {
         // Citus's EXPLAIN deparses the shard queries it sends to the workers
         // for their plans (PostgreSQL's own ExplainOneQuery is not callable
         // before 17, so the hook is chained only behind Citus's).
-        PREV_EXPLAIN_ONE_QUERY = pg_sys::ExplainOneQuery_hook;
-        if PREV_EXPLAIN_ONE_QUERY.is_some() {
+        let prev_explain = pg_sys::ExplainOneQuery_hook;
+        PREV_EXPLAIN_ONE_QUERY = prev_explain;
+        if prev_explain.is_some() {
             pg_sys::ExplainOneQuery_hook = Some(explain_one_query);
         }
         pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());

@@ -543,7 +543,7 @@ mod tests {
     #[test]
     fn streamed_hmac_equals_one_shot() {
         let k = IndexKey::from_base64(KEY).unwrap();
-        let mut d = k.derive(Kind::Exact, b"ctx");
+        let d = k.derive(Kind::Exact, b"ctx");
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
         for len in [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000] {
             let one = d.mac.mac(&data[..len]);
