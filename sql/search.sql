@@ -138,6 +138,7 @@ LANGUAGE plpgsql
 AS $proc$
 DECLARE
     caller pg_catalog.text := CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'add_blind_index' ELSE 'add_match_index' END;
+    citus_table pg_catalog.bool := false;
     typid pg_catalog.oid;
     src_type pg_catalog.text;
     nsp pg_catalog.name;
@@ -235,6 +236,18 @@ BEGIN
       JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
      WHERE c.oid OPERATOR(pg_catalog.=) tbl;
     rel := pg_catalog.format('%I.%I', nsp, relname);
+    -- Not on Citus tables (yet): the trigger would run on the shards, where
+    -- neither the registry row it checks nor TID batches exist. Refused
+    -- before anything changes.
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1)'
+            INTO citus_table USING tbl;
+        IF citus_table THEN
+            RAISE EXCEPTION '% does not support Citus distributed or reference tables yet', caller
+                USING ERRCODE = '0A000',
+                      HINT = 'See README, "Scaling out with Citus".';
+        END IF;
+    END IF;
     -- The default context names the column (quoted identifiers, so that no
     -- two columns share one), so equal values in two columns never give
     -- equal tokens.

@@ -264,3 +264,18 @@ def test_set_keys_is_redacted_with_parameters_too(formation, keys):
     logs = f.all_logs()
     assert raw not in logs
     assert keys[0][0] not in f.coordinator.log.read_text(errors="replace")
+
+
+def test_search_indexes_refuse_citus_tables(formation, keys):
+    f = formation
+    with f.connect() as c:
+        c.execute("SELECT set_keys(%s, %s, %s, false, %s)",
+                  ("", keys_json(keys), "v1", wrapped_keys(f, 1)[0][0]))
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+            c.execute("CALL add_blind_index('visits', 'note')")
+        assert "Citus" in str(e.value)
+        cols = c.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'visits'::regclass"
+                         " AND attname = 'note_bidx' AND NOT attisdropped").fetchone()[0]
+        trig = c.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'visits'::regclass"
+                         " AND NOT tgisinternal").fetchone()[0]
+    assert (cols, trig) == (0, 0)
