@@ -26,6 +26,7 @@ use pgrx::prelude::*;
 use pazpaz_core::Error;
 
 use crate::error::raise;
+use crate::gucs;
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
@@ -229,8 +230,10 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    // SAFETY: PostgreSQL's arguments, passed on unchanged.
+    // SAFETY: PostgreSQL's arguments, passed on unchanged but for the text
+    // of a SET of a key setting (`text_for_other_hooks`).
     unsafe {
+        let query_string = text_for_other_hooks(pstmt, query_string);
         match PREV_PROCESS_UTILITY {
             Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
             None => unguarded::standard_ProcessUtility(
@@ -250,6 +253,59 @@ unsafe extern "C-unwind" fn process_utility(
                 after_utility(t);
             }
         }
+    }
+}
+
+/// The statement text the next utility hooks (pg_stat_statements, pgaudit,
+/// PostgreSQL's own) get: for a `SET`/`RESET` of a key setting, a copy with
+/// the value masked (`pazpaz_core::set_statement`), so that
+/// pg_stat_statements never stores a key, wrapped or not, and pgaudit never
+/// logs one; the statement itself runs from its parse tree. Unchanged when
+/// Citus is about to forward the statement's text to the workers (a
+/// `SET LOCAL` with `citus.propagate_set_commands = 'local'`, which
+/// `set_keys` makes, as a statement nested in it, which pg_stat_statements
+/// by default does not track). This hook sees the statement first only when
+/// the library comes after pg_stat_statements and pgaudit in
+/// shared_preload_libraries (README).
+///
+/// # Safety
+/// `pstmt` and `query_string` are ProcessUtility's arguments.
+unsafe fn text_for_other_hooks(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+) -> *const std::ffi::c_char {
+    // SAFETY: ProcessUtility's planned statement and its utility node.
+    let set = unsafe {
+        let stmt = (*pstmt).utilityStmt;
+        if query_string.is_null() || stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_VariableSetStmt {
+            return query_string;
+        }
+        &*stmt.cast::<pg_sys::VariableSetStmt>()
+    };
+    if set.name.is_null() {
+        return query_string;
+    }
+    // SAFETY: a VariableSetStmt's name is a C string of the parse tree.
+    let name = unsafe { std::ffi::CStr::from_ptr(set.name) }.to_bytes();
+    let secret = [gucs::KEY, gucs::KEYS, gucs::INDEX_KEY, gucs::INDEX_KEY_NEXT, gucs::TRANSPORT]
+        .iter()
+        .any(|n| n.to_bytes().eq_ignore_ascii_case(name));
+    if !secret || (set.is_local && crate::distributed::forwards_set_local()) {
+        return query_string;
+    }
+    // SAFETY: the statement's source text, NUL-terminated; the copy is
+    // palloc'd in the statement's memory context and has the same length.
+    unsafe {
+        let whole = std::ffi::CStr::from_ptr(query_string).to_bytes();
+        let copy = pg_sys::palloc(whole.len() + 1).cast::<u8>();
+        let out = std::slice::from_raw_parts_mut(copy, whole.len() + 1);
+        out[..whole.len()].copy_from_slice(whole);
+        out[whole.len()] = 0;
+        let start = usize::try_from((*pstmt).stmt_location).unwrap_or(0).min(whole.len());
+        let len = usize::try_from((*pstmt).stmt_len).ok().filter(|&l| l > 0).unwrap_or(whole.len() - start);
+        let end = (start + len).min(whole.len());
+        pazpaz_core::set_statement::mask_value(&mut out[start..end]);
+        copy.cast()
     }
 }
 

@@ -47,9 +47,24 @@ static mut PREV_EXPLAIN_ONE_QUERY: pg_sys::ExplainOneQuery_hook_type = None;
 /// first Citus scan node seen; every custom scan node has it.
 static mut EXEC_CUSTOM_SCAN: pg_sys::ExecProcNodeMtd = None;
 
-/// Whether encrypted_text output is, right now, text for another node.
+/// Whether encrypted_text output is, right now, text for another node:
+/// inside a distributed planner or executor region *and* under the
+/// search_path Citus sets while it deparses (exactly `pg_catalog`, its
+/// PushEmptySearchPath). Expressions Citus evaluates on the coordinator
+/// (`format('%s', …)` in a distributed INSERT, partition pruning) run under
+/// the session's own search_path, so they get the plaintext as always.
 pub fn sending_to_other_nodes() -> bool {
-    DEPTH.load(Ordering::Relaxed) > 0
+    DEPTH.load(Ordering::Relaxed) > 0 && search_path_is_citus_deparse()
+}
+
+fn search_path_is_citus_deparse() -> bool {
+    // SAFETY: namespace_search_path is the search_path setting's current
+    // value, a NUL-terminated string owned by the GUC machinery (or NULL
+    // before the settings exist); it is only read here.
+    unsafe {
+        let p = pg_sys::namespace_search_path;
+        !p.is_null() && CStr::from_ptr(p).to_bytes() == b"pg_catalog"
+    }
 }
 
 /// Runs `f` with the flag set to `on` (> 0) or off (0), restoring it after.
@@ -69,6 +84,17 @@ pub fn citus_is_loaded() -> bool {
     // SAFETY: GetConfigOption with missing_ok returns NULL for an unknown
     // setting and never raises for a known one read without privilege checks.
     !unsafe { pg_sys::GetConfigOption(c"citus.propagate_set_commands".as_ptr(), true, false) }.is_null()
+}
+
+/// Whether Citus forwards a `SET LOCAL` run now to the workers
+/// (`citus.propagate_set_commands = 'local'`).
+pub fn forwards_set_local() -> bool {
+    // SAFETY: as in `citus_is_loaded`; the returned value is a C string
+    // owned by the GUC machinery, read at once.
+    unsafe {
+        let p = pg_sys::GetConfigOption(c"citus.propagate_set_commands".as_ptr(), true, false);
+        !p.is_null() && CStr::from_ptr(p).to_bytes().eq_ignore_ascii_case(b"local")
+    }
 }
 
 pub fn init() {
@@ -151,7 +177,10 @@ unsafe extern "C-unwind" fn planner(
 }
 
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
-    with_depth(true, || {
+    // SAFETY: ExecutorStart gets a query descriptor with its planned
+    // statement (whose plan tree is NULL for a utility statement).
+    let distributed = unsafe { plan_has_citus_scan((*(*query_desc).plannedstmt).planTree) };
+    with_depth(distributed, || {
         // SAFETY: PostgreSQL's arguments, passed on unchanged.
         unsafe {
             match PREV_EXECUTOR_START {
@@ -231,6 +260,38 @@ unsafe extern "C-unwind" fn explain_one_query(
     })
 }
 
+/// Whether a plan tree holds a Citus scan node (see `is_citus_name`).
+///
+/// # Safety
+/// `plan` is NULL or a valid plan tree.
+unsafe fn plan_has_citus_scan(plan: *mut pg_sys::Plan) -> bool {
+    if plan.is_null() {
+        return false;
+    }
+    // SAFETY: a valid plan node (caller); a node tagged T_CustomScan is a
+    // CustomScan whose methods are set by its provider.
+    unsafe {
+        ((*plan).type_ == pg_sys::NodeTag::T_CustomScan && is_citus_name((*plan.cast::<pg_sys::CustomScan>()).methods))
+            || plan_has_citus_scan((*plan).lefttree)
+            || plan_has_citus_scan((*plan).righttree)
+    }
+}
+
+/// Whether custom scan methods are Citus's: their name (the one EXPLAIN
+/// shows) is "Citus Adaptive", "Citus INSERT ... SELECT", ….
+///
+/// # Safety
+/// `methods` is NULL or points to a provider's CustomScanMethods, whose
+/// CustomName is NULL or a static C string.
+unsafe fn is_citus_name(methods: *const pg_sys::CustomScanMethods) -> bool {
+    // SAFETY: as the function's contract says.
+    unsafe {
+        !methods.is_null()
+            && !(*methods).CustomName.is_null()
+            && CStr::from_ptr((*methods).CustomName).to_bytes().starts_with(b"Citus")
+    }
+}
+
 /// Citus's scan nodes run the distributed work (lazy deparsing, parameters
 /// sent as text) in their ExecProcNode; wrap it so that it runs with the
 /// flag on. The node's `methods` stay Citus's own (Citus recognises its
@@ -247,14 +308,11 @@ unsafe fn wrap_citus_scans(ps: *mut pg_sys::PlanState) {
     // set by its provider and whose CustomName is a static C string (the
     // name EXPLAIN shows: "Citus Adaptive", "Citus INSERT ... SELECT", …).
     unsafe {
-        if (*ps).type_ == pg_sys::NodeTag::T_CustomScanState && !(*ps).plan.is_null() {
-            let methods = (*(*ps).plan.cast::<pg_sys::CustomScan>()).methods;
-            let name = if methods.is_null() || (*methods).CustomName.is_null() {
-                &b""[..]
-            } else {
-                CStr::from_ptr((*methods).CustomName).to_bytes()
-            };
-            if name.starts_with(b"Citus") {
+        if (*ps).type_ == pg_sys::NodeTag::T_CustomScanState
+            && !(*ps).plan.is_null()
+            && is_citus_name((*(*ps).plan.cast::<pg_sys::CustomScan>()).methods)
+        {
+            {
                 let addr = |f: pg_sys::ExecProcNodeMtd| f.map(|f| f as usize);
                 let mut exec_custom_scan = EXEC_CUSTOM_SCAN;
                 if exec_custom_scan.is_none() {

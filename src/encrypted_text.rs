@@ -98,11 +98,12 @@ fn from_envelope_bytes(bytes: &[u8]) -> EncryptedText {
 
 /// A value in the transport form another node wrote (see `distributed.rs`):
 /// stored as it is once its MAC verifies under this session's key of its
-/// version. It never needs the plaintext, so the typmod was enforced where
+/// version and this transaction's transport secret (none set: refused). It never needs the plaintext, so the typmod was enforced where
 /// the value was encrypted.
 fn from_transport(text: &[u8]) -> EncryptedText {
+    let secret = gucs::transport_secret().ok_or(Error::BadTransport).or_raise();
     let ring = key_cache::keyring().or_raise();
-    let bytes = stored::parse_transport_text(text, |v| ring.get(v)).or_raise();
+    let bytes = stored::parse_transport_text(text, &secret[..], |v| ring.get(v)).or_raise();
     from_envelope_bytes(&bytes)
 }
 
@@ -176,6 +177,7 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
         // sending a parameter): the envelope with a MAC, never the plaintext.
         TextIo::Plaintext if distributed::sending_to_other_nodes() => {
             let env = Stored::parse(bytes).or_raise();
+            let secret = gucs::transport_secret().ok_or(Error::NoTransportSecret).or_raise();
             let ring = key_cache::keyring().or_raise();
             let key = ring.get(env.version).or_raise();
             let len = stored::transport_text_len(bytes.len()).or_raise();
@@ -185,7 +187,7 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
             // SAFETY: `p` points to `len + 1` bytes just allocated, owned here;
             // every byte is written below before it is read.
             let out = unsafe { std::slice::from_raw_parts_mut(p, len + 1) };
-            stored::write_transport_text(key.key(), bytes, &mut out[..len]).or_raise();
+            stored::write_transport_text(key.key(), &secret[..], bytes, &mut out[..len]).or_raise();
             out[len] = 0;
             CStringOut(p.cast())
         }

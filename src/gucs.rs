@@ -48,6 +48,12 @@ pub const KEYS: &CStr = c"pazpaz.encryption_keys";
 pub const KEY_VERSION: &CStr = c"pazpaz.encryption_key_version";
 pub const INDEX_KEY: &CStr = c"pazpaz.index_key";
 pub const INDEX_KEY_NEXT: &CStr = c"pazpaz.index_key_next";
+/// The per-transaction secret that binds transport forms of encrypted_text
+/// (distributed.rs) to the transaction that made them; set by set_keys(…,
+/// true) and forward_keys() with a fresh random value, and forwarded by
+/// Citus with the keys. Its name starts like the key settings', so the log
+/// filter treats every statement naming it as one that sets a key.
+pub const TRANSPORT: &CStr = c"pazpaz.encryption_transport";
 
 static ENCRYPTION_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ENCRYPTION_KEYS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -59,6 +65,7 @@ static KEK_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>:
 static REQUIRE_WRAPPED_KEYS: GucSetting<bool> = GucSetting::<bool>::new(false);
 static INDEX_KEY_SETTING: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static INDEX_KEY_NEXT_SETTING: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static TRANSPORT_SETTING: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// A function run after every change of a key setting.
 type KeyChangeHook = Option<fn()>;
@@ -143,6 +150,17 @@ pub fn init() {
             Some(check_index_key_next),
             Some(assign_index_key),
             Some(show_index_key_next),
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            TRANSPORT,
+            c"Per-transaction secret (base64 of 32 bytes) of the transport form of encrypted_text values between Citus nodes.",
+            c"Set by set_keys(..., true) and forward_keys(); not meant to be set by hand.",
+            &TRANSPORT_SETTING,
+            GucContext::Userset,
+            secret,
+            Some(check_transport),
+            None,
+            Some(show_transport),
         );
         GucRegistry::define_enum_guc(
             c"pazpaz.encrypted_text_io",
@@ -334,13 +352,20 @@ pub fn index_key_settings() -> [Option<Zeroizing<String>>; 2] {
     [&INDEX_KEY_SETTING, &INDEX_KEY_NEXT_SETTING].map(zeroizing_copy)
 }
 
+/// The transport secret of this transaction (`TRANSPORT`), decoded; `None`
+/// when it is not set.
+pub fn transport_secret() -> Option<Zeroizing<[u8; 32]>> {
+    let text = zeroizing_copy(&TRANSPORT_SETTING)?;
+    pazpaz_core::data_key::decode_key_base64(&text).ok()
+}
+
 /// Wipes the current values of the key settings in place.
 ///
 /// # Safety
 /// Only for backend exit, when no saved value will be restored and nothing
 /// reads the settings again (see `keys.rs`).
 pub unsafe fn wipe_key_strings() {
-    for s in [&ENCRYPTION_KEY, &ENCRYPTION_KEYS, &INDEX_KEY_SETTING, &INDEX_KEY_NEXT_SETTING] {
+    for s in [&ENCRYPTION_KEY, &ENCRYPTION_KEYS, &INDEX_KEY_SETTING, &INDEX_KEY_NEXT_SETTING, &TRANSPORT_SETTING] {
         // SAFETY: the setting's C string variable, NULL or the current value.
         let raw = unsafe { *s.as_ptr() };
         if !raw.is_null() {
@@ -495,6 +520,40 @@ unsafe extern "C-unwind" fn check_index_key_next(
 }
 
 #[pg_guard]
+unsafe extern "C-unwind" fn check_transport(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    // Not `check_secret`: a transport secret is fresh in every transaction
+    // and worthless after it, so the log filter need not remember it (its
+    // statements are redacted by name), and remembering one per transaction
+    // would push the keys' own spellings out of the filter's bounded memory.
+    // SAFETY: PostgreSQL calls this check hook with a valid pointer to the
+    // proposed value, NULL or a C string alive during the hook.
+    let raw = unsafe { *newval };
+    if raw.is_null() {
+        return true;
+    }
+    // SAFETY: non-null, so a NUL-terminated string.
+    let bytes = unsafe { CStr::from_ptr(raw) }.to_bytes();
+    if bytes.is_empty() {
+        return true;
+    }
+    let checked = match forbidden_source(source) {
+        Some(where_) => Err(Error::KeySettingSource { name: TRANSPORT.to_string_lossy().into_owned(), origin: where_ }),
+        None => std::str::from_utf8(bytes)
+            .map_err(|_| Error::SettingNotUtf8)
+            .and_then(|t| pazpaz_core::data_key::decode_key_base64(t).map(drop)),
+    };
+    match checked {
+        Ok(()) => true,
+        // SAFETY: inside a check hook.
+        Err(e) => unsafe { check_fail(&e, &format!("invalid value for pazpaz.encryption_transport: {e}")) },
+    }
+}
+
+#[pg_guard]
 unsafe extern "C-unwind" fn check_version(
     newval: *mut *mut c_char,
     _extra: *mut *mut c_void,
@@ -568,4 +627,9 @@ unsafe extern "C-unwind" fn show_index_key() -> *const c_char {
 #[pg_guard]
 unsafe extern "C-unwind" fn show_index_key_next() -> *const c_char {
     mask(&INDEX_KEY_NEXT_SETTING)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_transport() -> *const c_char {
+    mask(&TRANSPORT_SETTING)
 }

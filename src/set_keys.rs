@@ -16,6 +16,7 @@ use pgrx::prelude::*;
 use zeroize::Zeroizing;
 
 use crate::distributed::citus_is_loaded;
+use crate::error::OrRaise;
 use crate::gucs;
 
 /// Runs `SET [LOCAL] name = 'value'` through SPI. The statement text is
@@ -51,6 +52,13 @@ fn quote_literal(value: &str) -> Zeroizing<String> {
     out
 }
 
+/// A fresh transport secret for this transaction and its nodes (see
+/// `gucs::TRANSPORT`): transport forms made in it verify nowhere else.
+fn new_transport_secret() {
+    let raw = pazpaz_core::data_key::generate_base64().or_raise();
+    set(gucs::TRANSPORT, &raw, true);
+}
+
 /// Sets the data-key settings (and the index key) of this session, or with
 /// `is_local` of this transaction only. A NULL argument leaves its setting
 /// as it is; '' unsets it (the values of the client package's
@@ -67,6 +75,7 @@ fn set_keys(
 ) {
     if is_local && citus_is_loaded() {
         set(c"citus.propagate_set_commands", "local", true);
+        new_transport_secret();
     }
     // The key and the keyring first cleared, then set: the extension refuses
     // both at once, and a keyring replacing a key (or the other way round)
@@ -100,6 +109,7 @@ fn forward_keys() {
         return;
     }
     set(c"citus.propagate_set_commands", "local", true);
+    new_transport_secret();
     for name in [gucs::KEY, gucs::KEYS, gucs::KEY_VERSION, gucs::INDEX_KEY, gucs::INDEX_KEY_NEXT] {
         // SAFETY: GetConfigOption returns the setting's own current value
         // (NULL never for a defined setting), valid until it next changes;

@@ -27,7 +27,13 @@ if _this is not None:
 DB = "clinic"
 
 NODE_CONF = (
-    "shared_preload_libraries = 'citus,pazpaz_crypto'",
+    # pazpaz_crypto after pg_stat_statements: its utility hook masks the
+    # value of a key SET before pg_stat_statements stores the text.
+    "shared_preload_libraries = 'citus,pg_stat_statements,pazpaz_crypto'",
+    # The default 'top': with 'all', the coordinator would also store the
+    # SET LOCAL statements set_keys runs nested, whose text Citus forwards
+    # (README).
+    "pg_stat_statements.track = 'top'",
     "max_prepared_transactions = 64",      # Citus commits multi-shard writes in two phases
     "wal_level = logical",
     "log_statement = 'all'",
@@ -75,6 +81,7 @@ def formation():
                 c.execute(f"CREATE DATABASE {DB}")
             with psycopg.connect(node.dsn(DB), autocommit=True) as c:
                 c.execute("CREATE EXTENSION citus")
+                c.execute("CREATE EXTENSION pg_stat_statements")
         coordinator, workers = made[0], made[1:]
         with psycopg.connect(coordinator.dsn(DB), autocommit=True) as c:
             c.execute("SELECT citus_set_coordinator_host('127.0.0.1', %s)", (coordinator.port,))

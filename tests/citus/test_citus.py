@@ -86,7 +86,11 @@ def test_keys_and_values_travel_wrapped_and_encrypted(formation, keys):
         with f.connect() as cc:
             activity.append(str(cc.execute("SELECT query FROM pg_stat_activity").fetchall()))
         c.execute("COMMIT")
-
+    statements = []
+    for node in f.nodes:
+        with f.connect(node) as sc:
+            statements.append(str(sc.execute("SELECT query FROM pg_stat_statements").fetchall()))
+    with f.connect() as c:
         begin_with_keys(c, keys)
         rows = dict(c.execute("SELECT id, note::text FROM visits").fetchall())
         one = c.execute("SELECT note::text, decrypt_field(b), decrypt_field_versioned(j) FROM visits WHERE id = 1").fetchone()
@@ -109,11 +113,15 @@ def test_keys_and_values_travel_wrapped_and_encrypted(formation, keys):
         ck.eq("reference table, text on the coordinator",
               (f"{MARK}-staff-2", f"{MARK}-staff-2!", f"{MARK}-staff-2"), staff)
         ck.eq("text above a distributed scan", f"{MARK}-staff-1", above)
-        ck.lacks("EXPLAIN shows no plaintext either", explain, MARK)
+        ck.has("EXPLAIN of a distributed INSERT ran on a worker", explain, "Task Count: 1")
         logs = f.logs()
         secrets = secrets_of(keys, f.ring)
         ck.eq("no raw key or KEK spelling in any node's log", 0, ws.leaks(secrets, *logs.values()))
         ck.eq("no raw key in any node's pg_stat_activity / citus_stat_activity", 0, ws.leaks(secrets, *activity))
+        ck.has("pg_stat_statements recorded the workers' key statements", " ".join(statements[1:]),
+               "SET LOCAL pazpaz.encryption_keys = xxx")
+        ck.lacks("no key, not even wrapped, in any node's pg_stat_statements", " ".join(statements), "pzw1:")
+        ck.eq("no raw key in pg_stat_statements", 0, ws.leaks(secrets, *statements))
         ck.has("the workers' activity shows the transaction's shard statements", " ".join(activity[1:3]), "visits_")
         wlog = f.worker_logs()
         ck.lacks("no plaintext in a worker's log", wlog, MARK)
@@ -279,3 +287,56 @@ def test_search_indexes_refuse_citus_tables(formation, keys):
         trig = c.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'visits'::regclass"
                          " AND NOT tgisinternal").fetchone()[0]
     assert (cols, trig) == (0, 0)
+
+
+def test_transport_forms_do_not_replay(formation, keys):
+    """A transport form seen in a worker's log, offered later as a value (a
+    plaintext an application user typed), is refused in another transaction
+    and in a session without one: it never makes a node adopt that
+    ciphertext."""
+    import re
+    f = formation
+    with f.connect() as c:
+        c.execute("CREATE TABLE replay (id int PRIMARY KEY, note encrypted_text)")
+        c.execute("SELECT create_distributed_table('replay', 'id', shard_count => 2)")
+        begin_with_keys(c, keys)
+        c.execute(f"INSERT INTO replay VALUES (0, '{MARK}-victim')")
+        c.execute("COMMIT")
+        seen = re.findall(r"'(pazpaz-transport:[A-Za-z0-9+/=]+)'", f.worker_logs())
+        assert seen, "no transport form in the workers' logs to replay"
+        begin_with_keys(c, keys)
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("INSERT INTO replay VALUES (1, %s)", (seen[0],))
+        assert "transport form" in str(e.value), str(e.value)[:300]
+        c.execute("ROLLBACK")
+        c.execute("SELECT set_keys(%s, %s, %s, false)", ("", keys_json(keys), "v1"))
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("SELECT %s::encrypted_text::text", (seen[0],))
+        assert "transport form" in str(e.value), str(e.value)[:300]
+        # The local table of an ordinary session: refused as well.
+        c.execute("CREATE TABLE replay_local (note encrypted_text)")
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("INSERT INTO replay_local VALUES (%s)", (seen[0],))
+        assert "transport form" in str(e.value), str(e.value)[:300]
+
+
+def test_text_made_on_the_coordinator_stays_plaintext(formation, keys):
+    """Expressions the coordinator evaluates itself — a distributed INSERT of
+    format(...) into a text column, initial partition pruning of a local
+    table — see the plaintext, never the transport form."""
+    f = formation
+    with f.connect() as c:
+        c.execute("CREATE TABLE summary (id int PRIMARY KEY, line text)")
+        c.execute("SELECT create_distributed_table('summary', 'id', shard_count => 2)")
+        c.execute("CREATE TABLE pt (k text, v int) PARTITION BY LIST (k)")
+        c.execute("CREATE TABLE pt_a PARTITION OF pt FOR VALUES IN ('alice')")
+        c.execute("CREATE TABLE pt_other PARTITION OF pt DEFAULT")
+        c.execute("INSERT INTO pt VALUES ('alice', 1)")
+        begin_with_keys(c, keys)
+        c.execute("INSERT INTO summary VALUES (1, format('%s', 'fmt-value'::encrypted_text))")
+        c.execute("INSERT INTO summary VALUES (2, concat('Note: ', %s::encrypted_text))", ("param-value",))
+        lines = dict(c.execute("SELECT id, line FROM summary").fetchall())
+        pruned = c.execute("SELECT v FROM pt WHERE k = format('%s', 'alice'::encrypted_text)").fetchall()
+        c.execute("COMMIT")
+    assert lines == {1: "fmt-value", 2: "Note: param-value"}
+    assert pruned == [(1,)]

@@ -79,9 +79,12 @@ impl Key {
         &self.cipher.0
     }
 
-    /// HMAC-SHA-256 of `data` under this key's transport MAC key.
-    pub(crate) fn transport_mac(&self, data: &[u8]) -> [u8; 32] {
-        self.transport.mac(data)
+    /// HMAC-SHA-256 of `secret ‖ data` under this key's transport MAC key.
+    pub(crate) fn transport_mac(&self, secret: &[u8], data: &[u8]) -> [u8; 32] {
+        let mut m = self.transport.stream();
+        m.update(secret);
+        m.update(data);
+        self.transport.finish(m)
     }
 
     /// First 32 bits of a domain-separated SHA-256 of the key, as 8 hex digits:

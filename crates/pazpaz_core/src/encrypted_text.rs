@@ -189,12 +189,14 @@ const TRANSPORT_TAG_LEN: usize = 16;
 
 /// Length of the transport form of an envelope of `len` bytes:
 /// `pazpaz-transport:` ‖ base64(envelope ‖ tag), where tag is the first 16
-/// bytes of HMAC-SHA-256 under the transport key of the envelope's data key
-/// (`Key::transport_mac`). The tag is what makes accepting this form safe in
-/// a text input: without the key, nobody can turn a ciphertext copied from
-/// elsewhere into one, so a plaintext that an attacker chose can never make
-/// the input function adopt someone else's ciphertext (and the output then
-/// decrypt it for them).
+/// bytes of HMAC-SHA-256(transport key of the envelope's data key,
+/// transaction secret ‖ envelope) (`Key::transport_mac`). The tag is what
+/// makes accepting this form in a text input safe: it verifies only in the
+/// transaction that made it (the secret is fresh per transaction, and only
+/// that transaction's nodes have it), so a transport form copied from a log
+/// and offered later as a plaintext is refused, never adopted (which would
+/// let someone who can read logs and submit values have another row's
+/// ciphertext decrypted for them).
 pub fn transport_text_len(len: usize) -> Result<usize> {
     let with_tag = len + TRANSPORT_TAG_LEN;
     if with_tag > (MAX_TEXT_LEN - TRANSPORT_PREFIX.len()) / 4 * 3 {
@@ -205,11 +207,11 @@ pub fn transport_text_len(len: usize) -> Result<usize> {
 
 /// Writes the transport form of the envelope `bytes`, made under `key` (the
 /// key of its version), into `out` (exactly `transport_text_len` bytes).
-pub fn write_transport_text(key: &crate::data_key::Key, bytes: &[u8], out: &mut [u8]) -> Result<()> {
+pub fn write_transport_text(key: &crate::data_key::Key, secret: &[u8], bytes: &[u8], out: &mut [u8]) -> Result<()> {
     assert_eq!(out.len(), transport_text_len(bytes.len())?, "output buffer size");
     let mut body = Vec::with_capacity(bytes.len() + TRANSPORT_TAG_LEN);
     body.extend_from_slice(bytes);
-    body.extend_from_slice(&key.transport_mac(bytes)[..TRANSPORT_TAG_LEN]);
+    body.extend_from_slice(&key.transport_mac(secret, bytes)[..TRANSPORT_TAG_LEN]);
     let (prefix, b64) = out.split_at_mut(TRANSPORT_PREFIX.len());
     prefix.copy_from_slice(TRANSPORT_PREFIX.as_bytes());
     let written = STANDARD.encode_slice(&body, b64).expect("length checked above");
@@ -224,10 +226,12 @@ pub fn is_transport_text(text: &[u8]) -> bool {
 }
 
 /// The envelope of a transport form whose tag verifies under the key that
-/// `key_for` returns for the envelope's version. A form that does not
+/// `key_for` returns for the envelope's version and this transaction's
+/// `secret`. A form that does not
 /// verify is an error (`BadTransport`), never taken as plaintext.
 pub fn parse_transport_text<'k>(
     text: &[u8],
+    secret: &[u8],
     key_for: impl FnOnce(&str) -> Result<&'k crate::keyring::KeyEntry>,
 ) -> Result<Vec<u8>> {
     let b64 = text.strip_prefix(TRANSPORT_PREFIX.as_bytes()).ok_or(Error::BadTransport)?;
@@ -237,7 +241,7 @@ pub fn parse_transport_text<'k>(
     }
     let tag = body.split_off(body.len() - TRANSPORT_TAG_LEN);
     let version = Stored::parse(&body)?.version;
-    let expected = key_for(version)?.key().transport_mac(&body);
+    let expected = key_for(version)?.key().transport_mac(secret, &body);
     // Constant time: the comparison does not stop at the first difference.
     let diff = expected[..TRANSPORT_TAG_LEN].iter().zip(&tag).fold(0u8, |d, (a, b)| d | (a ^ b));
     if diff != 0 {

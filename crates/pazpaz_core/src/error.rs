@@ -71,8 +71,10 @@ pub enum Error {
     CiphertextTooShort,
     #[error("Invalid encrypted_text envelope: {0}")]
     BadEncryptedText(&'static str),
-    #[error("Invalid encrypted_text transport form: its tag does not verify under the loaded key of its version (it was not made by a node holding this session's keys)")]
+    #[error("Invalid encrypted_text transport form: its tag does not verify under this transaction's keys (transport forms are valid only in the transaction that made them)")]
     BadTransport,
+    #[error("encrypted_text values are sent to other Citus nodes only in a transaction whose keys were set with set_keys(..., is_local => true)")]
+    NoTransportSecret,
     #[error("Invalid encrypted field envelope: {0}")]
     BadVersioned(&'static str),
     #[error("Decrypted value is not valid UTF-8 text")]
@@ -225,7 +227,7 @@ impl Error {
             UnregisteredSearchIndex { .. } => ErrorClass::InsufficientPrivilege,
             SearchInputTooLarge { .. } | SearchOutOfMemory => ErrorClass::TooLarge,
             SearchSourceType { .. } => ErrorClass::DatatypeMismatch,
-            NoKek => ErrorClass::MissingKey,
+            NoKek | NoTransportSecret => ErrorClass::MissingKey,
             UnknownKek { .. } => ErrorClass::UnknownVersion,
             // A tampered or truncated wrapped key is a failed authentication,
             // the class of "Decryption failed (wrong key or tampering)".

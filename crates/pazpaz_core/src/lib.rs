@@ -33,6 +33,7 @@ pub mod keyring;
 mod mac;
 pub mod nonce;
 pub mod redact;
+pub mod set_statement;
 pub mod versioned;
 pub mod wrapped_key;
 

@@ -107,9 +107,11 @@ fn reseal_moves_a_value_to_another_key_and_version() {
     assert!(!out.windows(4).any(|w| w == "Zoë".as_bytes()));
 }
 
+const SECRET: [u8; 32] = [9; 32];
+
 fn transport(r: &Keyring, version: &str, e: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; encrypted_text::transport_text_len(e.len()).unwrap()];
-    encrypted_text::write_transport_text(r.get(version).unwrap().key(), e, &mut out).unwrap();
+    encrypted_text::write_transport_text(r.get(version).unwrap().key(), &SECRET, e, &mut out).unwrap();
     out
 }
 
@@ -120,12 +122,16 @@ fn transport_form_verifies_only_under_the_same_key() {
     let t = transport(&r, "v1", &e);
     assert!(encrypted_text::is_transport_text(&t));
     assert!(!t.windows(9).any(|w| w == b"PLAINTEXT"));
-    let back = encrypted_text::parse_transport_text(&t, |v| r.get(v)).unwrap();
+    let back = encrypted_text::parse_transport_text(&t, &SECRET, |v| r.get(v)).unwrap();
     assert_eq!(back, e);
+
+    // Another transaction's secret (a form copied from a log and replayed
+    // later): refused.
+    assert!(matches!(encrypted_text::parse_transport_text(&t, &[8; 32], |v| r.get(v)), Err(Error::BadTransport)));
 
     // The same envelope under another keyring (v1 → a different key): refused.
     let other = Keyring::from_json(&format!(r#"{{"v1": "{K2}"}}"#)).unwrap();
-    assert!(matches!(encrypted_text::parse_transport_text(&t, |v| other.get(v)), Err(Error::BadTransport)));
+    assert!(matches!(encrypted_text::parse_transport_text(&t, &SECRET, |v| other.get(v)), Err(Error::BadTransport)));
 
     // A flipped bit anywhere in the body or tag: refused.
     let b64 = &t[encrypted_text::TRANSPORT_PREFIX.len()..];
@@ -136,15 +142,15 @@ fn transport_form_verifies_only_under_the_same_key() {
         bad[i] ^= 1;
         let s =
             format!("{}{}", encrypted_text::TRANSPORT_PREFIX, base64::engine::general_purpose::STANDARD.encode(&bad));
-        assert!(encrypted_text::parse_transport_text(s.as_bytes(), |v| r.get(v)).is_err(), "byte {i}");
+        assert!(encrypted_text::parse_transport_text(s.as_bytes(), &SECRET, |v| r.get(v)).is_err(), "byte {i}");
     }
 
     // An envelope's ordinary text form, with the transport prefix, is no
     // transport form (no tag): an attacker who copied a ciphertext cannot
     // make one.
     let plain_form = encrypted_text::to_text(&e).replacen("pazpaz:", encrypted_text::TRANSPORT_PREFIX, 1);
-    assert!(encrypted_text::parse_transport_text(plain_form.as_bytes(), |v| r.get(v)).is_err());
-    assert!(encrypted_text::parse_transport_text(b"pazpaz-transport:", |v| r.get(v)).is_err());
-    assert!(encrypted_text::parse_transport_text(b"pazpaz-transport:!!", |v| r.get(v)).is_err());
+    assert!(encrypted_text::parse_transport_text(plain_form.as_bytes(), &SECRET, |v| r.get(v)).is_err());
+    assert!(encrypted_text::parse_transport_text(b"pazpaz-transport:", &SECRET, |v| r.get(v)).is_err());
+    assert!(encrypted_text::parse_transport_text(b"pazpaz-transport:!!", &SECRET, |v| r.get(v)).is_err());
     assert!(!encrypted_text::is_transport_text(b"pazpaz:abc"));
 }
