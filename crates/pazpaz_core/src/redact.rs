@@ -260,14 +260,23 @@ fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Does this text (a statement, or a field quoting one) possibly set a key?
 /// Fails closed: a key setting's name (`pazpaz.encryption…`, `pazpaz.kek…`,
-/// `pazpaz.index…`, with any quoting or spacing around the dot), a `SET` or
-/// `RESET` that names `pazpaz` at all, any `set_config`, and any Unicode
-/// escape (which can spell either) count, and so does a call of
-/// `wrap_encryption_key` or `rewrap_encryption_key` (their argument is a
-/// key). The bare word `pazpaz` (a schema or table of that name) does not.
+/// `pazpaz.index…`, with any quoting, spacing or comments around the dot), a
+/// statement whose first word is `SET` or `RESET` in a text that names
+/// `pazpaz` at all, any `set_config`, and any Unicode escape (which can
+/// spell either) count, and so does a call of `wrap_encryption_key`,
+/// `rewrap_encryption_key` or `set_keys` (their arguments are keys). The
+/// bare word `pazpaz` (a schema or table of that name) does not.
+///
+/// The first word is looked for where PostgreSQL would see it: past
+/// whitespace and comments (`--…` to the end of the line, `/*…*/` nested),
+/// at the start of the text, after each `;`, and — for a LOG message that
+/// quotes a statement (`statement: `, `execute <name>: `, `duration: … ms
+/// statement: `, a pgaudit line; see [`quotes_statement`]) — where the quoted
+/// statement starts.
 pub fn names_key_setting(text: &[u8]) -> bool {
     if contains_ci(text, b"set_config")
         || contains_ci(text, b"wrap_encryption_key")
+        || contains_ci(text, b"set_keys")
         || contains_ci(text, b"u&'")
         || contains_ci(text, b"u&\"")
     {
@@ -275,24 +284,17 @@ pub fn names_key_setting(text: &[u8]) -> bool {
     }
     // No lowercase copy of the text: a statement can be as large as a
     // query may be, and this runs on every one that is logged.
-    let start = text.trim_ascii_start();
-    let first_word = &start[..start.iter().take_while(|b| b.is_ascii_alphabetic()).count()];
-    if (first_word.eq_ignore_ascii_case(b"set") || first_word.eq_ignore_ascii_case(b"reset"))
-        && find_ci(text, b"pazpaz").is_some()
-    {
+    if find_ci(text, b"pazpaz").is_none() {
+        return false;
+    }
+    if starts_with_set(text) {
         return true;
     }
-    let skip = |mut i: usize| {
-        while text.get(i).is_some_and(|&b| b == b'"' || b.is_ascii_whitespace()) {
-            i += 1;
-        }
-        i
-    };
     let mut from = 0;
     while let Some(pos) = find_ci(&text[from..], b"pazpaz") {
-        let after = skip(from + pos + 6);
+        let after = skip_space(text, from + pos + 6, true);
         if text.get(after) == Some(&b'.') {
-            let name = &text[skip(after + 1)..];
+            let name = &text[skip_space(text, after + 1, true)..];
             let starts = |p: &[u8]| name.get(..p.len()).is_some_and(|n| n.eq_ignore_ascii_case(p));
             if [&b"encryption"[..], b"kek", b"index"].into_iter().any(starts) {
                 return true;
@@ -301,6 +303,116 @@ pub fn names_key_setting(text: &[u8]) -> bool {
         from += pos + 6;
     }
     false
+}
+
+/// The index of the first byte at or after `i` that is not whitespace or a
+/// comment (nor a double quote, with `quotes`). An unterminated comment runs
+/// to the end, as PostgreSQL's lexer would take it.
+fn skip_space(text: &[u8], mut i: usize, quotes: bool) -> usize {
+    loop {
+        match text.get(i..).unwrap_or_default() {
+            [b, ..] if b.is_ascii_whitespace() || (quotes && *b == b'"') => i += 1,
+            [b'-', b'-', ..] => {
+                i = text[i..].iter().position(|&b| b == b'\n' || b == b'\r').map_or(text.len(), |p| i + p + 1);
+            }
+            [b'/', b'*', ..] => {
+                // Nested, as PostgreSQL's block comments are.
+                let mut depth = 0usize;
+                loop {
+                    match text.get(i..).unwrap_or_default() {
+                        [] => return text.len(),
+                        [b'/', b'*', ..] => {
+                            depth += 1;
+                            i += 2;
+                        }
+                        [b'*', b'/', ..] => {
+                            depth -= 1;
+                            i += 2;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => i += 1,
+                    }
+                }
+            }
+            _ => return i,
+        }
+    }
+}
+
+/// Whether any statement in `text` may start with `SET` or `RESET` (see
+/// [`names_key_setting`]). One pass: a `;` inside a comment skipped at a
+/// statement's start does not start another statement.
+fn starts_with_set(text: &[u8]) -> bool {
+    let is_set = |at: usize| {
+        let start = &text[skip_space(text, at, false)..];
+        // An unterminated block comment (a syntax error, logged with the
+        // statement): whatever it hides counts as a SET.
+        if start.is_empty() && find(&text[at..], b"/*").is_some() {
+            return true;
+        }
+        let word = &start[..start.iter().take_while(|b| b.is_ascii_alphabetic()).count()];
+        word.eq_ignore_ascii_case(b"set") || word.eq_ignore_ascii_case(b"reset")
+    };
+    match quoted_statement_starts(text) {
+        Some(starts) if !starts.iter().any(|&at| is_set(at)) => {}
+        _ => return true,
+    }
+    let mut at = 0;
+    loop {
+        if is_set(at) {
+            return true;
+        }
+        let scanned = skip_space(text, at, false);
+        match text[scanned..].iter().position(|&b| b == b';') {
+            Some(p) => at = scanned + p + 1,
+            None => return false,
+        }
+    }
+}
+
+/// Where the statements a LOG message quotes may start: after `statement: `,
+/// after any `: ` of an `execute`, `parse` or `bind` line (their statement
+/// and portal names are printed as given and may hold `: ` themselves), each
+/// optionally after `duration: … ms  `; a pgaudit line's statement field.
+/// `None` (failing closed: count it as a SET) for more than 64 candidates.
+fn quoted_statement_starts(text: &[u8]) -> Option<Vec<usize>> {
+    const MAX: usize = 64;
+    let mut starts = Vec::new();
+    if let Some(rest) = text.strip_prefix(b"AUDIT: ") {
+        let fields = csv_fields(rest);
+        if let Some(&(a, _)) = fields.get(7) {
+            let a = 7 + a;
+            starts.push(if text.get(a) == Some(&b'"') { a + 1 } else { a });
+        }
+        // The command field of a SET or RESET statement.
+        if let Some(&(a, _)) = fields.get(4) {
+            starts.push(7 + a);
+        }
+        return Some(starts);
+    }
+    let mut base = 0;
+    if let Some(rest) = text.strip_prefix(b"duration: ") {
+        match find(rest, b"  ") {
+            Some(p) => base = 10 + p + 2,
+            None => return Some(starts),
+        }
+    }
+    let m = &text[base..];
+    if m.starts_with(b"statement: ") {
+        starts.push(base + 11);
+    } else if [&b"execute "[..], b"parse ", b"bind "].iter().any(|p| m.starts_with(p)) {
+        let mut from = 0;
+        while let Some(p) = find(&m[from..], b": ") {
+            if starts.len() == MAX {
+                return None;
+            }
+            starts.push(base + from + p + 2);
+            from += p + 2;
+        }
+    }
+    Some(starts)
 }
 
 /// `find`, ignoring ASCII case.
@@ -681,6 +793,49 @@ mod tests {
         for stmt in
             ["SELECT decrypt_field(c) FROM t", "SELECT * FROM pazpaz.clients", "INSERT INTO pazpaz_audit VALUES (1)"]
         {
+            assert!(!names_key_setting(stmt.as_bytes()), "{stmt}");
+        }
+    }
+
+    #[test]
+    fn log_messages_comments_and_set_keys() {
+        let key = KEY;
+        for stmt in [
+            format!("/* tenant 42 */ SET pazpaz --\n.index_key = '{key}';"),
+            format!("SET pazpaz/**/.encryption_key = '{key}';"),
+            format!("SELECT pazpaz /* a */ . /* b /* nested */ */ kek_file"),
+            format!("SELECT \"pazpaz\" -- x\n . -- y\n \"index_key\""),
+            format!("statement: /* tenant 42 */ SET pazpaz --\n.index_key = '{key}';"),
+            format!("statement: SET pazpaz/**/.encryption_key = '{key}';"),
+            format!("statement: SET pazpaz.encrpytion_key = '{key}'"),
+            format!("statement:  -- c\n  reset pazpaz.x"),
+            format!("execute <unnamed>: SET pazpaz.encrpytion_key = '{key}'"),
+            format!("execute S_1/C_1: /* c */ SET pazpaz.encrpytion_key = $1"),
+            format!("execute a: b: SET pazpaz.encrpytion_key = $1"),
+            format!("duration: 0.042 ms  statement: /**/SET pazpaz.encrpytion_key = '{key}'"),
+            format!("duration: 0.042 ms  execute S_1: SET pazpaz.encrpytion_key = '{key}'"),
+            format!("duration: 0.042 ms  parse <unnamed>: SET pazpaz.encrpytion_key = '{key}'"),
+            format!("bind <unnamed>: SET pazpaz.encrpytion_key = '{key}'"),
+            format!("AUDIT: SESSION,1,1,MISC,SET,,,\"/* c */ SET pazpaz.encrpytion_key = '{key}'\",<not logged>"),
+            format!("SELECT 1; /* ; */ SET pazpaz.encrpytion_key = '{key}'"),
+            format!("/* unterminated SET pazpaz.encrpytion_key = '{key}'"),
+            format!("statement: /* /* nested */ still a comment */ SET pazpaz.encrpytion_key = '{key}'"),
+            format!("select public.set_keys('{key}', '{key}')"),
+            format!("SELECT SET_KEYS($1)"),
+        ] {
+            assert!(names_key_setting(stmt.as_bytes()), "{stmt}");
+        }
+        // Many `: ` in an execute line: fail closed.
+        let many = format!("execute {}x: SELECT 1 FROM pazpaz.t", "a: ".repeat(70));
+        assert!(names_key_setting(many.as_bytes()));
+        for stmt in [
+            "statement: SELECT * FROM pazpaz.clients",
+            "/* SET */ SELECT * FROM pazpaz.clients",
+            "statement: UPDATE pazpaz.clients SET name = 'x'",
+            "duration: 0.1 ms  statement: SELECT 1 FROM pazpaz.t",
+            "execute S_1: SELECT 1 FROM pazpaz.t -- set",
+            "SET search_path = public",
+        ] {
             assert!(!names_key_setting(stmt.as_bytes()), "{stmt}");
         }
     }
