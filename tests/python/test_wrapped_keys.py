@@ -359,6 +359,76 @@ def test_server_refuses_to_start(case, how, want):
         remove(name)
 
 
+def _processes_with(text: str) -> list[str]:
+    """The pids of processes whose command line holds `text`."""
+    found = []
+    for proc in os.listdir("/proc"):
+        if not proc.isdigit():
+            continue
+        try:
+            cmdline = open(f"/proc/{proc}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(proc)
+    return found
+
+
+def test_a_command_that_never_exits_stops_the_start_within_the_timeout():
+    """A kek_command that hangs (and a child of it that holds its output):
+    the postmaster, its signals blocked while it loads libraries, waited
+    forever and pg_ctl could not stop it. Now, past
+    pazpaz.kek_command_timeout, the command's process group is killed and the
+    server stops with a FATAL that says why (not quoting the command)."""
+    name = unique("wk_hang")
+    path = write_kek_file(kek_path(name), RING)
+    c = start(name, f"pazpaz.kek_file = '{path}'")
+    # Unique durations: the processes can be looked for afterwards.
+    token = f"{secrets.randbelow(10**6):06d}"
+    command = f"sleep 1001.{token} & sleep 1000.{token}; cat {path}"
+    try:
+        offset = c.log.stat().st_size
+        with open(data_dir(name) / "postgresql.conf", "a") as f:
+            f.write(f"pazpaz.kek_file = ''\npazpaz.kek_command = '{command}'\npazpaz.kek_command_timeout = 2\n")
+        began = time.monotonic()
+        with pytest.raises(subprocess.CalledProcessError):
+            restart(c)
+        assert time.monotonic() - began < 30, "pg_ctl waited for its own timeout"
+        log = c.log.read_text(errors="replace")[offset:]
+        want = "pazpaz.kek_command did not exit within pazpaz.kek_command_timeout (2 s); its process group was killed"
+        assert "FATAL" in log and want in log, log[-3000:]
+        assert token not in log, "the command was quoted"
+        assert leaks(ring_spellings(RING), log) == 0, "a KEK reached the log"
+        deadline = time.monotonic() + 5
+        while _processes_with(token) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _processes_with(token) == [], "a process of the command survived"
+    finally:
+        for pid in _processes_with(token):
+            try:
+                os.kill(int(pid), 9)
+            except OSError:
+                pass
+        remove(name)
+
+
+def test_the_command_runs_with_default_signals_and_an_empty_mask():
+    """The postmaster loads its libraries with signals blocked: the command
+    (and everything it starts) must not inherit that mask, nor any ignored
+    signal."""
+    name = unique("wk_sigs")
+    path = write_kek_file(kek_path(name), RING)
+    out = kek_path(name).with_suffix(".sigs")
+    c = start(name, f"pazpaz.kek_command = 'grep -E \"^Sig(Blk|Ign)\" /proc/self/status > {out}; cat {path}'")
+    try:
+        sigs = dict(line.split(":") for line in out.read_text().splitlines())
+        assert {k: int(v.strip(), 16) for k, v in sigs.items()} == {"SigBlk": 0, "SigIgn": 0}, sigs
+        assert "from pazpaz.kek_command (k1; current: k1)" in c.log.read_text()
+    finally:
+        remove(name)
+        out.unlink(missing_ok=True)
+
+
 # ---- KEK from a command, and KEK rotation ---------------------------------------------
 
 def test_kek_rotation_with_a_command(tmp_path):
