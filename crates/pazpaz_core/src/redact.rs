@@ -942,15 +942,15 @@ mod tests {
         for stmt in [
             format!("/* tenant 42 */ SET pazpaz --\n.index_key = '{key}';"),
             format!("SET pazpaz/**/.encryption_key = '{key}';"),
-            format!("SELECT pazpaz /* a */ . /* b /* nested */ */ kek_file"),
-            format!("SELECT \"pazpaz\" -- x\n . -- y\n \"index_key\""),
+            "SELECT pazpaz /* a */ . /* b /* nested */ */ kek_file".to_string(),
+            "SELECT \"pazpaz\" -- x\n . -- y\n \"index_key\"".to_string(),
             format!("statement: /* tenant 42 */ SET pazpaz --\n.index_key = '{key}';"),
             format!("statement: SET pazpaz/**/.encryption_key = '{key}';"),
             format!("statement: SET pazpaz.encrpytion_key = '{key}'"),
-            format!("statement:  -- c\n  reset pazpaz.x"),
+            "statement:  -- c\n  reset pazpaz.x".to_string(),
             format!("execute <unnamed>: SET pazpaz.encrpytion_key = '{key}'"),
-            format!("execute S_1/C_1: /* c */ SET pazpaz.encrpytion_key = $1"),
-            format!("execute a: b: SET pazpaz.encrpytion_key = $1"),
+            "execute S_1/C_1: /* c */ SET pazpaz.encrpytion_key = $1".to_string(),
+            "execute a: b: SET pazpaz.encrpytion_key = $1".to_string(),
             format!("duration: 0.042 ms  statement: /**/SET pazpaz.encrpytion_key = '{key}'"),
             format!("duration: 0.042 ms  execute S_1: SET pazpaz.encrpytion_key = '{key}'"),
             format!("duration: 0.042 ms  parse <unnamed>: SET pazpaz.encrpytion_key = '{key}'"),
@@ -960,7 +960,7 @@ mod tests {
             format!("/* unterminated SET pazpaz.encrpytion_key = '{key}'"),
             format!("statement: /* /* nested */ still a comment */ SET pazpaz.encrpytion_key = '{key}'"),
             format!("select public.set_keys('{key}', '{key}')"),
-            format!("SELECT SET_KEYS($1)"),
+            "SELECT SET_KEYS($1)".to_string(),
         ] {
             assert!(names_key_setting(stmt.as_bytes()), "{stmt}");
         }
