@@ -538,3 +538,64 @@ def test_kek_settings_without_preloading_warn():
         assert not any(token in m for _, m in notices)
     finally:
         remove(name)
+
+
+def _writable_memory(pid: int) -> bytes:
+    """The writable mappings of a process (heap, stacks, anonymous and shared
+    memory), as root reads them through /proc/<pid>/mem."""
+    chunks = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if not fields[1].startswith("rw"):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                chunks.append(mem.read(end - start))
+            except (OSError, ValueError, OverflowError):
+                pass
+    return b"\0".join(chunks)
+
+
+def _text_spellings(raw: bytes) -> list[bytes]:
+    """The spellings of a key as text (its raw bytes are in AES key
+    schedules, necessarily)."""
+    b64 = base64.b64encode(raw)
+    url = base64.urlsafe_b64encode(raw)
+    return [b64, b64.rstrip(b"="), url.rstrip(b"="), raw.hex().encode(), raw.hex().upper().encode()]
+
+
+def test_no_key_or_kek_as_text_in_a_backends_memory():
+    """The log filter kept every spelling of every key it had seen in plain
+    text for the life of the backend, RESET and DISCARD ALL included, and
+    the KEK ring's text in every process: a role that can read a backend's
+    memory (pg_read_server_files and /proc/self/mem) recovered them. Now
+    only keyed digests are kept. Checked on the memory of a backend after
+    it set a wrapped key (unwrapped to a raw key it remembered in every
+    spelling), used it and reset it."""
+    name = unique("wk_mem")
+    ring = new_ring("k1", "k2")
+    path = write_kek_file(kek_path(name), ring)
+    c = start(name, f"pazpaz.kek_file = '{path}'")
+    try:
+        raw = secrets.token_bytes(32)
+        with connect(c) as conn:
+            conn.execute("CREATE EXTENSION pazpaz_crypto")
+            set_key(conn, wrap(raw, ring))
+            sealed = conn.execute("SELECT encrypt_field('memory marker')").fetchone()[0]
+            assert conn.execute("SELECT decrypt_field(%s)", [sealed]).fetchone()[0] == "memory marker"
+            conn.execute("RESET pazpaz.encryption_key")
+            conn.execute("DISCARD ALL")
+            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            memory = _writable_memory(pid)
+            assert len(memory) > 1_000_000
+            # Positive control: what the session sent is there to be found.
+            assert b"memory marker" in memory
+            found = [i for i, s in enumerate(_text_spellings(raw)) if s in memory]
+            assert found == [], f"the data key as text (spellings {found}) in the backend's memory"
+            keks = [s for k in ring["keys"].values() for s in _text_spellings(base64.b64decode(k))]
+            assert sum(1 for s in keks if s in memory) == 0, "a KEK as text in the backend's memory"
+            assert json.dumps(ring).encode()[:40] not in memory, "the KEK ring's text in the backend's memory"
+    finally:
+        remove(name)
