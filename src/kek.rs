@@ -2,7 +2,8 @@
 //!
 //! When the library is preloaded, `_PG_init` runs in the postmaster before
 //! any child exists; it reads the KEK ring from `pazpaz.kek_file` or from the
-//! standard output of `pazpaz.kek_command` (`gucs.rs`), and every backend and
+//! standard output of `pazpaz.kek_command` (`gucs.rs`; no longer than
+//! `pazpaz.kek_command_timeout`), and every backend and
 //! parallel worker inherits the parsed ring through fork (Linux; PostgreSQL
 //! builds without EXEC_BACKEND). Any failure stops the server: an ERROR
 //! raised while the postmaster loads its preloaded libraries is FATAL there,
@@ -12,8 +13,9 @@
 //! right after parsing; the ring itself holds AES key schedules only, wiped
 //! on drop like every data key (`pazpaz_core::data_key`), for the life of
 //! each process. The text of the ring and each KEK in every spelling are
-//! handed to the log filter (`log_secrets.rs`), so a stray copy (a command
-//! that echoes a key into a log message, say) is scrubbed. Nothing exposes a
+//! handed to the log filter (`log_secrets.rs`), which keeps only keyed
+//! digests of them, so a stray copy (a command that echoes a key into a log
+//! message, say) is scrubbed. Nothing exposes a
 //! KEK through SQL: `kek_status()` shows ids and fingerprints.
 //!
 //! Not preloaded (loaded by a backend for `CREATE EXTENSION` or `LOAD`):
