@@ -159,20 +159,26 @@ def test_wrap_encryption_key_and_privileges(kat_server):
     with psycopg.connect(kat_server.dsn(user="wk_app"), autocommit=True) as app:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             app.execute("SELECT wrap_encryption_key(%s)", [b64])
-        assert app.execute("SELECT generate_wrapped_encryption_key()").fetchone()[0].startswith("pzw1:k2:")
+        # Each call spends one of the KEK's 2^32 random-nonce wraps.
+        for sql in ("SELECT generate_wrapped_encryption_key()", "SELECT generate_wrapped_encryption_key('k1')"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute(sql)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             app.execute("SELECT rewrap_encryption_key(%s)", [w1])
         # An ordinary role sets wrapped keys and uses them.
         set_key(app, w1)
         assert app.execute("SELECT decrypt_field(encrypt_field('app'))").fetchone()[0] == "app"
     with connect(kat_server) as conn:
-        conn.execute("GRANT EXECUTE ON FUNCTION wrap_encryption_key(text), rewrap_encryption_key(text) TO wk_app")
+        conn.execute("GRANT EXECUTE ON FUNCTION wrap_encryption_key(text), rewrap_encryption_key(text),"
+                     " generate_wrapped_encryption_key() TO wk_app")
     with psycopg.connect(kat_server.dsn(user="wk_app"), autocommit=True) as app:
         granted = [unwrap(app.execute(sql, [arg]).fetchone()[0], VECTORS["kek_ring"]) == raw
                    for sql, arg in [("SELECT wrap_encryption_key(%s)", b64), ("SELECT rewrap_encryption_key(%s)", w1)]]
         assert granted == [True, True]
+        assert app.execute("SELECT generate_wrapped_encryption_key()").fetchone()[0].startswith("pzw1:k2:")
     with connect(kat_server) as conn:
-        conn.execute("REVOKE EXECUTE ON FUNCTION wrap_encryption_key(text), rewrap_encryption_key(text) FROM wk_app")
+        conn.execute("REVOKE EXECUTE ON FUNCTION wrap_encryption_key(text), rewrap_encryption_key(text),"
+                     " generate_wrapped_encryption_key() FROM wk_app")
 
 
 def wait_for_setting(conn, name, value, timeout=10.0):
