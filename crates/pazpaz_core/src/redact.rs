@@ -465,7 +465,8 @@ fn starts_with_set(text: &[u8]) -> bool {
 /// Where the statements a LOG message quotes may start: after `statement: `,
 /// after any `: ` of an `execute`, `parse` or `bind` line (their statement
 /// and portal names are printed as given and may hold `: ` themselves), each
-/// optionally after `duration: … ms  `; a pgaudit line's statement field.
+/// optionally after `duration: … ms  `; a pgaudit line's statement field;
+/// lines of a context or detail that quote one.
 /// `None` (failing closed: count it as a SET) for more than 64 candidates.
 fn quoted_statement_starts(text: &[u8]) -> Option<Vec<usize>> {
     const MAX: usize = 64;
@@ -481,6 +482,33 @@ fn quoted_statement_starts(text: &[u8]) -> Option<Vec<usize>> {
             starts.push(7 + a);
         }
         return Some(starts);
+    }
+    // Lines of a context or detail that quote a statement: SPI's `SQL
+    // statement "…"`, a deadlock report's `Process 123: …`, the
+    // postmaster's `Failed process was running: …`.
+    let mut line = 0;
+    loop {
+        let l = &text[line..];
+        let digits = l.strip_prefix(b"Process ").map(|r| r.iter().take_while(|b| b.is_ascii_digit()).count());
+        let quoted = if l.starts_with(b"SQL statement \"") {
+            Some(15)
+        } else if let Some(n) = digits.filter(|&n| n > 0 && l[8 + n..].starts_with(b": ")) {
+            Some(8 + n + 2)
+        } else if l.starts_with(b"Failed process was running: ") {
+            Some(28)
+        } else {
+            None
+        };
+        if let Some(q) = quoted {
+            if starts.len() == MAX {
+                return None;
+            }
+            starts.push(line + q);
+        }
+        match l.iter().position(|&b| b == b'\n') {
+            Some(p) => line += p + 1,
+            None => break,
+        }
     }
     let mut base = 0;
     if let Some(rest) = text.strip_prefix(b"duration: ") {
@@ -961,6 +989,10 @@ mod tests {
             format!("statement: /* /* nested */ still a comment */ SET pazpaz.encrpytion_key = '{key}'"),
             format!("select public.set_keys('{key}', '{key}')"),
             "SELECT SET_KEYS($1)".to_string(),
+            "PL/pgSQL function f() line 3 at EXECUTE\nSQL statement \"/* c */ SET pazpaz.encrpytion_key = 'k'\""
+                .to_string(),
+            "Process 12: SELECT 1\nProcess 34: -- x\nSET pazpaz.encrpytion_key = 'k'".to_string(),
+            "Failed process was running: SET pazpaz.encrpytion_key = 'k'".to_string(),
         ] {
             assert!(names_key_setting(stmt.as_bytes()), "{stmt}");
         }
@@ -974,6 +1006,7 @@ mod tests {
             "duration: 0.1 ms  statement: SELECT 1 FROM pazpaz.t",
             "execute S_1: SELECT 1 FROM pazpaz.t -- set",
             "SET search_path = public",
+            "SQL statement \"SELECT 1 FROM pazpaz.t\"\nProcess 12: SELECT 2 FROM pazpaz.t",
         ] {
             assert!(!names_key_setting(stmt.as_bytes()), "{stmt}");
         }
