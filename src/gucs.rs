@@ -62,6 +62,7 @@ static ENCRYPTED_TEXT_IO: GucSetting<TextIo> = GucSetting::<TextIo>::new(TextIo:
 static LOG_REDACT_VALUES: GucSetting<bool> = GucSetting::<bool>::new(true);
 static KEK_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static KEK_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static KEK_COMMAND_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(30);
 static REQUIRE_WRAPPED_KEYS: GucSetting<bool> = GucSetting::<bool>::new(false);
 static INDEX_KEY_SETTING: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static INDEX_KEY_NEXT_SETTING: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -237,6 +238,16 @@ fn define_server_key_settings() {
             GucContext::Postmaster,
             GucFlags::SUPERUSER_ONLY,
         );
+        GucRegistry::define_int_guc(
+            c"pazpaz.kek_command_timeout",
+            c"How long the server waits at start for pazpaz.kek_command; past it the command's process group is killed and the server does not start.",
+            c"The command must print the ring, close its standard output and exit within this time.",
+            &KEK_COMMAND_TIMEOUT,
+            1,
+            3600,
+            GucContext::Postmaster,
+            GucFlags::UNIT_S,
+        );
     }
 }
 
@@ -245,6 +256,11 @@ pub fn kek_sources() -> (Option<String>, Option<String>) {
     let read =
         |s: &GucSetting<Option<CString>>| s.get().and_then(|c| c.into_string().ok()).filter(|v| !v.trim().is_empty());
     (read(&KEK_FILE), read(&KEK_COMMAND))
+}
+
+/// `pazpaz.kek_command_timeout`.
+pub fn kek_command_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(u64::try_from(KEK_COMMAND_TIMEOUT.get()).unwrap_or(30).max(1))
 }
 
 /// `pazpaz.require_wrapped_keys`.

@@ -2,7 +2,8 @@
 //!
 //! When the library is preloaded, `_PG_init` runs in the postmaster before
 //! any child exists; it reads the KEK ring from `pazpaz.kek_file` or from the
-//! standard output of `pazpaz.kek_command` (`gucs.rs`), and every backend and
+//! standard output of `pazpaz.kek_command` (`gucs.rs`; no longer than
+//! `pazpaz.kek_command_timeout`), and every backend and
 //! parallel worker inherits the parsed ring through fork (Linux; PostgreSQL
 //! builds without EXEC_BACKEND). Any failure stops the server: an ERROR
 //! raised while the postmaster loads its preloaded libraries is FATAL there,
@@ -12,8 +13,9 @@
 //! right after parsing; the ring itself holds AES key schedules only, wiped
 //! on drop like every data key (`pazpaz_core::data_key`), for the life of
 //! each process. The text of the ring and each KEK in every spelling are
-//! handed to the log filter (`log_secrets.rs`), so a stray copy (a command
-//! that echoes a key into a log message, say) is scrubbed. Nothing exposes a
+//! handed to the log filter (`log_secrets.rs`), which keeps only keyed
+//! digests of them, so a stray copy (a command that echoes a key into a log
+//! message, say) is scrubbed. Nothing exposes a
 //! KEK through SQL: `kek_status()` shows ids and fingerprints.
 //!
 //! Not preloaded (loaded by a backend for `CREATE EXTENSION` or `LOAD`):
@@ -142,59 +144,187 @@ fn read_all(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(len)
 }
 
-/// Runs the command through PostgreSQL's `OpenPipeStream` (popen with
-/// SIGPIPE restored, as for `ssl_passphrase_command`) and returns its
-/// standard output. A non-zero exit fails; neither the command (it may
-/// carry a secret manager's token) nor its output is quoted.
+/// Runs the command with `/bin/sh -c` (as `popen` would) in a process group
+/// of its own and returns its standard output. A non-zero exit fails;
+/// neither the command (it may carry a secret manager's token) nor its
+/// output is quoted.
 ///
 /// The output is read to end of file, so start-up waits for every process
 /// that holds the command's standard output open — a background child the
 /// command leaves behind included (the README says to redirect such a
-/// child's output) — and for the command itself to exit: there is no time
-/// limit, as there is none for `ssl_passphrase_command`.
+/// child's output) — and for the command itself to exit, but no longer than
+/// `pazpaz.kek_command_timeout`: the postmaster runs this with its signals
+/// blocked, so without a limit a command that hangs would leave a server
+/// that `pg_ctl stop` cannot stop. Past the limit the command's process
+/// group is killed (SIGKILL) and start-up fails.
+///
+/// The child gets default signal dispositions and an empty signal mask (the
+/// postmaster's, blocked while it loads libraries, would otherwise be
+/// inherited by the command and everything it runs).
 fn run_command(command: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
     let c = CString::new(command).map_err(|_| Error::KekSource("pazpaz.kek_command contains a NUL byte".into()))?;
-    // SAFETY: NUL-terminated command and mode; OpenPipeStream returns NULL
-    // or a FILE that we close below with ClosePipeStream.
-    let fp = unsafe { pg_sys::OpenPipeStream(c.as_ptr(), c"r".as_ptr()) };
-    if fp.is_null() {
+    let timeout = gucs::kek_command_timeout();
+    let deadline = std::time::Instant::now() + timeout;
+    let fail = |what: &str| {
         let e = std::io::Error::last_os_error();
-        return Err(Error::KekSource(format!("could not run pazpaz.kek_command: {e}")));
+        Error::KekSource(format!("could not run pazpaz.kek_command: {what}: {e}"))
+    };
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(fail("pipe"));
     }
-    let mut buf = Zeroizing::new(vec![0u8; MAX_RING_BYTES + 1]);
-    let mut len = 0;
-    let mut too_large = false;
-    loop {
-        let room = buf.len() - len;
-        // SAFETY: `fp` is the open pipe; we read at most `room` bytes into
-        // the free part of `buf`. pg_sys::FILE is the C library's FILE.
-        let n = unsafe { libc::fread(buf[len..].as_mut_ptr().cast(), 1, room, fp.cast::<libc::FILE>()) };
-        if n == 0 {
-            break;
+    let (read_fd, write_fd) = (fds[0], fds[1]);
+    let (sh, dash_c) = (c"/bin/sh", c"-c");
+    let argv = [c"sh".as_ptr(), dash_c.as_ptr(), c.as_ptr(), std::ptr::null()];
+    // Let buffered log output go out once, not twice.
+    // SAFETY: flushes the C library's streams; no preconditions.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+    // SAFETY: the postmaster is single-threaded here. The child calls only
+    // async-signal-safe functions before exec or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let e = fail("fork");
+        // SAFETY: our descriptors.
+        unsafe {
+            libc::close(read_fd);
+            libc::close(write_fd);
         }
-        len += n;
-        if len == buf.len() {
-            // Read the rest and throw it away, so that the command is not
-            // left blocked on a full pipe while we wait for it to exit.
-            too_large = true;
-            len = 0;
-            buf.iter_mut().for_each(|b| *b = 0);
+        return Err(e);
+    }
+    if pid == 0 {
+        // SAFETY: in the child, async-signal-safe calls only.
+        unsafe {
+            libc::setpgid(0, 0);
+            for sig in 1..65 {
+                // SIGKILL, SIGSTOP and numbers without a signal just fail.
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            if write_fd != 1 {
+                libc::dup2(write_fd, 1); // the copy is not close-on-exec
+            } else {
+                libc::fcntl(1, libc::F_SETFD, 0);
+            }
+            libc::execv(sh.as_ptr(), argv.as_ptr());
+            libc::_exit(127);
         }
     }
-    // SAFETY: closes the pipe opened above and waits for the command.
-    let status = unsafe { pg_sys::ClosePipeStream(fp) };
+    // SAFETY: the child's pid; both calls racing with the child's own
+    // setpgid is harmless (the same group). Our write end is the child's.
+    unsafe {
+        libc::setpgid(pid, pid);
+        libc::close(write_fd);
+    }
+    let read = read_until(read_fd, deadline);
+    // SAFETY: our read end.
+    unsafe { libc::close(read_fd) };
+    let done = read.and_then(|out| wait_until(pid, deadline).map(|status| (out, status)));
+    let ((buf, too_large), status) = match done {
+        Ok(done) => done,
+        Err(e) => {
+            // SAFETY: the command's process group (ESRCH when it is gone),
+            // the command itself (had it left its group), reaped.
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+                let mut st = 0;
+                while libc::waitpid(pid, &mut st, 0) < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {}
+            }
+            return Err(e.unwrap_or_else(|| {
+                Error::KekSource(format!(
+                    "pazpaz.kek_command did not exit within pazpaz.kek_command_timeout ({} s); its process group was killed",
+                    timeout.as_secs()
+                ))
+            }));
+        }
+    };
     if status != 0 {
-        let why = if status == -1 {
-            std::io::Error::last_os_error().to_string()
-        } else {
-            // SAFETY: returns a palloc'd, NUL-terminated description.
-            unsafe { CStr::from_ptr(pg_sys::wait_result_to_str(status)) }.to_string_lossy().into_owned()
-        };
+        // SAFETY: returns a palloc'd, NUL-terminated description.
+        let why = unsafe { CStr::from_ptr(pg_sys::wait_result_to_str(status)) }.to_string_lossy().into_owned();
         return Err(Error::KekSource(format!("pazpaz.kek_command failed: {why}")));
     }
     if too_large {
         return Err(Error::KekSource(format!("pazpaz.kek_command printed more than {MAX_RING_BYTES} bytes")));
     }
-    buf.truncate(len);
     Ok(buf)
+}
+
+/// Reads `fd` to end of file, or until `deadline` (`Err(None)`): the
+/// output (at most MAX_RING_BYTES, in a buffer that never grows) and
+/// whether there was more.
+fn read_until(fd: libc::c_int, deadline: std::time::Instant) -> Result<(Zeroizing<Vec<u8>>, bool), Option<Error>> {
+    let mut buf = Zeroizing::new(vec![0u8; MAX_RING_BYTES + 1]);
+    let mut len = 0;
+    let mut too_large = false;
+    loop {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(None);
+        }
+        let ms = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Some(Error::KekSource(format!("could not read the output of pazpaz.kek_command: {e}"))));
+        }
+        if r == 0 {
+            continue; // the deadline, checked above
+        }
+        let room = buf.len() - len;
+        // SAFETY: at most `room` bytes into the free part of `buf`.
+        let n = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), room) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Some(Error::KekSource(format!("could not read the output of pazpaz.kek_command: {e}"))));
+        }
+        if n == 0 {
+            break;
+        }
+        len += n as usize;
+        if len == buf.len() {
+            // Read the rest and throw it away, so that the command is not
+            // left blocked on a full pipe.
+            too_large = true;
+            len = 0;
+            buf.iter_mut().for_each(|b| *b = 0);
+        }
+    }
+    buf.truncate(len);
+    Ok((buf, too_large))
+}
+
+/// Waits for `pid` to exit, or until `deadline` (`Err(None)`); its wait
+/// status.
+fn wait_until(pid: libc::pid_t, deadline: std::time::Instant) -> Result<libc::c_int, Option<Error>> {
+    loop {
+        let mut status = 0;
+        // SAFETY: our child; WNOHANG never blocks.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return Ok(status);
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Some(Error::KekSource(format!("could not wait for pazpaz.kek_command: {e}"))));
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

@@ -11,9 +11,11 @@
 //!   destroyed tenant key has no stray copy left); a role that could rewrap
 //!   a stray copy under the new KEK would carry it past the rotation.
 //!
-//! `generate_wrapped_encryption_key` (it only draws randomness, like
-//! `generate_encryption_key`) and `kek_status` (ids and fingerprints) stay
-//! with PUBLIC.
+//! - `generate_wrapped_encryption_key`: each call is one AES-GCM encryption
+//!   under the KEK with a random 96-bit nonce, of the 2^32 a KEK allows
+//!   (NIST SP 800-38D); any role calling it in a loop would spend them.
+//!
+//! `kek_status` (ids and fingerprints) stays with PUBLIC.
 
 use pazpaz_core::data_key;
 use pazpaz_core::wrapped_key::{self, KekRing};

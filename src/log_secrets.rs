@@ -1,5 +1,6 @@
 //! The key strings this backend holds or held, for the log filter to scrub
-//! by value (`pazpaz_core::redact::Secrets`).
+//! by value (`pazpaz_core::redact::Secrets`): kept as keyed digests of their
+//! 20-byte windows, never as text.
 //!
 //! The key settings' check hooks hand every value they see here — valid or
 //! not, from SET, set_config(), the startup packet or a parallel worker's
@@ -13,8 +14,8 @@ use pazpaz_core::Error;
 use crate::backend_local::{BackendLocal, LocalCell};
 
 static SECRETS: LocalCell<Secrets> = BackendLocal::new(RefCell::new(Secrets::new()));
-/// The server's key-encryption keys (the text of their ring, every key in
-/// every spelling), remembered by the postmaster and inherited by every
+/// The server's key-encryption keys (digests of the text of their ring and
+/// of every key in every spelling), remembered by the postmaster and inherited by every
 /// process. Kept apart from `SECRETS`: they are scrubbed the same way, but
 /// do not make every session count as one that holds keys (which tightens
 /// the filter's value rules).
@@ -69,7 +70,7 @@ pub fn with<R>(f: impl FnOnce(&Secrets) -> R) -> Option<R> {
     SECRETS.try_borrow().ok().map(|s| f(&s))
 }
 
-/// Wipes them (backend exit).
+/// Forgets them (backend exit).
 pub fn forget_all() {
     if let Ok(mut s) = SECRETS.try_borrow_mut() {
         s.clear();

@@ -520,3 +520,25 @@ def test_finding_8_crash_report_of_a_literal_key(server):
             time.sleep(0.5)
     assert "was terminated by signal 9" in server.cluster.log.read_text()
     assert server.leaks() == []
+
+
+def test_review_comments_around_a_set_of_a_key(server):
+    """SET statements whose first word follows a comment, or whose setting
+    name has comments around the dot: logged by log_statement = all as
+    `statement: …` (and `execute <name>: …` over the extended protocol)
+    before any check hook has seen the key."""
+    templates = [
+        "/* tenant 42 */ SET pazpaz --\n.index_key = '{k}';",
+        "SET pazpaz/**/.encryption_key = '{k}';",
+        "-- tenant 42\n  set /* a /* nested */ comment */ pazpaz . /**/ encryption_key = '{k}'",
+    ]
+    for t in templates:
+        for prepare in (False, True):
+            # A fresh session each time: the key is new to it.
+            with server.connect() as c:
+                sql = t.format(k=server.key())
+                try:
+                    c.execute(sql.rstrip(";") if prepare else sql, prepare=prepare)
+                except psycopg.Error:
+                    pass
+    assert server.leaks() == []

@@ -159,20 +159,26 @@ def test_wrap_encryption_key_and_privileges(kat_server):
     with psycopg.connect(kat_server.dsn(user="wk_app"), autocommit=True) as app:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             app.execute("SELECT wrap_encryption_key(%s)", [b64])
-        assert app.execute("SELECT generate_wrapped_encryption_key()").fetchone()[0].startswith("pzw1:k2:")
+        # Each call spends one of the KEK's 2^32 random-nonce wraps.
+        for sql in ("SELECT generate_wrapped_encryption_key()", "SELECT generate_wrapped_encryption_key('k1')"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute(sql)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             app.execute("SELECT rewrap_encryption_key(%s)", [w1])
         # An ordinary role sets wrapped keys and uses them.
         set_key(app, w1)
         assert app.execute("SELECT decrypt_field(encrypt_field('app'))").fetchone()[0] == "app"
     with connect(kat_server) as conn:
-        conn.execute("GRANT EXECUTE ON FUNCTION wrap_encryption_key(text), rewrap_encryption_key(text) TO wk_app")
+        conn.execute("GRANT EXECUTE ON FUNCTION wrap_encryption_key(text), rewrap_encryption_key(text),"
+                     " generate_wrapped_encryption_key() TO wk_app")
     with psycopg.connect(kat_server.dsn(user="wk_app"), autocommit=True) as app:
         granted = [unwrap(app.execute(sql, [arg]).fetchone()[0], VECTORS["kek_ring"]) == raw
                    for sql, arg in [("SELECT wrap_encryption_key(%s)", b64), ("SELECT rewrap_encryption_key(%s)", w1)]]
         assert granted == [True, True]
+        assert app.execute("SELECT generate_wrapped_encryption_key()").fetchone()[0].startswith("pzw1:k2:")
     with connect(kat_server) as conn:
-        conn.execute("REVOKE EXECUTE ON FUNCTION wrap_encryption_key(text), rewrap_encryption_key(text) FROM wk_app")
+        conn.execute("REVOKE EXECUTE ON FUNCTION wrap_encryption_key(text), rewrap_encryption_key(text),"
+                     " generate_wrapped_encryption_key() FROM wk_app")
 
 
 def wait_for_setting(conn, name, value, timeout=10.0):
@@ -359,6 +365,76 @@ def test_server_refuses_to_start(case, how, want):
         remove(name)
 
 
+def _processes_with(text: str) -> list[str]:
+    """The pids of processes whose command line holds `text`."""
+    found = []
+    for proc in os.listdir("/proc"):
+        if not proc.isdigit():
+            continue
+        try:
+            cmdline = open(f"/proc/{proc}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(proc)
+    return found
+
+
+def test_a_command_that_never_exits_stops_the_start_within_the_timeout():
+    """A kek_command that hangs (and a child of it that holds its output):
+    the postmaster, its signals blocked while it loads libraries, waited
+    forever and pg_ctl could not stop it. Now, past
+    pazpaz.kek_command_timeout, the command's process group is killed and the
+    server stops with a FATAL that says why (not quoting the command)."""
+    name = unique("wk_hang")
+    path = write_kek_file(kek_path(name), RING)
+    c = start(name, f"pazpaz.kek_file = '{path}'")
+    # Unique durations: the processes can be looked for afterwards.
+    token = f"{secrets.randbelow(10**6):06d}"
+    command = f"sleep 1001.{token} & sleep 1000.{token}; cat {path}"
+    try:
+        offset = c.log.stat().st_size
+        with open(data_dir(name) / "postgresql.conf", "a") as f:
+            f.write(f"pazpaz.kek_file = ''\npazpaz.kek_command = '{command}'\npazpaz.kek_command_timeout = 2\n")
+        began = time.monotonic()
+        with pytest.raises(subprocess.CalledProcessError):
+            restart(c)
+        assert time.monotonic() - began < 30, "pg_ctl waited for its own timeout"
+        log = c.log.read_text(errors="replace")[offset:]
+        want = "pazpaz.kek_command did not exit within pazpaz.kek_command_timeout (2 s); its process group was killed"
+        assert "FATAL" in log and want in log, log[-3000:]
+        assert token not in log, "the command was quoted"
+        assert leaks(ring_spellings(RING), log) == 0, "a KEK reached the log"
+        deadline = time.monotonic() + 5
+        while _processes_with(token) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _processes_with(token) == [], "a process of the command survived"
+    finally:
+        for pid in _processes_with(token):
+            try:
+                os.kill(int(pid), 9)
+            except OSError:
+                pass
+        remove(name)
+
+
+def test_the_command_runs_with_default_signals_and_an_empty_mask():
+    """The postmaster loads its libraries with signals blocked: the command
+    (and everything it starts) must not inherit that mask, nor any ignored
+    signal."""
+    name = unique("wk_sigs")
+    path = write_kek_file(kek_path(name), RING)
+    out = kek_path(name).with_suffix(".sigs")
+    c = start(name, f"pazpaz.kek_command = 'grep -E \"^Sig(Blk|Ign)\" /proc/self/status > {out}; cat {path}'")
+    try:
+        sigs = dict(line.split(":") for line in out.read_text().splitlines())
+        assert {k: int(v.strip(), 16) for k, v in sigs.items()} == {"SigBlk": 0, "SigIgn": 0}, sigs
+        assert "from pazpaz.kek_command (k1; current: k1)" in c.log.read_text()
+    finally:
+        remove(name)
+        out.unlink(missing_ok=True)
+
+
 # ---- KEK from a command, and KEK rotation ---------------------------------------------
 
 def test_kek_rotation_with_a_command(tmp_path):
@@ -466,5 +542,66 @@ def test_kek_settings_without_preloading_warn():
                 "no key-encryption key is loaded, and the setting is a placeholder that any role can read with SHOW")
         assert want in notices, notices
         assert not any(token in m for _, m in notices)
+    finally:
+        remove(name)
+
+
+def _writable_memory(pid: int) -> bytes:
+    """The writable mappings of a process (heap, stacks, anonymous and shared
+    memory), as root reads them through /proc/<pid>/mem."""
+    chunks = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if not fields[1].startswith("rw"):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                chunks.append(mem.read(end - start))
+            except (OSError, ValueError, OverflowError):
+                pass
+    return b"\0".join(chunks)
+
+
+def _text_spellings(raw: bytes) -> list[bytes]:
+    """The spellings of a key as text (its raw bytes are in AES key
+    schedules, necessarily)."""
+    b64 = base64.b64encode(raw)
+    url = base64.urlsafe_b64encode(raw)
+    return [b64, b64.rstrip(b"="), url.rstrip(b"="), raw.hex().encode(), raw.hex().upper().encode()]
+
+
+def test_no_key_or_kek_as_text_in_a_backends_memory():
+    """The log filter kept every spelling of every key it had seen in plain
+    text for the life of the backend, RESET and DISCARD ALL included, and
+    the KEK ring's text in every process: a role that can read a backend's
+    memory (pg_read_server_files and /proc/self/mem) recovered them. Now
+    only keyed digests are kept. Checked on the memory of a backend after
+    it set a wrapped key (unwrapped to a raw key it remembered in every
+    spelling), used it and reset it."""
+    name = unique("wk_mem")
+    ring = new_ring("k1", "k2")
+    path = write_kek_file(kek_path(name), ring)
+    c = start(name, f"pazpaz.kek_file = '{path}'")
+    try:
+        raw = secrets.token_bytes(32)
+        with connect(c) as conn:
+            conn.execute("CREATE EXTENSION pazpaz_crypto")
+            set_key(conn, wrap(raw, ring))
+            sealed = conn.execute("SELECT encrypt_field('memory marker')").fetchone()[0]
+            assert conn.execute("SELECT decrypt_field(%s)", [sealed]).fetchone()[0] == "memory marker"
+            conn.execute("RESET pazpaz.encryption_key")
+            conn.execute("DISCARD ALL")
+            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            memory = _writable_memory(pid)
+            assert len(memory) > 1_000_000
+            # Positive control: what the session sent is there to be found.
+            assert b"memory marker" in memory
+            found = [i for i, s in enumerate(_text_spellings(raw)) if s in memory]
+            assert found == [], f"the data key as text (spellings {found}) in the backend's memory"
+            keks = [s for k in ring["keys"].values() for s in _text_spellings(base64.b64decode(k))]
+            assert sum(1 for s in keks if s in memory) == 0, "a KEK as text in the backend's memory"
+            assert json.dumps(ring).encode()[:40] not in memory, "the KEK ring's text in the backend's memory"
     finally:
         remove(name)

@@ -43,25 +43,75 @@ pub const MAX_SECRETS: usize = 1024;
 /// bytes are looked at (the key settings refuse longer values anyway), so
 /// that remembering one costs a bounded amount of memory whatever its size.
 pub const MAX_REMEMBERED: usize = crate::keyring::MAX_SETTING_BYTES;
-/// The most bytes of spellings kept in all; beyond it the oldest are
-/// forgotten first, as beyond [`MAX_SECRETS`].
-pub const MAX_SECRET_BYTES: usize = 4 * 1024 * 1024;
+/// The most bytes of spellings remembered in all (each byte of a spelling
+/// costs a digest of 8 bytes and its entry in the index); beyond it the
+/// oldest are forgotten first, as beyond [`MAX_SECRETS`].
+pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
 
-/// Key strings this backend holds or held, wiped on drop.
-#[derive(Default)]
-pub struct Secrets {
-    items: Vec<Zeroizing<Vec<u8>>>,
-    /// Bytes in `items`.
-    bytes: usize,
-    /// `first four bytes << 16 | index into items`, sorted: a text is
-    /// scanned once, with a binary search per position, however many
-    /// secrets there are. Wiped on drop too (it holds key fragments).
-    index: Vec<u64>,
+/// One remembered spelling: no bytes of it, only the keyed digests of its
+/// windows.
+struct Item {
+    /// The digest of the whole spelling (to remember it once).
+    id: u64,
+    /// Its length in bytes.
+    len: usize,
+    /// The distinct digests of its [`PREFIX_LEN`]-byte windows.
+    windows: Vec<u64>,
 }
 
-impl Drop for Secrets {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.index);
+#[cfg(test)]
+impl Item {
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// The index's hasher: its keys are keyed SipHash digests already.
+#[derive(Default)]
+struct Digest(u64);
+
+impl std::hash::Hasher for Digest {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Index = std::collections::HashMap<u64, u32, std::hash::BuildHasherDefault<Digest>>;
+
+/// What key strings this backend holds or held look like, for scrubbing them
+/// from log messages — without a copy of them: for each spelling of a key
+/// only a keyed digest (SipHash-2-4, under a random key drawn when the first
+/// secret is remembered) of each of its [`PREFIX_LEN`]-byte windows, so that
+/// the process's memory (read through `/proc/<pid>/mem`, a core file) shows
+/// no key. A text is scrubbed wherever a window of it has the digest of a
+/// remembered window; a run of such windows is one match.
+///
+/// Only windows that lie within one run of base64 characters are kept (the
+/// runs of a value, a keyring's keys and their other spellings): a window
+/// that crossed from known text (`{"current": "k1", "keys": {"k1": "`) into
+/// a key would let whoever reads the digests (and the digest key, in the same
+/// memory) guess the key a character at a time. Every window kept holds at
+/// least 80 bits of a key (20 hex digits) when its spelling is a key's.
+pub struct Secrets {
+    key: Option<siphasher::sip::SipHasher24>,
+    items: std::collections::VecDeque<Item>,
+    /// Bytes of the spellings in `items`.
+    bytes: usize,
+    /// Every window digest of `items`, with the number of items that have it.
+    index: Index,
+}
+
+impl Default for Secrets {
+    fn default() -> Secrets {
+        Secrets::new()
     }
 }
 
@@ -99,13 +149,14 @@ fn swap(bytes: &[u8], pairs: [(u8, u8); 2]) -> Result<Zeroizing<Vec<u8>>, Error>
     copy(bytes.iter().map(|&b| pairs.iter().find(|p| p.0 == b).map_or(b, |p| p.1)))
 }
 
-fn head(s: &[u8]) -> u64 {
-    u64::from(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-}
-
 impl Secrets {
     pub const fn new() -> Secrets {
-        Secrets { items: Vec::new(), bytes: 0, index: Vec::new() }
+        Secrets {
+            key: None,
+            items: std::collections::VecDeque::new(),
+            bytes: 0,
+            index: Index::with_hasher(std::hash::BuildHasherDefault::new()),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -115,41 +166,71 @@ impl Secrets {
     pub fn clear(&mut self) {
         self.items.clear();
         self.bytes = 0;
-        zeroize::Zeroize::zeroize(&mut self.index);
+        self.index.clear();
     }
 
+    /// The digest key, drawn on first use.
+    fn key(&mut self) -> Result<siphasher::sip::SipHasher24, Error> {
+        if let Some(k) = self.key {
+            return Ok(k);
+        }
+        let mut seed = Zeroizing::new([0u8; 16]);
+        getrandom::fill(&mut seed[..]).map_err(|_| Error::Rng)?;
+        let k = siphasher::sip::SipHasher24::new_with_key(&seed);
+        self.key = Some(k);
+        Ok(k)
+    }
+
+    fn forget_oldest(&mut self) {
+        let Some(old) = self.items.pop_front() else { return };
+        self.bytes -= old.len;
+        for w in &old.windows {
+            if let Some(n) = self.index.get_mut(w) {
+                *n -= 1;
+                if *n == 0 {
+                    self.index.remove(w);
+                }
+            }
+        }
+    }
+
+    /// Remembers one spelling: a run of base64 characters, or a spelling
+    /// derived from one (hex of its bytes, the other alphabet).
     fn add(&mut self, s: Zeroizing<Vec<u8>>) -> Result<(), Error> {
-        if s.len() < PREFIX_LEN || self.items.iter().any(|i| **i == *s) {
+        if s.len() < PREFIX_LEN {
             return Ok(());
         }
+        let key = self.key()?;
+        let id = key.hash(&s);
+        if self.items.iter().any(|i| i.id == id && i.len == s.len()) {
+            return Ok(());
+        }
+        let mut windows = Vec::new();
+        windows.try_reserve_exact(s.len() - PREFIX_LEN + 1).map_err(|_| Error::OutOfMemory)?;
+        windows.extend(s.windows(PREFIX_LEN).map(|w| key.hash(w)));
+        windows.sort_unstable();
+        windows.dedup();
+        windows.shrink_to_fit();
         while !self.items.is_empty() && (self.items.len() == MAX_SECRETS || self.bytes + s.len() > MAX_SECRET_BYTES) {
-            self.bytes -= self.items.remove(0).len();
+            self.forget_oldest();
         }
         self.items.try_reserve(1).map_err(|_| Error::OutOfMemory)?;
+        self.index.try_reserve(windows.len()).map_err(|_| Error::OutOfMemory)?;
+        for &w in &windows {
+            *self.index.entry(w).or_insert(0) += 1;
+        }
         self.bytes += s.len();
-        self.items.push(s);
-        self.reindex()
-    }
-
-    fn reindex(&mut self) -> Result<(), Error> {
-        zeroize::Zeroize::zeroize(&mut self.index);
-        let mut index: Vec<u64> = Vec::new();
-        index.try_reserve_exact(self.items.len()).map_err(|_| Error::OutOfMemory)?;
-        // MAX_SECRETS fits in 16 bits.
-        index.extend(self.items.iter().enumerate().map(|(i, s)| head(s) << 16 | i as u64));
-        index.sort_unstable();
-        self.index = index;
+        self.items.push_back(Item { id, len: s.len(), windows });
         Ok(())
     }
 
-    /// Remembers a value given to a key setting (valid or not): the whole
-    /// value, every key-sized base64 run in it (the keys of a keyring), and
-    /// each key's other spellings (hex, unpadded, URL-safe base64). Only the
-    /// first [`MAX_REMEMBERED`] bytes are looked at. On
+    /// Remembers a value given to a key setting (valid or not): every run of
+    /// base64 characters in it (the value itself, the keys of a keyring),
+    /// and each key's other spellings (hex, unpadded, URL-safe base64). Only
+    /// the first [`MAX_REMEMBERED`] bytes are looked at. On
     /// [`Error::OutOfMemory`] what was remembered before stays remembered.
     pub fn remember(&mut self, value: &[u8]) -> Result<(), Error> {
         let trimmed = value[..value.len().min(MAX_REMEMBERED)].trim_ascii();
-        self.add(copy(trimmed.iter().copied())?)?;
         // A keyring may spell its keys with JSON escapes (`\/`, `\u0041`):
         // remember what they decode to as well. (The parse allocates
         // infallibly, but of at most MAX_REMEMBERED bytes of input.)
@@ -175,12 +256,11 @@ impl Secrets {
     }
 
     fn remember_plain(&mut self, trimmed: &[u8]) -> Result<(), Error> {
-        self.add(copy(trimmed.iter().copied())?)?;
         for run in trimmed.split(|&b| !is_b64(b)) {
+            self.add(copy(run.iter().copied())?)?;
             if run.len() < 40 {
                 continue;
             }
-            self.add(copy(run.iter().copied())?)?;
             let mut unpadded = buffer(run.len())?;
             unpadded.extend(run.iter().copied().filter(|&b| b != b'='));
             // The two base64 alphabets differ in two characters.
@@ -201,49 +281,59 @@ impl Secrets {
         Ok(())
     }
 
-    /// How many bytes of the longest-matching secret whose first
-    /// [`PREFIX_LEN`] bytes start at `text[at..]`.
-    fn match_at(&self, text: &[u8], at: usize) -> Option<usize> {
-        let window = text.get(at..at + PREFIX_LEN)?;
-        let key = head(window);
-        let first = self.index.partition_point(|&e| e >> 16 < key);
-        self.index[first..]
-            .iter()
-            .take_while(|&&e| e >> 16 == key)
-            .map(|&e| &self.items[(e & 0xFFFF) as usize])
-            .filter(|s| s[..PREFIX_LEN] == *window)
-            .map(|s| text[at..].iter().zip(s.iter()).take_while(|(a, b)| a == b).count())
-            .max()
+    /// Whether the window of `text` at `at` is a remembered one.
+    fn matches_at(&self, key: &siphasher::sip::SipHasher24, text: &[u8], at: usize) -> bool {
+        let w = &text[at..at + PREFIX_LEN];
+        // Only windows of base64 characters are remembered.
+        w.iter().all(|&b| is_b64(b)) && self.index.contains_key(&key.hash(w))
     }
 
-    /// Does `text` contain a secret (or a [`PREFIX_LEN`]-byte prefix of one)?
+    /// The ranges of `text` covered by remembered windows, in order, merged.
+    fn covered(&self, text: &[u8], stop_at_first: bool) -> Vec<(usize, usize)> {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        let Some(key) = self.key.as_ref().filter(|_| !self.items.is_empty()) else { return runs };
+        let mut at = 0;
+        while at + PREFIX_LEN <= text.len() {
+            // A byte that is not base64 ends every window that holds it.
+            if let Some(p) = text[at..at + PREFIX_LEN].iter().rposition(|&b| !is_b64(b)) {
+                at += p + 1;
+                continue;
+            }
+            if self.matches_at(key, text, at) {
+                match runs.last_mut() {
+                    Some(last) if last.1 >= at => last.1 = at + PREFIX_LEN,
+                    _ => runs.push((at, at + PREFIX_LEN)),
+                }
+                if stop_at_first {
+                    break;
+                }
+            }
+            at += 1;
+        }
+        runs
+    }
+
+    /// Does `text` contain a secret (or a [`PREFIX_LEN`]-byte part of one)?
     pub fn found_in(&self, text: &[u8]) -> bool {
-        !self.items.is_empty() && (0..text.len()).any(|at| self.match_at(text, at).is_some())
+        !self.covered(text, true).is_empty()
     }
 
-    /// `text` with every secret, and every run that starts with at least
-    /// [`PREFIX_LEN`] bytes of one, replaced by [`KEY_MARK`].
+    /// `text` with every secret, and every run covered by [`PREFIX_LEN`]-byte
+    /// parts of one, replaced by [`KEY_MARK`].
     pub fn scrub(&self, text: &[u8]) -> Option<Vec<u8>> {
-        if self.items.is_empty() {
+        let runs = self.covered(text, false);
+        if runs.is_empty() {
             return None;
         }
         let mut out = Vec::new();
-        let (mut at, mut copied) = (0, 0);
-        while at + PREFIX_LEN <= text.len() {
-            match self.match_at(text, at) {
-                Some(run) => {
-                    out.extend_from_slice(&text[copied..at]);
-                    out.extend_from_slice(KEY_MARK);
-                    at += run;
-                    copied = at;
-                }
-                None => at += 1,
-            }
+        let mut copied = 0;
+        for (from, to) in runs {
+            out.extend_from_slice(&text[copied..from]);
+            out.extend_from_slice(KEY_MARK);
+            copied = to;
         }
-        (copied > 0).then(|| {
-            out.extend_from_slice(&text[copied..]);
-            out
-        })
+        out.extend_from_slice(&text[copied..]);
+        Some(out)
     }
 }
 
@@ -260,11 +350,19 @@ fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Does this text (a statement, or a field quoting one) possibly set a key?
 /// Fails closed: a key setting's name (`pazpaz.encryption…`, `pazpaz.kek…`,
-/// `pazpaz.index…`, with any quoting or spacing around the dot), a `SET` or
-/// `RESET` that names `pazpaz` at all, any `set_config`, and any Unicode
-/// escape (which can spell either) count, and so does a call of
-/// `wrap_encryption_key` or `rewrap_encryption_key` (their argument is a
-/// key) and of `set_keys` (its arguments are keys). The bare word `pazpaz` (a schema or table of that name) does not.
+/// `pazpaz.index…`, with any quoting, spacing or comments around the dot), a
+/// statement whose first word is `SET` or `RESET` in a text that names
+/// `pazpaz` at all, any `set_config`, and any Unicode escape (which can
+/// spell either) count, and so does a call of `wrap_encryption_key`,
+/// `rewrap_encryption_key` or `set_keys` (their arguments are keys). The
+/// bare word `pazpaz` (a schema or table of that name) does not.
+///
+/// The first word is looked for where PostgreSQL would see it: past
+/// whitespace and comments (`--…` to the end of the line, `/*…*/` nested),
+/// at the start of the text, after each `;`, and — for a LOG message that
+/// quotes a statement (`statement: `, `execute <name>: `, `duration: … ms
+/// statement: `, a pgaudit line; see [`quotes_statement`]) — where the quoted
+/// statement starts.
 pub fn names_key_setting(text: &[u8]) -> bool {
     if contains_ci(text, b"set_config")
         || contains_ci(text, b"wrap_encryption_key")
@@ -276,24 +374,17 @@ pub fn names_key_setting(text: &[u8]) -> bool {
     }
     // No lowercase copy of the text: a statement can be as large as a
     // query may be, and this runs on every one that is logged.
-    let start = text.trim_ascii_start();
-    let first_word = &start[..start.iter().take_while(|b| b.is_ascii_alphabetic()).count()];
-    if (first_word.eq_ignore_ascii_case(b"set") || first_word.eq_ignore_ascii_case(b"reset"))
-        && find_ci(text, b"pazpaz").is_some()
-    {
+    if find_ci(text, b"pazpaz").is_none() {
+        return false;
+    }
+    if starts_with_set(text) {
         return true;
     }
-    let skip = |mut i: usize| {
-        while text.get(i).is_some_and(|&b| b == b'"' || b.is_ascii_whitespace()) {
-            i += 1;
-        }
-        i
-    };
     let mut from = 0;
     while let Some(pos) = find_ci(&text[from..], b"pazpaz") {
-        let after = skip(from + pos + 6);
+        let after = skip_space(text, from + pos + 6, true);
         if text.get(after) == Some(&b'.') {
-            let name = &text[skip(after + 1)..];
+            let name = &text[skip_space(text, after + 1, true)..];
             let starts = |p: &[u8]| name.get(..p.len()).is_some_and(|n| n.eq_ignore_ascii_case(p));
             if [&b"encryption"[..], b"kek", b"index"].into_iter().any(starts) {
                 return true;
@@ -302,6 +393,144 @@ pub fn names_key_setting(text: &[u8]) -> bool {
         from += pos + 6;
     }
     false
+}
+
+/// The index of the first byte at or after `i` that is not whitespace or a
+/// comment (nor a double quote, with `quotes`). An unterminated comment runs
+/// to the end, as PostgreSQL's lexer would take it.
+fn skip_space(text: &[u8], mut i: usize, quotes: bool) -> usize {
+    loop {
+        match text.get(i..).unwrap_or_default() {
+            [b, ..] if b.is_ascii_whitespace() || (quotes && *b == b'"') => i += 1,
+            [b'-', b'-', ..] => {
+                i = text[i..].iter().position(|&b| b == b'\n' || b == b'\r').map_or(text.len(), |p| i + p + 1);
+            }
+            [b'/', b'*', ..] => {
+                // Nested, as PostgreSQL's block comments are.
+                let mut depth = 0usize;
+                loop {
+                    match text.get(i..).unwrap_or_default() {
+                        [] => return text.len(),
+                        [b'/', b'*', ..] => {
+                            depth += 1;
+                            i += 2;
+                        }
+                        [b'*', b'/', ..] => {
+                            depth -= 1;
+                            i += 2;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => i += 1,
+                    }
+                }
+            }
+            _ => return i,
+        }
+    }
+}
+
+/// Whether any statement in `text` may start with `SET` or `RESET` (see
+/// [`names_key_setting`]). One pass: a `;` inside a comment skipped at a
+/// statement's start does not start another statement.
+fn starts_with_set(text: &[u8]) -> bool {
+    let is_set = |at: usize| {
+        let start = &text[skip_space(text, at, false)..];
+        // An unterminated block comment (a syntax error, logged with the
+        // statement): whatever it hides counts as a SET.
+        if start.is_empty() && find(&text[at..], b"/*").is_some() {
+            return true;
+        }
+        let word = &start[..start.iter().take_while(|b| b.is_ascii_alphabetic()).count()];
+        word.eq_ignore_ascii_case(b"set") || word.eq_ignore_ascii_case(b"reset")
+    };
+    match quoted_statement_starts(text) {
+        Some(starts) if !starts.iter().any(|&at| is_set(at)) => {}
+        _ => return true,
+    }
+    let mut at = 0;
+    loop {
+        if is_set(at) {
+            return true;
+        }
+        let scanned = skip_space(text, at, false);
+        match text[scanned..].iter().position(|&b| b == b';') {
+            Some(p) => at = scanned + p + 1,
+            None => return false,
+        }
+    }
+}
+
+/// Where the statements a LOG message quotes may start: after `statement: `,
+/// after any `: ` of an `execute`, `parse` or `bind` line (their statement
+/// and portal names are printed as given and may hold `: ` themselves), each
+/// optionally after `duration: … ms  `; a pgaudit line's statement field;
+/// lines of a context or detail that quote one.
+/// `None` (failing closed: count it as a SET) for more than 64 candidates.
+fn quoted_statement_starts(text: &[u8]) -> Option<Vec<usize>> {
+    const MAX: usize = 64;
+    let mut starts = Vec::new();
+    if let Some(rest) = text.strip_prefix(b"AUDIT: ") {
+        let fields = csv_fields(rest);
+        if let Some(&(a, _)) = fields.get(7) {
+            let a = 7 + a;
+            starts.push(if text.get(a) == Some(&b'"') { a + 1 } else { a });
+        }
+        // The command field of a SET or RESET statement.
+        if let Some(&(a, _)) = fields.get(4) {
+            starts.push(7 + a);
+        }
+        return Some(starts);
+    }
+    // Lines of a context or detail that quote a statement: SPI's `SQL
+    // statement "…"`, a deadlock report's `Process 123: …`, the
+    // postmaster's `Failed process was running: …`.
+    let mut line = 0;
+    loop {
+        let l = &text[line..];
+        let digits = l.strip_prefix(b"Process ").map(|r| r.iter().take_while(|b| b.is_ascii_digit()).count());
+        let quoted = if l.starts_with(b"SQL statement \"") {
+            Some(15)
+        } else if let Some(n) = digits.filter(|&n| n > 0 && l[8 + n..].starts_with(b": ")) {
+            Some(8 + n + 2)
+        } else if l.starts_with(b"Failed process was running: ") {
+            Some(28)
+        } else {
+            None
+        };
+        if let Some(q) = quoted {
+            if starts.len() == MAX {
+                return None;
+            }
+            starts.push(line + q);
+        }
+        match l.iter().position(|&b| b == b'\n') {
+            Some(p) => line += p + 1,
+            None => break,
+        }
+    }
+    let mut base = 0;
+    if let Some(rest) = text.strip_prefix(b"duration: ") {
+        match find(rest, b"  ") {
+            Some(p) => base = 10 + p + 2,
+            None => return Some(starts),
+        }
+    }
+    let m = &text[base..];
+    if m.starts_with(b"statement: ") {
+        starts.push(base + 11);
+    } else if [&b"execute "[..], b"parse ", b"bind "].iter().any(|p| m.starts_with(p)) {
+        let mut from = 0;
+        while let Some(p) = find(&m[from..], b": ") {
+            if starts.len() == MAX {
+                return None;
+            }
+            starts.push(base + from + p + 2);
+            from += p + 2;
+        }
+    }
+    Some(starts)
 }
 
 /// `find`, ignoring ASCII case.
@@ -625,6 +854,53 @@ mod tests {
         }
     }
 
+    /// Every byte the structure keeps (digests, ids, the index).
+    fn kept_bytes(secrets: &Secrets) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in &secrets.items {
+            out.extend(i.id.to_ne_bytes());
+            i.windows.iter().for_each(|w| out.extend(w.to_ne_bytes()));
+        }
+        secrets.index.keys().for_each(|w| out.extend(w.to_ne_bytes()));
+        out
+    }
+
+    #[test]
+    fn no_spelling_of_a_key_is_kept_only_digests_of_its_windows() {
+        use base64::Engine;
+        let raw = [0x5au8, 0x17, 0xc3, 0x88, 0x01, 0xfe, 0x42, 0x9d].repeat(4);
+        let ring = format!(
+            "{{\"current\": \"k1\", \"keys\": {{\"k1\": \"{KEY}\", \"k2\": \"{}\"}}}}",
+            base64::engine::general_purpose::STANDARD.encode(&raw)
+        );
+        let mut secrets = Secrets::new();
+        secrets.remember(ring.as_bytes()).unwrap();
+        secrets.remember_raw_key(&raw).unwrap();
+        let kept = kept_bytes(&secrets);
+        assert!(!kept.is_empty());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        for spelling in [KEY.as_bytes(), b64.as_bytes(), hex.as_bytes(), hex.to_uppercase().as_bytes(), &raw[..]] {
+            for part in spelling.windows(6) {
+                assert!(!kept.windows(6).any(|w| w == part), "a part of a key is kept as it is");
+            }
+        }
+        // Still scrubbed: the key, a prefix, any other 20-byte part of it,
+        // every spelling; text around it is kept.
+        let tail = &KEY[KEY.len() - 22..];
+        assert_eq!(s(secrets.scrub(format!("a {KEY} b").as_bytes())), "a [key redacted by pazpaz_crypto] b");
+        assert_eq!(s(secrets.scrub(format!("a {tail} b").as_bytes())), "a [key redacted by pazpaz_crypto] b");
+        assert!(secrets.found_in(format!("({})", &KEY[7..27]).as_bytes()));
+        assert!(secrets.found_in(hex.to_uppercase().as_bytes()));
+        // Known text next to a key in the value is not remembered (a digest
+        // of it would give the key away a character at a time)...
+        assert!(!secrets.found_in(b"{\"current\": \"k1\", \"keys\": {\"k1\": \""));
+        // ...and after clear() nothing is.
+        secrets.clear();
+        assert!(secrets.is_empty() && kept_bytes(&secrets).is_empty());
+        assert_eq!(secrets.scrub(KEY.as_bytes()), None);
+    }
+
     #[test]
     fn forgets_the_oldest_beyond_the_limit() {
         let mut secrets = Secrets::new();
@@ -659,8 +935,10 @@ mod tests {
             secrets.remember(&v).unwrap();
         }
         assert!(secrets.bytes <= MAX_SECRET_BYTES);
-        assert!(secrets.found_in(b"0199xxxxxxxxxxxxxxxxxxxxxxxx"));
-        assert!(!secrets.found_in(b"0000xxxxxxxxxxxxxxxxxxxxxxxx"));
+        // Probes of exactly PREFIX_LEN bytes: any 20-byte part of a secret
+        // is scrubbed, and a run of x's is part of the newest ones too.
+        assert!(secrets.found_in(b"0199xxxxxxxxxxxxxxxx"));
+        assert!(!secrets.found_in(b"0000xxxxxxxxxxxxxxxx"));
     }
 
     #[test]
@@ -682,6 +960,54 @@ mod tests {
         for stmt in
             ["SELECT decrypt_field(c) FROM t", "SELECT * FROM pazpaz.clients", "INSERT INTO pazpaz_audit VALUES (1)"]
         {
+            assert!(!names_key_setting(stmt.as_bytes()), "{stmt}");
+        }
+    }
+
+    #[test]
+    fn log_messages_comments_and_set_keys() {
+        let key = KEY;
+        for stmt in [
+            format!("/* tenant 42 */ SET pazpaz --\n.index_key = '{key}';"),
+            format!("SET pazpaz/**/.encryption_key = '{key}';"),
+            "SELECT pazpaz /* a */ . /* b /* nested */ */ kek_file".to_string(),
+            "SELECT \"pazpaz\" -- x\n . -- y\n \"index_key\"".to_string(),
+            format!("statement: /* tenant 42 */ SET pazpaz --\n.index_key = '{key}';"),
+            format!("statement: SET pazpaz/**/.encryption_key = '{key}';"),
+            format!("statement: SET pazpaz.encrpytion_key = '{key}'"),
+            "statement:  -- c\n  reset pazpaz.x".to_string(),
+            format!("execute <unnamed>: SET pazpaz.encrpytion_key = '{key}'"),
+            "execute S_1/C_1: /* c */ SET pazpaz.encrpytion_key = $1".to_string(),
+            "execute a: b: SET pazpaz.encrpytion_key = $1".to_string(),
+            format!("duration: 0.042 ms  statement: /**/SET pazpaz.encrpytion_key = '{key}'"),
+            format!("duration: 0.042 ms  execute S_1: SET pazpaz.encrpytion_key = '{key}'"),
+            format!("duration: 0.042 ms  parse <unnamed>: SET pazpaz.encrpytion_key = '{key}'"),
+            format!("bind <unnamed>: SET pazpaz.encrpytion_key = '{key}'"),
+            format!("AUDIT: SESSION,1,1,MISC,SET,,,\"/* c */ SET pazpaz.encrpytion_key = '{key}'\",<not logged>"),
+            format!("SELECT 1; /* ; */ SET pazpaz.encrpytion_key = '{key}'"),
+            format!("/* unterminated SET pazpaz.encrpytion_key = '{key}'"),
+            format!("statement: /* /* nested */ still a comment */ SET pazpaz.encrpytion_key = '{key}'"),
+            format!("select public.set_keys('{key}', '{key}')"),
+            "SELECT SET_KEYS($1)".to_string(),
+            "PL/pgSQL function f() line 3 at EXECUTE\nSQL statement \"/* c */ SET pazpaz.encrpytion_key = 'k'\""
+                .to_string(),
+            "Process 12: SELECT 1\nProcess 34: -- x\nSET pazpaz.encrpytion_key = 'k'".to_string(),
+            "Failed process was running: SET pazpaz.encrpytion_key = 'k'".to_string(),
+        ] {
+            assert!(names_key_setting(stmt.as_bytes()), "{stmt}");
+        }
+        // Many `: ` in an execute line: fail closed.
+        let many = format!("execute {}x: SELECT 1 FROM pazpaz.t", "a: ".repeat(70));
+        assert!(names_key_setting(many.as_bytes()));
+        for stmt in [
+            "statement: SELECT * FROM pazpaz.clients",
+            "/* SET */ SELECT * FROM pazpaz.clients",
+            "statement: UPDATE pazpaz.clients SET name = 'x'",
+            "duration: 0.1 ms  statement: SELECT 1 FROM pazpaz.t",
+            "execute S_1: SELECT 1 FROM pazpaz.t -- set",
+            "SET search_path = public",
+            "SQL statement \"SELECT 1 FROM pazpaz.t\"\nProcess 12: SELECT 2 FROM pazpaz.t",
+        ] {
             assert!(!names_key_setting(stmt.as_bytes()), "{stmt}");
         }
     }

@@ -27,9 +27,10 @@ SELECT set_config('pazpaz.encryption_key', generate_encryption_key(), false) IS 
 SELECT version, is_current, length(fingerprint) AS fingerprint_length, wrapped, kek_id FROM encryption_status();
 RESET pazpaz.encryption_key;
 
--- Who may call what: wrap_encryption_key (takes a raw key) and
--- rewrap_encryption_key (carries a key across a KEK rotation) are not
--- granted to PUBLIC; the others are.
+-- Who may call what: wrap_encryption_key (takes a raw key),
+-- rewrap_encryption_key (carries a key across a KEK rotation) and
+-- generate_wrapped_encryption_key (spends the KEK's 2^32 wraps) are not
+-- granted to PUBLIC; kek_status is.
 SELECT p.oid::regprocedure AS function, has_function_privilege('regress_app', p.oid, 'EXECUTE') AS app_may_call
 FROM pg_proc p
 WHERE p.proname IN ('generate_wrapped_encryption_key', 'wrap_encryption_key', 'rewrap_encryption_key', 'kek_status')
