@@ -9,7 +9,9 @@
 # suite takes an installed Citus as given: DIR is the root under which
 # Citus's files sit at PostgreSQL's own paths — `/` when Citus is installed
 # from its packages into the system PostgreSQL, or the DESTDIR of a
-# `make install DESTDIR=DIR` of a Citus build for PostgreSQL $PG_MAJOR.
+# `make install DESTDIR=DIR` of a Citus build for PostgreSQL $PG_MAJOR (a
+# directory of the host; for 17 and 18, built against the server in its
+# chroot). PG_MAJOR picks the version, as for scripts/test.sh.
 # Nothing is installed into the system PostgreSQL: the servers run from a
 # private copy of its layout with this build of the extension and DIR's
 # Citus files (PAZPAZ_PACKAGE_DIR=<cargo pgrx package tree> skips the build).
@@ -25,10 +27,16 @@ fi
 bash scripts/setup.sh >/dev/null
 source scripts/pg.sh
 lib=$(pg_config_of --pkglibdir) share=$(pg_config_of --sharedir)
+# Citus's files as the host reaches them: under DIR, or (DIR = /) in the
+# server's own installation (its chroot for 17 and 18).
 citus=$(cd "$PAZPAZ_CITUS_DIR" && pwd -P)
-[ "$citus" != / ] || citus=
-if [ ! -f "$(pg_host_path "$citus$lib")/citus.so" ]; then
-    echo "scripts/test_citus.sh: no citus.so in $citus$lib (PAZPAZ_CITUS_DIR=$PAZPAZ_CITUS_DIR, PostgreSQL $PG_MAJOR)" >&2
+if [ "$citus" = / ]; then
+    citus_lib=$(pg_host_path "$lib") citus_share=$(pg_host_path "$share") citus=
+else
+    citus_lib=$citus$lib citus_share=$citus$share
+fi
+if [ ! -f "$citus_lib/citus.so" ]; then
+    echo "scripts/test_citus.sh: no citus.so in $citus_lib (PAZPAZ_CITUS_DIR=$PAZPAZ_CITUS_DIR, PostgreSQL $PG_MAJOR)" >&2
     exit 2
 fi
 pkg=${PAZPAZ_PACKAGE_DIR:-}
@@ -43,11 +51,11 @@ use_package_overlay "$(cd "$pkg" && pwd)" citus-overlay
 overlay=$PG_BASE/citus-overlay
 # Citus's files over the links to the installation's own.
 if [ -n "$citus" ]; then
-    for f in "$(pg_host_path "$citus$lib")"/*; do
+    for f in "$citus_lib"/*; do
         rm -rf "$overlay$lib/${f##*/}"
         cp -a "$f" "$overlay$lib/"
     done
-    for f in "$(pg_host_path "$citus$share")"/extension/*; do
+    for f in "$citus_share"/extension/*; do
         rm -f "$overlay$share/extension/${f##*/}"
         cp -a "$f" "$overlay$share/extension/"
     done
