@@ -256,15 +256,42 @@ unsafe extern "C-unwind" fn process_utility(
     }
 }
 
+thread_local! {
+    /// Set while `set_keys`/`forward_keys` run their own SET LOCAL (whose
+    /// text Citus must forward unmasked); any other SET of a key setting is
+    /// masked for the next hooks.
+    static FORWARDED_SET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the SET that `set_keys` is about to run through SPI (until dropped;
+/// an ERROR in between is followed by a new statement, whose next `begin`
+/// sets the mark again, and the mark only ever lets a SET LOCAL that Citus
+/// forwards keep its text).
+pub struct ForwardedSet(bool);
+
+impl ForwardedSet {
+    pub fn begin() -> ForwardedSet {
+        ForwardedSet(FORWARDED_SET.replace(true))
+    }
+}
+
+impl Drop for ForwardedSet {
+    fn drop(&mut self) {
+        FORWARDED_SET.set(self.0);
+    }
+}
+
 /// The statement text the next utility hooks (pg_stat_statements, pgaudit,
 /// PostgreSQL's own) get: for a `SET`/`RESET` of a key setting, a copy with
 /// the value masked (`pazpaz_core::set_statement`), so that
 /// pg_stat_statements never stores a key, wrapped or not, and pgaudit never
 /// logs one; the statement itself runs from its parse tree. Unchanged when
 /// Citus is about to forward the statement's text to the workers (a
-/// `SET LOCAL` with `citus.propagate_set_commands = 'local'`, which
-/// `set_keys` makes, as a statement nested in it, which pg_stat_statements
-/// by default does not track). This hook sees the statement first only when
+/// `SET LOCAL` that `set_keys` or `forward_keys` runs, nested, with
+/// `citus.propagate_set_commands = 'local'`; pg_stat_statements by default
+/// does not track nested statements). A client's own SET LOCAL of a key is
+/// masked even then, so Citus forwards only the mask and the workers refuse
+/// it: set keys for Citus with `set_keys(…, true)`. This hook sees the statement first only when
 /// the library comes after pg_stat_statements and pgaudit in
 /// shared_preload_libraries (README).
 ///
@@ -290,7 +317,7 @@ unsafe fn text_for_other_hooks(
     let secret = [gucs::KEY, gucs::KEYS, gucs::INDEX_KEY, gucs::INDEX_KEY_NEXT, gucs::TRANSPORT]
         .iter()
         .any(|n| n.to_bytes().eq_ignore_ascii_case(name));
-    if !secret || (set.is_local && crate::distributed::forwards_set_local()) {
+    if !secret || (set.is_local && FORWARDED_SET.get() && crate::distributed::forwards_set_local()) {
         return query_string;
     }
     // SAFETY: the statement's source text, NUL-terminated; the copy is

@@ -24,37 +24,73 @@
 //! first in shared_preload_libraries), so a server without Citus runs none
 //! of these hooks.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use pgrx::pg_sys;
 
-/// Above zero while a distributed planner or executor may write values for other
-/// nodes. A backend is single-threaded; the atomic only avoids `static mut`.
-static DEPTH: AtomicU32 = AtomicU32::new(0);
+/// Where this backend is, for the output and input functions of
+/// encrypted_text. A backend is single-threaded; `Cell` suffices.
+#[derive(Clone, Copy, Default)]
+struct State {
+    /// Above zero inside a Citus planner, executor start-up or scan region,
+    /// and zero again inside a nested ordinary executor run and inside a
+    /// function with a SET clause or SECURITY DEFINER (see `fmgr`): values
+    /// written as text here may be for another node.
+    sending: u32,
+    /// Above zero inside any Citus region, nested runs included: where a
+    /// transport form parsed is this node's own (local execution of a shard
+    /// query).
+    in_region: u32,
+    /// The GUC nest level when the innermost sending region began: Citus
+    /// deparses under a search_path pushed at a deeper level.
+    entry_level: i32,
+}
 
 thread_local! {
-    /// DEPTH at the start of each open subtransaction, innermost last.
-    static AT_SUBXACT_START: RefCell<Vec<(pg_sys::SubTransactionId, u32)>> = const { RefCell::new(Vec::new()) };
+    static STATE: Cell<State> = const { Cell::new(State { sending: 0, in_region: 0, entry_level: 0 }) };
+    /// STATE at the start of each open subtransaction, innermost last.
+    static AT_SUBXACT_START: RefCell<Vec<(pg_sys::SubTransactionId, State)>> = const { RefCell::new(Vec::new()) };
 }
 
 static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
 static mut PREV_EXPLAIN_ONE_QUERY: pg_sys::ExplainOneQuery_hook_type = None;
+static mut PREV_FMGR: pg_sys::fmgr_hook_type = None;
 /// PostgreSQL's ExecCustomScan (nodeCustom.c, static there), taken from the
 /// first Citus scan node seen; every custom scan node has it.
 static mut EXEC_CUSTOM_SCAN: pg_sys::ExecProcNodeMtd = None;
 
 /// Whether encrypted_text output is, right now, text for another node:
-/// inside a distributed planner or executor region *and* under the
-/// search_path Citus sets while it deparses (exactly `pg_catalog`, its
-/// PushEmptySearchPath). Expressions Citus evaluates on the coordinator
-/// (`format('%s', …)` in a distributed INSERT, partition pruning) run under
-/// the session's own search_path, so they get the plaintext as always.
+/// inside a distributed planner or executor region, under the search_path
+/// Citus sets while it deparses (exactly `pg_catalog`, its
+/// PushEmptySearchPath), pushed at a GUC nest level opened inside the
+/// region. Expressions Citus evaluates on the coordinator (`format('%s', …)`
+/// in a distributed INSERT, partition pruning) run under the session's own
+/// search_path — even one that is `pg_catalog` itself, set at an outer level
+/// — and functions with a SET clause run with the flag off, so they get the
+/// plaintext as always.
 pub fn sending_to_other_nodes() -> bool {
-    DEPTH.load(Ordering::Relaxed) > 0 && search_path_is_citus_deparse()
+    let st = STATE.get();
+    st.sending > 0 && search_path_is_citus_deparse() && current_nest_level() > st.entry_level
+}
+
+/// Whether a transport form may be taken as input here: inside a Citus
+/// region of this backend, or in a backend that Citus opened from another
+/// node (its application_name). A client's own literals and parameters are
+/// parsed before any region starts, so a transport form an application user
+/// submits is refused even within the transaction that made it.
+pub fn receiving_from_other_nodes() -> bool {
+    if STATE.get().in_region > 0 {
+        return true;
+    }
+    // SAFETY: GetConfigOption returns the setting's current value (a C
+    // string owned by the GUC machinery), read at once.
+    unsafe {
+        let p = pg_sys::GetConfigOption(c"application_name".as_ptr(), true, false);
+        !p.is_null() && CStr::from_ptr(p).to_bytes().starts_with(b"citus_internal")
+    }
 }
 
 fn search_path_is_citus_deparse() -> bool {
@@ -67,14 +103,30 @@ fn search_path_is_citus_deparse() -> bool {
     }
 }
 
-/// Runs `f` with the flag set to `on` (> 0) or off (0), restoring it after.
-/// An ERROR raised inside longjmps past the restore; the abort callbacks
-/// below put the value back.
+/// The current GUC nest level (PostgreSQL keeps it private): opening a level
+/// and closing it again at once changes no setting.
+fn current_nest_level() -> i32 {
+    // SAFETY: a nest level opened and closed with nothing set in between, as
+    // a function's SET clause does when it sets nothing.
+    unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::AtEOXact_GUC(true, level);
+        level - 1
+    }
+}
+
+/// Runs `f` in a sending region (`on`) or with sending off (a nested
+/// ordinary executor run), restoring the state after. An ERROR raised inside
+/// longjmps past the restore; the abort callbacks below put it back.
 fn with_depth<T>(on: bool, f: impl FnOnce() -> T) -> T {
-    let saved = DEPTH.load(Ordering::Relaxed);
-    DEPTH.store(if on { saved + 1 } else { 0 }, Ordering::Relaxed);
+    let saved = STATE.get();
+    STATE.set(if on {
+        State { sending: saved.sending + 1, in_region: saved.in_region + 1, entry_level: current_nest_level() }
+    } else {
+        State { sending: 0, ..saved }
+    });
     let out = f();
-    DEPTH.store(saved, Ordering::Relaxed);
+    STATE.set(saved);
     out
 }
 
@@ -118,6 +170,8 @@ pub fn init() {
         if prev_explain.is_some() {
             pg_sys::ExplainOneQuery_hook = Some(explain_one_query);
         }
+        PREV_FMGR = pg_sys::fmgr_hook;
+        pg_sys::fmgr_hook = Some(fmgr);
         pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
     }
@@ -341,10 +395,44 @@ unsafe extern "C-unwind" fn citus_scan(ps: *mut pg_sys::PlanState) -> *mut pg_sy
     })
 }
 
+/// Functions with a SET clause or SECURITY DEFINER (PostgreSQL calls this
+/// hook at their start and end): their body is never Citus deparsing, so
+/// sending is off inside, even when they set search_path = pg_catalog. The
+/// state at the start is kept in the call's own `arg`.
+///
+/// Not `#[pg_guard]`, and it never raises: it runs inside PostgreSQL's
+/// PG_TRY of fmgr_security_definer.
+unsafe extern "C-unwind" fn fmgr(
+    event: pg_sys::FmgrHookEventType::Type,
+    flinfo: *mut pg_sys::FmgrInfo,
+    arg: *mut pg_sys::Datum,
+) {
+    // SAFETY: `arg` is the per-call Datum PostgreSQL passes to every event
+    // of one call (START, then END or ABORT); it holds `sending` from START.
+    unsafe {
+        match event {
+            pg_sys::FmgrHookEventType::FHET_START => {
+                let st = STATE.get();
+                *arg = pg_sys::Datum::from(st.sending as usize);
+                STATE.set(State { sending: 0, ..st });
+            }
+            pg_sys::FmgrHookEventType::FHET_END | pg_sys::FmgrHookEventType::FHET_ABORT => {
+                let st = STATE.get();
+                STATE.set(State { sending: (*arg).value() as u32, ..st });
+            }
+            _ => {}
+        }
+        let prev = PREV_FMGR;
+        if let Some(prev) = prev {
+            prev(event, flinfo, arg);
+        }
+    }
+}
+
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
     if event == pg_sys::XactEvent::XACT_EVENT_ABORT || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT {
-        DEPTH.store(0, Ordering::Relaxed);
+        STATE.set(State::default());
         AT_SUBXACT_START.with(|s| s.borrow_mut().clear());
     }
 }
@@ -359,10 +447,10 @@ unsafe extern "C-unwind" fn on_subxact(
     AT_SUBXACT_START.with(|s| {
         let mut s = s.borrow_mut();
         match event {
-            pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => s.push((my_subid, DEPTH.load(Ordering::Relaxed))),
+            pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => s.push((my_subid, STATE.get())),
             pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
                 if let Some(at) = s.iter().position(|&(id, _)| id == my_subid) {
-                    DEPTH.store(s[at].1, Ordering::Relaxed);
+                    STATE.set(s[at].1);
                     s.truncate(at);
                 }
             }

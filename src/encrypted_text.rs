@@ -97,10 +97,14 @@ fn from_envelope_bytes(bytes: &[u8]) -> EncryptedText {
 }
 
 /// A value in the transport form another node wrote (see `distributed.rs`):
-/// stored as it is once its MAC verifies under this session's key of its
+/// taken only where Citus can be the sender (`receiving_from_other_nodes`),
+/// and stored as it is once its MAC verifies under this session's key of its
 /// version and this transaction's transport secret (none set: refused). It never needs the plaintext, so the typmod was enforced where
 /// the value was encrypted.
 fn from_transport(text: &[u8]) -> EncryptedText {
+    if !distributed::receiving_from_other_nodes() {
+        raise(Error::BadTransport);
+    }
     let secret = gucs::transport_secret().ok_or(Error::BadTransport).or_raise();
     let ring = key_cache::keyring().or_raise();
     let bytes = stored::parse_transport_text(text, &secret[..], |v| ring.get(v)).or_raise();

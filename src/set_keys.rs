@@ -23,6 +23,7 @@ use crate::gucs;
 /// wiped after use (SPI's own copies live in its memory contexts until the
 /// statement ends, as any statement text does).
 fn set(name: &CStr, value: &str, local: bool) {
+    let _forwarded = crate::ddl_guard::ForwardedSet::begin();
     let quoted = quote_literal(value);
     let mut stmt = Zeroizing::new(String::with_capacity(quoted.len() + 64));
     stmt.push_str(if local { "SET LOCAL " } else { "SET " });

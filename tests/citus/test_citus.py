@@ -239,11 +239,13 @@ def test_rotation_across_shards_survives_a_worker_restart(formation, keys):
 
 
 def test_keyless_dump_of_the_coordinator(formation):
-    """The coordinator relays the workers' COPY output of distributed and
-    reference tables: the workers write envelopes too while their database
-    says so (README: the keyless dump on Citus)."""
+    """The coordinator relays the COPY output of distributed and reference
+    tables, which Citus reads through connections of its own (to the
+    workers, and to the coordinator's replica of a reference table): every
+    node writes envelopes while its database says so (README: the keyless
+    dump on Citus)."""
     f = formation
-    for w in f.workers:
+    for w in f.nodes:
         with f.connect(w) as wc:
             wc.execute("SET citus.enable_ddl_propagation = off")
             wc.execute("ALTER DATABASE clinic SET pazpaz.encrypted_text_io = 'envelope'")
@@ -251,7 +253,7 @@ def test_keyless_dump_of_the_coordinator(formation):
         out = f.coordinator.tool("pg_dump", "-d", "clinic", "--no-owner",
                                  env={"PGOPTIONS": "-c pazpaz.encrypted_text_io=envelope"})
     finally:
-        for w in f.workers:
+        for w in f.nodes:
             with f.connect(w) as wc:
                 wc.execute("SET citus.enable_ddl_propagation = off")
                 wc.execute("ALTER DATABASE clinic RESET pazpaz.encrypted_text_io")
@@ -301,9 +303,18 @@ def test_transport_forms_do_not_replay(formation, keys):
         c.execute("SELECT create_distributed_table('replay', 'id', shard_count => 2)")
         begin_with_keys(c, keys)
         c.execute(f"INSERT INTO replay VALUES (0, '{MARK}-victim')")
-        c.execute("COMMIT")
+        # Within the very transaction that made it (its secret is current):
+        # a client's value is still no transport form.
         seen = re.findall(r"'(pazpaz-transport:[A-Za-z0-9+/=]+)'", f.worker_logs())
         assert seen, "no transport form in the workers' logs to replay"
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("INSERT INTO replay VALUES (9, %s)", (seen[-1],))
+        assert "transport form" in str(e.value), str(e.value)[:300]
+        c.execute("ROLLBACK")
+        begin_with_keys(c, keys)
+        c.execute(f"INSERT INTO replay VALUES (0, '{MARK}-victim')")
+        c.execute("COMMIT")
+        seen = re.findall(r"'(pazpaz-transport:[A-Za-z0-9+/=]+)'", f.worker_logs())
         begin_with_keys(c, keys)
         with pytest.raises(psycopg.Error) as e:
             c.execute("INSERT INTO replay VALUES (1, %s)", (seen[0],))
@@ -335,8 +346,33 @@ def test_text_made_on_the_coordinator_stays_plaintext(formation, keys):
         begin_with_keys(c, keys)
         c.execute("INSERT INTO summary VALUES (1, format('%s', 'fmt-value'::encrypted_text))")
         c.execute("INSERT INTO summary VALUES (2, concat('Note: ', %s::encrypted_text))", ("param-value",))
-        lines = dict(c.execute("SELECT id, line FROM summary").fetchall())
         pruned = c.execute("SELECT v FROM pt WHERE k = format('%s', 'alice'::encrypted_text)").fetchall()
+        # search_path = pg_catalog, as a hardened function or session has it.
+        c.execute("CREATE FUNCTION label(e encrypted_text) RETURNS text IMMUTABLE LANGUAGE plpgsql"
+                  " SET search_path = pg_catalog AS $$ BEGIN RETURN format('%s', e); END $$")
+        labelled = c.execute("SELECT public.label('lbl-value'::encrypted_text)").fetchone()[0]
+        c.execute("INSERT INTO summary VALUES (3, public.label('lbl-dist'::encrypted_text))")
+        c.execute("SET LOCAL search_path = pg_catalog")
+        c.execute("INSERT INTO public.summary VALUES (4, format('%s', 'sp-value'::public.encrypted_text))")
+        c.execute("RESET search_path")
+        lines = dict(c.execute("SELECT id, line FROM summary").fetchall())
         c.execute("COMMIT")
-    assert lines == {1: "fmt-value", 2: "Note: param-value"}
+    assert lines == {1: "fmt-value", 2: "Note: param-value", 3: "lbl-dist", 4: "sp-value"}
     assert pruned == [(1,)]
+    assert labelled == "lbl-value"
+
+
+def test_a_clients_own_set_local_of_a_key_is_masked(formation, keys):
+    """A key SET LOCAL that the client writes itself (not set_keys) reaches
+    pg_stat_statements masked even while Citus forwards SET LOCAL."""
+    f = formation
+    ring = keys_json(keys)
+    with f.connect() as c:
+        c.execute("SELECT pg_stat_statements_reset()")
+        c.execute("SET citus.propagate_set_commands = local")
+        c.execute("BEGIN")
+        c.execute(f"SET LOCAL pazpaz.encryption_keys = '{ring}'")
+        c.execute("COMMIT")
+        stored = str(c.execute("SELECT query FROM pg_stat_statements WHERE query ILIKE '%pazpaz%'").fetchall())
+    assert "pazpaz.encryption_keys = xxx" in stored, stored[:500]
+    assert "pzw1:" not in stored

@@ -71,7 +71,7 @@ pub enum Error {
     CiphertextTooShort,
     #[error("Invalid encrypted_text envelope: {0}")]
     BadEncryptedText(&'static str),
-    #[error("Invalid encrypted_text transport form: its tag does not verify under this transaction's keys (transport forms are valid only in the transaction that made them)")]
+    #[error("Invalid encrypted_text transport form: transport forms are accepted only from another Citus node, in the transaction that made them")]
     BadTransport,
     #[error("encrypted_text values are sent to other Citus nodes only in a transaction whose keys were set with set_keys(..., is_local => true)")]
     NoTransportSecret,
