@@ -33,10 +33,10 @@ case $PG_MAJOR in
         return 2 2>/dev/null || exit 2
         ;;
 esac
+PG_SERVER_BIN=$PGBIN    # PGBIN itself may point to an overlay (use_package_overlay)
 # A private copy of the installation (use_package_overlay) made by a caller
 # whose children source this file again (scripts/test_citus.sh).
 if [ -n "${PAZPAZ_OVERLAY_BIN:-}" ]; then PGBIN=$PAZPAZ_OVERLAY_BIN; fi
-PG_SERVER_BIN=$PGBIN    # PGBIN itself may point to an overlay (use_package_overlay)
 # The cargo target directory of builds for PG_MAJOR: builds made inside a
 # chroot (another C library) have their own under the repository (which the
 # chroot sees); builds on the host use the usual one.
