@@ -21,7 +21,7 @@ use crate::error::{raise, OrRaise};
 use crate::gucs::{self, TextIo};
 use crate::key_cache;
 use crate::nonces;
-use crate::varlena::{varlena_type, Bytea, Text, VarlenaBuf};
+use crate::varlena::{self, varlena_type, Bytea, Text, VarlenaBuf};
 
 varlena_type!(
     /// An `encrypted_text` datum: the envelope bytes.
@@ -197,14 +197,13 @@ fn encrypted_text_out(value: EncryptedText) -> CStringOut {
         }
         TextIo::Plaintext => {
             let len = plaintext_len(bytes);
-            // SAFETY: palloc0 raises on failure (or for a size over
-            // MaxAllocSize) and never returns NULL; the bytes are zeroed.
-            let p = unsafe { pg_sys::palloc0(len + 1) }.cast::<u8>();
+            // Shorter than the envelope, so `len + 1` cannot overflow.
+            let p = varlena::palloc_zeroed(len + 1);
             // SAFETY: `p` points to `len + 1` zeroed bytes just allocated and
             // owned here; the last one stays NUL.
-            let out = unsafe { std::slice::from_raw_parts_mut(p, len) };
+            let out = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) };
             open_into(bytes, out).or_raise();
-            CStringOut(p.cast())
+            CStringOut(p.as_ptr().cast())
         }
     }
 }

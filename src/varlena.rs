@@ -29,7 +29,7 @@ mod unguarded {
 
     extern "C" {
         /// PostgreSQL's palloc_extended (mcxt.c), declared without pgrx's
-        /// FFI guard; see `VarlenaBuf::alloc` for why that is sound here.
+        /// FFI guard; see `palloc_zeroed` for why that is sound here.
         pub fn palloc_extended(size: usize, flags: c_int) -> *mut c_void;
         /// The same for an explicit memory context.
         pub fn MemoryContextAllocExtended(
@@ -38,6 +38,21 @@ mod unguarded {
             flags: c_int,
         ) -> *mut c_void;
     }
+}
+
+/// `size` zeroed bytes in the current memory context (palloc0), or an ERROR
+/// (too large, out of memory) raised from Rust.
+pub fn palloc_zeroed(size: usize) -> NonNull<u8> {
+    if size > MAX_ALLOC_SIZE {
+        raise(Error::TooLarge);
+    }
+    // SAFETY: with MCXT_ALLOC_NO_OOM, palloc_extended reports running out of
+    // memory by returning NULL; its only other ERROR is for a size above
+    // MaxAllocSize, excluded above. So it cannot longjmp over our frames, and
+    // needs none of the sigsetjmp guard pgrx puts around every PostgreSQL
+    // call (a measurable share of a short field's cost).
+    let p = unsafe { unguarded::palloc_extended(size, MCXT_ALLOC_NO_OOM | MCXT_ALLOC_ZERO) };
+    NonNull::new(p.cast::<u8>()).unwrap_or_else(|| raise_out_of_memory())
 }
 
 /// A read-only varlena datum, valid for the current function call: an
@@ -91,15 +106,8 @@ impl VarlenaBuf {
     /// A new varlena with `len` data bytes (zeroed), in the current memory
     /// context.
     pub fn alloc(len: usize) -> VarlenaBuf {
-        let total = len.checked_add(pg_sys::VARHDRSZ).filter(|&t| t <= MAX_ALLOC_SIZE);
-        let Some(total) = total else { raise(Error::TooLarge) };
-        // SAFETY: with MCXT_ALLOC_NO_OOM, palloc_extended reports running out
-        // of memory by returning NULL; its only other ERROR is for a size
-        // above MaxAllocSize, excluded above. So it cannot longjmp over our
-        // frames, and needs none of the sigsetjmp guard pgrx puts around
-        // every PostgreSQL call (a measurable share of a short field's cost).
-        let p = unsafe { unguarded::palloc_extended(total, MCXT_ALLOC_NO_OOM | MCXT_ALLOC_ZERO) };
-        let Some(p) = NonNull::new(p.cast::<pg_sys::varlena>()) else { raise_out_of_memory() };
+        let Some(total) = len.checked_add(pg_sys::VARHDRSZ) else { raise(Error::TooLarge) };
+        let p = palloc_zeroed(total).cast::<pg_sys::varlena>();
         // SAFETY: `p` points to `total` writable bytes (at least VARHDRSZ),
         // suitably aligned by palloc for a 4-byte header; `total` is at most
         // MaxAllocSize, so it fits the header's 30 bits and an i32.
