@@ -263,10 +263,9 @@ thread_local! {
     static FORWARDED_SET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Marks the SET that `set_keys` is about to run through SPI (until dropped;
-/// an ERROR in between is followed by a new statement, whose next `begin`
-/// sets the mark again, and the mark only ever lets a SET LOCAL that Citus
-/// forwards keep its text).
+/// Marks the SET that `set_keys` is about to run through SPI, until dropped
+/// (an ERROR inside SPI reaches Rust as a panic, so the drop runs then too;
+/// the mark only ever lets a SET LOCAL that Citus forwards keep its text).
 pub struct ForwardedSet(bool);
 
 impl ForwardedSet {
