@@ -101,6 +101,10 @@ COMMENT ON FUNCTION @extschema@.search_index_register(pg_catalog.regclass, pg_ca
   'Internal to add_blind_index/add_match_index: registers the definition of the table''s own search trigger, refusing a context of another owner''s table';
 COMMENT ON FUNCTION @extschema@.search_index_unregister(pg_catalog.regclass, pg_catalog.name) IS
   'Internal to drop_blind_index/drop_match_index: forgets an index whose trigger is gone';
+COMMENT ON FUNCTION @extschema@.search_lookup_unplanned_exact(pg_catalog.text) IS
+  'Internal (Citus): stands in for a blind_index_for whose value was not known when its query was planned; carries no value and raises';
+COMMENT ON FUNCTION @extschema@.search_lookup_unplanned_match(pg_catalog.text) IS
+  'Internal (Citus): stands in for a blind_search_tokens_for whose value was not known when its query was planned; carries no value and raises';
 COMMENT ON FUNCTION @extschema@.index_key_status() IS
   'Index key settings that are set, each with an 8-hex-digit fingerprint of its key (never a key)';
 COMMENT ON FUNCTION @extschema@.search_index_check(pg_catalog.text, pg_catalog.text, pg_catalog.int4, pg_catalog.text) IS

@@ -139,6 +139,9 @@ AS $proc$
 DECLARE
     caller pg_catalog.text := CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'add_blind_index' ELSE 'add_match_index' END;
     citus_table pg_catalog.bool := false;
+    keycols pg_catalog.text;
+    keyjoin pg_catalog.text;
+    failed pg_catalog.text;
     typid pg_catalog.oid;
     src_type pg_catalog.text;
     nsp pg_catalog.name;
@@ -236,16 +239,26 @@ BEGIN
       JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
      WHERE c.oid OPERATOR(pg_catalog.=) tbl;
     rel := pg_catalog.format('%I.%I', nsp, relname);
-    -- Not on Citus tables (yet): the trigger would run on the shards, where
-    -- neither the registry row it checks nor TID batches exist. Refused
-    -- before anything changes.
+    -- A Citus table (distributed or reference): the trigger is created on
+    -- its shards too (Citus propagates it) and fires on the workers, which
+    -- check its definition against their own copy of the registry (written
+    -- below on every node); the backfill goes by primary key, since TIDs mean
+    -- nothing across shards.
     IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
         EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1)'
             INTO citus_table USING tbl;
-        IF citus_table THEN
-            RAISE EXCEPTION '% does not support Citus distributed or reference tables yet', caller
-                USING ERRCODE = '0A000',
-                      HINT = 'See README, "Scaling out with Citus".';
+    END IF;
+    IF citus_table THEN
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', '),
+               pg_catalog.string_agg(pg_catalog.format('t.%1$I OPERATOR(pg_catalog.=) s.%1$I', a.attname), ' AND ')
+          INTO keycols, keyjoin
+          FROM pg_catalog.pg_index i
+          JOIN pg_catalog.pg_attribute a
+            ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
+           AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::pg_catalog.int2[])
+         WHERE i.indrelid OPERATOR(pg_catalog.=) tbl AND i.indisprimary;
+        IF keycols IS NULL THEN
+            RAISE EXCEPTION '% needs a primary key on the Citus table %', caller, tbl USING ERRCODE = '0A000';
         END IF;
     END IF;
     -- The default context names the column (quoted identifiers, so that no
@@ -282,6 +295,9 @@ BEGIN
         IF trig_cols OPERATOR(pg_catalog.>) 0 THEN
             -- A trigger of an earlier version (UPDATE OF the source column
             -- only): replaced by one that fires on every UPDATE.
+            IF citus_table THEN
+                PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+            END IF;
             EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trig, rel);
             EXECUTE pg_catalog.format(
                 'CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%L, %L, %L, %L, %L, %L, %L, %L, %L)',
@@ -301,12 +317,31 @@ BEGIN
         END IF;
         EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', rel, tokcol,
             CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'pg_catalog.bytea' ELSE 'pg_catalog.int4[]' END);
+        IF citus_table THEN
+            -- Citus refuses triggers on its tables unless told; this one
+            -- only computes its own row's token (no query, nothing remote).
+            PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+        END IF;
         EXECUTE pg_catalog.format(
             'CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%L, %L, %L, %L, %L, %L, %L, %L, %L)',
             trig, rel, args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9]);
         PERFORM @extschema@.search_index_register(tbl, args);
         -- From here on every write keeps the token current.
         COMMIT;
+    END IF;
+
+    IF citus_table THEN
+        -- Every node's registry, now that the trigger is committed on every
+        -- node (each checks it there): on a re-run too, for nodes added since.
+        EXECUTE $c$SELECT pg_catalog.string_agg(pg_catalog.format('%s:%s: %s', nodename, nodeport, result), '; ')
+                     FROM pg_catalog.run_command_on_workers($1) WHERE NOT success$c$
+           INTO failed
+          USING pg_catalog.format('SELECT @extschema@.search_index_register(%L::pg_catalog.regclass, %L::pg_catalog.text[])',
+                                  rel, args);
+        IF failed IS NOT NULL THEN
+            RAISE EXCEPTION '%: could not register % on every Citus node: %', caller, tokcol, failed
+                USING ERRCODE = '55000', HINT = pg_catalog.format('CALL %s again when every node is up.', caller);
+        END IF;
     END IF;
 
     cond := pg_catalog.format('%I IS NULL AND %I IS NOT NULL', tokcol, col);
@@ -330,9 +365,33 @@ BEGIN
     EXECUTE q INTO total;
     RAISE NOTICE '%: % rows of %.% to index', caller, total, tbl, col;
     remaining := total;
+    IF citus_table THEN
+        -- Batches by primary key: the subquery (planned on the coordinator)
+        -- picks rows not indexed yet, the UPDATE runs on their shards, where
+        -- the trigger computes each token with the keys forwarded to this
+        -- transaction (forward_keys()). A row a concurrent write indexed
+        -- meanwhile fails the recheck and is skipped.
+        upd := pg_catalog.format($q$
+            UPDATE %1$s AS t SET %3$I = NULL
+              FROM (SELECT %4$s FROM %1$s WHERE %2$s LIMIT $1) AS s
+             WHERE %5$s AND t.%3$I IS NULL AND t.%6$I IS NOT NULL
+        $q$, rel, cond, tokcol, keycols, keyjoin, col);
+        LOOP
+            PERFORM @extschema@.forward_keys();
+            EXECUTE upd USING batch_size;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            COMMIT;
+            EXIT WHEN n OPERATOR(pg_catalog.=) 0;
+            batch := batch OPERATOR(pg_catalog.+) 1;
+            done := done OPERATOR(pg_catalog.+) n;
+            RAISE NOTICE 'batch %: %/% rows', batch, done, total;
+        END LOOP;
+        EXECUTE q INTO remaining;
+        COMMIT;
+    END IF;
     -- Rows that moved behind the walk (an UPDATE of another column of a row
     -- not indexed yet) are picked up by a further pass.
-    WHILE remaining OPERATOR(pg_catalog.>) 0 AND pass OPERATOR(pg_catalog.<) 5 LOOP
+    WHILE remaining OPERATOR(pg_catalog.>) 0 AND pass OPERATOR(pg_catalog.<) 5 AND NOT citus_table LOOP
         pass := pass OPERATOR(pg_catalog.+) 1;
         nblocks := pg_catalog.pg_relation_size(tbl) OPERATOR(pg_catalog./)
                    pg_catalog.current_setting('block_size')::pg_catalog.int8;
@@ -426,6 +485,8 @@ DECLARE
     rel pg_catalog.text;
     have_args pg_catalog.bytea;
     prefix pg_catalog.bytea;
+    citus_table pg_catalog.bool := false;
+    failed pg_catalog.text;
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_class c
                     WHERE c.oid OPERATOR(pg_catalog.=) tbl::pg_catalog.oid
@@ -456,9 +517,29 @@ BEGIN
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
      WHERE c.oid OPERATOR(pg_catalog.=) tbl;
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1)'
+            INTO citus_table USING tbl;
+    END IF;
+    IF citus_table THEN
+        PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    END IF;
     EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trig, rel);
     PERFORM @extschema@.search_index_unregister(tbl, tokcol::pg_catalog.name);
     EXECUTE pg_catalog.format('ALTER TABLE %s DROP COLUMN %I', rel, tokcol);
+    IF citus_table THEN
+        -- The other nodes' registries, once the trigger is gone there.
+        COMMIT;
+        EXECUTE $c$SELECT pg_catalog.string_agg(pg_catalog.format('%s:%s: %s', nodename, nodeport, result), '; ')
+                     FROM pg_catalog.run_command_on_workers($1) WHERE NOT success$c$
+           INTO failed
+          USING pg_catalog.format('SELECT @extschema@.search_index_unregister(%L::pg_catalog.regclass, %L::pg_catalog.name)',
+                                  rel, tokcol);
+        IF failed IS NOT NULL THEN
+            RAISE WARNING '%: % is dropped, but some Citus nodes still list it (harmless: nothing uses it): %',
+                caller, tokcol, failed;
+        END IF;
+    END IF;
     RAISE NOTICE '%: dropped % and its trigger and indexes', caller, tokcol;
 END
 $proc$;

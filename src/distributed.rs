@@ -29,6 +29,8 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 
 use pgrx::pg_sys;
 
+use crate::citus_lookups;
+
 /// Where this backend is, for the output and input functions of
 /// encrypted_text. A backend is single-threaded; `Cell` suffices.
 #[derive(Clone, Copy, Default)]
@@ -219,7 +221,10 @@ unsafe extern "C-unwind" fn planner(
     cursor_options: c_int,
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
-    with_depth(true, || {
+    // Search lookups first: Citus would send their values to the workers.
+    // SAFETY: the planner's own query and bound parameters.
+    let folded = unsafe { citus_lookups::fold(parse, bound_params) };
+    let stmt = with_depth(true, || {
         // SAFETY: PostgreSQL's arguments, passed on unchanged.
         unsafe {
             match PREV_PLANNER {
@@ -227,7 +232,10 @@ unsafe extern "C-unwind" fn planner(
                 None => unguarded::standard_planner(parse, query_string, cursor_options, bound_params),
             }
         }
-    })
+    });
+    // SAFETY: the statement just planned from the folded query.
+    unsafe { folded.apply(stmt) };
+    stmt
 }
 
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {

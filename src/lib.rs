@@ -17,6 +17,8 @@
 //!   change, and the keys derived from them per context
 //! - `search.rs`: blind indexes, match tokens, the trigger that maintains
 //!   them, and the lookups by index (procedures in `sql/search.sql`)
+//! - `distributed.rs`: Citus: when a value is written as text for another
+//!   node; `citus_lookups.rs`: lookups' tokens computed on the coordinator
 //! - `kek.rs`: the server's key-encryption keys, loaded by the postmaster
 //! - `key_wrapping.rs`: `generate_wrapped_encryption_key()`,
 //!   `wrap_encryption_key()`, `rewrap_encryption_key()`, `kek_status()`
@@ -36,6 +38,7 @@ use pgrx::prelude::*;
 ::pgrx::pg_module_magic!(name, version);
 
 mod backend_local;
+mod citus_lookups;
 mod ddl_guard;
 mod distributed;
 mod encrypted_text;

@@ -182,6 +182,169 @@ fn blind_search_tokens_for(tbl: PgRelation, token_column: &str, query: Text) -> 
     query_tokens(&choice, query.0.as_bytes(), def.context.as_bytes(), def.normalize, def.bits)
 }
 
+/// Stands in for a lookup (`blind_index_for`, `blind_equals`) whose value
+/// was not known when a query on a Citus table was planned
+/// (`citus_lookups.rs`): it carries no value (nothing of the search term
+/// reaches a worker) and raises wherever it runs. VOLATILE: the planner's
+/// estimates call STABLE functions of constants, and that plan (a generic
+/// plan the plan cache builds only to compare costs) must plan.
+#[pg_extern(volatile, strict, parallel_safe)]
+fn search_lookup_unplanned_exact(_token_column: &str) -> Bytea {
+    raise(Error::LookupNotPlanned)
+}
+
+/// As `search_lookup_unplanned_exact`, for `blind_search_tokens_for` and
+/// `blind_contains`.
+#[pg_extern(volatile, strict, parallel_safe)]
+fn search_lookup_unplanned_match(_token_column: &str) -> Vec<i32> {
+    raise(Error::LookupNotPlanned)
+}
+
+/// The lookups by index.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// `blind_index_for`: a blind index (bytea).
+    Exact,
+    /// `blind_search_tokens_for`: a query's match tokens (int4[]).
+    Match,
+}
+
+/// A call of one of the lookup functions, by the shape of its arguments.
+#[derive(Clone, Copy)]
+pub(crate) struct LookupCall {
+    pub lookup: Lookup,
+    /// The table is given as text (the overloads a literal call picks), not
+    /// as regclass.
+    pub table_as_text: bool,
+    /// `blind_equals` / `blind_contains`: a token column first, compared
+    /// with the lookup's result (`=` / `@>`).
+    pub compares: bool,
+}
+
+impl Lookup {
+    /// The lookup's result for `value`, computed now (for a call whose
+    /// arguments are known when it is planned: `citus_lookups.rs`).
+    pub(crate) fn compute(self, tbl: pg_sys::Oid, token_column: &str, value: &[u8]) -> pg_sys::Datum {
+        // SAFETY: the table the query names, locked as its planning locks
+        // it; closed when `rel` is dropped.
+        let rel = unsafe { PgRelation::with_lock(tbl, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+        let kind = match self {
+            Lookup::Exact => Kind::Exact,
+            Lookup::Match => Kind::Tokens,
+        };
+        let def = definition(&rel, token_column, kind);
+        let index = || def.name(&rel);
+        let choice = KeyChoice::Fingerprint { fingerprint: &def.fingerprint, index: &index };
+        let ctx = def.context.as_bytes();
+        let datum = match self {
+            Lookup::Exact => exact(&choice, value, ctx, def.normalize, def.bits).into_datum(),
+            Lookup::Match => query_tokens(&choice, value, ctx, def.normalize, def.bits).into_datum(),
+        };
+        datum.unwrap_or_else(|| raise(Error::BadSearchIndex { index: index() }))
+    }
+
+    /// The result's type.
+    pub(crate) fn result_type(self) -> pg_sys::Oid {
+        match self {
+            Lookup::Exact => pg_sys::BYTEAOID,
+            Lookup::Match => pg_sys::INT4ARRAYOID,
+        }
+    }
+
+    /// The stand-in of this lookup when its value is not known.
+    pub(crate) fn unplanned(self, functions: &LookupFunctions) -> pg_sys::Oid {
+        match self {
+            Lookup::Exact => functions.unplanned_exact,
+            Lookup::Match => functions.unplanned_match,
+        }
+    }
+}
+
+/// The lookup functions of the extension, by oid (`lookup_functions`).
+#[derive(Clone, Copy)]
+pub(crate) struct LookupFunctions {
+    /// (function, its call shape).
+    calls: [(pg_sys::Oid, LookupCall); 6],
+    unplanned_exact: pg_sys::Oid,
+    unplanned_match: pg_sys::Oid,
+}
+
+impl LookupFunctions {
+    /// Whether the extension is in this database.
+    pub(crate) fn exist(&self) -> bool {
+        self.calls[0].0 != pg_sys::InvalidOid
+    }
+
+    /// The lookup call `funcid` is, if it is one.
+    pub(crate) fn call(&self, funcid: pg_sys::Oid) -> Option<LookupCall> {
+        if funcid == pg_sys::InvalidOid {
+            return None;
+        }
+        self.calls.iter().find(|(f, _)| *f == funcid).map(|(_, c)| *c)
+    }
+}
+
+const fn shape(lookup: Lookup, table_as_text: bool, compares: bool) -> LookupCall {
+    LookupCall { lookup, table_as_text, compares }
+}
+
+const NO_FUNCTIONS: LookupFunctions = LookupFunctions {
+    calls: [(pg_sys::InvalidOid, shape(Lookup::Exact, false, false)); 6],
+    unplanned_exact: pg_sys::InvalidOid,
+    unplanned_match: pg_sys::InvalidOid,
+};
+
+/// (extension oid, its lookup functions), once looked up.
+static LOOKUP_FUNCTIONS: BackendLocal<Cell<(pg_sys::Oid, LookupFunctions)>> =
+    BackendLocal::new(Cell::new((pg_sys::InvalidOid, NO_FUNCTIONS)));
+
+/// The lookup functions in the extension's schema (none while the extension
+/// is not created in this database).
+pub(crate) fn lookup_functions() -> LookupFunctions {
+    // SAFETY: a catalog lookup by name (missing_ok).
+    let ext = unsafe { pg_sys::get_extension_oid(c"pazpaz_crypto".as_ptr(), true) };
+    if ext == pg_sys::InvalidOid {
+        return NO_FUNCTIONS;
+    }
+    let (cached, functions) = LOOKUP_FUNCTIONS.get();
+    if cached == ext {
+        return functions;
+    }
+    let nsp = extension_namespace();
+    let find = |name: &CStr, args: &[pg_sys::Oid]| {
+        // SAFETY: a function lookup by schema, name and argument types, in
+        // the current memory context (missing_ok: InvalidOid if absent).
+        unsafe {
+            let nspname = pg_sys::get_namespace_name(nsp);
+            if nspname.is_null() {
+                return pg_sys::InvalidOid;
+            }
+            let names = pg_sys::list_make2_impl(
+                pg_sys::NodeTag::T_List,
+                pg_sys::ListCell { ptr_value: pg_sys::makeString(nspname).cast() },
+                pg_sys::ListCell { ptr_value: pg_sys::makeString(pg_sys::pstrdup(name.as_ptr())).cast() },
+            );
+            let n = i32::try_from(args.len()).unwrap_or(0);
+            pg_sys::LookupFuncName(names, n, args.as_ptr(), true)
+        }
+    };
+    use pg_sys::{BYTEAOID, INT4ARRAYOID, REGCLASSOID, TEXTOID};
+    let functions = LookupFunctions {
+        calls: [
+            (find(c"blind_index_for", &[REGCLASSOID, TEXTOID, TEXTOID]), shape(Lookup::Exact, false, false)),
+            (find(c"blind_search_tokens_for", &[REGCLASSOID, TEXTOID, TEXTOID]), shape(Lookup::Match, false, false)),
+            (find(c"blind_index_for", &[TEXTOID, TEXTOID, TEXTOID]), shape(Lookup::Exact, true, false)),
+            (find(c"blind_search_tokens_for", &[TEXTOID, TEXTOID, TEXTOID]), shape(Lookup::Match, true, false)),
+            (find(c"blind_equals", &[BYTEAOID, TEXTOID, TEXTOID, TEXTOID]), shape(Lookup::Exact, true, true)),
+            (find(c"blind_contains", &[INT4ARRAYOID, TEXTOID, TEXTOID, TEXTOID]), shape(Lookup::Match, true, true)),
+        ],
+        unplanned_exact: find(c"search_lookup_unplanned_exact", &[TEXTOID]),
+        unplanned_match: find(c"search_lookup_unplanned_match", &[TEXTOID]),
+    };
+    LOOKUP_FUNCTIONS.set((ext, functions));
+    functions
+}
+
 /// One row per index key setting that is set: its name and the key's
 /// fingerprint (8 hex digits of a domain-separated SHA-256; never the key).
 #[pg_extern(stable, strict, parallel_safe)]
@@ -439,6 +602,22 @@ fn check_registered(rel: &PgRelation, t: &pg_sys::Trigger, args: &[&CStr], index
     if registry == pg_sys::InvalidOid {
         raise(Error::UnregisteredSearchIndex { index: index() });
     }
+    // A shard of a Citus table is covered by its table's registration,
+    // which add_blind_index makes on every node.
+    let found =
+        registered(registry, relid, args) || citus_table_of_shard(rel).is_some_and(|t| registered(registry, t, args));
+    if !found {
+        raise(Error::UnregisteredSearchIndex { index: index() });
+    }
+    let mut cache = REGISTERED.borrow_mut();
+    if cache.len() >= MAX_REGISTERED {
+        cache.clear();
+    }
+    cache.push((relid, t.tgoid, args_bytes(args)));
+}
+
+/// Whether the registry holds the definition `args` for the table `relid`.
+fn registered(registry: pg_sys::Oid, relid: pg_sys::Oid, args: &[&CStr]) -> bool {
     let mut found = false;
     // SAFETY: the registry's columns are (rel regclass, token_column name,
     // definition text[]); regclass is an oid by value, the array is
@@ -457,14 +636,51 @@ fn check_registered(rel: &PgRelation, t: &pg_sys::Trigger, args: &[&CStr], index
             !found
         })
     };
-    if !found {
-        raise(Error::UnregisteredSearchIndex { index: index() });
+    found
+}
+
+/// The Citus table `rel` is a shard of, by Citus's metadata (pg_dist_shard,
+/// on every node of a formation): a shard is `<table>_<shard id>` in its
+/// table's schema, owned by its table's owner. The owner check is what
+/// matters: only the table's owner (or a superuser) can have made a relation
+/// of that name and owner, so no one else can borrow the table's
+/// registration for a copied trigger. None for any other relation (and
+/// without Citus); names Citus shortens (over about 50 bytes) are not
+/// recognised, and their shards' triggers refuse to write (fail closed).
+fn citus_table_of_shard(rel: &PgRelation) -> Option<pg_sys::Oid> {
+    // SAFETY: a catalog lookup by name in pg_catalog.
+    let dist_shard = unsafe {
+        pg_sys::get_relname_relid(c"pg_dist_shard".as_ptr(), pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE))
+    };
+    if dist_shard == pg_sys::InvalidOid {
+        return None;
     }
-    let mut cache = REGISTERED.borrow_mut();
-    if cache.len() >= MAX_REGISTERED {
-        cache.clear();
+    let name = rel.name();
+    let (base, id) = name.rsplit_once('_')?;
+    if id.is_empty() || id.starts_with('0') || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    cache.push((relid, t.tgoid, args_bytes(args)));
+    let shard_id: i64 = id.parse().ok()?;
+    let mut table = None;
+    // SAFETY: pg_dist_shard's columns 1 (logicalrelid regclass) and 2
+    // (shardid bigint) are by value.
+    unsafe {
+        scan_table(dist_shard, |tuple, desc| {
+            if column(tuple, desc, 2).and_then(|d| i64::from_datum(d, false)) == Some(shard_id) {
+                table = column(tuple, desc, 1).and_then(|d| pg_sys::Oid::from_datum(d, false));
+                return false;
+            }
+            true
+        })
+    };
+    let table = table.filter(|t| *t != rel.oid())?;
+    // SAFETY: a table Citus's metadata names, opened to read its pg_class
+    // row; closed when `logical` is dropped.
+    let logical = unsafe { PgRelation::with_lock(table, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    // SAFETY: both relations are open; their pg_class rows are in the relcache.
+    let (rel_owner, table_owner) = unsafe { ((*rel.rd_rel).relowner, (*logical.rd_rel).relowner) };
+    (logical.name() == base && logical.namespace_oid() == rel.namespace_oid() && rel_owner == table_owner)
+        .then_some(table)
 }
 
 /// Trigger arguments as pg_trigger keeps them: each followed by a NUL byte.

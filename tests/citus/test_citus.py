@@ -276,19 +276,177 @@ def test_set_keys_is_redacted_with_parameters_too(formation, keys):
     assert keys[0][0] not in f.coordinator.log.read_text(errors="replace")
 
 
-def test_search_indexes_refuse_citus_tables(formation, keys):
+@pytest.fixture(scope="module")
+def index_key(formation):
+    return wrapped_keys(formation, 1)[0][0]
+
+
+def begin_with_search_keys(conn, keys, index_key):
+    """A transaction whose data keys and index key reach every node."""
+    conn.execute("BEGIN")
+    conn.execute("SELECT set_keys(%s, %s, %s, true, %s)", ("", keys_json(keys), "v1", index_key))
+
+
+def test_blind_and_match_indexes_on_a_distributed_table(formation, keys, index_key):
+    """add_blind_index / add_match_index on a distributed table: the token
+    column, trigger and index live with every shard, the backfill runs on
+    the workers, lookups route by distribution column, and a lookup's search
+    term never reaches a worker (its token is computed on the coordinator)."""
+    f = formation
+    n = 120
+    with f.connect() as c:
+        c.execute("CREATE TABLE clients (ws int, id int, email encrypted_text, name encrypted_text,"
+                  " PRIMARY KEY (ws, id))")
+        c.execute("SELECT create_distributed_table('clients', 'ws', shard_count => 8)")
+        begin_with_search_keys(c, keys, index_key)
+        c.execute(f"INSERT INTO clients SELECT g % 6, g, '{MARK}-user' || g || '@example.com',"
+                  f" '{MARK}-Name' || g FROM generate_series(1, {n}) g")
+        c.execute("COMMIT")
+    notices = []
+    with f.connect() as c:
+        c.add_notice_handler(lambda d: notices.append(d.message_primary))
+        # Session keys: each batch forwards them to the nodes it uses.
+        c.execute("SELECT set_keys(%s, %s, %s, false, %s)", ("", keys_json(keys), "v1", index_key))
+        c.execute("CALL add_blind_index('clients', 'email', normalization => 'lower', batch_size => 25)")
+        c.execute("CALL add_match_index('clients', 'name', batch_size => 50)")
+    assert any(m.startswith("batch ") for m in notices), notices
+    assert any("done, 120 rows indexed" in m for m in notices), notices
+    with f.connect() as c:
+        assert c.execute("SELECT count(*) FROM clients WHERE email_bidx IS NULL OR name_tokens IS NULL"
+                         ).fetchone()[0] == 0
+    # Every shard has the token column, the trigger and the index.
+    for w in f.workers:
+        with f.connect(w) as wc:
+            wc.execute("SET citus.show_shards_for_app_name_prefixes = '*'")  # Citus hides shards otherwise
+            shards = wc.execute("SELECT count(*) FROM pg_class WHERE relname ~ '^clients_[0-9]+$'").fetchone()[0]
+            trig = wc.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid::regclass::text ~ '^clients_[0-9]+$'"
+                              " AND tgname ~ '^zz_pazpaz_(email_bidx|name_tokens)'").fetchone()[0]
+            idx = wc.execute("SELECT count(*) FROM pg_class WHERE relname ~ '^clients_email_bidx_[0-9]+$'").fetchone()[0]
+            reg = wc.execute("SELECT count(*) FROM search_indexes WHERE rel = 'clients'::regclass").fetchone()[0]
+        assert shards > 0 and trig == 2 * shards and idx == shards and reg == 2, (w.name, shards, trig, idx, reg)
+
+    term = f"{MARK}-User7@Example.com"  # normalization 'lower'
+    with f.connect() as c:
+        begin_with_search_keys(c, keys, index_key)
+        # Routed by the distribution column: one task, the token constant.
+        plan = "\n".join(r[0] for r in c.execute(
+            "EXPLAIN (VERBOSE, COSTS OFF) SELECT id FROM clients WHERE ws = 1"
+            " AND email_bidx = blind_index_for('clients', 'email_bidx', %s)", (term,)).fetchall())
+        assert "Task Count: 1" in plan, plan
+        assert "email_bidx OPERATOR(pg_catalog.=) '\\x" in plan, plan
+        assert MARK not in plan and "blind_index_for" not in plan, plan
+        assert c.execute("SELECT id FROM clients WHERE ws = 1 AND email_bidx = blind_index_for('clients',"
+                         " 'email_bidx', %s)", (term,)).fetchall() == [(7,)]
+        # Without it, every shard; the same with blind_equals, a literal and
+        # a prepared statement past the plan cache's custom plans.
+        assert c.execute("SELECT id FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', %s)",
+                         (term,)).fetchall() == [(7,)]
+        assert c.execute("SELECT id FROM clients WHERE blind_equals(email_bidx, 'clients', 'email_bidx', %s)",
+                         (term,)).fetchall() == [(7,)]
+        assert c.execute(f"SELECT id FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx',"
+                         f" '{MARK}-user8@example.com')").fetchall() == [(8,)]
+        for i in range(1, 11):
+            got = c.execute("SELECT id FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', %s)",
+                            (f"{MARK}-user{i}@example.com",), prepare=True).fetchall()
+            assert got == [(i,)], (i, got)
+        # Substring: candidates by token on the workers, the decrypting
+        # recheck on the coordinator (README).
+        rows = c.execute(
+            "WITH candidates AS MATERIALIZED (SELECT id, name FROM clients"
+            "  WHERE name_tokens @> blind_search_tokens_for('clients', 'name_tokens', %s))"
+            " SELECT id FROM candidates WHERE name::text ILIKE '%%' || %s || '%%' ORDER BY id",
+            (f"{MARK}-Name11", f"{MARK}-Name11")).fetchall()
+        assert rows == [(11,)] + [(i,) for i in range(110, 120)], rows
+        assert c.execute("SELECT count(*) FROM clients WHERE blind_contains(name_tokens, 'clients', 'name_tokens', %s)",
+                         (f"{MARK}-Name11",)).fetchone()[0] >= 11
+        # A new row: its tokens computed by the trigger on its worker.
+        c.execute("INSERT INTO clients VALUES (2, 500, %s, %s)", (f"{MARK}-new@example.com", f"{MARK}-Newcomer"))
+        assert c.execute("SELECT id FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', %s)",
+                         (f"{MARK}-NEW@example.com",)).fetchall() == [(500,)]
+        c.execute("COMMIT")
+    assert MARK not in f.worker_logs()
+    assert ws.leaks(secrets_of(keys, f.ring), *f.logs().values()) == 0
+
+
+def test_a_lookup_without_a_planned_value_is_refused_on_citus(formation, keys, index_key):
+    """A generic plan has no value for the lookup's parameter: Citus would
+    send it to the workers as text, so the lookup is refused (and the plan
+    cache never picks such a plan by itself)."""
     f = formation
     with f.connect() as c:
-        c.execute("SELECT set_keys(%s, %s, %s, false, %s)",
-                  ("", keys_json(keys), "v1", wrapped_keys(f, 1)[0][0]))
+        begin_with_search_keys(c, keys, index_key)
+        c.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        c.execute("PREPARE bylookup(text) AS SELECT id FROM clients"
+                  " WHERE email_bidx = blind_index_for('clients', 'email_bidx', $1)")
         with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
-            c.execute("CALL add_blind_index('visits', 'note')")
-        assert "Citus" in str(e.value)
-        cols = c.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'visits'::regclass"
-                         " AND attname = 'note_bidx' AND NOT attisdropped").fetchone()[0]
-        trig = c.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'visits'::regclass"
-                         " AND NOT tgisinternal").fetchone()[0]
-    assert (cols, trig) == (0, 0)
+            c.execute(f"EXECUTE bylookup('{MARK}-user9@example.com')")
+        assert "bound parameter" in str(e.value)
+        c.execute("ROLLBACK")
+        c.execute("DEALLOCATE ALL")
+    assert MARK not in f.worker_logs()
+
+
+def test_unique_blind_index_per_workspace_on_citus(formation, keys, index_key):
+    f = formation
+    with f.connect() as c:
+        c.execute("CREATE UNIQUE INDEX clients_ws_email_unique ON clients (ws, email_bidx)")
+        begin_with_search_keys(c, keys, index_key)
+        with pytest.raises(psycopg.errors.UniqueViolation) as e:
+            c.execute("INSERT INTO clients VALUES (1, 900, %s, NULL)", (f"{MARK}-user7@example.com",))
+        c.execute("ROLLBACK")
+    assert "clients_ws_email_unique" in str(e.value)
+    assert MARK not in str(e.value)
+    assert MARK not in f.worker_logs()
+
+
+def test_a_copied_trigger_on_a_worker_is_refused(formation, keys, index_key):
+    """A role on a worker that copies the index's trigger onto a table of its
+    own — even one named like a shard of the indexed table — does not get
+    tokens under the table's context from a key-holding session."""
+    f = formation
+    w = f.workers[0]
+    with f.connect(w) as wc:
+        wc.execute("SET citus.enable_ddl_propagation = off")
+        args = wc.execute("SELECT tgargs FROM pg_trigger WHERE tgrelid = 'clients'::regclass"
+                          " AND tgname = 'zz_pazpaz_email_bidx'").fetchone()[0]
+        other = wc.execute("SELECT s.shardid FROM pg_dist_shard s WHERE s.logicalrelid = 'clients'::regclass"
+                           " AND NOT EXISTS (SELECT FROM pg_dist_placement p JOIN pg_dist_local_group g"
+                           " ON p.groupid = g.groupid WHERE p.shardid = s.shardid) LIMIT 1").fetchone()[0]
+        wc.execute("CREATE ROLE mallory LOGIN")
+        wc.execute("GRANT CREATE ON SCHEMA public TO mallory")
+        wc.execute("SET ROLE mallory")
+        wc.execute(f"CREATE TABLE clients_{other} (ws int, id int, email encrypted_text, name encrypted_text,"
+                   " email_bidx bytea)")
+        argv = ", ".join("'" + a + "'" for a in args.rstrip(b"\0").decode().split("\0"))
+        wc.execute(f"CREATE TRIGGER zz_pazpaz_email_bidx BEFORE INSERT OR UPDATE ON clients_{other}"
+                   f" FOR EACH ROW EXECUTE FUNCTION blind_index_trigger({argv})")
+        wc.execute(f"GRANT INSERT, SELECT ON clients_{other} TO PUBLIC")
+        wc.execute("RESET ROLE")
+        # A key-holding session writes to it.
+        wc.execute("SELECT set_keys(%s, %s, %s, false, %s)", ("", keys_json(keys), "v1", index_key))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+            wc.execute(f"INSERT INTO clients_{other} (ws, id, email) VALUES (1, 1, 'guess@example.com')")
+        assert "not registered" in str(e.value)
+        wc.execute(f"DROP TABLE clients_{other}")
+        wc.execute("REVOKE CREATE ON SCHEMA public FROM mallory")
+        wc.execute("DROP ROLE mallory")
+
+
+def test_drop_blind_index_on_citus(formation, keys, index_key):
+    f = formation
+    with f.connect() as c:
+        c.execute("CALL drop_match_index('clients', 'name')")
+        cols = c.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'clients'::regclass"
+                         " AND attname = 'name_tokens' AND NOT attisdropped").fetchone()[0]
+    assert cols == 0
+    for w in f.workers:
+        with f.connect(w) as wc:
+            wc.execute("SET citus.show_shards_for_app_name_prefixes = '*'")
+            assert wc.execute("SELECT count(*) FROM search_indexes WHERE rel = 'clients'::regclass"
+                              " AND token_column = 'name_tokens'").fetchone()[0] == 0
+            assert wc.execute("SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                              " WHERE c.relname ~ '^clients_[0-9]+$' AND a.attname = 'name_tokens'"
+                              " AND NOT a.attisdropped").fetchone()[0] == 0
 
 
 def test_transport_forms_do_not_replay(formation, keys):

@@ -145,6 +145,12 @@ pub enum Error {
         "The search index {index} is not registered for this table: add it with add_blind_index or add_match_index"
     )]
     UnregisteredSearchIndex { index: String },
+    /// A lookup by search index on a Citus table whose value was not known
+    /// when the query was planned (a generic plan's parameter, a stable
+    /// function, a SQL function's argument): Citus would send it to the
+    /// workers as text.
+    #[error("The value of blind_index_for or blind_search_tokens_for on a Citus table must be a constant or a bound parameter when the query is planned")]
+    LookupNotPlanned,
     /// A value too large for match tokens or the `lower` normalization.
     #[error("Value too large for a match index or the 'lower' normalization (at most {max} bytes, and as many characters after normalization)")]
     SearchInputTooLarge { max: usize },
@@ -218,7 +224,7 @@ impl Error {
             TooLong { .. } => ErrorClass::TooLong,
             TooLarge | TooLargeForText { .. } => ErrorClass::TooLarge,
             Rng => ErrorClass::System,
-            EncryptedDefault | PlaintextIndex => ErrorClass::Unsupported,
+            EncryptedDefault | PlaintextIndex | LookupNotPlanned => ErrorClass::Unsupported,
             KeySettingSource { .. } => ErrorClass::InsufficientPrivilege,
             SetBeforeLoad { .. } | KekSettingWithoutPreload { .. } => ErrorClass::Warning,
             MissingIndexKey { .. } | IndexKeyNotSet { .. } => ErrorClass::MissingKey,
