@@ -142,6 +142,7 @@ DECLARE
     keycols pg_catalog.text;
     keyjoin pg_catalog.text;
     failed pg_catalog.text;
+    created pg_catalog.bool := false;
     typid pg_catalog.oid;
     src_type pg_catalog.text;
     nsp pg_catalog.name;
@@ -328,6 +329,7 @@ BEGIN
         PERFORM @extschema@.search_index_register(tbl, args);
         -- From here on every write keeps the token current.
         COMMIT;
+        created := true;
     END IF;
 
     IF citus_table THEN
@@ -339,8 +341,19 @@ BEGIN
           USING pg_catalog.format('SELECT @extschema@.search_index_register(%L::pg_catalog.regclass, %L::pg_catalog.text[])',
                                   rel, args);
         IF failed IS NOT NULL THEN
+            IF created THEN
+                -- Unregistered, the shards' triggers would refuse every
+                -- write: undo what this call added.
+                PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+                EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trig, rel);
+                PERFORM @extschema@.search_index_unregister(tbl, tokcol::pg_catalog.name);
+                EXECUTE pg_catalog.format('ALTER TABLE %s DROP COLUMN %I', rel, tokcol);
+                COMMIT;
+            END IF;
             RAISE EXCEPTION '%: could not register % on every Citus node: %', caller, tokcol, failed
-                USING ERRCODE = '55000', HINT = pg_catalog.format('CALL %s again when every node is up.', caller);
+                USING ERRCODE = '55000',
+                      HINT = CASE WHEN created THEN 'Nothing was added. CALL it again when every node is up and has the extension.'
+                                  ELSE 'Writes to the table fail on the nodes that do not have it. CALL it again when every node is up.' END;
         END IF;
     END IF;
 
