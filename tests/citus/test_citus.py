@@ -368,6 +368,40 @@ def test_blind_and_match_indexes_on_a_distributed_table(formation, keys, index_k
     assert ws.leaks(secrets_of(keys, f.ring), *f.logs().values()) == 0
 
 
+def test_a_blind_index_on_a_reference_table(formation, keys, index_key):
+    """A reference table's replicas (on every worker and the coordinator)
+    each keep their tokens."""
+    f = formation
+    with f.connect() as c:
+        c.execute("CREATE TABLE practitioners (id int PRIMARY KEY, email encrypted_text)")
+        c.execute("SELECT create_reference_table('practitioners')")
+        begin_with_search_keys(c, keys, index_key)
+        c.execute(f"INSERT INTO practitioners SELECT g, '{MARK}-doc' || g || '@example.com'"
+                  " FROM generate_series(1, 30) g")
+        c.execute("COMMIT")
+        c.execute("SELECT set_keys(%s, %s, %s, false, %s)", ("", keys_json(keys), "v1", index_key))
+        c.execute("CALL add_blind_index('practitioners', 'email', batch_size => 7)")
+        begin_with_search_keys(c, keys, index_key)
+        c.execute("INSERT INTO practitioners VALUES (31, %s)", (f"{MARK}-doc31@example.com",))
+        for i in (3, 31):
+            assert c.execute("SELECT id FROM practitioners WHERE email_bidx = blind_index_for('practitioners',"
+                             " 'email_bidx', %s)", (f"{MARK}-doc{i}@example.com",)).fetchall() == [(i,)]
+        # A join of a distributed table with the reference table on tokens
+        # (the value reads a column: computed where Citus runs it).
+        joined = c.execute("SELECT count(*) FROM clients c JOIN practitioners p ON p.id = c.id"
+                           " WHERE p.email_bidx IS NOT NULL").fetchone()[0]
+        assert joined > 0
+        c.execute("COMMIT")
+    for node in f.nodes:
+        with f.connect(node) as nc:
+            nc.execute("SET citus.show_shards_for_app_name_prefixes = '*'")
+            missing = nc.execute("SELECT count(*) FROM pg_class c WHERE c.relname ~ '^practitioners_[0-9]+$'"
+                                 " AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid"
+                                 " AND a.attname = 'email_bidx')").fetchone()[0]
+            assert missing == 0, node.name
+    assert MARK not in f.worker_logs()
+
+
 def test_a_lookup_without_a_planned_value_is_refused_on_citus(formation, keys, index_key):
     """A generic plan has no value for the lookup's parameter: Citus would
     send it to the workers as text, so the lookup is refused (and the plan
