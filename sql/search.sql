@@ -73,9 +73,12 @@ BEGIN
     -- The definition must be the one of the table's own trigger.
     SELECT string_agg(convert_to(u.a, 'UTF8') || '\x00'::bytea, ''::bytea ORDER BY u.i) INTO want
       FROM unnest(args) WITH ORDINALITY u(a, i);
+    -- (A Citus table's trigger has a tenth argument, its binding to the
+    -- table's owner: see src/search.rs.)
     IF NOT EXISTS (SELECT FROM pg_trigger t
                     WHERE t.tgrelid = tbl AND t.tgname = concat('zz_pazpaz_', args[4])
-                      AND t.tgfoid = '@extschema@.blind_index_trigger()'::regprocedure AND t.tgargs = want) THEN
+                      AND t.tgfoid = '@extschema@.blind_index_trigger()'::regprocedure
+                      AND (t.tgargs = want OR (t.tgnargs = 10 AND substr(t.tgargs, 1, length(want)) = want))) THEN
         RAISE EXCEPTION 'search_index_register: % has no search index trigger with this definition', tbl
             USING ERRCODE = '42704';
     END IF;
@@ -141,8 +144,6 @@ DECLARE
     citus_table pg_catalog.bool := false;
     keycols pg_catalog.text;
     keyjoin pg_catalog.text;
-    failed pg_catalog.text;
-    created pg_catalog.bool := false;
     typid pg_catalog.oid;
     src_type pg_catalog.text;
     nsp pg_catalog.name;
@@ -154,6 +155,8 @@ DECLARE
     idx pg_catalog.text;
     fp pg_catalog.text;
     args pg_catalog.text[];
+    targs pg_catalog.text[];
+    trig_args pg_catalog.text;
     want_args pg_catalog.bytea;
     have_args pg_catalog.bytea;
     trig_cols pg_catalog.int4;
@@ -241,10 +244,10 @@ BEGIN
      WHERE c.oid OPERATOR(pg_catalog.=) tbl;
     rel := pg_catalog.format('%I.%I', nsp, relname);
     -- A Citus table (distributed or reference): the trigger is created on
-    -- its shards too (Citus propagates it) and fires on the workers, which
-    -- check its definition against their own copy of the registry (written
-    -- below on every node); the backfill goes by primary key, since TIDs mean
-    -- nothing across shards.
+    -- its shards too (Citus propagates it, to nodes added later as well) and
+    -- fires on the workers, which verify its binding to the table's owner
+    -- (a tenth argument, below); the backfill goes by primary key, since
+    -- TIDs mean nothing across shards.
     IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
         EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1)'
             INTO citus_table USING tbl;
@@ -280,11 +283,20 @@ BEGIN
     END IF;
     args := ARRAY['pazpaz_crypto search v1', kind, col::pg_catalog.text, tokcol, src_type, ctx, normalization,
                   bits::pg_catalog.text, fp];
+    -- The trigger's arguments: the definition, and for a Citus table its
+    -- binding to the table's owner, which the trigger verifies on every
+    -- node (the workers' registries are their own: src/search.rs).
+    targs := args;
+    IF citus_table THEN
+        targs := args OPERATOR(pg_catalog.||) @extschema@.search_index_binding(tbl, args);
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.quote_literal(u.a), ', ' ORDER BY u.i) INTO trig_args
+      FROM pg_catalog.unnest(targs) WITH ORDINALITY u(a, i);
     -- pg_trigger.tgargs: each argument followed by a NUL byte.
     SELECT pg_catalog.string_agg(pg_catalog.convert_to(u.a, 'UTF8') OPERATOR(pg_catalog.||) '\x00'::pg_catalog.bytea,
                                  ''::pg_catalog.bytea ORDER BY u.i)
       INTO want_args
-      FROM pg_catalog.unnest(args) WITH ORDINALITY u(a, i);
+      FROM pg_catalog.unnest(targs) WITH ORDINALITY u(a, i);
     SELECT t.tgargs, pg_catalog.cardinality(t.tgattr::pg_catalog.int2[]) INTO have_args, trig_cols FROM pg_catalog.pg_trigger t
      WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig;
     IF FOUND THEN
@@ -301,8 +313,8 @@ BEGIN
             END IF;
             EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trig, rel);
             EXECUTE pg_catalog.format(
-                'CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%L, %L, %L, %L, %L, %L, %L, %L, %L)',
-                trig, rel, args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9]);
+                'CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%s)',
+                trig, rel, trig_args);
             COMMIT;
         END IF;
         -- (An index of an earlier version has no registry row yet.)
@@ -324,37 +336,11 @@ BEGIN
             PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
         END IF;
         EXECUTE pg_catalog.format(
-            'CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%L, %L, %L, %L, %L, %L, %L, %L, %L)',
-            trig, rel, args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9]);
+            'CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%s)',
+            trig, rel, trig_args);
         PERFORM @extschema@.search_index_register(tbl, args);
         -- From here on every write keeps the token current.
         COMMIT;
-        created := true;
-    END IF;
-
-    IF citus_table THEN
-        -- Every node's registry, now that the trigger is committed on every
-        -- node (each checks it there): on a re-run too, for nodes added since.
-        EXECUTE $c$SELECT pg_catalog.string_agg(pg_catalog.format('%s:%s: %s', nodename, nodeport, result), '; ')
-                     FROM pg_catalog.run_command_on_workers($1) WHERE NOT success$c$
-           INTO failed
-          USING pg_catalog.format('SELECT @extschema@.search_index_register(%L::pg_catalog.regclass, %L::pg_catalog.text[])',
-                                  rel, args);
-        IF failed IS NOT NULL THEN
-            IF created THEN
-                -- Unregistered, the shards' triggers would refuse every
-                -- write: undo what this call added.
-                PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
-                EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trig, rel);
-                PERFORM @extschema@.search_index_unregister(tbl, tokcol::pg_catalog.name);
-                EXECUTE pg_catalog.format('ALTER TABLE %s DROP COLUMN %I', rel, tokcol);
-                COMMIT;
-            END IF;
-            RAISE EXCEPTION '%: could not register % on every Citus node: %', caller, tokcol, failed
-                USING ERRCODE = '55000',
-                      HINT = CASE WHEN created THEN 'Nothing was added. CALL it again when every node is up and has the extension.'
-                                  ELSE 'Writes to the table fail on the nodes that do not have it. CALL it again when every node is up.' END;
-        END IF;
     END IF;
 
     cond := pg_catalog.format('%I IS NULL AND %I IS NOT NULL', tokcol, col);
@@ -499,7 +485,6 @@ DECLARE
     have_args pg_catalog.bytea;
     prefix pg_catalog.bytea;
     citus_table pg_catalog.bool := false;
-    failed pg_catalog.text;
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_class c
                     WHERE c.oid OPERATOR(pg_catalog.=) tbl::pg_catalog.oid
@@ -540,19 +525,6 @@ BEGIN
     EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trig, rel);
     PERFORM @extschema@.search_index_unregister(tbl, tokcol::pg_catalog.name);
     EXECUTE pg_catalog.format('ALTER TABLE %s DROP COLUMN %I', rel, tokcol);
-    IF citus_table THEN
-        -- The other nodes' registries, once the trigger is gone there.
-        COMMIT;
-        EXECUTE $c$SELECT pg_catalog.string_agg(pg_catalog.format('%s:%s: %s', nodename, nodeport, result), '; ')
-                     FROM pg_catalog.run_command_on_workers($1) WHERE NOT success$c$
-           INTO failed
-          USING pg_catalog.format('SELECT @extschema@.search_index_unregister(%L::pg_catalog.regclass, %L::pg_catalog.name)',
-                                  rel, tokcol);
-        IF failed IS NOT NULL THEN
-            RAISE WARNING '%: % is dropped, but some Citus nodes still list it (harmless: nothing uses it): %',
-                caller, tokcol, failed;
-        END IF;
-    END IF;
     RAISE NOTICE '%: dropped % and its trigger and indexes', caller, tokcol;
 END
 $proc$;

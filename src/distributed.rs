@@ -27,7 +27,7 @@
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void, CStr};
 
-use pgrx::pg_sys;
+use pgrx::{pg_guard, pg_sys};
 
 use crate::citus_lookups;
 
@@ -215,6 +215,9 @@ mod unguarded {
 // through these frames, which own nothing that needs dropping (the flag is
 // restored by the abort callbacks).
 
+/// `#[pg_guard]` (unlike the other hooks): the lookups folded here are Rust
+/// code whose errors must become PostgreSQL's ERRORs at this frame.
+#[pg_guard]
 unsafe extern "C-unwind" fn planner(
     parse: *mut pg_sys::Query,
     query_string: *const c_char,

@@ -418,7 +418,8 @@ struct Definition {
 
 impl Definition {
     fn parse(args: &[&CStr]) -> Option<Definition> {
-        if args.len() != NARGS || args[0].to_bytes() != MARKER.as_bytes() {
+        // Nine, or ten with the binding of a Citus table (`binding`).
+        if !(args.len() == NARGS || args.len() == NARGS + 1) || args[0].to_bytes() != MARKER.as_bytes() {
             return None;
         }
         let s = |i: usize| args[i].to_str().ok();
@@ -493,7 +494,7 @@ fn definition(rel: &PgRelation, token_column: &str, kind: Kind) -> Definition {
     for t in triggers {
         // SAFETY: a trigger of the open relation's descriptor.
         let args = unsafe { trigger_args(t) };
-        if args.len() == NARGS
+        if (args.len() == NARGS || args.len() == NARGS + 1)
             && args[0].to_bytes() == MARKER.as_bytes()
             && args[3].to_bytes() == token_column.as_bytes()
         {
@@ -596,16 +597,21 @@ fn check_registered(rel: &PgRelation, t: &pg_sys::Trigger, args: &[&CStr], index
     if REGISTERED.borrow().iter().any(|(r, tg, a)| *r == relid && *tg == t.tgoid && args_are(args, a)) {
         return;
     }
-    let nsp = extension_namespace();
-    // SAFETY: a catalog lookup by name in a schema.
-    let registry = unsafe { pg_sys::get_relname_relid(c"search_indexes".as_ptr(), nsp) };
-    if registry == pg_sys::InvalidOid {
-        raise(Error::UnregisteredSearchIndex { index: index() });
-    }
-    // A shard of a Citus table is covered by its table's registration,
-    // which add_blind_index makes on every node.
-    let found =
-        registered(registry, relid, args) || citus_table_of_shard(rel).is_some_and(|t| registered(registry, t, args));
+    let found = if args.len() == NARGS + 1 {
+        // A Citus table's definition carries its binding to the table's
+        // owner: valid on the coordinator, on every shard, on nodes added
+        // later, and nowhere else.
+        binding_holds(rel, args, index)
+    } else if on_citus_worker() {
+        // A worker's registry is its own, written first by whoever owns a
+        // table there: on a worker only bound definitions count.
+        false
+    } else {
+        let nsp = extension_namespace();
+        // SAFETY: a catalog lookup by name in a schema.
+        let registry = unsafe { pg_sys::get_relname_relid(c"search_indexes".as_ptr(), nsp) };
+        registry != pg_sys::InvalidOid && registered(registry, relid, args)
+    };
     if !found {
         raise(Error::UnregisteredSearchIndex { index: index() });
     }
@@ -639,48 +645,103 @@ fn registered(registry: pg_sys::Oid, relid: pg_sys::Oid, args: &[&CStr]) -> bool
     found
 }
 
-/// The Citus table `rel` is a shard of, by Citus's metadata (pg_dist_shard,
-/// on every node of a formation): a shard is `<table>_<shard id>` in its
-/// table's schema, owned by its table's owner. The owner check is what
-/// matters: only the table's owner (or a superuser) can have made a relation
-/// of that name and owner, so no one else can borrow the table's
-/// registration for a copied trigger. None for any other relation (and
-/// without Citus); names Citus shortens (over about 50 bytes) are not
-/// recognised, and their shards' triggers refuse to write (fail closed).
-fn citus_table_of_shard(rel: &PgRelation) -> Option<pg_sys::Oid> {
-    // SAFETY: a catalog lookup by name in pg_catalog.
-    let dist_shard = unsafe {
-        pg_sys::get_relname_relid(c"pg_dist_shard".as_ptr(), pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE))
-    };
-    if dist_shard == pg_sys::InvalidOid {
-        return None;
-    }
-    let name = rel.name();
-    let (base, id) = name.rsplit_once('_')?;
-    if id.is_empty() || id.starts_with('0') || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let shard_id: i64 = id.parse().ok()?;
-    let mut table = None;
-    // SAFETY: pg_dist_shard's columns 1 (logicalrelid regclass) and 2
-    // (shardid bigint) are by value.
+/// The domain of bindings: a context no text can be (text has no NUL), so
+/// no index's derived key is a binding key.
+const BINDING_CONTEXT: &[u8] = b"\0pazpaz_crypto search binding v1";
+
+/// The binding of a search index definition (its nine arguments) to the
+/// table owner `owner`, as hex: HMAC-SHA-256 under a key derived from the
+/// index key the definition names. A Citus table's trigger carries it as a
+/// tenth argument; Citus copies the trigger to every shard and to nodes
+/// added later, and a copy on a table of another owner does not verify.
+fn binding(owner: &str, definition: &[&CStr], index: &dyn Fn() -> String) -> String {
+    let fingerprint = definition.get(8).and_then(|f| f.to_str().ok()).unwrap_or_default();
+    let choice = KeyChoice::Fingerprint { fingerprint, index };
+    let mut message = Vec::with_capacity(owner.len() + 256);
+    message.extend_from_slice(owner.as_bytes());
+    message.push(0);
+    message.extend_from_slice(&args_bytes(definition));
+    let mac = with_derived(&choice, Kind::Exact, BINDING_CONTEXT, |d| d.blind_index(&message, 256));
+    mac.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The name of `rel`'s owner.
+fn owner_name(rel: &PgRelation) -> String {
+    // SAFETY: the relation is open, its pg_class row in the relcache; the
+    // role name is copied at once (the owner of a relation exists).
     unsafe {
-        scan_table(dist_shard, |tuple, desc| {
-            if column(tuple, desc, 2).and_then(|d| i64::from_datum(d, false)) == Some(shard_id) {
-                table = column(tuple, desc, 1).and_then(|d| pg_sys::Oid::from_datum(d, false));
-                return false;
-            }
-            true
+        let name = pg_sys::GetUserNameFromId((*rel.rd_rel).relowner, false);
+        CStr::from_ptr(name).to_string_lossy().into_owned()
+    }
+}
+
+/// Whether the tenth argument of `args` binds the other nine to `rel`'s
+/// owner (it needs the index key the definition names, as the token does).
+fn binding_holds(rel: &PgRelation, args: &[&CStr], index: &dyn Fn() -> String) -> bool {
+    let (definition, given) = args.split_at(NARGS);
+    let want = binding(&owner_name(rel), definition, index);
+    // (Not a secret: the binding is in pg_trigger for everyone to read.)
+    given.first().is_some_and(|g| g.to_bytes() == want.as_bytes())
+}
+
+/// Whether `relid` is a Citus table (distributed, reference or Citus local:
+/// in Citus's pg_dist_partition).
+pub(crate) fn is_citus_table(relid: pg_sys::Oid) -> bool {
+    let pg_catalog = pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE);
+    // SAFETY: a catalog lookup by name in pg_catalog.
+    let partition = unsafe { pg_sys::get_relname_relid(c"pg_dist_partition".as_ptr(), pg_catalog) };
+    if partition == pg_sys::InvalidOid {
+        return false;
+    }
+    let mut found = false;
+    // SAFETY: pg_dist_partition's column 1 (logicalrelid) is a regclass.
+    unsafe {
+        scan_table(partition, |tuple, desc| {
+            found = column(tuple, desc, 1).and_then(|d| pg_sys::Oid::from_datum(d, false)) == Some(relid);
+            !found
         })
     };
-    let table = table.filter(|t| *t != rel.oid())?;
-    // SAFETY: a table Citus's metadata names, opened to read its pg_class
-    // row; closed when `logical` is dropped.
-    let logical = unsafe { PgRelation::with_lock(table, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
-    // SAFETY: both relations are open; their pg_class rows are in the relcache.
-    let (rel_owner, table_owner) = unsafe { ((*rel.rd_rel).relowner, (*logical.rd_rel).relowner) };
-    (logical.name() == base && logical.namespace_oid() == rel.namespace_oid() && rel_owner == table_owner)
-        .then_some(table)
+    found
+}
+
+/// Whether this server is a Citus worker (its group in Citus's metadata is
+/// not the coordinator's, 0).
+fn on_citus_worker() -> bool {
+    let pg_catalog = pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE);
+    // SAFETY: a catalog lookup by name in pg_catalog.
+    let local_group = unsafe { pg_sys::get_relname_relid(c"pg_dist_local_group".as_ptr(), pg_catalog) };
+    if local_group == pg_sys::InvalidOid {
+        return false;
+    }
+    let mut worker = false;
+    // SAFETY: pg_dist_local_group's column 1 (groupid) is an int4.
+    unsafe {
+        scan_table(local_group, |tuple, desc| {
+            worker = column(tuple, desc, 1).and_then(|d| i32::from_datum(d, false)).is_some_and(|g| g > 0);
+            false
+        })
+    };
+    worker
+}
+
+/// The binding of the definition `args` to `tbl`'s owner, for the trigger
+/// of a Citus table: only for the table's owner, and only with the index
+/// key the definition names set. Internal to `sql/search.sql`.
+#[pg_extern(stable, strict, parallel_safe)]
+fn search_index_binding(tbl: PgRelation, args: Vec<String>) -> String {
+    // SAFETY: the relation is open; GetUserId reads the current user.
+    let owns = unsafe { (*tbl.rd_rel).relowner == pg_sys::GetUserId() };
+    if !owns {
+        raise(Error::UnregisteredSearchIndex { index: tbl.name().to_owned() });
+    }
+    let owned: Vec<std::ffi::CString> =
+        args.into_iter().map(|a| std::ffi::CString::new(a).unwrap_or_default()).collect();
+    let definition: Vec<&CStr> = owned.iter().map(|c| c.as_c_str()).collect();
+    let Some(def) = Definition::parse(&definition).filter(|_| definition.len() == NARGS) else {
+        raise(Error::BadSearchIndex { index: tbl.name().to_owned() })
+    };
+    let index = || def.name(&tbl);
+    binding(&owner_name(&tbl), &definition, &index)
 }
 
 /// Trigger arguments as pg_trigger keeps them: each followed by a NUL byte.

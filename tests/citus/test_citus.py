@@ -322,8 +322,9 @@ def test_blind_and_match_indexes_on_a_distributed_table(formation, keys, index_k
             trig = wc.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid::regclass::text ~ '^clients_[0-9]+$'"
                               " AND tgname ~ '^zz_pazpaz_(email_bidx|name_tokens)'").fetchone()[0]
             idx = wc.execute("SELECT count(*) FROM pg_class WHERE relname ~ '^clients_email_bidx_[0-9]+$'").fetchone()[0]
-            reg = wc.execute("SELECT count(*) FROM search_indexes WHERE rel = 'clients'::regclass").fetchone()[0]
-        assert shards > 0 and trig == 2 * shards and idx == shards and reg == 2, (w.name, shards, trig, idx, reg)
+            # Each with the definition and its binding to the table's owner.
+            nargs = wc.execute("SELECT DISTINCT tgnargs FROM pg_trigger WHERE tgname ~ '^zz_pazpaz_'").fetchall()
+        assert shards > 0 and trig == 2 * shards and idx == shards and nargs == [(10,)], (w.name, shards, trig, idx, nargs)
 
     term = f"{MARK}-User7@Example.com"  # normalization 'lower'
     with f.connect() as c:
@@ -466,6 +467,113 @@ def test_a_copied_trigger_on_a_worker_is_refused(formation, keys, index_key):
         wc.execute("DROP ROLE mallory")
 
 
+def test_a_context_claimed_first_on_a_worker_gives_no_oracle(formation, keys, index_key):
+    """A role that registers a custom context for a table of its own on a
+    worker (its registry is its own), and even copies the real trigger's
+    arguments with their binding, gets no token computed there."""
+    f = formation
+    w = f.workers[0]
+    with f.connect(w) as wc:
+        wc.execute("SET citus.enable_ddl_propagation = off")
+        wc.execute("CREATE ROLE eve LOGIN")
+        wc.execute("GRANT CREATE ON SCHEMA public TO eve")
+        fp = wc.execute("SELECT split_part(encode(tgargs, 'escape'), '\\000', 9) FROM pg_trigger"
+                        " WHERE tgrelid = 'clients'::regclass AND tgname = 'zz_pazpaz_email_bidx'").fetchone()[0]
+        real = wc.execute("SELECT tgargs FROM pg_trigger WHERE tgrelid = 'clients'::regclass"
+                          " AND tgname = 'zz_pazpaz_email_bidx'").fetchone()[0]
+        wc.execute("SET ROLE eve")
+        own = ["pazpaz_crypto search v1", "exact", "email", "email_bidx", "encrypted_text", "clinic-ctx", "lower",
+               "256", fp]
+        for name, argv in (("eve_own", own), ("eve_copy", real.rstrip(b"\0").decode().split("\0"))):
+            wc.execute(f"CREATE TABLE {name} (id int, email encrypted_text, email_bidx bytea)")
+            wc.execute(f"CREATE TRIGGER zz_pazpaz_email_bidx BEFORE INSERT OR UPDATE ON {name} FOR EACH ROW"
+                       f" EXECUTE FUNCTION blind_index_trigger({', '.join(repr(a) for a in argv)})")
+            wc.execute(f"GRANT INSERT ON {name} TO PUBLIC")
+        # The worker's own registry takes eve's claim...
+        wc.execute("SELECT search_index_register('eve_own', %s)", (own,))
+        wc.execute("RESET ROLE")
+        # ...but a key-holding session writing to either table gets nothing.
+        wc.execute("SELECT set_keys(%s, %s, %s, false, %s)", ("", keys_json(keys), "v1", index_key))
+        for name in ("eve_own", "eve_copy"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                wc.execute(f"INSERT INTO {name} (id, email) VALUES (1, 'guess@example.com')")
+        wc.execute("DROP TABLE eve_own, eve_copy")
+        wc.execute("DELETE FROM search_indexes WHERE NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = rel)")
+        wc.execute("REVOKE CREATE ON SCHEMA public FROM eve")
+        wc.execute("DROP ROLE eve")
+
+
+def test_lookups_whose_value_would_travel_as_text_are_refused(formation, keys, index_key):
+    """Values written into the query as rows (VALUES, a CTE, unnest, a
+    scalar subquery) would reach the workers as text: refused, and no
+    worker sees them. Errors while a lookup is planned are ordinary errors
+    (the backend and the node stay up)."""
+    f = formation
+    term = f"{MARK}-travel@example.com"
+    shapes = [
+        "SELECT c.id FROM clients c JOIN (VALUES (%s)) v(e) ON c.email_bidx = blind_index_for('clients', 'email_bidx', v.e)",
+        "SELECT id FROM clients WHERE email_bidx = ANY (SELECT blind_index_for('clients', 'email_bidx', e)"
+        " FROM unnest(ARRAY[%s]) e)",
+        "SELECT id FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', (SELECT %s::text))",
+        "WITH s(e) AS (SELECT %s::text) SELECT c.id FROM clients c, s"
+        " WHERE c.email_bidx = blind_index_for('clients'::regclass, 'email_bidx', s.e)",
+    ]
+    with f.connect() as c:
+        pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        begin_with_search_keys(c, keys, index_key)
+        for sql in shapes:
+            c.execute("SAVEPOINT s")
+            with pytest.raises(psycopg.errors.FeatureNotSupported):
+                c.execute(sql, (term,))
+            c.execute("ROLLBACK TO SAVEPOINT s")
+        # A lookup nested in another's arguments is decided too.
+        got = c.execute("SELECT id FROM clients WHERE blind_equals(coalesce(email_bidx,"
+                        " blind_index_for('clients', 'email_bidx', %s)), 'clients', 'email_bidx', %s)",
+                        (term, f"{MARK}-user9@example.com")).fetchall()
+        assert got == [(9,)]
+        c.execute("COMMIT")
+        # Errors at planning: no index key, a short query, a table with no
+        # index, a name that is no table.
+        for sql, err in (
+            ("SELECT id FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', 'x')",
+             psycopg.errors.ObjectNotInPrerequisiteState),
+            ("SELECT blind_index_for('pg_class', 'x', 'y')", None),
+            ("SELECT blind_index_for('nosuch', 'x', 'y')", psycopg.errors.UndefinedTable),
+        ):
+            with pytest.raises(psycopg.Error) as e:
+                c.execute(sql)
+            if err is not None:
+                assert isinstance(e.value, err), (sql, e.value)
+        begin_with_search_keys(c, keys, index_key)
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            c.execute("SELECT count(*) FROM clients WHERE blind_contains(name_tokens, 'clients', 'name_tokens', 'ab')")
+        c.execute("ROLLBACK")
+        assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+    assert MARK + "-travel" not in f.worker_logs()
+    assert "terminated by signal" not in f.all_logs()
+
+
+def test_lookups_on_local_tables_are_unchanged_with_citus_loaded(formation, keys, index_key):
+    """A lookup on a table that is not a Citus table sends nothing anywhere:
+    it runs as without Citus, also where its value is not known when the
+    query is planned (a PL/pgSQL variable in a generic plan)."""
+    f = formation
+    with f.connect() as c:
+        c.execute("SELECT set_keys(%s, %s, %s, false, %s)", ("", keys_json(keys), "v1", index_key))
+        c.execute("CREATE TABLE loc (id int PRIMARY KEY, email encrypted_text)")
+        c.execute("INSERT INTO loc SELECT g, 'loc' || g || '@example.com' FROM generate_series(1, 20) g")
+        c.execute("CALL add_blind_index('loc', 'email')")
+        c.execute("""CREATE FUNCTION loc_find(e text) RETURNS int LANGUAGE plpgsql AS $$
+                     DECLARE t bytea; r int;
+                     BEGIN t := blind_index_for('loc', 'email_bidx', e);
+                           SELECT id INTO r FROM loc WHERE email_bidx = t; RETURN r; END $$""")
+        c.execute("SET plan_cache_mode = force_generic_plan")
+        assert [c.execute("SELECT loc_find(%s)", (f"loc{i}@example.com",)).fetchone()[0] for i in (3, 4)] == [3, 4]
+        c.execute("RESET plan_cache_mode")
+        c.execute("DROP TABLE loc")
+        c.execute("DROP FUNCTION loc_find(text)")
+
+
 def test_drop_blind_index_on_citus(formation, keys, index_key):
     f = formation
     with f.connect() as c:
@@ -476,8 +584,7 @@ def test_drop_blind_index_on_citus(formation, keys, index_key):
     for w in f.workers:
         with f.connect(w) as wc:
             wc.execute("SET citus.show_shards_for_app_name_prefixes = '*'")
-            assert wc.execute("SELECT count(*) FROM search_indexes WHERE rel = 'clients'::regclass"
-                              " AND token_column = 'name_tokens'").fetchone()[0] == 0
+            assert wc.execute("SELECT count(*) FROM pg_trigger WHERE tgname ~ '^zz_pazpaz_name_tokens'").fetchone()[0] == 0
             assert wc.execute("SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
                               " WHERE c.relname ~ '^clients_[0-9]+$' AND a.attname = 'name_tokens'"
                               " AND NOT a.attisdropped").fetchone()[0] == 0
