@@ -157,6 +157,9 @@ DECLARE
     args pg_catalog.text[];
     targs pg_catalog.text[];
     trig_args pg_catalog.text;
+    rebind pg_catalog.bool := false;
+    p pg_catalog.int4;
+    part pg_catalog.bytea;
     want_args pg_catalog.bytea;
     have_args pg_catalog.bytea;
     trig_cols pg_catalog.int4;
@@ -268,14 +271,36 @@ BEGIN
     -- The default context names the column (quoted identifiers, so that no
     -- two columns share one), so equal values in two columns never give
     -- equal tokens.
-    IF ctx IS NULL THEN
-        ctx := pg_catalog.format('%I.%I.%I', nsp, relname, col);
-    END IF;
     tokcol := pg_catalog.concat(col, CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN '_bidx' ELSE '_tokens' END);
     IF token_column IS NOT NULL THEN
         tokcol := token_column;
     END IF;
     trig := pg_catalog.concat('zz_pazpaz_', tokcol);
+    IF ctx IS NULL THEN
+        -- An index that exists keeps the context it was made with (the
+        -- default named the table as it was then: renamed since, a CALL
+        -- resumes it, or binds it again on Citus).
+        SELECT t.tgargs INTO have_args FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig
+           AND t.tgfoid OPERATOR(pg_catalog.=) '@extschema@.blind_index_trigger()'::pg_catalog.regprocedure
+           AND t.tgnargs OPERATOR(pg_catalog.>=) 9;
+        IF FOUND THEN
+            FOR i IN 1..6 LOOP
+                p := pg_catalog.position(have_args, '\x00'::pg_catalog.bytea);
+                part := pg_catalog.substr(have_args, 1, p OPERATOR(pg_catalog.-) 1);
+                have_args := pg_catalog.substr(have_args, p OPERATOR(pg_catalog.+) 1);
+                -- Only an index of this kind, column and token column.
+                EXIT WHEN i OPERATOR(pg_catalog.<=) 4 AND pg_catalog.convert_from(part, 'UTF8') OPERATOR(pg_catalog.<>)
+                    (ARRAY['pazpaz_crypto search v1', kind, col::pg_catalog.text, tokcol])[i];
+                IF i OPERATOR(pg_catalog.=) 6 THEN
+                    ctx := pg_catalog.convert_from(part, 'UTF8');
+                END IF;
+            END LOOP;
+        END IF;
+    END IF;
+    IF ctx IS NULL THEN
+        ctx := pg_catalog.format('%I.%I.%I', nsp, relname, col);
+    END IF;
     idx := pg_catalog.concat(relname, '_', tokcol);
     IF pg_catalog.octet_length(trig) OPERATOR(pg_catalog.>) 63 OR pg_catalog.octet_length(idx) OPERATOR(pg_catalog.>) 63 THEN
         RAISE EXCEPTION '%: the names of the trigger and index of this token column would be longer than 63 bytes', caller
@@ -284,8 +309,9 @@ BEGIN
     args := ARRAY['pazpaz_crypto search v1', kind, col::pg_catalog.text, tokcol, src_type, ctx, normalization,
                   bits::pg_catalog.text, fp];
     -- The trigger's arguments: the definition, and for a Citus table its
-    -- binding to the table's owner, which the trigger verifies on every
-    -- node (the workers' registries are their own: src/search.rs).
+    -- binding to the table (its name and owner; 64 hex digits), which the
+    -- trigger verifies on every node (the workers' registries are their
+    -- own: src/search.rs).
     targs := args;
     IF citus_table THEN
         targs := args OPERATOR(pg_catalog.||) @extschema@.search_index_binding(tbl, args);
@@ -300,12 +326,19 @@ BEGIN
     SELECT t.tgargs, pg_catalog.cardinality(t.tgattr::pg_catalog.int2[]) INTO have_args, trig_cols FROM pg_catalog.pg_trigger t
      WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig;
     IF FOUND THEN
-        IF have_args OPERATOR(pg_catalog.<>) want_args THEN
+        -- A Citus table renamed, or with another owner, since: the same
+        -- definition with another binding. Bound again (until then its
+        -- triggers refuse writes of source values).
+        rebind := citus_table AND have_args OPERATOR(pg_catalog.<>) want_args
+              AND pg_catalog.substr(have_args, 1, pg_catalog.length(want_args) OPERATOR(pg_catalog.-) 65)
+                  OPERATOR(pg_catalog.=) pg_catalog.substr(want_args, 1, pg_catalog.length(want_args) OPERATOR(pg_catalog.-) 65)
+              AND pg_catalog.length(have_args) OPERATOR(pg_catalog.=) pg_catalog.length(want_args);
+        IF have_args OPERATOR(pg_catalog.<>) want_args AND NOT rebind THEN
             RAISE EXCEPTION '% on %.% already exists with other parameters or another index key', tokcol, tbl, col
                 USING ERRCODE = '42710',
                       HINT = 'CALL it again with the same arguments and index key to finish it, or drop it first; to rebuild it under a new index key, add a second one with token_column => …';
         END IF;
-        IF trig_cols OPERATOR(pg_catalog.>) 0 THEN
+        IF trig_cols OPERATOR(pg_catalog.>) 0 OR rebind THEN
             -- A trigger of an earlier version (UPDATE OF the source column
             -- only): replaced by one that fires on every UPDATE.
             IF citus_table THEN
@@ -320,6 +353,9 @@ BEGIN
         -- (An index of an earlier version has no registry row yet.)
         PERFORM @extschema@.search_index_register(tbl, args);
         COMMIT;
+        IF rebind THEN
+            RAISE NOTICE '%: % exists; bound again to %', caller, tokcol, tbl;
+        END IF;
         RAISE NOTICE '%: % exists; resuming its backfill', caller, tokcol;
     ELSE
         IF EXISTS (SELECT FROM pg_catalog.pg_attribute a
@@ -361,6 +397,11 @@ BEGIN
     ELSE
         mkidx := pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON %s USING gin (%I pg_catalog.array_ops)', idx, rel, tokcol);
     END IF;
+    -- Row-level security must not hide rows from the backfill or its checks
+    -- (FORCE ROW LEVEL SECURITY applies to the owner): off in each
+    -- transaction, so that a policy that would filter the table makes the
+    -- CALL fail (42501) instead of reporting done over part of it.
+    PERFORM pg_catalog.set_config('row_security', 'off', true);
     EXECUTE q INTO total;
     RAISE NOTICE '%: % rows of %.% to index', caller, total, tbl, col;
     remaining := total;
@@ -377,6 +418,7 @@ BEGIN
         $q$, rel, cond, tokcol, keycols, keyjoin, col);
         LOOP
             PERFORM @extschema@.forward_keys();
+            PERFORM pg_catalog.set_config('row_security', 'off', true);
             EXECUTE upd USING batch_size;
             GET DIAGNOSTICS n = ROW_COUNT;
             COMMIT;
@@ -385,6 +427,7 @@ BEGIN
             done := done OPERATOR(pg_catalog.+) n;
             RAISE NOTICE 'batch %: %/% rows', batch, done, total;
         END LOOP;
+        PERFORM pg_catalog.set_config('row_security', 'off', true);
         EXECUTE q INTO remaining;
         COMMIT;
     END IF;
@@ -399,6 +442,7 @@ BEGIN
                     GREATEST(remaining, 1::pg_catalog.int8));
         blk := 0;
         WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
+            PERFORM pg_catalog.set_config('row_security', 'off', true);
             EXECUTE upd USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
                               pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
             GET DIAGNOSTICS n = ROW_COUNT;
@@ -422,6 +466,7 @@ BEGIN
             END IF;
             PERFORM pg_catalog.set_config('enable_seqscan', 'off', true);
         END IF;
+        PERFORM pg_catalog.set_config('row_security', 'off', true);
         EXECUTE q INTO remaining;
         COMMIT;
     END LOOP;

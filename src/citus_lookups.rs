@@ -17,19 +17,21 @@
 //!   definition (its trigger's arguments, which name the index key by
 //!   fingerprint), and the table goes into the plan's relation list, so a
 //!   change of its triggers replans;
-//! - its value reads columns of tables and nothing else (a join on
-//!   tokens): it stays, and runs where Citus runs it — its values come from
-//!   tables, not from the query's text;
+//! - its value reads columns of Citus tables and nothing else (a join on
+//!   tokens): it stays, and runs where Citus runs it — its values are read
+//!   where their shards are, not sent from the query's text;
 //! - its value comes from rows written in the query (a column of VALUES, of
-//!   a CTE, of a function or a subquery in FROM, a sublink) or mixes
-//!   columns with constants (`name::text || 'x'`): Citus would send that
-//!   text, so the query is refused (0A000) before anything is sent;
+//!   a CTE, of a function or a subquery in FROM, of a local table, a
+//!   sublink) or mixes columns with constants (`name::text || 'x'`): Citus
+//!   would send those values, so the query is refused (0A000) before
+//!   anything is sent;
 //! - anything else — a generic plan's parameter, a stable function such as
 //!   `current_setting`, the argument of a SQL function planned on its own —
 //!   is not known yet: the call becomes a stand-in that carries no value
 //!   and raises wherever it runs (`search_lookup_unplanned_*`), and a plan
 //!   holding one gets a cost no custom plan reaches, so the plan cache keeps
-//!   choosing custom plans.
+//!   choosing custom plans; where the generic plan is the one that will run
+//!   (`plan_cache_mode = force_generic_plan`), the query is refused at once.
 //!
 //! Lookups nested in a lookup's arguments are decided first. A query that
 //! reads no Citus table is planned and run here only, and left as it is. A function of the
@@ -93,6 +95,10 @@ const UNPLANNED_COST: f64 = 1.0e300;
 struct Context {
     functions: LookupFunctions,
     bound_params: pg_sys::ParamListInfo,
+    /// The plan being made is the one that will run without its
+    /// parameters' values (CURSOR_OPT_GENERIC_PLAN, plan_cache_mode =
+    /// force_generic_plan), not one the plan cache only tries.
+    generic: bool,
     /// The queries from the top down to the node being visited (to find
     /// what a Var refers to).
     queries: Vec<*mut pg_sys::Query>,
@@ -104,18 +110,29 @@ struct Context {
 /// # Safety
 /// `parse` is the query the planner hook was given, `bound_params` its
 /// bound parameters (or NULL).
-pub unsafe fn fold(parse: *mut pg_sys::Query, bound_params: pg_sys::ParamListInfo) -> Folded {
+pub unsafe fn fold(parse: *mut pg_sys::Query, cursor_options: c_int, bound_params: pg_sys::ParamListInfo) -> Folded {
     let functions = lookup_functions();
     // SAFETY: a read-only walk of the query.
     if parse.is_null() || !functions.exist() || !unsafe { reads_citus_tables(parse) } {
         // Planned and run here only: nothing is sent anywhere.
         return Folded::NONE;
     }
-    let mut cx = Context { functions, bound_params, queries: vec![parse], folded: Folded::NONE };
+    let generic = cursor_options & pg_sys::CURSOR_OPT_GENERIC_PLAN as c_int != 0 || forced_generic_plans();
+    let mut cx = Context { functions, bound_params, generic, queries: vec![parse], folded: Folded::NONE };
     // SAFETY: the planner may scribble on its input query (PostgreSQL's
     // callers hand it a copy); the walk replaces nodes in place.
     unsafe { query_mutate(parse, &mut cx as *mut Context as *mut c_void, pg_sys::QTW_DONT_COPY_QUERY as c_int) };
     cx.folded
+}
+
+/// Whether `plan_cache_mode` is `force_generic_plan`.
+fn forced_generic_plans() -> bool {
+    // SAFETY: GetConfigOption returns the setting's current value (a C
+    // string owned by the GUC machinery), read at once.
+    unsafe {
+        let p = pg_sys::GetConfigOption(c"plan_cache_mode".as_ptr(), true, false);
+        !p.is_null() && std::ffi::CStr::from_ptr(p).to_bytes() == b"force_generic_plan"
+    }
 }
 
 type Mutator = unsafe extern "C-unwind" fn(*mut pg_sys::Node, *mut c_void) -> *mut pg_sys::Node;
@@ -327,6 +344,11 @@ unsafe fn stand_in(
     f: *mut pg_sys::FuncExpr,
     cx: &mut Context,
 ) -> *mut pg_sys::Node {
+    if cx.generic {
+        // This plan will run as it is, its parameters sent with it (Citus's
+        // EXPLAIN of a generic plan sends them): refused now.
+        raise(Error::LookupNotPlanned);
+    }
     cx.folded.unplanned = true;
     // SAFETY: a function call node of PostgreSQL's making, its one argument
     // the query's own text expression.
@@ -406,7 +428,9 @@ unsafe extern "C-unwind" fn classify(node: *mut pg_sys::Node, scan: *mut c_void)
                 let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*q).rtable);
                 let index = usize::try_from(var.varno).ok().and_then(|n| n.checked_sub(1));
                 match index.and_then(|i| rtable.get_ptr(i)) {
-                    Some(rte) if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION => {
+                    // A Citus table's column is read where its shard is; a
+                    // local table's rows would be shipped to the workers.
+                    Some(rte) if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION && is_citus_table((*rte).relid) => {
                         scan.vars = true;
                         false
                     }

@@ -233,7 +233,7 @@ unsafe extern "C-unwind" fn process_utility(
     // SAFETY: PostgreSQL's arguments, passed on unchanged but for the text
     // of a SET of a key setting (`text_for_other_hooks`).
     unsafe {
-        let query_string = text_for_other_hooks(pstmt, query_string);
+        let (pstmt, query_string) = text_for_other_hooks(pstmt, query_string);
         match PREV_PROCESS_UTILITY {
             Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
             None => unguarded::standard_ProcessUtility(
@@ -280,58 +280,79 @@ impl Drop for ForwardedSet {
     }
 }
 
-/// The statement text the next utility hooks (pg_stat_statements, pgaudit,
-/// PostgreSQL's own) get: for a `SET`/`RESET` of a key setting, a copy with
-/// the value masked (`pazpaz_core::set_statement`), so that
-/// pg_stat_statements never stores a key, wrapped or not, and pgaudit never
-/// logs one; the statement itself runs from its parse tree. Unchanged when
-/// Citus is about to forward the statement's text to the workers (a
-/// `SET LOCAL` that `set_keys` or `forward_keys` runs, nested, with
-/// `citus.propagate_set_commands = 'local'`; pg_stat_statements by default
-/// does not track nested statements). A client's own SET LOCAL of a key is
-/// masked even then, so Citus forwards only the mask and the workers refuse
-/// it: set keys for Citus with `set_keys(…, true)`. This hook sees the statement first only when
-/// the library comes after pg_stat_statements and pgaudit in
-/// shared_preload_libraries (README).
+/// The statement (and its text) the next utility hooks (pg_stat_statements,
+/// pgaudit, Citus, PostgreSQL's own) get for a `SET`/`RESET`:
+///
+/// - of a key setting, a copy of the text with the value masked
+///   (`pazpaz_core::set_statement`), so that pg_stat_statements never
+///   stores a key, wrapped or not, and pgaudit never logs one; the statement
+///   itself runs from its parse tree. Unchanged when Citus is about to
+///   forward the statement's text to the workers (a `SET LOCAL` that
+///   `set_keys` or `forward_keys` runs, nested, with
+///   `citus.propagate_set_commands = 'local'`; pg_stat_statements by default
+///   does not track nested statements). A client's own SET LOCAL of a key
+///   is masked even then, so Citus forwards only the mask and the workers
+///   refuse it: set keys for Citus with `set_keys(…, true)`;
+/// - of any setting while Citus forwards `SET LOCAL` (set_keys turns that on
+///   for its transaction): this statement's own text only, with a copy of
+///   the planned statement that locates it there. Citus forwards the text it
+///   is given, which for `SET LOCAL x = 1; SELECT … '<term>' …` sent as one
+///   string would otherwise be the whole string — run on every worker and
+///   stored by their pg_stat_statements.
+///
+/// This hook sees the statement first only when the library comes after
+/// pg_stat_statements and pgaudit in shared_preload_libraries (README).
 ///
 /// # Safety
 /// `pstmt` and `query_string` are ProcessUtility's arguments.
 unsafe fn text_for_other_hooks(
     pstmt: *mut pg_sys::PlannedStmt,
     query_string: *const std::ffi::c_char,
-) -> *const std::ffi::c_char {
+) -> (*mut pg_sys::PlannedStmt, *const std::ffi::c_char) {
     // SAFETY: ProcessUtility's planned statement and its utility node.
     let set = unsafe {
         let stmt = (*pstmt).utilityStmt;
         if query_string.is_null() || stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_VariableSetStmt {
-            return query_string;
+            return (pstmt, query_string);
         }
         &*stmt.cast::<pg_sys::VariableSetStmt>()
     };
-    if set.name.is_null() {
-        return query_string;
+    let forwarding = crate::distributed::forwards_set_local();
+    let secret = !set.name.is_null() && {
+        // SAFETY: a VariableSetStmt's name is a C string of the parse tree.
+        let name = unsafe { std::ffi::CStr::from_ptr(set.name) }.to_bytes();
+        [gucs::KEY, gucs::KEYS, gucs::INDEX_KEY, gucs::INDEX_KEY_NEXT, gucs::TRANSPORT]
+            .iter()
+            .any(|n| n.to_bytes().eq_ignore_ascii_case(name))
+    };
+    let mask = secret && !(set.is_local && FORWARDED_SET.get() && forwarding);
+    if !mask && !forwarding {
+        return (pstmt, query_string);
     }
-    // SAFETY: a VariableSetStmt's name is a C string of the parse tree.
-    let name = unsafe { std::ffi::CStr::from_ptr(set.name) }.to_bytes();
-    let secret = [gucs::KEY, gucs::KEYS, gucs::INDEX_KEY, gucs::INDEX_KEY_NEXT, gucs::TRANSPORT]
-        .iter()
-        .any(|n| n.to_bytes().eq_ignore_ascii_case(name));
-    if !secret || (set.is_local && FORWARDED_SET.get() && crate::distributed::forwards_set_local()) {
-        return query_string;
-    }
-    // SAFETY: the statement's source text, NUL-terminated; the copy is
-    // palloc'd in the statement's memory context and has the same length.
+    // SAFETY: the statement's source text, NUL-terminated; the copies are
+    // palloc'd in the statement's memory context.
     unsafe {
         let whole = std::ffi::CStr::from_ptr(query_string).to_bytes();
-        let copy = pg_sys::palloc(whole.len() + 1).cast::<u8>();
-        let out = std::slice::from_raw_parts_mut(copy, whole.len() + 1);
-        out[..whole.len()].copy_from_slice(whole);
-        out[whole.len()] = 0;
         let start = usize::try_from((*pstmt).stmt_location).unwrap_or(0).min(whole.len());
         let len = usize::try_from((*pstmt).stmt_len).ok().filter(|&l| l > 0).unwrap_or(whole.len() - start);
         let end = (start + len).min(whole.len());
-        pazpaz_core::set_statement::mask_value(&mut out[start..end]);
-        copy.cast()
+        // With Citus forwarding, the statement alone; else the whole text.
+        let (from, to) = if forwarding { (start, end) } else { (0, whole.len()) };
+        let copy = pg_sys::palloc(to - from + 1).cast::<u8>();
+        let out = std::slice::from_raw_parts_mut(copy, to - from + 1);
+        out[..to - from].copy_from_slice(&whole[from..to]);
+        out[to - from] = 0;
+        if mask {
+            pazpaz_core::set_statement::mask_value(&mut out[start - from..end - from]);
+        }
+        if !forwarding {
+            return (pstmt, copy.cast());
+        }
+        let stmt = pg_sys::palloc(std::mem::size_of::<pg_sys::PlannedStmt>()).cast::<pg_sys::PlannedStmt>();
+        std::ptr::copy_nonoverlapping(pstmt, stmt, 1);
+        (*stmt).stmt_location = 0;
+        (*stmt).stmt_len = i32::try_from(end - start).unwrap_or(0);
+        (stmt, copy.cast())
     }
 }
 

@@ -226,7 +226,7 @@ unsafe extern "C-unwind" fn planner(
 ) -> *mut pg_sys::PlannedStmt {
     // Search lookups first: Citus would send their values to the workers.
     // SAFETY: the planner's own query and bound parameters.
-    let folded = unsafe { citus_lookups::fold(parse, bound_params) };
+    let folded = unsafe { citus_lookups::fold(parse, cursor_options, bound_params) };
     let stmt = with_depth(true, || {
         // SAFETY: PostgreSQL's arguments, passed on unchanged.
         unsafe {

@@ -649,37 +649,105 @@ fn registered(registry: pg_sys::Oid, relid: pg_sys::Oid, args: &[&CStr]) -> bool
 /// no index's derived key is a binding key.
 const BINDING_CONTEXT: &[u8] = b"\0pazpaz_crypto search binding v1";
 
-/// The binding of a search index definition (its nine arguments) to the
-/// table owner `owner`, as hex: HMAC-SHA-256 under a key derived from the
-/// index key the definition names. A Citus table's trigger carries it as a
-/// tenth argument; Citus copies the trigger to every shard and to nodes
-/// added later, and a copy on a table of another owner does not verify.
-fn binding(owner: &str, definition: &[&CStr], index: &dyn Fn() -> String) -> String {
+/// The binding of a search index definition (its nine arguments) to a
+/// table, as hex: HMAC-SHA-256, under a key derived from the index key the
+/// definition names, of the table's schema-qualified name, its owner's name
+/// and the definition (each NUL-terminated: one parse only). A Citus
+/// table's trigger carries it as a tenth argument; Citus copies the trigger
+/// to every shard and to nodes added later (a shard verifies it as its
+/// table, `bound_table`), and a copy on any other table, or on a table of
+/// that name with another owner, does not verify.
+fn binding(table: &BoundTable, definition: &[&CStr], index: &dyn Fn() -> String) -> String {
     let fingerprint = definition.get(8).and_then(|f| f.to_str().ok()).unwrap_or_default();
     let choice = KeyChoice::Fingerprint { fingerprint, index };
-    let mut message = Vec::with_capacity(owner.len() + 256);
-    message.extend_from_slice(owner.as_bytes());
-    message.push(0);
+    let mut message = Vec::with_capacity(table.name.len() + table.owner.len() + 256);
+    for part in [&table.name, &table.owner] {
+        message.extend_from_slice(part.as_bytes());
+        message.push(0);
+    }
     message.extend_from_slice(&args_bytes(definition));
     let mac = with_derived(&choice, Kind::Exact, BINDING_CONTEXT, |d| d.blind_index(&message, 256));
     mac.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The name of `rel`'s owner.
-fn owner_name(rel: &PgRelation) -> String {
-    // SAFETY: the relation is open, its pg_class row in the relcache; the
-    // role name is copied at once (the owner of a relation exists).
-    unsafe {
-        let name = pg_sys::GetUserNameFromId((*rel.rd_rel).relowner, false);
-        CStr::from_ptr(name).to_string_lossy().into_owned()
+/// What a binding names: a table, by its schema-qualified name (oids differ
+/// from node to node), and its owner.
+struct BoundTable {
+    name: String,
+    owner: String,
+}
+
+impl BoundTable {
+    fn of(rel: &PgRelation) -> BoundTable {
+        // SAFETY: the relation is open, its pg_class row in the relcache;
+        // the names are copied at once (the owner of a relation exists, and
+        // so does its schema).
+        unsafe {
+            let owner = pg_sys::GetUserNameFromId((*rel.rd_rel).relowner, false);
+            let nsp = pg_sys::get_namespace_name(rel.namespace_oid());
+            let qualified = pg_sys::quote_qualified_identifier(nsp, (*rel.rd_rel).relname.data.as_ptr());
+            BoundTable {
+                name: CStr::from_ptr(qualified).to_string_lossy().into_owned(),
+                owner: CStr::from_ptr(owner).to_string_lossy().into_owned(),
+            }
+        }
     }
 }
 
-/// Whether the tenth argument of `args` binds the other nine to `rel`'s
-/// owner (it needs the index key the definition names, as the token does).
+/// The table a trigger on `rel` is bound as: a shard of a Citus table as its
+/// table (Citus's metadata, pg_dist_shard, is on every node: a shard is
+/// `<table>_<shard id>` in its table's schema, with its table's owner),
+/// anything else as itself.
+/// Names that Citus shortens for their shards (over about 50 bytes) are not
+/// recognised, and their shards' triggers refuse to write (fail closed).
+fn bound_table(rel: &PgRelation) -> BoundTable {
+    citus_table_of_shard(rel).map_or_else(|| BoundTable::of(rel), |t| BoundTable::of(&t))
+}
+
+/// The Citus table `rel` is a shard of, if it is one.
+fn citus_table_of_shard(rel: &PgRelation) -> Option<PgRelation> {
+    let pg_catalog = pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE);
+    // SAFETY: a catalog lookup by name in pg_catalog.
+    let dist_shard = unsafe { pg_sys::get_relname_relid(c"pg_dist_shard".as_ptr(), pg_catalog) };
+    if dist_shard == pg_sys::InvalidOid {
+        return None;
+    }
+    let name = rel.name();
+    let (base, id) = name.rsplit_once('_')?;
+    if id.is_empty() || id.starts_with('0') || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let shard_id: i64 = id.parse().ok()?;
+    let mut table = None;
+    // SAFETY: pg_dist_shard's columns 1 (logicalrelid regclass) and 2
+    // (shardid bigint) are by value.
+    unsafe {
+        scan_table(dist_shard, |tuple, desc| {
+            if column(tuple, desc, 2).and_then(|d| i64::from_datum(d, false)) == Some(shard_id) {
+                table = column(tuple, desc, 1).and_then(|d| pg_sys::Oid::from_datum(d, false));
+                return false;
+            }
+            true
+        })
+    };
+    let table = table.filter(|t| *t != rel.oid())?;
+    // SAFETY: a table Citus's metadata names, opened to read its pg_class
+    // row; closed when dropped.
+    let logical = unsafe { PgRelation::with_lock(table, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    // The owner check is what matters: a relation named like a shard placed
+    // on another node can be made by anyone with CREATE on the schema, but
+    // not with the table's owner.
+    // SAFETY: both relations are open; their pg_class rows are in the relcache.
+    let same_owner = unsafe { (*rel.rd_rel).relowner == (*logical.rd_rel).relowner };
+    (same_owner && logical.name() == base && logical.namespace_oid() == rel.namespace_oid()).then_some(logical)
+}
+
+/// Whether the tenth argument of `args` binds the other nine to the table
+/// `rel` is, or is a shard of (it needs the index key the definition names,
+/// as the token does).
 fn binding_holds(rel: &PgRelation, args: &[&CStr], index: &dyn Fn() -> String) -> bool {
     let (definition, given) = args.split_at(NARGS);
-    let want = binding(&owner_name(rel), definition, index);
+    let want = binding(&bound_table(rel), definition, index);
     // (Not a secret: the binding is in pg_trigger for everyone to read.)
     given.first().is_some_and(|g| g.to_bytes() == want.as_bytes())
 }
@@ -741,7 +809,7 @@ fn search_index_binding(tbl: PgRelation, args: Vec<String>) -> String {
         raise(Error::BadSearchIndex { index: tbl.name().to_owned() })
     };
     let index = || def.name(&tbl);
-    binding(&owner_name(&tbl), &definition, &index)
+    binding(&BoundTable::of(&tbl), &definition, &index)
 }
 
 /// Trigger arguments as pg_trigger keeps them: each followed by a NUL byte.

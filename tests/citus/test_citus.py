@@ -413,9 +413,14 @@ def test_a_lookup_without_a_planned_value_is_refused_on_citus(formation, keys, i
         c.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         c.execute("PREPARE bylookup(text) AS SELECT id FROM clients"
                   " WHERE email_bidx = blind_index_for('clients', 'email_bidx', $1)")
+        c.execute("SAVEPOINT s")
         with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
             c.execute(f"EXECUTE bylookup('{MARK}-user9@example.com')")
         assert "bound parameter" in str(e.value)
+        c.execute("ROLLBACK TO SAVEPOINT s")
+        # EXPLAIN of that generic plan would send the parameters with it.
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            c.execute(f"EXPLAIN (VERBOSE) EXECUTE bylookup('{MARK}-user9@example.com')")
         c.execute("ROLLBACK")
         c.execute("DEALLOCATE ALL")
     assert MARK not in f.worker_logs()
@@ -517,9 +522,13 @@ def test_lookups_whose_value_would_travel_as_text_are_refused(formation, keys, i
         "SELECT id FROM clients WHERE email_bidx = blind_index_for('clients', 'email_bidx', (SELECT %s::text))",
         "WITH s(e) AS (SELECT %s::text) SELECT c.id FROM clients c, s"
         " WHERE c.email_bidx = blind_index_for('clients'::regclass, 'email_bidx', s.e)",
+        # A local table's rows would be shipped to the workers.
+        "SELECT c.id FROM clients c JOIN local_terms t ON c.email_bidx = blind_index_for('clients', 'email_bidx', t.e)"
+        " WHERE t.e <> %s",
     ]
     with f.connect() as c:
         pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        c.execute("CREATE TABLE IF NOT EXISTS local_terms (e text)")
         begin_with_search_keys(c, keys, index_key)
         for sql in shapes:
             c.execute("SAVEPOINT s")
@@ -572,6 +581,73 @@ def test_lookups_on_local_tables_are_unchanged_with_citus_loaded(formation, keys
         c.execute("RESET plan_cache_mode")
         c.execute("DROP TABLE loc")
         c.execute("DROP FUNCTION loc_find(text)")
+
+
+def test_a_binding_holds_for_its_own_table_only(formation, keys, index_key):
+    """The trigger's binding names its table: a copy onto another table of
+    the same owner (which a role with TRIGGER on it could make) computes
+    nothing; a renamed table refuses writes until add_blind_index binds it
+    again, then works."""
+    f = formation
+    with f.connect() as c:
+        args = c.execute("SELECT tgargs FROM pg_trigger WHERE tgrelid = 'clients'::regclass"
+                         " AND tgname = 'zz_pazpaz_email_bidx'").fetchone()[0]
+        argv = ", ".join("'" + a + "'" for a in args.rstrip(b"\0").decode().split("\0"))
+        c.execute("CREATE TABLE clients_copy (ws int, id int, email encrypted_text, email_bidx bytea,"
+                  " PRIMARY KEY (ws, id))")
+        c.execute("SELECT create_distributed_table('clients_copy', 'ws', shard_count => 4)")
+        c.execute("BEGIN")
+        c.execute("SET LOCAL citus.enable_unsafe_triggers = on")
+        c.execute(f"CREATE TRIGGER zz_pazpaz_email_bidx BEFORE INSERT OR UPDATE ON clients_copy"
+                  f" FOR EACH ROW EXECUTE FUNCTION blind_index_trigger({argv})")
+        c.execute("COMMIT")
+        begin_with_search_keys(c, keys, index_key)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("INSERT INTO clients_copy (ws, id, email) VALUES (1, 1, 'guess@example.com')")
+        c.execute("ROLLBACK")
+        c.execute("DROP TABLE clients_copy")
+        # Renamed: the binding no longer holds, on the coordinator nor on
+        # the shards; a new CALL binds it again.
+        c.execute("ALTER TABLE practitioners RENAME TO practitioners2")
+        begin_with_search_keys(c, keys, index_key)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("INSERT INTO practitioners2 VALUES (40, %s)", (f"{MARK}-doc40@example.com",))
+        c.execute("ROLLBACK")
+        notices = []
+        c.add_notice_handler(lambda d: notices.append(d.message_primary))
+        c.execute("SELECT set_keys(%s, %s, %s, false, %s)", ("", keys_json(keys), "v1", index_key))
+        c.execute("CALL add_blind_index('practitioners2', 'email', batch_size => 7)")
+        assert any("bound again" in m for m in notices), notices
+        begin_with_search_keys(c, keys, index_key)
+        c.execute("INSERT INTO practitioners2 VALUES (40, %s)", (f"{MARK}-doc40@example.com",))
+        assert c.execute("SELECT id FROM practitioners2 WHERE email_bidx = blind_index_for('practitioners2',"
+                         " 'email_bidx', %s)", (f"{MARK}-doc40@example.com",)).fetchall() == [(40,)]
+        assert c.execute("SELECT id FROM practitioners2 WHERE email_bidx = blind_index_for('practitioners2',"
+                         " 'email_bidx', %s)", (f"{MARK}-doc3@example.com",)).fetchall() == [(3,)]
+        c.execute("COMMIT")
+    assert MARK not in f.worker_logs()
+
+
+def test_a_set_local_sent_with_other_statements_is_forwarded_alone(formation, keys, index_key):
+    """While set_keys has Citus forward SET LOCAL, a client's SET LOCAL sent in
+    one string with other statements reaches the workers alone: the rest of
+    the string (a search term) is neither run nor stored there."""
+    f = formation
+    term = f"{MARK}-multi@example.com"
+    with f.connect() as c:
+        begin_with_search_keys(c, keys, index_key)
+        res = c.pgconn.exec_(f"SET LOCAL work_mem = '8MB'; SELECT '{term}'::text;"
+                             f" SET LOCAL statement_timeout = '1min'".encode())
+        assert res.status in (psycopg.pq.ExecStatus.COMMAND_OK, psycopg.pq.ExecStatus.TUPLES_OK), \
+            res.error_message
+        assert c.execute("SELECT count(*) FROM clients").fetchone()[0] > 0  # the SET LOCALs went out
+        c.execute("COMMIT")
+    assert term not in f.worker_logs()
+    for w in f.workers:
+        with f.connect(w) as wc:
+            stored = wc.execute("SELECT count(*) FROM pg_stat_statements WHERE query LIKE %s",
+                                (f"%{term}%",)).fetchone()[0]
+            assert stored == 0, w.name
 
 
 def test_drop_blind_index_on_citus(formation, keys, index_key):

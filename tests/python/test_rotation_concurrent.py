@@ -127,3 +127,37 @@ def test_no_row_lost_and_every_row_decrypts(rot):
         "every encrypted_text value decrypts to its plaintext"
     assert q(rot, "SELECT count(*) > 0 FROM notes WHERE plain LIKE '% edited' AND decrypt_field_versioned(env) = plain") \
         == "t", "rows edited during the rotation kept the edit"
+
+
+def test_row_level_security_never_hides_rows_from_a_rotation(rot):
+    """FORCE ROW LEVEL SECURITY applies to the table's owner: a policy that
+    would hide rows from the CALL (and from its checks) makes it fail, never
+    report done over part of the table; so does add_blind_index."""
+    r = rot.psql("-q", "-v", "ON_ERROR_STOP=1", env=rot.keys_env, input="""\
+SET pazpaz.encryption_key_version = 'v1';
+SET pazpaz.index_key = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
+CREATE ROLE tenant_owner;
+GRANT CREATE ON SCHEMA public TO tenant_owner;
+SET ROLE tenant_owner;
+CREATE TABLE tenant_notes (tenant text, et encrypted_text);
+INSERT INTO tenant_notes SELECT CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END, 'n' || i FROM generate_series(1, 200) i;
+ALTER TABLE tenant_notes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenant_notes FORCE ROW LEVEL SECURITY;
+CREATE POLICY only_a ON tenant_notes USING (tenant = 'a');
+""")
+    assert r.returncode == 0, r.stderr
+    for call in ("CALL rotate_column('tenant_notes', 'et', 50, 'v2')", "CALL add_blind_index('tenant_notes', 'et')"):
+        r = rot.psql("-v", "ON_ERROR_STOP=1", env=rot.keys_env, input=f"""\
+SET pazpaz.index_key = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
+SET ROLE tenant_owner;
+{call};
+""")
+        assert r.returncode != 0, (call, r.stdout, r.stderr)
+        assert "row-level security" in r.stderr, r.stderr
+        assert "done" not in r.stderr, r.stderr
+    r = rot.psql("-q", "-v", "ON_ERROR_STOP=1", env=rot.keys_env, input="""\
+DROP TABLE tenant_notes;
+REVOKE CREATE ON SCHEMA public FROM tenant_owner;
+DROP ROLE tenant_owner;
+""")
+    assert r.returncode == 0, r.stderr
