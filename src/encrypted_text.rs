@@ -356,10 +356,11 @@ pub fn reencrypt_to_version(value: EncryptedText, key_version: &str) -> Encrypte
     reencrypt_to(value, Some(key_version))
 }
 
-/// The key version in the envelope's header, without a key.
+/// The key version in the envelope's header, without a key (a `text` built
+/// in place, as for the jsonb envelope's).
 #[pg_extern(immutable, strict, parallel_safe, name = "key_version", requires = ["encrypted_text_type"])]
-pub fn key_version_encrypted_text(value: EncryptedText) -> String {
-    Stored::parse(value.0.as_bytes()).or_raise().version.to_owned()
+pub fn key_version_encrypted_text(value: EncryptedText) -> Text {
+    Text::from(VarlenaBuf::copy_of(Stored::parse(value.0.as_bytes()).or_raise().version.as_bytes()))
 }
 
 extension_sql_file!(

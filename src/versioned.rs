@@ -178,11 +178,13 @@ fn verify_field_versioned_aad(envelope: Jsonb, aad: Text) -> bool {
 }
 
 /// The envelope's version, without a key. IMMUTABLE so that
-/// `CREATE INDEX … (key_version(col))` can find stale rows.
+/// `CREATE INDEX … (key_version(col))` can find stale rows. The `text` is
+/// built in place (`VarlenaBuf`), not through a `String`: scans for stale
+/// rows call this on every row.
 #[pg_extern(immutable, strict, parallel_safe, name = "key_version")]
-pub fn key_version_jsonb(envelope: Jsonb) -> String {
+pub fn key_version_jsonb(envelope: Jsonb) -> Text {
     match envelope.version() {
-        Ok(v) => v.to_owned(),
+        Ok(v) => Text::from(VarlenaBuf::copy_of(v.as_bytes())),
         Err(e) => raise(e),
     }
 }
