@@ -158,8 +158,7 @@ DECLARE
     targs pg_catalog.text[];
     trig_args pg_catalog.text;
     rebind pg_catalog.bool := false;
-    p pg_catalog.int4;
-    part pg_catalog.bytea;
+    shape_ok pg_catalog.bool;
     want_args pg_catalog.bytea;
     have_args pg_catalog.bytea;
     trig_cols pg_catalog.int4;
@@ -277,29 +276,24 @@ BEGIN
     END IF;
     trig := pg_catalog.concat('zz_pazpaz_', tokcol);
     IF ctx IS NULL THEN
-        -- An index that exists keeps the context it was made with (the
-        -- default named the table as it was then: renamed since, a CALL
-        -- resumes it, or binds it again on Citus).
-        SELECT t.tgargs INTO have_args FROM pg_catalog.pg_trigger t
-         WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig
-           AND t.tgfoid OPERATOR(pg_catalog.=) '@extschema@.blind_index_trigger()'::pg_catalog.regprocedure
-           AND t.tgnargs OPERATOR(pg_catalog.>=) 9;
-        IF FOUND THEN
-            FOR i IN 1..6 LOOP
-                p := pg_catalog.position(have_args, '\x00'::pg_catalog.bytea);
-                part := pg_catalog.substr(have_args, 1, p OPERATOR(pg_catalog.-) 1);
-                have_args := pg_catalog.substr(have_args, p OPERATOR(pg_catalog.+) 1);
-                -- Only an index of this kind, column and token column.
-                EXIT WHEN i OPERATOR(pg_catalog.<=) 4 AND pg_catalog.convert_from(part, 'UTF8') OPERATOR(pg_catalog.<>)
-                    (ARRAY['pazpaz_crypto search v1', kind, col::pg_catalog.text, tokcol])[i];
-                IF i OPERATOR(pg_catalog.=) 6 THEN
-                    ctx := pg_catalog.convert_from(part, 'UTF8');
-                END IF;
-            END LOOP;
-        END IF;
+        -- An index this table has keeps the context it was registered with
+        -- (the default named the table as it was then: renamed since, a CALL
+        -- resumes it, or binds it again on Citus). Only the registry's:
+        -- never a context read from a trigger someone else may have made.
+        SELECT r.definition[6] INTO ctx FROM @extschema@.search_indexes r
+         WHERE r.rel OPERATOR(pg_catalog.=) tbl AND r.token_column OPERATOR(pg_catalog.=) tokcol
+           AND r.definition[2] OPERATOR(pg_catalog.=) kind AND r.definition[3] OPERATOR(pg_catalog.=) col::pg_catalog.text;
     END IF;
     IF ctx IS NULL THEN
         ctx := pg_catalog.format('%I.%I.%I', nsp, relname, col);
+        -- A table renamed keeps its default context: a new table of the old
+        -- name does not get the same one.
+        IF EXISTS (SELECT FROM @extschema@.search_indexes r
+                    WHERE r.rel OPERATOR(pg_catalog.<>) tbl AND r.definition[6] OPERATOR(pg_catalog.=) ctx
+                      AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) r.rel::pg_catalog.oid)) THEN
+            RAISE EXCEPTION '%: the default context of %.% is used by a search index of another table (renamed since?)', caller, tbl, col
+                USING ERRCODE = '42710', HINT = 'Pass a context of its own: context => …';
+        END IF;
     END IF;
     idx := pg_catalog.concat(relname, '_', tokcol);
     IF pg_catalog.octet_length(trig) OPERATOR(pg_catalog.>) 63 OR pg_catalog.octet_length(idx) OPERATOR(pg_catalog.>) 63 THEN
@@ -323,7 +317,12 @@ BEGIN
                                  ''::pg_catalog.bytea ORDER BY u.i)
       INTO want_args
       FROM pg_catalog.unnest(targs) WITH ORDINALITY u(a, i);
-    SELECT t.tgargs, pg_catalog.cardinality(t.tgattr::pg_catalog.int2[]) INTO have_args, trig_cols FROM pg_catalog.pg_trigger t
+    -- (Its shape too: a BEFORE INSERT OR UPDATE row trigger, tgtype 23,
+    -- enabled, without a WHEN clause, of our function.)
+    SELECT t.tgargs, pg_catalog.cardinality(t.tgattr::pg_catalog.int2[]),
+           t.tgtype OPERATOR(pg_catalog.=) 23 AND t.tgqual IS NULL AND t.tgenabled OPERATOR(pg_catalog.=) 'O'
+           AND t.tgfoid OPERATOR(pg_catalog.=) '@extschema@.blind_index_trigger()'::pg_catalog.regprocedure
+      INTO have_args, trig_cols, shape_ok FROM pg_catalog.pg_trigger t
      WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig;
     IF FOUND THEN
         -- A Citus table renamed, or with another owner, since: the same
@@ -332,13 +331,17 @@ BEGIN
         rebind := citus_table AND have_args OPERATOR(pg_catalog.<>) want_args
               AND pg_catalog.substr(have_args, 1, pg_catalog.length(want_args) OPERATOR(pg_catalog.-) 65)
                   OPERATOR(pg_catalog.=) pg_catalog.substr(want_args, 1, pg_catalog.length(want_args) OPERATOR(pg_catalog.-) 65)
-              AND pg_catalog.length(have_args) OPERATOR(pg_catalog.=) pg_catalog.length(want_args);
+              AND pg_catalog.length(have_args) OPERATOR(pg_catalog.=) pg_catalog.length(want_args)
+              -- registered for this very table by an earlier CALL
+              AND EXISTS (SELECT FROM @extschema@.search_indexes r
+                           WHERE r.rel OPERATOR(pg_catalog.=) tbl AND r.token_column OPERATOR(pg_catalog.=) tokcol
+                             AND r.definition OPERATOR(pg_catalog.=) args);
         IF have_args OPERATOR(pg_catalog.<>) want_args AND NOT rebind THEN
             RAISE EXCEPTION '% on %.% already exists with other parameters or another index key', tokcol, tbl, col
                 USING ERRCODE = '42710',
                       HINT = 'CALL it again with the same arguments and index key to finish it, or drop it first; to rebuild it under a new index key, add a second one with token_column => …';
         END IF;
-        IF trig_cols OPERATOR(pg_catalog.>) 0 OR rebind THEN
+        IF trig_cols OPERATOR(pg_catalog.>) 0 OR rebind OR NOT shape_ok THEN
             -- A trigger of an earlier version (UPDATE OF the source column
             -- only): replaced by one that fires on every UPDATE.
             IF citus_table THEN

@@ -233,7 +233,7 @@ unsafe extern "C-unwind" fn process_utility(
     // SAFETY: PostgreSQL's arguments, passed on unchanged but for the text
     // of a SET of a key setting (`text_for_other_hooks`).
     unsafe {
-        let (pstmt, query_string) = text_for_other_hooks(pstmt, query_string);
+        let query_string = text_for_other_hooks(pstmt, query_string);
         match PREV_PROCESS_UTILITY {
             Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
             None => unguarded::standard_ProcessUtility(
@@ -280,10 +280,10 @@ impl Drop for ForwardedSet {
     }
 }
 
-/// The statement (and its text) the next utility hooks (pg_stat_statements,
-/// pgaudit, Citus, PostgreSQL's own) get for a `SET`/`RESET`:
+/// The statement text the next utility hooks (pg_stat_statements, pgaudit,
+/// Citus, PostgreSQL's own) get:
 ///
-/// - of a key setting, a copy of the text with the value masked
+/// - for a `SET`/`RESET` of a key setting, a copy with the value masked
 ///   (`pazpaz_core::set_statement`), so that pg_stat_statements never
 ///   stores a key, wrapped or not, and pgaudit never logs one; the statement
 ///   itself runs from its parse tree. Unchanged when Citus is about to
@@ -293,12 +293,13 @@ impl Drop for ForwardedSet {
 ///   does not track nested statements). A client's own SET LOCAL of a key
 ///   is masked even then, so Citus forwards only the mask and the workers
 ///   refuse it: set keys for Citus with `set_keys(…, true)`;
-/// - of any setting while Citus forwards `SET LOCAL` (set_keys turns that on
-///   for its transaction): this statement's own text only, with a copy of
-///   the planned statement that locates it there. Citus forwards the text it
-///   is given, which for `SET LOCAL x = 1; SELECT … '<term>' …` sent as one
-///   string would otherwise be the whole string — run on every worker and
-///   stored by their pg_stat_statements.
+/// - with Citus loaded, for any utility statement sent in one string with
+///   others, a copy in which everything but this statement is blanked out
+///   (same length, so every position in the parse tree still points where
+///   it did). Citus sends some statements' text as it is given — a
+///   forwarded `SET LOCAL`, `CREATE INDEX`, `ALTER TABLE … ADD CONSTRAINT`
+///   — which for `CREATE INDEX …; SELECT … '<term>' …` would otherwise be
+///   the whole string, logged by every worker.
 ///
 /// This hook sees the statement first only when the library comes after
 /// pg_stat_statements and pgaudit in shared_preload_libraries (README).
@@ -308,51 +309,57 @@ impl Drop for ForwardedSet {
 unsafe fn text_for_other_hooks(
     pstmt: *mut pg_sys::PlannedStmt,
     query_string: *const std::ffi::c_char,
-) -> (*mut pg_sys::PlannedStmt, *const std::ffi::c_char) {
+) -> *const std::ffi::c_char {
     // SAFETY: ProcessUtility's planned statement and its utility node.
-    let set = unsafe {
-        let stmt = (*pstmt).utilityStmt;
-        if query_string.is_null() || stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_VariableSetStmt {
-            return (pstmt, query_string);
-        }
-        &*stmt.cast::<pg_sys::VariableSetStmt>()
-    };
-    let forwarding = crate::distributed::forwards_set_local();
-    let secret = !set.name.is_null() && {
-        // SAFETY: a VariableSetStmt's name is a C string of the parse tree.
-        let name = unsafe { std::ffi::CStr::from_ptr(set.name) }.to_bytes();
-        [gucs::KEY, gucs::KEYS, gucs::INDEX_KEY, gucs::INDEX_KEY_NEXT, gucs::TRANSPORT]
-            .iter()
-            .any(|n| n.to_bytes().eq_ignore_ascii_case(name))
-    };
-    let mask = secret && !(set.is_local && FORWARDED_SET.get() && forwarding);
-    if !mask && !forwarding {
-        return (pstmt, query_string);
+    let stmt = unsafe { (*pstmt).utilityStmt };
+    if query_string.is_null() || stmt.is_null() {
+        return query_string;
     }
-    // SAFETY: the statement's source text, NUL-terminated; the copies are
-    // palloc'd in the statement's memory context.
+    // SAFETY: a node of the parse tree; a VariableSetStmt's name is a C
+    // string of it.
+    let mask = unsafe {
+        (*stmt).type_ == pg_sys::NodeTag::T_VariableSetStmt && {
+            let set = &*stmt.cast::<pg_sys::VariableSetStmt>();
+            let secret = !set.name.is_null() && {
+                let name = std::ffi::CStr::from_ptr(set.name).to_bytes();
+                [gucs::KEY, gucs::KEYS, gucs::INDEX_KEY, gucs::INDEX_KEY_NEXT, gucs::TRANSPORT]
+                    .iter()
+                    .any(|n| n.to_bytes().eq_ignore_ascii_case(name))
+            };
+            secret && !(set.is_local && FORWARDED_SET.get() && crate::distributed::forwards_set_local())
+        }
+    };
+    // SAFETY: the statement's source text, NUL-terminated.
+    let whole = unsafe { std::ffi::CStr::from_ptr(query_string) }.to_bytes();
+    // SAFETY: ProcessUtility's planned statement.
+    let (start, len) = unsafe { ((*pstmt).stmt_location, (*pstmt).stmt_len) };
+    let start = usize::try_from(start).unwrap_or(0).min(whole.len());
+    let len = usize::try_from(len).ok().filter(|&l| l > 0).unwrap_or(whole.len() - start);
+    let end = (start + len).min(whole.len());
+    let blank = crate::distributed::citus_is_loaded() && (start > 0 || end < whole.len());
+    if !mask && !blank {
+        return query_string;
+    }
+    // SAFETY: a copy of the same length, NUL-terminated, palloc'd in the
+    // statement's memory context.
     unsafe {
-        let whole = std::ffi::CStr::from_ptr(query_string).to_bytes();
-        let start = usize::try_from((*pstmt).stmt_location).unwrap_or(0).min(whole.len());
-        let len = usize::try_from((*pstmt).stmt_len).ok().filter(|&l| l > 0).unwrap_or(whole.len() - start);
-        let end = (start + len).min(whole.len());
-        // With Citus forwarding, the statement alone; else the whole text.
-        let (from, to) = if forwarding { (start, end) } else { (0, whole.len()) };
-        let copy = pg_sys::palloc(to - from + 1).cast::<u8>();
-        let out = std::slice::from_raw_parts_mut(copy, to - from + 1);
-        out[..to - from].copy_from_slice(&whole[from..to]);
-        out[to - from] = 0;
+        let copy = pg_sys::palloc(whole.len() + 1).cast::<u8>();
+        let out = std::slice::from_raw_parts_mut(copy, whole.len() + 1);
+        out[..whole.len()].copy_from_slice(whole);
+        out[whole.len()] = 0;
+        if blank {
+            // (Newlines kept: line numbers stay.)
+            let (head, rest) = out[..whole.len()].split_at_mut(start);
+            for b in head.iter_mut().chain(rest[end - start..].iter_mut()) {
+                if *b != b'\n' {
+                    *b = b' ';
+                }
+            }
+        }
         if mask {
-            pazpaz_core::set_statement::mask_value(&mut out[start - from..end - from]);
+            pazpaz_core::set_statement::mask_value(&mut out[start..end]);
         }
-        if !forwarding {
-            return (pstmt, copy.cast());
-        }
-        let stmt = pg_sys::palloc(std::mem::size_of::<pg_sys::PlannedStmt>()).cast::<pg_sys::PlannedStmt>();
-        std::ptr::copy_nonoverlapping(pstmt, stmt, 1);
-        (*stmt).stmt_location = 0;
-        (*stmt).stmt_len = i32::try_from(end - start).unwrap_or(0);
-        (stmt, copy.cast())
+        copy.cast()
     }
 }
 

@@ -579,7 +579,27 @@ def test_lookups_on_local_tables_are_unchanged_with_citus_loaded(formation, keys
         c.execute("SET plan_cache_mode = force_generic_plan")
         assert [c.execute("SELECT loc_find(%s)", (f"loc{i}@example.com",)).fetchone()[0] for i in (3, 4)] == [3, 4]
         c.execute("RESET plan_cache_mode")
-        c.execute("DROP TABLE loc")
+        # A trigger of the index's name and arguments but another shape (a
+        # WHEN clause that never fires) is made again by a new CALL.
+        args = c.execute("SELECT tgargs FROM pg_trigger WHERE tgrelid = 'loc'::regclass"
+                         " AND tgname = 'zz_pazpaz_email_bidx'").fetchone()[0]
+        argv = ", ".join("'" + a + "'" for a in args.rstrip(b"\0").decode().split("\0"))
+        c.execute("DROP TRIGGER zz_pazpaz_email_bidx ON loc")
+        c.execute(f"CREATE TRIGGER zz_pazpaz_email_bidx BEFORE INSERT OR UPDATE ON loc FOR EACH ROW WHEN (false)"
+                  f" EXECUTE FUNCTION blind_index_trigger({argv})")
+        c.execute("CALL add_blind_index('loc', 'email')")
+        assert c.execute("SELECT tgqual IS NULL FROM pg_trigger WHERE tgrelid = 'loc'::regclass"
+                         " AND tgname = 'zz_pazpaz_email_bidx'").fetchone()[0]
+        c.execute("INSERT INTO loc VALUES (21, 'loc21@example.com')")
+        assert c.execute("SELECT loc_find('loc21@example.com')").fetchone()[0] == 21
+        # Renamed, it keeps its context; a new table of its old name gets
+        # another one (or is refused), never the same.
+        c.execute("ALTER TABLE loc RENAME TO loc_old")
+        c.execute("CALL add_blind_index('loc_old', 'email')")  # resumes: same definition
+        c.execute("CREATE TABLE loc (id int PRIMARY KEY, email encrypted_text)")
+        with pytest.raises(psycopg.errors.DuplicateObject):
+            c.execute("CALL add_blind_index('loc', 'email')")
+        c.execute("DROP TABLE loc, loc_old")
         c.execute("DROP FUNCTION loc_find(text)")
 
 
@@ -642,6 +662,17 @@ def test_a_set_local_sent_with_other_statements_is_forwarded_alone(formation, ke
             res.error_message
         assert c.execute("SELECT count(*) FROM clients").fetchone()[0] > 0  # the SET LOCALs went out
         c.execute("COMMIT")
+        # DDL that Citus sends as the text it is given, in one string with a
+        # lookup.
+        c.execute("CREATE TABLE IF NOT EXISTS ddlx (id int PRIMARY KEY, v int)")
+        c.execute("SELECT create_distributed_table('ddlx', 'id')")
+        begin_with_search_keys(c, keys, index_key)
+        res = c.pgconn.exec_(f"CREATE INDEX ddlx_v ON ddlx (v); SELECT id FROM clients WHERE email_bidx ="
+                             f" blind_index_for('clients', 'email_bidx', '{term}')".encode())
+        assert res.status in (psycopg.pq.ExecStatus.COMMAND_OK, psycopg.pq.ExecStatus.TUPLES_OK), \
+            res.error_message
+        c.execute("COMMIT")
+        c.execute("DROP TABLE ddlx")
     assert term not in f.worker_logs()
     for w in f.workers:
         with f.connect(w) as wc:
