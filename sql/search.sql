@@ -247,7 +247,7 @@ BEGIN
     rel := pg_catalog.format('%I.%I', nsp, relname);
     -- A Citus table (distributed or reference): the trigger is created on
     -- its shards too (Citus propagates it, to nodes added later as well) and
-    -- fires on the workers, which verify its binding to the table's owner
+    -- fires on the workers, which verify its binding to the table (name and owner)
     -- (a tenth argument, below); the backfill goes by primary key, since
     -- TIDs mean nothing across shards.
     IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
