@@ -101,6 +101,8 @@ COMMENT ON FUNCTION @extschema@.search_index_register(pg_catalog.regclass, pg_ca
   'Internal to add_blind_index/add_match_index: registers the definition of the table''s own search trigger, refusing a context of another owner''s table';
 COMMENT ON FUNCTION @extschema@.search_index_unregister(pg_catalog.regclass, pg_catalog.name) IS
   'Internal to drop_blind_index/drop_match_index: forgets an index whose trigger is gone';
+COMMENT ON FUNCTION @extschema@.citus_table_keys(pg_catalog.regclass) IS
+  'Internal to rotate_column and add_blind_index/add_match_index: whether a table is a Citus table, and its primary key columns for their batches';
 COMMENT ON FUNCTION @extschema@.search_index_binding(pg_catalog.regclass, pg_catalog.text[]) IS
   'Internal to add_blind_index/add_match_index on Citus tables: the binding of an index definition to the table''s owner (HMAC under the index key), which the trigger verifies on every node';
 COMMENT ON FUNCTION @extschema@.search_lookup_unplanned_exact(pg_catalog.text) IS

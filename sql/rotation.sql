@@ -25,6 +25,30 @@
 -- static SQL, in PL/pgSQL's own expressions or in the generated SQL, is
 -- resolved through it: every type, function and operator is
 -- schema-qualified, and the table is named by its schema and name.
+-- Whether a table is a Citus table (distributed or reference), and if so
+-- its primary key columns as the batches of rotate_column and of the search
+-- backfill name them: the column list, and the join of the table (t) with a
+-- batch (s) on them (NULL without a primary key). Internal.
+CREATE FUNCTION citus_table_keys(tbl regclass, OUT citus_table boolean, OUT keycols text, OUT keyjoin text)
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    citus_table := false;
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1)'
+            INTO citus_table USING tbl;
+    END IF;
+    IF citus_table THEN
+        SELECT string_agg(quote_ident(a.attname), ', '),
+               string_agg(format('t.%1$I OPERATOR(pg_catalog.=) s.%1$I', a.attname), ' AND ')
+          INTO keycols, keyjoin
+          FROM pg_index i
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[])
+         WHERE i.indrelid = tbl AND i.indisprimary;
+    END IF;
+END
+$fn$;
+
 CREATE PROCEDURE rotate_column(
     tbl regclass,
     col name,
@@ -110,22 +134,10 @@ BEGIN
     -- row changed meanwhile is left to the next batch (as SKIP LOCKED leaves
     -- it here). Each batch is its own transaction, and a worker knows only
     -- the keys that transaction forwarded (forward_keys()).
-    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
-        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1)'
-            INTO citus_table USING tbl;
-    END IF;
-    IF citus_table THEN
-        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', '),
-               pg_catalog.string_agg(pg_catalog.format('t.%1$I OPERATOR(pg_catalog.=) s.%1$I', a.attname), ' AND ')
-          INTO keycols, keyjoin
-          FROM pg_catalog.pg_index i
-          JOIN pg_catalog.pg_attribute a
-            ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
-           AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::pg_catalog.int2[])
-         WHERE i.indrelid OPERATOR(pg_catalog.=) tbl AND i.indisprimary;
-        IF keycols IS NULL THEN
-            RAISE EXCEPTION 'rotate_column needs a primary key on the Citus table %', tbl USING ERRCODE = '0A000';
-        END IF;
+    SELECT k.citus_table, k.keycols, k.keyjoin INTO citus_table, keycols, keyjoin
+      FROM @extschema@.citus_table_keys(tbl) k;
+    IF citus_table AND keycols IS NULL THEN
+        RAISE EXCEPTION 'rotate_column needs a primary key on the Citus table %', tbl USING ERRCODE = '0A000';
     END IF;
 
     -- Phase 1 re-encrypts the values labelled with another version; phase 2

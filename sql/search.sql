@@ -250,22 +250,10 @@ BEGIN
     -- fires on the workers, which verify its binding to the table (name and owner)
     -- (a tenth argument, below); the backfill goes by primary key, since
     -- TIDs mean nothing across shards.
-    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
-        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1)'
-            INTO citus_table USING tbl;
-    END IF;
-    IF citus_table THEN
-        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', '),
-               pg_catalog.string_agg(pg_catalog.format('t.%1$I OPERATOR(pg_catalog.=) s.%1$I', a.attname), ' AND ')
-          INTO keycols, keyjoin
-          FROM pg_catalog.pg_index i
-          JOIN pg_catalog.pg_attribute a
-            ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
-           AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::pg_catalog.int2[])
-         WHERE i.indrelid OPERATOR(pg_catalog.=) tbl AND i.indisprimary;
-        IF keycols IS NULL THEN
-            RAISE EXCEPTION '% needs a primary key on the Citus table %', caller, tbl USING ERRCODE = '0A000';
-        END IF;
+    SELECT k.citus_table, k.keycols, k.keyjoin INTO citus_table, keycols, keyjoin
+      FROM @extschema@.citus_table_keys(tbl) k;
+    IF citus_table AND keycols IS NULL THEN
+        RAISE EXCEPTION '% needs a primary key on the Citus table %', caller, tbl USING ERRCODE = '0A000';
     END IF;
     -- The default context names the column (quoted identifiers, so that no
     -- two columns share one), so equal values in two columns never give
@@ -563,10 +551,7 @@ BEGIN
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
      WHERE c.oid OPERATOR(pg_catalog.=) tbl;
-    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
-        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1)'
-            INTO citus_table USING tbl;
-    END IF;
+    SELECT k.citus_table INTO citus_table FROM @extschema@.citus_table_keys(tbl) k;
     IF citus_table THEN
         PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
     END IF;
