@@ -49,6 +49,56 @@ BEGIN
 END
 $fn$;
 
+-- rotate_column's view of a table and its inheritance children or
+-- partitions: the largest heap in blocks, the files (a rewrite changes
+-- them), and whether a trigger or rule may keep an UPDATE from writing a
+-- row as asked (enabled BEFORE UPDATE row triggers other than the search
+-- indexes', rules) or a foreign table is among them. Internal.
+CREATE FUNCTION rotation_table_state(tbl regclass, OUT nblocks int8, OUT files text, OUT guarded boolean)
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH RECURSIVE t(oid) AS (
+        SELECT tbl::oid
+        UNION SELECT i.inhrelid FROM pg_inherits i JOIN t ON i.inhparent = t.oid
+    )
+    SELECT max(pg_relation_size(t.oid)) / current_setting('block_size')::int8,
+           string_agg(pg_relation_filenode(t.oid)::text, ',' ORDER BY t.oid),
+           bool_or(c.relkind = 'f' OR c.relhasrules
+                   OR EXISTS (SELECT FROM pg_trigger g
+                               WHERE g.tgrelid = t.oid AND g.tgenabled <> 'D'
+                                 -- ROW (1) | BEFORE (2) | UPDATE (16)
+                                 AND (g.tgtype::int4 & 19) = 19
+                                 AND g.tgfoid <> '@extschema@.blind_index_trigger()'::regprocedure))
+      FROM t JOIN pg_class c ON c.oid = t.oid
+$fn$;
+
+-- Takes rotate_column's table lock (ROW EXCLUSIVE, as its UPDATEs do) by
+-- the table's current name, and returns that name, schema-qualified and
+-- quoted: a table renamed meanwhile is followed, and one that took its old
+-- name is never the one worked on. Internal.
+CREATE FUNCTION rotation_lock_table(tbl regclass) RETURNS text
+LANGUAGE plpgsql VOLATILE STRICT SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    rel text;
+BEGIN
+    FOR i IN 1..100 LOOP
+        SELECT format('%I.%I', ns.nspname, c.relname) INTO rel
+          FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
+         WHERE c.oid = tbl;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'relation with OID % was dropped during rotate_column', tbl::oid USING ERRCODE = '42P01';
+        END IF;
+        EXECUTE format('LOCK TABLE %s IN ROW EXCLUSIVE MODE', rel);
+        -- Renamed between the lookup and the lock: look again.
+        IF to_regclass(rel) = tbl THEN
+            RETURN rel;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'relation % keeps being renamed during rotate_column', tbl USING ERRCODE = '55000';
+END
+$fn$;
+
 CREATE PROCEDURE rotate_column(
     tbl regclass,
     col name,
@@ -71,13 +121,38 @@ DECLARE
     n pg_catalog.int8;
     batch pg_catalog.int4 := 0;
     pass pg_catalog.int4;
-    cursor_tid pg_catalog.tid;
-    last_tid pg_catalog.tid;
     q pg_catalog.text;
     upd pg_catalog.text;
     citus_table pg_catalog.bool := false;
     keycols pg_catalog.text;
     keyjoin pg_catalog.text;
+    stale pg_catalog.text;
+    vsel pg_catalog.text;
+    win pg_catalog.text;
+    upd_skip pg_catalog.text;
+    skipped pg_catalog.text;
+    built pg_catalog.text;
+    files pg_catalog.text;
+    files_now pg_catalog.text;
+    guarded pg_catalog.bool;
+    guarded_now pg_catalog.bool;
+    must_check pg_catalog.bool;
+    since pg_catalog.xid8;
+    nx pg_catalog.xid8;
+    xids pg_catalog.int8;
+    uncertain pg_catalog.bool;
+    ours pg_catalog.xid[] := '{}';
+    x pg_catalog.xid;
+    m pg_catalog.int8;
+    nblocks pg_catalog.int8;
+    step pg_catalog.int8;
+    step0 pg_catalog.int8;
+    blk pg_catalog.int8;
+    lo pg_catalog.tid;
+    hi pg_catalog.tid;
+    tries pg_catalog.int4;
+    bad_label pg_catalog.bool;
+    one_row pg_catalog.bool;
 BEGIN
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
@@ -140,33 +215,19 @@ BEGIN
         RAISE EXCEPTION 'rotate_column needs a primary key on the Citus table %', tbl USING ERRCODE = '0A000';
     END IF;
 
-    -- Phase 1 re-encrypts the values labelled with another version; phase 2
-    -- (jsonb only) those labelled with the target that do not authenticate.
-    FOR phase IN 1..2 LOOP
-        IF phase OPERATOR(pg_catalog.=) 1 THEN
-            cond := pg_catalog.format('@extschema@.key_version(%I) OPERATOR(pg_catalog.<>) %L::pg_catalog.text', col, target);
-        ELSIF is_jsonb THEN
-            cond := pg_catalog.format('NOT @extschema@.verify_field_versioned(%I)', col);
-        ELSE
-            EXIT;
-        END IF;
-        q := pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE %I IS NOT NULL AND %s', rel, col, cond);
-        upd := pg_catalog.format($q$
-            WITH batch AS (
-                SELECT ctid FROM %1$s
-                 WHERE ctid OPERATOR(pg_catalog.>) $1 AND %2$I IS NOT NULL AND %4$s
-                 LIMIT $3
-                 FOR UPDATE SKIP LOCKED
-            ), upd AS (
-                -- A TID scan of exactly the locked rows (a join back to
-                -- the table could scan all of it for every batch).
-                UPDATE %1$s SET %2$I = %3$s(%2$I, $2)
-                 WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM batch))
-                RETURNING 1
-            )
-            SELECT (SELECT pg_catalog.count(*) FROM upd), (SELECT pg_catalog.max(ctid) FROM batch)
-        $q$, rel, col, fn, cond);
-        IF citus_table THEN
+    IF citus_table THEN
+        -- Phase 1 re-encrypts the values labelled with another version;
+        -- phase 2 (jsonb only) those labelled with the target that do not
+        -- authenticate.
+        FOR phase IN 1..2 LOOP
+            IF phase OPERATOR(pg_catalog.=) 1 THEN
+                cond := pg_catalog.format('@extschema@.key_version(%I) OPERATOR(pg_catalog.<>) %L::pg_catalog.text', col, target);
+            ELSIF is_jsonb THEN
+                cond := pg_catalog.format('NOT @extschema@.verify_field_versioned(%I)', col);
+            ELSE
+                EXIT;
+            END IF;
+            q := pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE %I IS NOT NULL AND %s', rel, col, cond);
             upd := pg_catalog.format($q$
                 UPDATE %1$s AS t SET %2$I = s.new_value
                   FROM (SELECT %5$s, %3$s(%2$I, $2) AS new_value, %2$I%7$s AS old_value
@@ -176,75 +237,304 @@ BEGIN
                  WHERE %6$s AND t.%2$I%7$s OPERATOR(pg_catalog.=) s.old_value
             $q$, rel, col, fn, cond, keycols, keyjoin,
                  CASE WHEN is_jsonb THEN '' ELSE '::pg_catalog.bytea' END);
+            -- Row-level security must not hide rows from the walk or the
+            -- checks (FORCE ROW LEVEL SECURITY applies to the owner): off in
+            -- each transaction, so that a policy that would filter the table
+            -- makes the CALL fail (42501) instead of reporting done over
+            -- part of it.
+            PERFORM pg_catalog.set_config('row_security', 'off', true);
             PERFORM @extschema@.forward_keys();
-        END IF;
-        -- Row-level security must not hide rows from the walk or the checks
-        -- (FORCE ROW LEVEL SECURITY applies to the owner): off in each
-        -- transaction, so that a policy that would filter the table makes
-        -- the CALL fail (42501) instead of reporting done over part of it.
-        PERFORM pg_catalog.set_config('row_security', 'off', true);
-        EXECUTE q INTO total;
-        IF phase OPERATOR(pg_catalog.=) 1 THEN
-            RAISE NOTICE 'rotate_column: % rows of %.% to re-encrypt to version %', total, tbl, col, target;
-        ELSIF total OPERATOR(pg_catalog.>) 0 THEN
-            RAISE NOTICE 'rotate_column: % values of %.% do not authenticate under the key their "version" names; re-encrypting them to version %',
-                total, tbl, col, target;
-        END IF;
-        remaining := total;
-        done := 0;
-        pass := 0;
+            EXECUTE q INTO total;
+            IF phase OPERATOR(pg_catalog.=) 1 THEN
+                RAISE NOTICE 'rotate_column: % rows of %.% to re-encrypt to version %', total, tbl, col, target;
+            ELSIF total OPERATOR(pg_catalog.>) 0 THEN
+                RAISE NOTICE 'rotate_column: % values of %.% do not authenticate under the key their "version" names; re-encrypting them to version %',
+                    total, tbl, col, target;
+            END IF;
+            remaining := total;
+            done := 0;
+            pass := 0;
 
-        WHILE remaining OPERATOR(pg_catalog.>) 0 AND pass OPERATOR(pg_catalog.<) 5 LOOP
-            pass := pass OPERATOR(pg_catalog.+) 1;
-            cursor_tid := '(0,0)'::pg_catalog.tid;
-            LOOP
-                PERFORM pg_catalog.set_config('row_security', 'off', true);
-                IF citus_table THEN
+            WHILE remaining OPERATOR(pg_catalog.>) 0 AND pass OPERATOR(pg_catalog.<) 5 LOOP
+                pass := pass OPERATOR(pg_catalog.+) 1;
+                LOOP
+                    PERFORM pg_catalog.set_config('row_security', 'off', true);
                     PERFORM @extschema@.forward_keys();
-                    EXECUTE upd USING cursor_tid, target, batch_size;
+                    EXECUTE upd USING NULL::pg_catalog.tid, target, batch_size;
                     GET DIAGNOSTICS n = ROW_COUNT;
                     -- Nothing more this pass (the rest, if any, changed meanwhile).
-                    last_tid := CASE WHEN n OPERATOR(pg_catalog.>) 0 THEN cursor_tid END;
-                ELSIF phase OPERATOR(pg_catalog.=) 1 THEN
-                    EXECUTE upd INTO n, last_tid USING cursor_tid, target, batch_size;
-                ELSE
-                    BEGIN
-                        EXECUTE upd INTO n, last_tid USING cursor_tid, target, batch_size;
-                    EXCEPTION WHEN SQLSTATE '22000' THEN
-                        RAISE EXCEPTION USING ERRCODE = '22000', MESSAGE = SQLERRM,
-                            DETAIL = pg_catalog.format('A value of %s.%I does not authenticate under the key of its version label, nor under any other loaded key.', tbl, col),
-                            HINT = pg_catalog.format('List such values with SELECT ctid, key_version(%2$I) FROM %1$s WHERE NOT verify_field_versioned(%2$I);', tbl, col);
-                    END;
-                END IF;
-                EXIT WHEN last_tid IS NULL;
-                IF n OPERATOR(pg_catalog.>) 0 THEN
+                    EXIT WHEN n OPERATOR(pg_catalog.=) 0;
                     batch := batch OPERATOR(pg_catalog.+) 1;
                     done := done OPERATOR(pg_catalog.+) n;
                     rotated := rotated OPERATOR(pg_catalog.+) n;
                     RAISE NOTICE 'batch %: %/% rows', batch, done, total;
+                    COMMIT;
+                END LOOP;
+                COMMIT;
+                PERFORM @extschema@.forward_keys();
+                PERFORM pg_catalog.set_config('row_security', 'off', true);
+                EXECUTE q INTO remaining;
+            END LOOP;
+
+            IF remaining OPERATOR(pg_catalog.>) 0 THEN
+                IF phase OPERATOR(pg_catalog.=) 1 THEN
+                    RAISE WARNING 'rotate_column: % rows of %.% are still not on version % (locked by other transactions?); CALL rotate_column again',
+                        remaining, tbl, col, target;
+                ELSE
+                    RAISE WARNING 'rotate_column: % values of %.% still do not authenticate (locked by other transactions?); CALL rotate_column again',
+                        remaining, tbl, col;
+                END IF;
+                RETURN;
+            END IF;
+        END LOOP;
+    ELSE
+        -- The table (with its inheritance children or partitions: an UPDATE
+        -- with a TID range applies it to each) is walked in ranges of heap
+        -- blocks, TID range scans each holding about batch_size of the rows
+        -- to re-encrypt, with one UPDATE per range and no locking pass: a
+        -- row another transaction is writing makes the batch wait for it,
+        -- as any UPDATE would, and the recheck of the condition on the
+        -- row's new version (READ COMMITTED) re-encrypts that version, or
+        -- leaves it when it is on the target already. Row waits are bounded
+        -- (lock_timeout 200 ms for the batch's transaction, set after the
+        -- table lock, which is waited for as by any UPDATE, under the
+        -- caller's lock_timeout); a range whose row locks do not clear in
+        -- three tries is done without its locked rows (FOR UPDATE SKIP
+        -- LOCKED), and the check below looks at that range again.
+        --
+        -- On a jsonb column, the same UPDATE re-encrypts the values labelled
+        -- with the target that do not authenticate (format 2 does not
+        -- authenticate its label): in the first pass every target-labelled
+        -- value is authenticated, none excluded by its xmin (a frozen tuple
+        -- keeps its raw xmin, which a later transaction of this CALL can
+        -- share after wraparound).
+        --
+        -- What can be left after the walk: rows that other transactions
+        -- wrote since the CALL began (the walk may have passed them), rows
+        -- of ranges done without their locked rows, rows a trigger or rule
+        -- kept from being updated (or changed), and, if the table was
+        -- rewritten meanwhile (VACUUM FULL, CLUSTER: new files, rows moved),
+        -- anything. The check scans for those: the whole table when it has
+        -- (or had, at the start) such triggers or rules or was rewritten;
+        -- otherwise the rows written since the CALL began by others and the
+        -- skipped ranges. It is skipped when neither applies and no other
+        -- transaction took a transaction ID since the CALL began: every ID
+        -- from `since` on is then one of the two of a batch of this CALL (its
+        -- transaction and the UPDATE's subtransaction), so nobody else wrote
+        -- or locked a row. Rows the check finds get a further pass, up to 5
+        -- passes in all.
+        --
+        -- Which rows are stale: the label of a jsonb envelope is read by
+        -- ->>, which costs less than key_version(); a value that is no
+        -- envelope counts as stale, and its re-encryption reports it.
+        -- Compared in the C collation (bytes, no locale lookup).
+        IF is_jsonb THEN
+            stale := pg_catalog.format('COALESCE((%I OPERATOR(pg_catalog.->>) ''version''::pg_catalog.text) OPERATOR(pg_catalog.<>) %L::pg_catalog.text COLLATE pg_catalog."C", true)',
+                                       col, target);
+        ELSE
+            stale := pg_catalog.format('@extschema@.key_version(%I) OPERATOR(pg_catalog.<>) %L::pg_catalog.text COLLATE pg_catalog."C"', col, target);
+        END IF;
+        since := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
+        SELECT s.nblocks, s.files, s.guarded INTO nblocks, files, guarded
+          FROM @extschema@.rotation_table_state(tbl) s;
+        rel := @extschema@.rotation_lock_table(tbl);
+        PERFORM pg_catalog.set_config('row_security', 'off', true);
+        EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FILTER (WHERE %s), pg_catalog.count(*) FROM %s WHERE %I IS NOT NULL',
+                                  stale, rel, col) INTO total, n;
+        RAISE NOTICE 'rotate_column: % rows of %.% to re-encrypt to version %', total, tbl, col, target;
+        -- Which target-labelled values a pass authenticates (NULL: none).
+        vsel := CASE WHEN is_jsonb AND n OPERATOR(pg_catalog.>) total THEN 'true' END;
+        -- With plpgsql's extra check too_many_rows on, EXECUTE … INTO of a
+        -- many-row RETURNING fails (or warns); the UPDATEs then run in a
+        -- CTE that returns one row, which costs a little more.
+        one_row := COALESCE(pg_catalog.current_setting('plpgsql.extra_errors', true), '') OPERATOR(pg_catalog.~) '(all|too_many_rows)'
+                   OR COALESCE(pg_catalog.current_setting('plpgsql.extra_warnings', true), '') OPERATOR(pg_catalog.~) '(all|too_many_rows)';
+        remaining := total;
+        done := 0;
+        pass := 0;
+        LOOP
+            pass := pass OPERATOR(pg_catalog.+) 1;
+            built := NULL;
+            -- The first range: batch_size rows at the table's average
+            -- density; later ones follow the density just seen (rows
+            -- re-encrypted per block), never longer than the first.
+            step0 := LEAST(nblocks, GREATEST(1::pg_catalog.int8,
+                         (batch_size::pg_catalog.int8 OPERATOR(pg_catalog.*) nblocks) OPERATOR(pg_catalog./)
+                         GREATEST(remaining, 1::pg_catalog.int8)));
+            step := step0;
+            skipped := '';
+            uncertain := false;
+            xids := 0;
+            blk := 0;
+            -- Nothing to walk: no row to re-encrypt and no value to check.
+            IF remaining OPERATOR(pg_catalog.=) 0 AND vsel IS NULL THEN
+                blk := nblocks;
+            END IF;
+            WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
+                -- The table by its name now (a rename meanwhile is followed),
+                -- locked so that the name holds until the COMMIT.
+                rel := @extschema@.rotation_lock_table(tbl);
+                IF built IS NULL OR built OPERATOR(pg_catalog.<>) rel THEN
+                    built := rel;
+                    IF vsel IS NULL THEN
+                        cond := stale;
+                    ELSE
+                        -- CASE keeps the order: the cheap tests first, the
+                        -- decryption last.
+                        cond := pg_catalog.format('CASE WHEN %s THEN true WHEN %s THEN NOT @extschema@.verify_field_versioned(%I) ELSE false END',
+                                                  stale, vsel, col);
+                    END IF;
+                    -- The UPDATE returns the transaction ID it wrote with,
+                    -- which EXECUTE … INTO takes from the first row.
+                    upd := pg_catalog.format($q$
+                        UPDATE %1$s SET %2$I = %3$s(%2$I, %4$L::pg_catalog.text)
+                         WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2
+                           AND %2$I IS NOT NULL AND %5$s
+                        RETURNING xmin
+                    $q$, rel, col, fn, target, cond);
+                    IF one_row THEN
+                        upd := pg_catalog.format('WITH u AS (%s) SELECT (SELECT xmin FROM u LIMIT 1), pg_catalog.count(*) FROM u', upd);
+                    END IF;
+                    -- The same without the rows locked by others, if waiting
+                    -- fails. The locked rows are the latest versions and stay
+                    -- as they are until the UPDATE: no second test.
+                    upd_skip := pg_catalog.format($q$
+                        WITH batch AS (
+                            SELECT ctid FROM %1$s
+                             WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2
+                               AND %2$I IS NOT NULL AND %5$s
+                             FOR UPDATE SKIP LOCKED
+                        ), upd AS (
+                            UPDATE %1$s SET %2$I = %3$s(%2$I, %4$L::pg_catalog.text)
+                             WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM batch))
+                            RETURNING xmin
+                        )
+                        SELECT (SELECT xmin FROM upd LIMIT 1), (SELECT pg_catalog.count(*) FROM upd)
+                    $q$, rel, col, fn, target, cond);
+                END IF;
+                step := LEAST(step, nblocks OPERATOR(pg_catalog.-) blk);
+                lo := pg_catalog.format('(%s,0)', blk)::pg_catalog.tid;
+                hi := pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
+                PERFORM pg_catalog.set_config('lock_timeout', '200ms', true);  -- until the COMMIT
+                PERFORM pg_catalog.set_config('row_security', 'off', true);
+                tries := 0;
+                LOOP
+                    x := NULL;
+                    PERFORM @extschema@.take_mislabelled_count();
+                    BEGIN
+                        IF tries OPERATOR(pg_catalog.>=) 3 THEN
+                            EXECUTE upd_skip INTO x, n USING lo, hi, ours;
+                        ELSIF one_row THEN
+                            EXECUTE upd INTO x, n USING lo, hi, ours;
+                        ELSE
+                            EXECUTE upd INTO x USING lo, hi, ours;
+                            GET DIAGNOSTICS n = ROW_COUNT;
+                        END IF;
+                        EXIT;
+                    EXCEPTION
+                        WHEN lock_not_available OR deadlock_detected THEN
+                            tries := tries OPERATOR(pg_catalog.+) 1;
+                            uncertain := true;
+                            IF tries OPERATOR(pg_catalog.>) 3 THEN
+                                RAISE;  -- not a row lock: SKIP LOCKED did not help
+                            ELSIF tries OPERATOR(pg_catalog.=) 3 THEN
+                                RAISE NOTICE 'rotate_column: rows in blocks % to % of %.% are locked by other transactions; leaving them to a further pass',
+                                    blk, blk OPERATOR(pg_catalog.+) step OPERATOR(pg_catalog.-) 1, tbl, col;
+                                skipped := pg_catalog.format('%s OR (ctid OPERATOR(pg_catalog.>=) %L::pg_catalog.tid AND ctid OPERATOR(pg_catalog.<) %L::pg_catalog.tid)',
+                                                             skipped, lo, hi);
+                            END IF;
+                        WHEN SQLSTATE '22000' THEN
+                            IF NOT is_jsonb THEN
+                                RAISE;
+                            END IF;
+                            -- Which kind of value failed, for the message.
+                            EXECUTE pg_catalog.format(
+                                'SELECT EXISTS (SELECT FROM %s WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2 AND %I IS NOT NULL AND %s AND NOT @extschema@.verify_field_versioned(%I))',
+                                rel, col, stale, col) INTO bad_label USING lo, hi;
+                            RAISE EXCEPTION USING ERRCODE = '22000', MESSAGE = SQLERRM,
+                                DETAIL = CASE WHEN bad_label
+                                    THEN pg_catalog.format('A value of %s.%I does not authenticate under the key of its version label.', tbl, col)
+                                    ELSE pg_catalog.format('A value of %s.%I does not authenticate under the key of its version label, nor under any other loaded key.', tbl, col) END,
+                                HINT = pg_catalog.format('List such values with SELECT ctid, key_version(%2$I) FROM %1$s WHERE NOT verify_field_versioned(%2$I);', tbl, col);
+                    END;
+                END LOOP;
+                m := @extschema@.take_mislabelled_count();
+                IF x IS NOT NULL THEN
+                    ours := pg_catalog.array_append(ours, x);
+                END IF;
+                IF pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL THEN
+                    -- This transaction's ID and its subtransaction's.
+                    xids := xids OPERATOR(pg_catalog.+) 2;
+                END IF;
+                IF n OPERATOR(pg_catalog.>) 0 THEN
+                    batch := batch OPERATOR(pg_catalog.+) 1;
+                    done := done OPERATOR(pg_catalog.+) n OPERATOR(pg_catalog.-) m;
+                    rotated := rotated OPERATOR(pg_catalog.+) n;
+                    IF n OPERATOR(pg_catalog.>) m THEN
+                        RAISE NOTICE 'batch %: %/% rows', batch, done, total;
+                    END IF;
+                    IF m OPERATOR(pg_catalog.>) 0 THEN
+                        RAISE NOTICE 'batch %: % values of %.% did not authenticate under the key their "version" names; re-encrypted them to version %',
+                            batch, m, tbl, col, target;
+                    END IF;
                 END IF;
                 COMMIT;
-                cursor_tid := last_tid;
+                blk := blk OPERATOR(pg_catalog.+) step;
+                step := GREATEST(1::pg_catalog.int8, LEAST(step0,
+                            (step OPERATOR(pg_catalog.*) batch_size) OPERATOR(pg_catalog./)
+                            GREATEST(n, 1::pg_catalog.int8)));
             END LOOP;
-            COMMIT;
-            IF citus_table THEN
-                PERFORM @extschema@.forward_keys();
-            END IF;
-            PERFORM pg_catalog.set_config('row_security', 'off', true);
-            EXECUTE q INTO remaining;
-        END LOOP;
 
+            -- The check. Its transaction ID ends the window since `since`.
+            nx := pg_catalog.pg_current_xact_id();
+            SELECT s.nblocks, s.files, s.guarded INTO nblocks, files_now, guarded_now
+              FROM @extschema@.rotation_table_state(tbl) s;
+            guarded := guarded OR guarded_now;
+            must_check := true;
+            IF guarded OR COALESCE(files_now, '') OPERATOR(pg_catalog.<>) COALESCE(files, '') THEN
+                -- Every row: a trigger or rule may have kept rows from being
+                -- updated, or a rewrite moved them behind the walk (keeping
+                -- their xmin).
+                win := 'true';
+                files := files_now;
+            ELSIF NOT uncertain
+                  AND (nx::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.-) since::pg_catalog.text::pg_catalog.int8)
+                      OPERATOR(pg_catalog.=) xids THEN
+                -- No other transaction ID since the CALL began: nothing left.
+                must_check := false;
+                remaining := 0;
+            ELSE
+                -- Rows others wrote since the CALL began (xmin at or after
+                -- `since`, and not one of this CALL's), and the ranges done
+                -- without their locked rows.
+                win := pg_catalog.format('((pg_catalog.age(xmin) OPERATOR(pg_catalog.<=) pg_catalog.age(%L::pg_catalog.xid8::pg_catalog.xid) AND NOT (xmin OPERATOR(pg_catalog.=) ANY ($3)))%s)',
+                                         since, skipped);
+            END IF;
+            IF must_check THEN
+                -- The next pass authenticates the target-labelled values the
+                -- check looks at.
+                vsel := CASE WHEN is_jsonb THEN win END;
+                rel := @extschema@.rotation_lock_table(tbl);
+                q := pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE %I IS NOT NULL AND CASE WHEN NOT %s THEN false WHEN %s THEN true ELSE %s END',
+                                       rel, col, win, stale,
+                                       CASE WHEN is_jsonb THEN pg_catalog.format('NOT @extschema@.verify_field_versioned(%I)', col) ELSE 'false' END);
+                PERFORM pg_catalog.set_config('row_security', 'off', true);
+                EXECUTE q INTO remaining USING NULL::pg_catalog.tid, NULL::pg_catalog.tid, ours;
+            END IF;
+            COMMIT;
+            EXIT WHEN remaining OPERATOR(pg_catalog.=) 0 OR pass OPERATOR(pg_catalog.>=) 5;
+        END LOOP;
         IF remaining OPERATOR(pg_catalog.>) 0 THEN
-            IF phase OPERATOR(pg_catalog.=) 1 THEN
-                RAISE WARNING 'rotate_column: % rows of %.% are still not on version % (locked by other transactions?); CALL rotate_column again',
+            IF is_jsonb THEN
+                RAISE WARNING 'rotate_column: % rows of %.% are still not on version % or do not authenticate (locked by other transactions?); CALL rotate_column again',
                     remaining, tbl, col, target;
             ELSE
-                RAISE WARNING 'rotate_column: % values of %.% still do not authenticate (locked by other transactions?); CALL rotate_column again',
-                    remaining, tbl, col;
+                RAISE WARNING 'rotate_column: % rows of %.% are still not on version % (locked by other transactions?); CALL rotate_column again',
+                    remaining, tbl, col, target;
             END IF;
             RETURN;
         END IF;
-    END LOOP;
+    END IF;
 
     IF is_jsonb THEN
         RAISE NOTICE 'rotate_column: done, % rows re-encrypted, none left on other versions, every value authenticates', rotated;

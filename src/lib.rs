@@ -111,6 +111,9 @@ extension_sql_file!(
         status::encryption_status,
         versioned::reencrypt_field_versioned_to,
         versioned::key_version_jsonb,
+        versioned::verify_field_versioned,
+        versioned::take_mislabelled_count,
+        search::blind_index_trigger,
         encrypted_text::reencrypt_to_version,
         encrypted_text::key_version_encrypted_text
     ]

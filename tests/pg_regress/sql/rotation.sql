@@ -4,6 +4,9 @@ SELECT generate_encryption_key() AS k1, generate_encryption_key() AS k2 \gset
 -- 10,000 rows written under v1, with their plaintext kept aside for checking.
 SELECT set_config('pazpaz.encryption_keys', json_build_object('v1', :'k1')::text, false) IS NOT NULL AS ring_v1;
 CREATE TABLE clients (id int PRIMARY KEY, plain text, medical_history jsonb);
+-- rotate_column's batches are ranges of heap blocks, so the rows per batch
+-- shown below depend on where rows lie: no autovacuum to move them.
+ALTER TABLE clients SET (autovacuum_enabled = off);
 INSERT INTO clients
 SELECT i, 'history of client ' || i || repeat(' ✓', i % 7), NULL FROM generate_series(1, 10000) i;
 UPDATE clients SET medical_history = encrypt_field_versioned(plain);
@@ -45,7 +48,9 @@ SELECT count(*) AS changed_if_forced FROM clients WHERE reencrypt_field_versione
 SELECT set_config('pazpaz.encryption_keys', json_build_object('v2', :'k2')::text, false) IS NOT NULL AS ring_v2;
 SELECT count(*) FILTER (WHERE decrypt_field_versioned(medical_history) = plain) AS decrypt_ok_v2_only FROM clients;
 
--- The batched procedure: back to a v3 key in batches of 3,000, with progress.
+-- The batched procedure: back to a v3 key in batches of about 3,000 rows
+-- (ranges of heap blocks; here the rows from the UPDATEs above lie unevenly),
+-- with progress.
 SELECT generate_encryption_key() AS k3 \gset
 SELECT set_config('pazpaz.encryption_keys', json_build_object('v2', :'k2', 'v3', :'k3')::text, false) IS NOT NULL AS ring_v2_v3;
 SET pazpaz.encryption_key_version = 'v3';
@@ -78,6 +83,7 @@ CALL rotate_column('clients', 'medical_history', 3000);
 -- physically last). The batches before it stay committed; once the row is
 -- dealt with, a second CALL finishes the job.
 CREATE TABLE visits (id int PRIMARY KEY, plain text, note jsonb);
+ALTER TABLE visits SET (autovacuum_enabled = off);
 INSERT INTO visits SELECT i, 'visit ' || i, encrypt_field_versioned('visit ' || i, 'v2') FROM generate_series(1, 3000) i;
 UPDATE visits SET note = jsonb_set(encrypt_field_versioned(plain, 'v3'), '{version}', '"v2"') WHERE id = 1500;
 \set VERBOSITY terse
