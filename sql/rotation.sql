@@ -51,24 +51,26 @@ $fn$;
 
 -- rotate_column's view of a table and its inheritance children or
 -- partitions: the largest heap in blocks, the files (a rewrite changes
--- them), and whether a trigger or rule may keep an UPDATE from writing a
--- row as asked (enabled BEFORE UPDATE row triggers other than the search
--- indexes', rules) or a foreign table is among them. Internal.
-CREATE FUNCTION rotation_table_state(tbl regclass, OUT nblocks int8, OUT files text, OUT guarded boolean)
+-- them), the tree itself (a child detached or unlinked for a while would
+-- miss batches), and whether a trigger or rule may keep an UPDATE from
+-- writing a row as asked or change it afterwards (enabled UPDATE triggers of
+-- any kind other than the search indexes' and PostgreSQL's internal ones,
+-- rules) or a foreign table is among them. Internal.
+CREATE FUNCTION rotation_table_state(tbl regclass, OUT nblocks int8, OUT files text, OUT guarded boolean, OUT tree text)
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp
 AS $fn$
-    WITH RECURSIVE t(oid) AS (
-        SELECT tbl::oid
-        UNION SELECT i.inhrelid FROM pg_inherits i JOIN t ON i.inhparent = t.oid
+    WITH RECURSIVE t(oid, pending) AS (
+        SELECT tbl::oid, false
+        UNION SELECT i.inhrelid, i.inhdetachpending FROM pg_inherits i JOIN t ON i.inhparent = t.oid
     )
     SELECT max(pg_relation_size(t.oid)) / current_setting('block_size')::int8,
            string_agg(pg_relation_filenode(t.oid)::text, ',' ORDER BY t.oid),
            bool_or(c.relkind = 'f' OR c.relhasrules
                    OR EXISTS (SELECT FROM pg_trigger g
-                               WHERE g.tgrelid = t.oid AND g.tgenabled <> 'D'
-                                 -- ROW (1) | BEFORE (2) | UPDATE (16)
-                                 AND (g.tgtype::int4 & 19) = 19
-                                 AND g.tgfoid <> '@extschema@.blind_index_trigger()'::regprocedure))
+                               WHERE g.tgrelid = t.oid AND g.tgenabled <> 'D' AND NOT g.tgisinternal
+                                 AND (g.tgtype::int4 & 16) = 16  -- UPDATE
+                                 AND g.tgfoid <> '@extschema@.blind_index_trigger()'::regprocedure)),
+           string_agg(t.oid::text || CASE WHEN t.pending THEN '-' ELSE '' END, ',' ORDER BY t.oid)
       FROM t JOIN pg_class c ON c.oid = t.oid
 $fn$;
 
@@ -136,6 +138,11 @@ DECLARE
     files_now pg_catalog.text;
     guarded pg_catalog.bool;
     guarded_now pg_catalog.bool;
+    tree pg_catalog.text;
+    tree_now pg_catalog.text;
+    colnum pg_catalog.int2;
+    shaped pg_catalog.bool;
+    col_ok pg_catalog.bool;
     must_check pg_catalog.bool;
     since pg_catalog.xid8;
     nx pg_catalog.xid8;
@@ -157,7 +164,7 @@ BEGIN
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
     END IF;
-    SELECT a.atttypid INTO typid
+    SELECT a.atttypid, a.attnum INTO typid, colnum
       FROM pg_catalog.pg_attribute a
      WHERE a.attrelid OPERATOR(pg_catalog.=) tbl
        AND a.attname OPERATOR(pg_catalog.=) col
@@ -314,8 +321,9 @@ BEGIN
         -- of ranges done without their locked rows, rows a trigger or rule
         -- kept from being updated (or changed), and, if the table was
         -- rewritten meanwhile (VACUUM FULL, CLUSTER: new files, rows moved),
-        -- anything. The check scans for those: the whole table when it has
-        -- (or had, at the start) such triggers or rules or was rewritten;
+        -- anything. The check scans for those: the whole table when it had
+        -- such triggers or rules during any batch, when its partitions or
+        -- children changed, or when it was rewritten;
         -- otherwise the rows written since the CALL began by others and the
         -- skipped ranges. It is skipped when neither applies and no other
         -- transaction took a transaction ID since the CALL began: every ID
@@ -335,7 +343,7 @@ BEGIN
             stale := pg_catalog.format('@extschema@.key_version(%I) OPERATOR(pg_catalog.<>) %L::pg_catalog.text COLLATE pg_catalog."C"', col, target);
         END IF;
         since := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
-        SELECT s.nblocks, s.files, s.guarded INTO nblocks, files, guarded
+        SELECT s.nblocks, s.files, s.guarded, s.tree INTO nblocks, files, guarded, tree
           FROM @extschema@.rotation_table_state(tbl) s;
         rel := @extschema@.rotation_lock_table(tbl);
         PERFORM pg_catalog.set_config('row_security', 'off', true);
@@ -374,6 +382,30 @@ BEGIN
                 -- The table by its name now (a rename meanwhile is followed),
                 -- locked so that the name holds until the COMMIT.
                 rel := @extschema@.rotation_lock_table(tbl);
+                -- Under that lock, for this batch: the column is the one
+                -- the CALL was given (renamed or dropped and re-added
+                -- meanwhile, the statements would name another), and the
+                -- table is still as it was, without triggers or rules that
+                -- could keep this batch from writing a row as asked (they
+                -- may come and go between batches). Only a table that has
+                -- children, triggers or rules at all needs the longer look.
+                SELECT a.attname OPERATOR(pg_catalog.=) col AND a.atttypid OPERATOR(pg_catalog.=) typid AND NOT a.attisdropped,
+                       c.relhassubclass OR c.relhastriggers OR c.relhasrules OR c.relkind OPERATOR(pg_catalog.<>) 'r'
+                  INTO col_ok, shaped
+                  FROM pg_catalog.pg_class c
+                  JOIN pg_catalog.pg_attribute a
+                    ON a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.=) colnum
+                 WHERE c.oid OPERATOR(pg_catalog.=) tbl;
+                IF NOT COALESCE(col_ok, false) THEN
+                    RAISE EXCEPTION 'column % of % was renamed, dropped or changed during rotate_column', col, tbl
+                        USING ERRCODE = '55000',
+                              HINT = 'The batches committed so far are kept; CALL rotate_column again with the column''s name now.';
+                END IF;
+                IF shaped THEN
+                    SELECT s.guarded, s.tree INTO guarded_now, tree_now
+                      FROM @extschema@.rotation_table_state(tbl) s;
+                    guarded := guarded OR guarded_now OR tree_now OPERATOR(pg_catalog.<>) tree;
+                END IF;
                 IF built IS NULL OR built OPERATOR(pg_catalog.<>) rel THEN
                     built := rel;
                     IF vsel IS NULL THEN
@@ -458,7 +490,10 @@ BEGIN
                                 HINT = pg_catalog.format('List such values with SELECT ctid, key_version(%2$I) FROM %1$s WHERE NOT verify_field_versioned(%2$I);', tbl, col);
                     END;
                 END LOOP;
-                m := @extschema@.take_mislabelled_count();
+                -- A row re-checked after waiting for another writer (READ
+                -- COMMITTED) has its new value computed again, which can
+                -- count it twice: never more than the rows written.
+                m := LEAST(@extschema@.take_mislabelled_count(), n);
                 IF x IS NOT NULL THEN
                     ours := pg_catalog.array_append(ours, x);
                 END IF;
@@ -487,9 +522,10 @@ BEGIN
 
             -- The check. Its transaction ID ends the window since `since`.
             nx := pg_catalog.pg_current_xact_id();
-            SELECT s.nblocks, s.files, s.guarded INTO nblocks, files_now, guarded_now
+            SELECT s.nblocks, s.files, s.guarded, s.tree INTO nblocks, files_now, guarded_now, tree_now
               FROM @extschema@.rotation_table_state(tbl) s;
-            guarded := guarded OR guarded_now;
+            guarded := guarded OR guarded_now OR tree_now OPERATOR(pg_catalog.<>) tree;
+            tree := tree_now;
             must_check := true;
             IF guarded OR COALESCE(files_now, '') OPERATOR(pg_catalog.<>) COALESCE(files, '') THEN
                 -- Every row: a trigger or rule may have kept rows from being
