@@ -68,7 +68,10 @@ AS $fn$
            bool_or(c.relkind = 'f' OR c.relhasrules
                    OR EXISTS (SELECT FROM pg_trigger g
                                WHERE g.tgrelid = t.oid AND g.tgenabled <> 'D' AND NOT g.tgisinternal
-                                 AND (g.tgtype::int4 & 16) = 16  -- UPDATE
+                                 -- INSERT (4), DELETE (8: a row moved to
+                                 -- another partition is deleted and
+                                 -- inserted), UPDATE (16)
+                                 AND (g.tgtype::int4 & 28) <> 0
                                  AND g.tgfoid <> '@extschema@.blind_index_trigger()'::regprocedure)),
            string_agg(t.oid::text || CASE WHEN t.pending THEN '-' ELSE '' END, ',' ORDER BY t.oid)
       FROM t JOIN pg_class c ON c.oid = t.oid
@@ -143,7 +146,7 @@ DECLARE
     colnum pg_catalog.int2;
     shaped pg_catalog.bool;
     col_ok pg_catalog.bool;
-    must_check pg_catalog.bool;
+    xid_at_start pg_catalog.bool;
     since pg_catalog.xid8;
     nx pg_catalog.xid8;
     xids pg_catalog.int8;
@@ -318,18 +321,21 @@ BEGIN
         --
         -- What can be left after the walk: rows that other transactions
         -- wrote since the CALL began (the walk may have passed them), rows
-        -- of ranges done without their locked rows, rows a trigger or rule
-        -- kept from being updated (or changed), and, if the table was
-        -- rewritten meanwhile (VACUUM FULL, CLUSTER: new files, rows moved),
-        -- anything. The check scans for those: the whole table when it had
-        -- such triggers or rules during any batch, when its partitions or
-        -- children changed, or when it was rewritten;
-        -- otherwise the rows written since the CALL began by others and the
-        -- skipped ranges. It is skipped when neither applies and no other
-        -- transaction took a transaction ID since the CALL began: every ID
-        -- from `since` on is then one of the two of a batch of this CALL (its
-        -- transaction and the UPDATE's subtransaction), so nobody else wrote
-        -- or locked a row. Rows the check finds get a further pass, up to 5
+        -- of ranges done without their locked rows, rows a trigger, rule or
+        -- the table's own constraint or index functions kept from being
+        -- updated or changed after, and, if the table was rewritten
+        -- meanwhile (VACUUM FULL, CLUSTER: new files, rows moved), anything.
+        -- The check after the walk counts the rows on another version over
+        -- the whole table, every time (a scan without decryption, trusting
+        -- nothing). On jsonb it also authenticates target-labelled values
+        -- again: all of them when the table had INSERT, UPDATE or DELETE
+        -- triggers or rules during any batch, when its partitions or
+        -- children changed, or when it was rewritten; otherwise those
+        -- written since the CALL began by others and those of skipped
+        -- ranges; none when no other transaction took a transaction ID
+        -- since the CALL began (every ID from `since` on is then one of the
+        -- two of a batch of this CALL: its transaction and the UPDATE's
+        -- subtransaction). Rows the check finds get a further pass, up to 5
         -- passes in all.
         --
         -- Which rows are stale: the label of a jsonb envelope is read by
@@ -343,6 +349,9 @@ BEGIN
             stale := pg_catalog.format('@extschema@.key_version(%I) OPERATOR(pg_catalog.<>) %L::pg_catalog.text COLLATE pg_catalog."C"', col, target);
         END IF;
         since := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
+        -- Called in a transaction that already wrote (a DO block, say): its
+        -- ID is not one the count of the batches' IDs can place.
+        xid_at_start := pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL;
         SELECT s.nblocks, s.files, s.guarded, s.tree INTO nblocks, files, guarded, tree
           FROM @extschema@.rotation_table_state(tbl) s;
         rel := @extschema@.rotation_lock_table(tbl);
@@ -497,9 +506,13 @@ BEGIN
                 IF x IS NOT NULL THEN
                     ours := pg_catalog.array_append(ours, x);
                 END IF;
-                IF pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL THEN
-                    -- This transaction's ID and its subtransaction's.
+                IF x IS NOT NULL THEN
+                    -- This transaction's ID and its subtransaction's (the
+                    -- batch's transaction had none before the UPDATE: the
+                    -- CALL's first one had none when it began, below).
                     xids := xids OPERATOR(pg_catalog.+) 2;
+                ELSIF pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL THEN
+                    uncertain := true;  -- an ID this count cannot place
                 END IF;
                 IF n OPERATOR(pg_catalog.>) 0 THEN
                     batch := batch OPERATOR(pg_catalog.+) 1;
@@ -509,7 +522,11 @@ BEGIN
                         RAISE NOTICE 'batch %: %/% rows', batch, done, total;
                     END IF;
                     IF m OPERATOR(pg_catalog.>) 0 THEN
-                        RAISE NOTICE 'batch %: % values of %.% did not authenticate under the key their "version" names; re-encrypted them to version %',
+                        -- What was found, which is evidence of tampering or of
+                        -- a faulty writer: the count is of re-encryptions
+                        -- computed, and a row another writer replaced while
+                        -- the batch waited for it keeps that writer's value.
+                        RAISE NOTICE 'batch %: % values of %.% did not authenticate under the key their "version" names; re-encrypted to version % from the key they authenticate under (unless another transaction replaced them meanwhile)',
                             batch, m, tbl, col, target;
                     END IF;
                 END IF;
@@ -526,37 +543,44 @@ BEGIN
               FROM @extschema@.rotation_table_state(tbl) s;
             guarded := guarded OR guarded_now OR tree_now OPERATOR(pg_catalog.<>) tree;
             tree := tree_now;
-            must_check := true;
+            -- Which target-labelled values to authenticate again.
             IF guarded OR COALESCE(files_now, '') OPERATOR(pg_catalog.<>) COALESCE(files, '') THEN
-                -- Every row: a trigger or rule may have kept rows from being
-                -- updated, or a rewrite moved them behind the walk (keeping
-                -- their xmin).
+                -- Every one: a trigger or rule may have kept rows from being
+                -- updated or changed them after, or a rewrite moved them
+                -- behind the walk (keeping their xmin).
                 win := 'true';
                 files := files_now;
-            ELSIF NOT uncertain
+            ELSIF NOT uncertain AND NOT xid_at_start
                   AND (nx::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.-) since::pg_catalog.text::pg_catalog.int8)
                       OPERATOR(pg_catalog.=) xids THEN
-                -- No other transaction ID since the CALL began: nothing left.
-                must_check := false;
-                remaining := 0;
+                -- None: no other transaction ID since the CALL began, so
+                -- nobody else wrote a value.
+                win := NULL;
             ELSE
-                -- Rows others wrote since the CALL began (xmin at or after
-                -- `since`, and not one of this CALL's), and the ranges done
-                -- without their locked rows.
+                -- Those others wrote since the CALL began (xmin at or after
+                -- `since`, and not one of this CALL's), and those of the
+                -- ranges done without their locked rows.
                 win := pg_catalog.format('((pg_catalog.age(xmin) OPERATOR(pg_catalog.<=) pg_catalog.age(%L::pg_catalog.xid8::pg_catalog.xid) AND NOT (xmin OPERATOR(pg_catalog.=) ANY ($3)))%s)',
                                          since, skipped);
             END IF;
-            IF must_check THEN
-                -- The next pass authenticates the target-labelled values the
-                -- check looks at.
-                vsel := CASE WHEN is_jsonb THEN win END;
-                rel := @extschema@.rotation_lock_table(tbl);
-                q := pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE %I IS NOT NULL AND CASE WHEN NOT %s THEN false WHEN %s THEN true ELSE %s END',
-                                       rel, col, win, stale,
-                                       CASE WHEN is_jsonb THEN pg_catalog.format('NOT @extschema@.verify_field_versioned(%I)', col) ELSE 'false' END);
-                PERFORM pg_catalog.set_config('row_security', 'off', true);
-                EXECUTE q INTO remaining USING NULL::pg_catalog.tid, NULL::pg_catalog.tid, ours;
+            IF NOT is_jsonb THEN
+                win := NULL;
             END IF;
+            -- The next pass authenticates the values the check looks at.
+            vsel := win;
+            -- Rows on another version are counted over the whole table, each
+            -- time: that count trusts nothing about who wrote what (the
+            -- table's own triggers, constraints or index functions may write
+            -- too) and costs a scan without decryption.
+            rel := @extschema@.rotation_lock_table(tbl);
+            IF win IS NULL THEN
+                q := pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE %I IS NOT NULL AND %s', rel, col, stale);
+            ELSE
+                q := pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE %I IS NOT NULL AND CASE WHEN %s THEN true WHEN %s THEN NOT @extschema@.verify_field_versioned(%I) ELSE false END',
+                                       rel, col, stale, win, col);
+            END IF;
+            PERFORM pg_catalog.set_config('row_security', 'off', true);
+            EXECUTE q INTO remaining USING NULL::pg_catalog.tid, NULL::pg_catalog.tid, ours;
             COMMIT;
             EXIT WHEN remaining OPERATOR(pg_catalog.=) 0 OR pass OPERATOR(pg_catalog.>=) 5;
         END LOOP;
