@@ -105,10 +105,14 @@ COMMENT ON FUNCTION @extschema@.citus_table_keys(pg_catalog.regclass) IS
   'Internal to rotate_column and add_blind_index/add_match_index: whether a table is a Citus table, and its primary key columns for their batches';
 COMMENT ON FUNCTION @extschema@.rotation_table_state(pg_catalog.regclass) IS
     'Internal (rotate_column): a table''s largest heap in blocks, its files, whether triggers, rules or foreign tables may keep an UPDATE from writing a row as asked, and its inheritance tree.';
+COMMENT ON FUNCTION @extschema@.rotation_lock(pg_catalog.regclass) IS
+    'Internal (rotate_column): locks the table and its partitions or children (ROW EXCLUSIVE) by OID and returns its name then, schema-qualified and quoted; NULL, with nothing locked, when it is gone or the current user may not UPDATE it.';
 COMMENT ON FUNCTION @extschema@.rotation_lock_table(pg_catalog.regclass) IS
-    'Internal (rotate_column): locks the table (ROW EXCLUSIVE) by its current name and returns that name, schema-qualified and quoted.';
+    'Internal (rotate_column): rotation_lock, raising the reason instead of returning NULL.';
 COMMENT ON FUNCTION @extschema@.take_mislabelled_count() IS
     'Internal (rotate_column): how many envelopes labelled with their target version were re-encrypted from another key in this session since the last call, which resets it.';
+COMMENT ON FUNCTION @extschema@.rotation_write_xid() IS
+    'Internal (rotate_column): the transaction ID the current transaction or subtransaction writes rows with, NULL while it has none.';
 COMMENT ON FUNCTION @extschema@.search_index_binding(pg_catalog.regclass, pg_catalog.text[]) IS
   'Internal to add_blind_index/add_match_index on Citus tables: the binding of an index definition to the table''s owner (HMAC under the index key), which the trigger verifies on every node';
 COMMENT ON FUNCTION @extschema@.search_lookup_unplanned_exact(pg_catalog.text) IS

@@ -9,7 +9,8 @@
 -- walked once in physical order (TID range scans); rows that were locked or
 -- changed by others meanwhile are picked up by a further pass. Interrupted
 -- (cancelled, timed out, backend killed), it loses at most the current batch
--- and a new CALL finishes the job. Must be CALLed outside a transaction block,
+-- (a server crash: the batches of its last moments, whose commits do not
+-- wait for the disk) and a new CALL finishes the job. Must be CALLed outside a transaction block,
 -- with keys set for the session (set_config(..., false)): keys set with
 -- SET LOCAL end at the first COMMIT.
 --
@@ -77,30 +78,29 @@ AS $fn$
       FROM t JOIN pg_class c ON c.oid = t.oid
 $fn$;
 
--- Takes rotate_column's table lock (ROW EXCLUSIVE, as its UPDATEs do) by
--- the table's current name, and returns that name, schema-qualified and
--- quoted: a table renamed meanwhile is followed, and one that took its old
--- name is never the one worked on. Internal.
+-- rotation_lock (src/rotation.rs): rotate_column's table lock (ROW
+-- EXCLUSIVE, as its UPDATEs take) by OID, and the table's name then,
+-- schema-qualified and quoted; NULL with nothing locked when the table is
+-- gone or the current user may not UPDATE it. Internal.
+CREATE FUNCTION rotation_lock(tbl regclass) RETURNS text
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'rotation_lock_wrapper';
+
+-- The same, raising the reason instead of returning NULL. Internal.
 CREATE FUNCTION rotation_lock_table(tbl regclass) RETURNS text
 LANGUAGE plpgsql VOLATILE STRICT SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    rel text;
+    rel text := @extschema@.rotation_lock(tbl);
 BEGIN
-    FOR i IN 1..100 LOOP
-        SELECT format('%I.%I', ns.nspname, c.relname) INTO rel
-          FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
-         WHERE c.oid = tbl;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'relation with OID % was dropped during rotate_column', tbl::oid USING ERRCODE = '42P01';
-        END IF;
-        EXECUTE format('LOCK TABLE %s IN ROW EXCLUSIVE MODE', rel);
-        -- Renamed between the lookup and the lock: look again.
-        IF to_regclass(rel) = tbl THEN
-            RETURN rel;
-        END IF;
-    END LOOP;
-    RAISE EXCEPTION 'relation % keeps being renamed during rotate_column', tbl USING ERRCODE = '55000';
+    IF rel IS NOT NULL THEN
+        RETURN rel;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = tbl) THEN
+        RAISE EXCEPTION 'relation with OID % was dropped during rotate_column', tbl::oid USING ERRCODE = '42P01';
+    END IF;
+    RAISE EXCEPTION 'permission denied for table %', tbl USING ERRCODE = '42501',
+        HINT = 'rotate_column updates the table as its owner, who lost the UPDATE privilege on it.';
 END
 $fn$;
 
@@ -162,7 +162,13 @@ DECLARE
     hi pg_catalog.tid;
     tries pg_catalog.int4;
     bad_label pg_catalog.bool;
-    one_row pg_catalog.bool;
+    plain pg_catalog.bool;
+    pct pg_catalog.float8;
+    about pg_catalog.text := '';
+    seek pg_catalog.bool;
+    next_row pg_catalog.tid;
+    probe pg_catalog.text;
+    seqscan pg_catalog.text;
 BEGIN
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
@@ -355,18 +361,34 @@ BEGIN
         SELECT s.nblocks, s.files, s.guarded, s.tree INTO nblocks, files, guarded, tree
           FROM @extschema@.rotation_table_state(tbl) s;
         rel := @extschema@.rotation_lock_table(tbl);
+        -- A plain table (no partitions, children or foreign table): its
+        -- rows are sampled below and its batches look for the next row to do.
+        SELECT c.relkind OPERATOR(pg_catalog.=) 'r' AND NOT c.relhassubclass INTO plain
+          FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl;
+        -- How many rows to re-encrypt: counted; on a plain table of more
+        -- than 10,000 blocks (80 MB) estimated from a sample of about 1,000
+        -- of them (a count costs about a tenth of the rotation; the check
+        -- after the walk counts exactly).
+        pct := CASE WHEN plain AND nblocks OPERATOR(pg_catalog.>) 10000
+                    THEN 100000::pg_catalog.float8 OPERATOR(pg_catalog./) nblocks ELSE 100 END;
         PERFORM pg_catalog.set_config('row_security', 'off', true);
-        EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FILTER (WHERE %s), pg_catalog.count(*) FROM %s WHERE %I IS NOT NULL',
-                                  stale, rel, col) INTO total, n;
-        RAISE NOTICE 'rotate_column: % rows of %.% to re-encrypt to version %', total, tbl, col, target;
+        EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FILTER (WHERE %s), pg_catalog.count(*) FROM %s %s WHERE %I IS NOT NULL',
+                                  stale, rel,
+                                  CASE WHEN pct OPERATOR(pg_catalog.<) 100 THEN 'TABLESAMPLE SYSTEM ($1::pg_catalog.float4)' ELSE '' END,
+                                  col) INTO total, n USING pct;
+        IF pct OPERATOR(pg_catalog.<) 100 THEN
+            about := 'about ';
+            total := pg_catalog.round(total OPERATOR(pg_catalog.*) 100 OPERATOR(pg_catalog./) pct);
+            n := pg_catalog.round(n OPERATOR(pg_catalog.*) 100 OPERATOR(pg_catalog./) pct);
+        END IF;
+        RAISE NOTICE 'rotate_column: % rows of %.% to re-encrypt to version %', about OPERATOR(pg_catalog.||) total, tbl, col, target;
         -- Which target-labelled values a pass authenticates (NULL: none).
-        vsel := CASE WHEN is_jsonb AND n OPERATOR(pg_catalog.>) total THEN 'true' END;
-        -- With plpgsql's extra check too_many_rows on, EXECUTE … INTO of a
-        -- many-row RETURNING fails (or warns); the UPDATEs then run in a
-        -- CTE that returns one row, which costs a little more.
-        one_row := COALESCE(pg_catalog.current_setting('plpgsql.extra_errors', true), '') OPERATOR(pg_catalog.~) '(all|too_many_rows)'
-                   OR COALESCE(pg_catalog.current_setting('plpgsql.extra_warnings', true), '') OPERATOR(pg_catalog.~) '(all|too_many_rows)';
-        remaining := total;
+        vsel := CASE WHEN is_jsonb AND (n OPERATOR(pg_catalog.>) total OR about OPERATOR(pg_catalog.<>) '') THEN 'true' END;
+        -- Estimated: the ranges are sized as if at least 1% of the rows
+        -- were to do (a sample that missed them all must not make the first
+        -- range the whole table).
+        remaining := CASE WHEN about OPERATOR(pg_catalog.=) '' THEN total
+                          ELSE GREATEST(total, n OPERATOR(pg_catalog./) 100) END;
         done := 0;
         pass := 0;
         LOOP
@@ -383,14 +405,15 @@ BEGIN
             uncertain := false;
             xids := 0;
             blk := 0;
+            seek := plain;
             -- Nothing to walk: no row to re-encrypt and no value to check.
             IF remaining OPERATOR(pg_catalog.=) 0 AND vsel IS NULL THEN
                 blk := nblocks;
             END IF;
             WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
-                -- The table by its name now (a rename meanwhile is followed),
-                -- locked so that the name holds until the COMMIT.
-                rel := @extschema@.rotation_lock_table(tbl);
+                -- The table, locked, by its name now (a rename meanwhile is
+                -- followed; the lock keeps the name until the COMMIT).
+                rel := COALESCE(@extschema@.rotation_lock(tbl), @extschema@.rotation_lock_table(tbl));
                 -- Under that lock, for this batch: the column is the one
                 -- the CALL was given (renamed or dropped and re-added
                 -- meanwhile, the statements would name another), and the
@@ -399,8 +422,9 @@ BEGIN
                 -- may come and go between batches). Only a table that has
                 -- children, triggers or rules at all needs the longer look.
                 SELECT a.attname OPERATOR(pg_catalog.=) col AND a.atttypid OPERATOR(pg_catalog.=) typid AND NOT a.attisdropped,
-                       c.relhassubclass OR c.relhastriggers OR c.relhasrules OR c.relkind OPERATOR(pg_catalog.<>) 'r'
-                  INTO col_ok, shaped
+                       c.relhassubclass OR c.relhastriggers OR c.relhasrules OR c.relkind OPERATOR(pg_catalog.<>) 'r',
+                       c.relkind OPERATOR(pg_catalog.=) 'r' AND NOT c.relhassubclass
+                  INTO col_ok, shaped, plain
                   FROM pg_catalog.pg_class c
                   JOIN pg_catalog.pg_attribute a
                     ON a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.=) colnum
@@ -425,17 +449,13 @@ BEGIN
                         cond := pg_catalog.format('CASE WHEN %s THEN true WHEN %s THEN NOT @extschema@.verify_field_versioned(%I) ELSE false END',
                                                   stale, vsel, col);
                     END IF;
-                    -- The UPDATE returns the transaction ID it wrote with,
-                    -- which EXECUTE … INTO takes from the first row.
+                    -- The transaction ID it writes with is read after it
+                    -- (rotation_write_xid), not returned with every row.
                     upd := pg_catalog.format($q$
                         UPDATE %1$s SET %2$I = %3$s(%2$I, %4$L::pg_catalog.text)
                          WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2
                            AND %2$I IS NOT NULL AND %5$s
-                        RETURNING xmin
                     $q$, rel, col, fn, target, cond);
-                    IF one_row THEN
-                        upd := pg_catalog.format('WITH u AS (%s) SELECT (SELECT xmin FROM u LIMIT 1), pg_catalog.count(*) FROM u', upd);
-                    END IF;
                     -- The same without the rows locked by others, if waiting
                     -- fails. The locked rows are the latest versions and stay
                     -- as they are until the UPDATE: no second test.
@@ -445,32 +465,67 @@ BEGIN
                              WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2
                                AND %2$I IS NOT NULL AND %5$s
                              FOR UPDATE SKIP LOCKED
-                        ), upd AS (
-                            UPDATE %1$s SET %2$I = %3$s(%2$I, %4$L::pg_catalog.text)
-                             WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM batch))
-                            RETURNING xmin
                         )
-                        SELECT (SELECT xmin FROM upd LIMIT 1), (SELECT pg_catalog.count(*) FROM upd)
+                        UPDATE %1$s SET %2$I = %3$s(%2$I, %4$L::pg_catalog.text)
+                         WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM batch))
                     $q$, rel, col, fn, target, cond);
+                    -- The first row to do at or after $1, in physical order
+                    -- (a TID range scan of one table).
+                    probe := pg_catalog.format($q$
+                        SELECT ctid FROM %1$s
+                         WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2
+                           AND %2$I IS NOT NULL AND %3$s
+                         LIMIT 1
+                    $q$, rel, col, cond);
+                END IF;
+                PERFORM pg_catalog.set_config('row_security', 'off', true);
+                -- After a range with nothing to do (and at the start), on a
+                -- plain table: the walk goes on at the next row to do, so
+                -- that a stretch of rows done already (half of a table that
+                -- was rewritten by an UPDATE, or a second pass) costs one
+                -- scan rather than a batch per range. A row written there
+                -- by others after this look is one the check finds, like a
+                -- row the walk had passed.
+                IF seek AND plain THEN
+                    -- Not a sequential scan, which may start anywhere
+                    -- (synchronize_seqscans): for this statement only.
+                    seqscan := pg_catalog.current_setting('enable_seqscan');
+                    PERFORM pg_catalog.set_config('enable_seqscan', 'off', true);
+                    EXECUTE probe INTO next_row
+                      USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
+                            pg_catalog.format('(%s,0)', nblocks)::pg_catalog.tid, ours;
+                    PERFORM pg_catalog.set_config('enable_seqscan', seqscan, true);
+                    IF next_row IS NULL THEN
+                        COMMIT;
+                        EXIT;  -- nothing more this pass; the check follows
+                    END IF;
+                    blk := (next_row::pg_catalog.text::pg_catalog.point)[0]::pg_catalog.int8;
                 END IF;
                 step := LEAST(step, nblocks OPERATOR(pg_catalog.-) blk);
                 lo := pg_catalog.format('(%s,0)', blk)::pg_catalog.tid;
                 hi := pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
                 PERFORM pg_catalog.set_config('lock_timeout', '200ms', true);  -- until the COMMIT
-                PERFORM pg_catalog.set_config('row_security', 'off', true);
+                -- The batch's COMMIT does not wait for its WAL to reach the
+                -- disk (or a synchronous standby): a crash can undo the last
+                -- batches, which leaves their rows on the old version, still
+                -- readable, for the next CALL. The check's COMMIT, before the
+                -- done notice, waits as the caller's setting says, and with
+                -- it for every batch before it.
+                PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
                 tries := 0;
                 LOOP
                     x := NULL;
                     PERFORM @extschema@.take_mislabelled_count();
                     BEGIN
                         IF tries OPERATOR(pg_catalog.>=) 3 THEN
-                            EXECUTE upd_skip INTO x, n USING lo, hi, ours;
-                        ELSIF one_row THEN
-                            EXECUTE upd INTO x, n USING lo, hi, ours;
+                            EXECUTE upd_skip USING lo, hi, ours;
                         ELSE
-                            EXECUTE upd INTO x USING lo, hi, ours;
-                            GET DIAGNOSTICS n = ROW_COUNT;
+                            EXECUTE upd USING lo, hi, ours;
                         END IF;
+                        GET DIAGNOSTICS n = ROW_COUNT;
+                        -- The xmin of the rows written: this
+                        -- subtransaction's ID (NULL if it wrote nothing).
+                        x := @extschema@.rotation_write_xid();
                         EXIT;
                     EXCEPTION
                         WHEN lock_not_available OR deadlock_detected THEN
@@ -505,8 +560,6 @@ BEGIN
                 m := LEAST(@extschema@.take_mislabelled_count(), n);
                 IF x IS NOT NULL THEN
                     ours := pg_catalog.array_append(ours, x);
-                END IF;
-                IF x IS NOT NULL THEN
                     -- This transaction's ID and its subtransaction's (the
                     -- batch's transaction had none before the UPDATE: the
                     -- CALL's first one had none when it began, below).
@@ -519,7 +572,7 @@ BEGIN
                     done := done OPERATOR(pg_catalog.+) n OPERATOR(pg_catalog.-) m;
                     rotated := rotated OPERATOR(pg_catalog.+) n;
                     IF n OPERATOR(pg_catalog.>) m THEN
-                        RAISE NOTICE 'batch %: %/% rows', batch, done, total;
+                        RAISE NOTICE 'batch %: %/% rows', batch, done, about OPERATOR(pg_catalog.||) total;
                     END IF;
                     IF m OPERATOR(pg_catalog.>) 0 THEN
                         -- What was found, which is evidence of tampering or of
@@ -531,6 +584,7 @@ BEGIN
                     END IF;
                 END IF;
                 COMMIT;
+                seek := n OPERATOR(pg_catalog.=) 0;
                 blk := blk OPERATOR(pg_catalog.+) step;
                 step := GREATEST(1::pg_catalog.int8, LEAST(step0,
                             (step OPERATOR(pg_catalog.*) batch_size) OPERATOR(pg_catalog./)

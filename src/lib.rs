@@ -52,6 +52,7 @@ mod key_wrapping;
 mod log_filter;
 mod log_secrets;
 mod nonces;
+mod rotation;
 mod search;
 mod set_keys;
 mod status;
@@ -112,7 +113,8 @@ extension_sql_file!(
         versioned::reencrypt_field_versioned_to,
         versioned::key_version_jsonb,
         versioned::verify_field_versioned,
-        versioned::take_mislabelled_count,
+        rotation::take_mislabelled_count,
+        rotation::rotation_write_xid,
         search::blind_index_trigger,
         encrypted_text::reencrypt_to_version,
         encrypted_text::key_version_encrypted_text

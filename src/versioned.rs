@@ -11,11 +11,11 @@ use pazpaz_core::{field, jsonb, Cipher, Error};
 use pgrx::prelude::*;
 use zeroize::Zeroizing;
 
-use crate::backend_local::BackendLocal;
 use crate::error::{raise, OrRaise};
 use crate::field_functions::open_with;
 use crate::key_cache;
 use crate::nonces;
+use crate::rotation;
 use crate::varlena::{varlena_type, Text, VarlenaBuf};
 
 varlena_type!(
@@ -94,11 +94,6 @@ fn reencrypt(envelope: Jsonb, target: Option<&str>, aad: &[u8]) -> Jsonb {
     Jsonb::build(target.version(), &buf)
 }
 
-/// How many envelopes `reencrypt_mislabelled` re-encrypted in this backend
-/// since `take_mislabelled_count()` last read it: rotate_column reports them
-/// without a separate scan to tell them from stale ones.
-static MISLABELLED: BackendLocal<std::cell::Cell<i64>> = BackendLocal::new(std::cell::Cell::new(0));
-
 /// An envelope labelled with the target version that does not authenticate
 /// under the target key: re-encrypted under the target from whichever other
 /// loaded key it authenticates under, or "Decryption failed".
@@ -110,7 +105,7 @@ fn reencrypt_mislabelled(ring: &Keyring, target: &KeyEntry, sealed: Vec<u8>, aad
         // On an authentication failure `buf` is left unchanged.
         match field::reseal_in_place(from.cipher(), target.cipher(), &nonce, aad, aad, &mut buf) {
             Ok(()) => {
-                MISLABELLED.set(MISLABELLED.get().saturating_add(1));
+                rotation::note_mislabelled();
                 return Jsonb::build(target.version(), &buf);
             }
             Err(Error::DecryptionFailed) => continue,
@@ -171,15 +166,6 @@ pub fn reencrypt_field_versioned_to(envelope: Jsonb, key_version: &str) -> Jsonb
 #[pg_extern(volatile, strict, parallel_safe, cost = 40, name = "reencrypt_field_versioned")]
 fn reencrypt_field_versioned_aad(envelope: Jsonb, key_version: &str, aad: Text) -> Jsonb {
     reencrypt(envelope, Some(key_version), aad.0.as_bytes())
-}
-
-/// The number of envelopes labelled with their target version that
-/// `reencrypt_field_versioned` re-encrypted from another key (they did not
-/// authenticate under the key their label names) in this session since the
-/// last call, which resets it. Used by rotate_column's notices.
-#[pg_extern(volatile, parallel_restricted)]
-fn take_mislabelled_count() -> i64 {
-    MISLABELLED.replace(0)
 }
 
 /// Whether the envelope authenticates under its labelled version's key: the

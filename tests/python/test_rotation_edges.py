@@ -453,3 +453,91 @@ def test_inheritance_concurrent_relabel_in_child(cluster, db):
     warned = [m for s, m in ns if s == "WARNING"]
     assert warned or stale_jsonb(c, "ih", "h") == (0, 0), ns[-2:]
     assert c.execute("SELECT count(*) FROM ih WHERE decrypt_field_versioned(h) = 'r' || id").fetchone()[0] == 4000
+
+
+def test_large_table_estimated_and_its_done_stretch_skipped(cluster, db):
+    """A plain table of more than 10,000 blocks: the first NOTICE gives an
+    estimate from a sample ("about N rows"), the first half of the table,
+    on the target already, is passed over by one look instead of a batch
+    per range, and the done NOTICE counts exactly the rows re-encrypted."""
+    c = conn(cluster, db)
+    # fillfactor 10 and 150 bytes of padding: two rows a block, a table of
+    # 12,000 blocks (96 MB) from 24,000 rows.
+    c.execute("CREATE TABLE big (id int, plain text, pad text DEFAULT repeat('x', 150), h jsonb) WITH (fillfactor = 10)")
+    c.execute("SET pazpaz.encryption_key_version = 'v2'")
+    c.execute("INSERT INTO big (id, plain, h) SELECT i, 'n' || i, encrypt_field_versioned('n' || i) "
+              "FROM generate_series(1, 12000) i")
+    c.execute("SET pazpaz.encryption_key_version = 'v1'")
+    c.execute("INSERT INTO big (id, plain, h) SELECT i, 'n' || i, encrypt_field_versioned('n' || i) "
+              "FROM generate_series(12001, 24000) i")
+    c.execute("VACUUM ANALYZE big")
+    blocks = c.execute("SELECT pg_relation_size('big') / current_setting('block_size')::int").fetchone()[0]
+    assert blocks > 10000, blocks
+    c.execute("SET track_functions = 'all'")
+    c.execute("SELECT pg_stat_reset()")
+    ns = notices(c)
+    c.execute("CALL rotate_column('big', 'h', 1000, 'v2')")
+    c.execute("SELECT pg_stat_force_next_flush()")
+    first = ns[0][1]
+    assert first.startswith("rotate_column: about ") and first.endswith(" rows of big.h to re-encrypt to version v2"), first
+    estimate = int(first.split()[2])
+    assert 0 < estimate <= 24000, first
+    progress = [m for s, m in ns if m.startswith("batch ")]
+    assert progress and all(f"/about {estimate} rows" in m for m in progress), progress[:3]
+    assert ns[-1] == ("NOTICE", "rotate_column: done, 12000 rows re-encrypted, none left on other versions, "
+                                "every value authenticates"), ns[-3:]
+    # 12,000 rows in batches of about 1,000; no batch for the ranges of the
+    # first half (each batch takes the table's lock once).
+    assert len(progress) <= 14, len(progress)
+    assert c.execute("SELECT count(*) FILTER (WHERE key_version(h) = 'v2' AND decrypt_field_versioned(h) = plain) "
+                     "FROM big").fetchone() == (24000,)
+    time.sleep(0.1)
+    locks = None
+    for _ in range(50):  # the backend's statistics reach the view when it is idle
+        locks = c.execute("SELECT calls FROM pg_stat_user_functions WHERE funcname = 'rotation_lock'").fetchone()
+        if locks:
+            break
+        time.sleep(0.1)
+    assert locks is not None and locks[0] <= len(progress) + 2, (locks, len(progress))
+
+
+def test_rotation_lock_checks_the_privilege_before_locking(cluster, db):
+    """rotation_lock locks a table only for a role that may UPDATE it (else
+    NULL and no lock, so that it cannot queue a lock on another role's
+    table), locks partitions with their parent, and returns the table's
+    name now; rotation_lock_table says why it could not."""
+    c = conn(cluster, db)
+    c.execute("CREATE TABLE locked_p (id int, h jsonb) PARTITION BY RANGE (id)")
+    c.execute("CREATE TABLE locked_p1 PARTITION OF locked_p FOR VALUES FROM (0) TO (100)")
+    c.execute("CREATE TABLE locked_p2 PARTITION OF locked_p FOR VALUES FROM (100) TO (200)")
+    c.execute("CREATE ROLE lock_nobody")
+    c.execute("GRANT SELECT ON locked_p TO lock_nobody")
+    c.autocommit = False
+    assert c.execute("SELECT rotation_lock('locked_p')").fetchone() == ("public.locked_p",)
+    held = {r[0] for r in c.execute(
+        "SELECT relation::regclass::text FROM pg_locks WHERE pid = pg_backend_pid() "
+        "AND mode = 'RowExclusiveLock' AND locktype = 'relation'").fetchall()}
+    assert {"locked_p", "locked_p1", "locked_p2"} <= held, held
+    c.rollback()
+    c.execute("SET ROLE lock_nobody")
+    assert c.execute("SELECT rotation_lock('locked_p')").fetchone() == (None,)
+    held = c.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation' "
+                     "AND relation IN ('locked_p'::regclass, 'locked_p1'::regclass)").fetchone()
+    assert held == (0,)
+    c.rollback()
+    c.execute("SET ROLE lock_nobody")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        c.execute("SELECT rotation_lock_table('locked_p')")
+    c.rollback()
+    c.execute("ALTER TABLE locked_p RENAME TO locked_q")
+    assert c.execute("SELECT rotation_lock('locked_q')").fetchone() == ("public.locked_q",)
+    oid = c.execute("SELECT 'locked_q'::regclass::oid").fetchone()[0]
+    c.commit()
+    c.execute("DROP TABLE locked_q")
+    c.commit()
+    assert c.execute("SELECT rotation_lock(%s::oid::regclass)", (oid,)).fetchone() == (None,)
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        c.execute("SELECT rotation_lock_table(%s::oid::regclass)", (oid,))
+    c.rollback()
+    c.autocommit = True
+    c.execute("DROP ROLE lock_nobody")
