@@ -9,8 +9,7 @@
 -- walked once in physical order (TID range scans); rows that were locked or
 -- changed by others meanwhile are picked up by a further pass. Interrupted
 -- (cancelled, timed out, backend killed), it loses at most the current batch
--- (a server crash: the batches of its last moments, whose commits do not
--- wait for the disk) and a new CALL finishes the job. Must be CALLed outside a transaction block,
+-- and a new CALL finishes the job. Must be CALLed outside a transaction block,
 -- with keys set for the session (set_config(..., false)): keys set with
 -- SET LOCAL end at the first COMMIT.
 --
@@ -505,13 +504,6 @@ BEGIN
                 lo := pg_catalog.format('(%s,0)', blk)::pg_catalog.tid;
                 hi := pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
                 PERFORM pg_catalog.set_config('lock_timeout', '200ms', true);  -- until the COMMIT
-                -- The batch's COMMIT does not wait for its WAL to reach the
-                -- disk (or a synchronous standby): a crash can undo the last
-                -- batches, which leaves their rows on the old version, still
-                -- readable, for the next CALL. The check's COMMIT, before the
-                -- done notice, waits as the caller's setting says, and with
-                -- it for every batch before it.
-                PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
                 tries := 0;
                 LOOP
                     x := NULL;
