@@ -406,6 +406,10 @@ def group_procedure(conn, n, runs):
     def flip(sql, then_vacuum=False):
         def run(r):
             target = "v2" if state["v"] == "v1" else "v1"
+            # The same layout before each: every row in a table without free
+            # space (after a plain VACUUM the table would alternate between
+            # a dense one and one with an empty half, and the cases with it).
+            conn.execute("VACUUM FULL vp")
             vacuum_checkpoint(conn, "vp")
             if not then_vacuum:
                 ms = wall(conn, sql, (target,))
