@@ -167,7 +167,7 @@ DECLARE
     seek pg_catalog.bool;
     next_row pg_catalog.tid;
     probe pg_catalog.text;
-    seqscan pg_catalog.text;
+    width pg_catalog.int8;
 BEGIN
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
@@ -371,10 +371,14 @@ BEGIN
         pct := CASE WHEN plain AND nblocks OPERATOR(pg_catalog.>) 10000
                     THEN 100000::pg_catalog.float8 OPERATOR(pg_catalog./) nblocks ELSE 100 END;
         PERFORM pg_catalog.set_config('row_security', 'off', true);
-        EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FILTER (WHERE %s), pg_catalog.count(*) FROM %s %s WHERE %I IS NOT NULL',
-                                  stale, rel,
-                                  CASE WHEN pct OPERATOR(pg_catalog.<) 100 THEN 'TABLESAMPLE SYSTEM ($1::pg_catalog.float4)' ELSE '' END,
-                                  col) INTO total, n USING pct;
+        LOOP
+            EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FILTER (WHERE %s), pg_catalog.count(*) FROM %s %s WHERE %I IS NOT NULL',
+                                      stale, rel,
+                                      CASE WHEN pct OPERATOR(pg_catalog.<) 100 THEN 'TABLESAMPLE pg_catalog.system ($1::pg_catalog.float4)' ELSE '' END,
+                                      col) INTO total, n USING pct;
+            EXIT WHEN pct OPERATOR(pg_catalog.>=) 100 OR n OPERATOR(pg_catalog.>) 0;
+            pct := 100;  -- the sample saw no value: counted after all
+        END LOOP;
         IF pct OPERATOR(pg_catalog.<) 100 THEN
             about := 'about ';
             total := pg_catalog.round(total OPERATOR(pg_catalog.*) 100 OPERATOR(pg_catalog./) pct);
@@ -383,9 +387,8 @@ BEGIN
         RAISE NOTICE 'rotate_column: % rows of %.% to re-encrypt to version %', about OPERATOR(pg_catalog.||) total, tbl, col, target;
         -- Which target-labelled values a pass authenticates (NULL: none).
         vsel := CASE WHEN is_jsonb AND (n OPERATOR(pg_catalog.>) total OR about OPERATOR(pg_catalog.<>) '') THEN 'true' END;
-        -- Estimated: the ranges are sized as if at least 1% of the rows
-        -- were to do (a sample that missed them all must not make the first
-        -- range the whole table).
+        -- Estimated: the ranges may grow as if at least 1% of the rows
+        -- were to do (below, the first one is sized as if all were).
         remaining := CASE WHEN about OPERATOR(pg_catalog.=) '' THEN total
                           ELSE GREATEST(total, n OPERATOR(pg_catalog./) 100) END;
         done := 0;
@@ -400,6 +403,12 @@ BEGIN
                          (batch_size::pg_catalog.int8 OPERATOR(pg_catalog.*) nblocks) OPERATOR(pg_catalog./)
                          GREATEST(remaining, 1::pg_catalog.int8)));
             step := step0;
+            IF pass OPERATOR(pg_catalog.=) 1 AND about OPERATOR(pg_catalog.<>) '' THEN
+                -- An estimate: the first range as if every row were to do.
+                step := LEAST(step0, GREATEST(1::pg_catalog.int8,
+                            (batch_size::pg_catalog.int8 OPERATOR(pg_catalog.*) nblocks) OPERATOR(pg_catalog./)
+                            GREATEST(n, 1::pg_catalog.int8)));
+            END IF;
             skipped := '';
             uncertain := false;
             xids := 0;
@@ -468,32 +477,43 @@ BEGIN
                         UPDATE %1$s SET %2$I = %3$s(%2$I, %4$L::pg_catalog.text)
                          WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM batch))
                     $q$, rel, col, fn, target, cond);
-                    -- The first row to do at or after $1, in physical order
-                    -- (a TID range scan of one table).
+                    -- The first row in [$1, $2) that may be to do: on another
+                    -- version, or, when this pass authenticates values, any
+                    -- value (no decryption here, which the batch would then
+                    -- repeat). min(), not LIMIT 1, so that the answer does
+                    -- not depend on the plan (an index scan or a
+                    -- synchronized sequential scan returns rows in another
+                    -- order).
                     probe := pg_catalog.format($q$
-                        SELECT ctid FROM %1$s
+                        SELECT pg_catalog.min(ctid) FROM %1$s
                          WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2
-                           AND %2$I IS NOT NULL AND %3$s
-                         LIMIT 1
-                    $q$, rel, col, cond);
+                           AND %2$I IS NOT NULL%3$s
+                    $q$, rel, col, CASE WHEN vsel IS NULL THEN ' AND ' OPERATOR(pg_catalog.||) stale ELSE '' END);
                 END IF;
                 PERFORM pg_catalog.set_config('row_security', 'off', true);
                 -- After a range with nothing to do (and at the start), on a
                 -- plain table: the walk goes on at the next row to do, so
                 -- that a stretch of rows done already (half of a table that
                 -- was rewritten by an UPDATE, or a second pass) costs one
-                -- scan rather than a batch per range. A row written there
-                -- by others after this look is one the check finds, like a
-                -- row the walk had passed.
+                -- scan rather than a batch per range: it looks at windows of
+                -- blocks, each twice as long as the one before, until one
+                -- holds a row that may be to do. The rows it passes over
+                -- hold no value, or (when this pass authenticates none) a
+                -- value on the target: an UPDATE of their range would have
+                -- changed none of them. A row written there by others after
+                -- this look is one the check finds, like a row the walk had
+                -- passed.
                 IF seek AND plain THEN
-                    -- Not a sequential scan, which may start anywhere
-                    -- (synchronize_seqscans): for this statement only.
-                    seqscan := pg_catalog.current_setting('enable_seqscan');
-                    PERFORM pg_catalog.set_config('enable_seqscan', 'off', true);
-                    EXECUTE probe INTO next_row
-                      USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
-                            pg_catalog.format('(%s,0)', nblocks)::pg_catalog.tid, ours;
-                    PERFORM pg_catalog.set_config('enable_seqscan', seqscan, true);
+                    width := step0;
+                    LOOP
+                        EXECUTE probe INTO next_row
+                          USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
+                                pg_catalog.format('(%s,0)', LEAST(nblocks, blk OPERATOR(pg_catalog.+) width))::pg_catalog.tid,
+                                ours;
+                        EXIT WHEN next_row IS NOT NULL OR blk OPERATOR(pg_catalog.+) width OPERATOR(pg_catalog.>=) nblocks;
+                        blk := blk OPERATOR(pg_catalog.+) width;
+                        width := width OPERATOR(pg_catalog.*) 2;
+                    END LOOP;
                     IF next_row IS NULL THEN
                         COMMIT;
                         EXIT;  -- nothing more this pass; the check follows

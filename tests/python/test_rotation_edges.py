@@ -541,3 +541,28 @@ def test_rotation_lock_checks_the_privilege_before_locking(cluster, db):
     c.rollback()
     c.autocommit = True
     c.execute("DROP ROLE lock_nobody")
+
+
+@pytest.mark.parametrize("setting", [None, "enable_tidscan = off"])
+def test_the_look_for_the_next_row_does_not_depend_on_the_plan(cluster, db, setting):
+    """The walk passes over a stretch with nothing to do by looking for the
+    next row to do: physically first come values labelled v2 whose
+    ciphertext is under v1 (they must be re-encrypted), with high ids, then
+    rows on v1 with low ids, and a partial index on id. With the caller's
+    enable_tidscan off the look is planned as an index scan, which returns
+    rows in id order: it must still find the first row in physical order,
+    and the CALL end with every value on v2 and authenticating."""
+    c = conn(cluster, db)
+    c.execute("CREATE TABLE ord (id int, h jsonb)")
+    c.execute("INSERT INTO ord SELECT 100000 + i, jsonb_set(encrypt_field_versioned('m' || i), '{version}', '\"v2\"') "
+              "FROM generate_series(1, 2000) i")
+    c.execute("INSERT INTO ord SELECT i, encrypt_field_versioned('s' || i) FROM generate_series(1, 2000) i")
+    c.execute("CREATE INDEX ord_id ON ord (id) WHERE h IS NOT NULL")
+    c.execute("VACUUM ANALYZE ord")
+    assert c.execute("SELECT count(*) FROM ord WHERE NOT verify_field_versioned(h)").fetchone() == (2000,)
+    if setting:
+        c.execute(f"SET {setting}")
+    ns = notices(c)
+    c.execute("CALL rotate_column('ord', 'h', 500, 'v2')")
+    assert ns[-1][1].startswith("rotate_column: done, 4000 rows re-encrypted"), ns[-3:]
+    assert stale_jsonb(c, "ord", "h") == (0, 0)
