@@ -168,6 +168,9 @@ DECLARE
     next_row pg_catalog.tid;
     probe pg_catalog.text;
     width pg_catalog.int8;
+    others pg_catalog.text;
+    waits pg_catalog.int4;
+    upto pg_catalog.xid8;
 BEGIN
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
@@ -609,7 +612,12 @@ BEGIN
               FROM @extschema@.rotation_table_state(tbl) s;
             guarded := guarded OR guarded_now OR tree_now OPERATOR(pg_catalog.<>) tree;
             tree := tree_now;
-            -- Which target-labelled values to authenticate again.
+            -- Which target-labelled values to authenticate again. Those
+            -- others wrote since the CALL began (xmin at or after `since`,
+            -- and not one of this CALL's), and those of the ranges done
+            -- without their locked rows:
+            others := pg_catalog.format('((pg_catalog.age(xmin) OPERATOR(pg_catalog.<=) pg_catalog.age(%L::pg_catalog.xid8::pg_catalog.xid) AND NOT (xmin OPERATOR(pg_catalog.=) ANY ($3)))%s)',
+                                        since, skipped);
             IF guarded OR COALESCE(files_now, '') OPERATOR(pg_catalog.<>) COALESCE(files, '') THEN
                 -- Every one: a trigger or rule may have kept rows from being
                 -- updated or changed them after, or a rewrite moved them
@@ -623,11 +631,7 @@ BEGIN
                 -- nobody else wrote a value.
                 win := NULL;
             ELSE
-                -- Those others wrote since the CALL began (xmin at or after
-                -- `since`, and not one of this CALL's), and those of the
-                -- ranges done without their locked rows.
-                win := pg_catalog.format('((pg_catalog.age(xmin) OPERATOR(pg_catalog.<=) pg_catalog.age(%L::pg_catalog.xid8::pg_catalog.xid) AND NOT (xmin OPERATOR(pg_catalog.=) ANY ($3)))%s)',
-                                         since, skipped);
+                win := others;
             END IF;
             IF NOT is_jsonb THEN
                 win := NULL;
@@ -647,6 +651,49 @@ BEGIN
             END IF;
             PERFORM pg_catalog.set_config('row_security', 'off', true);
             EXECUTE q INTO remaining USING NULL::pg_catalog.tid, NULL::pg_catalog.tid, ours;
+            IF remaining OPERATOR(pg_catalog.=) 0 THEN
+                -- About to say done. Transactions that took their IDs
+                -- before the count ended and are still open (a prepared one
+                -- among them) may yet commit rows on another version, which
+                -- no snapshot shows before they do: waited for, up to 10
+                -- seconds, as CREATE INDEX CONCURRENTLY waits out older
+                -- transactions. (A transaction that takes its ID later
+                -- writes after the check, as it could after the CALL.)
+                upto := pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot());
+                waits := 0;
+                LOOP
+                    SELECT pg_catalog.count(*) INTO n
+                      FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) o(x)
+                     WHERE o.x OPERATOR(pg_catalog.<) upto AND o.x OPERATOR(pg_catalog.<>) nx;
+                    EXIT WHEN n OPERATOR(pg_catalog.=) 0 OR waits OPERATOR(pg_catalog.>=) 100;
+                    PERFORM pg_catalog.pg_sleep(0.1);
+                    waits := waits OPERATOR(pg_catalog.+) 1;
+                END LOOP;
+                IF n OPERATOR(pg_catalog.>) 0 THEN
+                    COMMIT;
+                    RAISE WARNING 'rotate_column: not done: % transactions that began before its check ended are still open and may write rows of %.% on other versions (prepared ones are listed in pg_prepared_xacts); CALL rotate_column again when they have ended',
+                        n, tbl, col;
+                    RETURN;
+                END IF;
+                IF is_jsonb AND win IS NULL
+                   AND (waits OPERATOR(pg_catalog.>) 0
+                        OR (upto::pg_catalog.text::pg_catalog.int8
+                            OPERATOR(pg_catalog.-) since::pg_catalog.text::pg_catalog.int8)
+                           OPERATOR(pg_catalog.<>) (xids OPERATOR(pg_catalog.+) 1)) THEN
+                    -- The count authenticated nothing, on the premise that
+                    -- nobody else took a transaction ID: looked at again
+                    -- after it, someone did (before its snapshot, perhaps).
+                    -- Counted again, authenticating what others wrote.
+                    win := others;
+                    vsel := win;
+                    q := pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE %I IS NOT NULL AND CASE WHEN %s THEN true WHEN %s THEN NOT @extschema@.verify_field_versioned(%I) ELSE false END',
+                                           rel, col, stale, win, col);
+                    EXECUTE q INTO remaining USING NULL::pg_catalog.tid, NULL::pg_catalog.tid, ours;
+                ELSIF waits OPERATOR(pg_catalog.>) 0 THEN
+                    -- What the transactions waited for committed is seen now.
+                    EXECUTE q INTO remaining USING NULL::pg_catalog.tid, NULL::pg_catalog.tid, ours;
+                END IF;
+            END IF;
             COMMIT;
             EXIT WHEN remaining OPERATOR(pg_catalog.=) 0 OR pass OPERATOR(pg_catalog.>=) 5;
         END LOOP;
