@@ -33,8 +33,9 @@ mod inheritance {
     /// Locks every descendant of the relation in `lockmode`, waiting as
     /// LOCK TABLE does (lock_timeout applies).
     pub fn lock_all_inheritors(relation_id: pg_sys::Oid, lockmode: pg_sys::LOCKMODE) {
-        // SAFETY: as above; the returned list is palloc'd in the current
-        // memory context and left to it.
+        // The returned list is palloc'd in the current memory context and
+        // left to it.
+        // SAFETY: as for has_subclass.
         unsafe {
             pg_sys::ffi::pg_guard_ffi_boundary(|| {
                 find_all_inheritors_unguarded(relation_id, lockmode, std::ptr::null_mut())
@@ -86,10 +87,11 @@ fn rotation_write_xid() -> Option<pg_sys::TransactionId> {
 /// declared in sql/rotation.sql.
 #[pg_extern(sql = false)]
 fn rotation_lock(tbl: pg_sys::Oid) -> Option<String> {
-    // SAFETY: catalog lookups and a lock request by OID, in a transaction
-    // (this is called from SQL). Each lookup returns NULL, or a missing flag,
-    // for a relation that does not exist, instead of raising; the strings
-    // they return are palloc'd and copied before the next call.
+    // Each lookup returns NULL, or sets the missing flag, for a relation that
+    // does not exist, instead of raising; the palloc'd strings they return
+    // are copied before the next call.
+    // SAFETY: catalog lookups and a lock request by OID, called from SQL (in
+    // a transaction).
     unsafe {
         let mut missing = false;
         let acl = pg_sys::pg_class_aclcheck_ext(
