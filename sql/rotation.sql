@@ -85,6 +85,23 @@ CREATE FUNCTION rotation_lock(tbl regclass) RETURNS text
 LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'rotation_lock_wrapper';
 
+-- How many rows of the table (itself, not its children) the current
+-- transaction has inserted, updated or deleted so far, including those of
+-- aborted subtransactions, as PostgreSQL's statistics count them
+-- (pg_stat_get_xact_tuples_*); NULL when track_counts is off. The counts
+-- only grow within a transaction. rotate_column compares the growth over a
+-- batch's UPDATE with the rows that UPDATE reports. Internal; plain SQL so
+-- that it is inlined.
+CREATE FUNCTION rotation_table_writes(tbl regclass) RETURNS int8
+LANGUAGE sql VOLATILE PARALLEL RESTRICTED
+AS $fn$
+    SELECT CASE WHEN pg_catalog.current_setting('track_counts')::pg_catalog.bool
+                THEN pg_catalog.pg_stat_get_xact_tuples_inserted(tbl::pg_catalog.oid)
+                     OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_updated(tbl::pg_catalog.oid)
+                     OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted(tbl::pg_catalog.oid)
+           END
+$fn$;
+
 -- The same, raising the reason instead of returning NULL. Internal.
 CREATE FUNCTION rotation_lock_table(tbl regclass) RETURNS text
 LANGUAGE plpgsql VOLATILE STRICT SET search_path = pg_catalog, pg_temp
@@ -171,6 +188,11 @@ DECLARE
     others pg_catalog.text;
     waits pg_catalog.int4;
     upto pg_catalog.xid8;
+    w0 pg_catalog.int8;
+    w1 pg_catalog.int8;
+    walk_exact pg_catalog.bool;
+    nobody pg_catalog.bool;
+    counted pg_catalog.bool;
 BEGIN
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
@@ -414,6 +436,7 @@ BEGIN
             END IF;
             skipped := '';
             uncertain := false;
+            walk_exact := plain;
             xids := 0;
             blk := 0;
             seek := plain;
@@ -528,6 +551,7 @@ BEGIN
                 hi := pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
                 PERFORM pg_catalog.set_config('lock_timeout', '200ms', true);  -- until the COMMIT
                 tries := 0;
+                w0 := @extschema@.rotation_table_writes(tbl);
                 LOOP
                     x := NULL;
                     PERFORM @extschema@.take_mislabelled_count();
@@ -541,6 +565,7 @@ BEGIN
                         -- The xmin of the rows written: this
                         -- subtransaction's ID (NULL if it wrote nothing).
                         x := @extschema@.rotation_write_xid();
+                        w1 := @extschema@.rotation_table_writes(tbl);
                         EXIT;
                     EXCEPTION
                         WHEN lock_not_available OR deadlock_detected THEN
@@ -573,6 +598,14 @@ BEGIN
                 -- COMMITTED) has its new value computed again, which can
                 -- count it twice: never more than the rows written.
                 m := LEAST(@extschema@.take_mislabelled_count(), n);
+                -- This transaction wrote to the table exactly the rows the
+                -- batch's UPDATE reports: nothing else that ran in it (the
+                -- table's constraint, index or generated-column functions)
+                -- inserted, updated or deleted a row of it.
+                IF NOT plain OR tries OPERATOR(pg_catalog.>) 0 OR w0 IS NULL OR w1 IS NULL
+                   OR (w1 OPERATOR(pg_catalog.-) w0) OPERATOR(pg_catalog.<>) n THEN
+                    walk_exact := false;
+                END IF;
                 IF x IS NOT NULL THEN
                     ours := pg_catalog.array_append(ours, x);
                     -- This transaction's ID and its subtransaction's (the
@@ -618,17 +651,35 @@ BEGIN
             -- without their locked rows:
             others := pg_catalog.format('((pg_catalog.age(xmin) OPERATOR(pg_catalog.<=) pg_catalog.age(%L::pg_catalog.xid8::pg_catalog.xid) AND NOT (xmin OPERATOR(pg_catalog.=) ANY ($3)))%s)',
                                         since, skipped);
+            -- No other transaction took an ID since the CALL began (every ID
+            -- from `since` on is one of the two of a batch of this CALL: its
+            -- transaction and the UPDATE's subtransaction), so nobody else
+            -- wrote a row.
+            nobody := NOT uncertain AND NOT xid_at_start
+                      AND (nx::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.-) since::pg_catalog.text::pg_catalog.int8)
+                          OPERATOR(pg_catalog.=) xids;
+            -- Whether the rows on another version are counted. Not when the
+            -- walk's own account of this pass is exact: nobody else wrote, no
+            -- range was done without its locked rows, the table stayed a
+            -- plain table in its files, without triggers or rules, and in
+            -- each batch's transaction the table's statistics counted
+            -- exactly the rows the batch's UPDATE wrote (so nothing else that
+            -- ran there wrote a row of it). The walk then covered every
+            -- block the table had when it began and re-encrypted, in its
+            -- own snapshot, every row on another version (and on jsonb, in a
+            -- pass that authenticates target-labelled values, every one of
+            -- them that did not authenticate); nobody can have changed a
+            -- row behind it.
+            counted := guarded OR NOT nobody OR NOT walk_exact
+                       OR COALESCE(files_now, '') OPERATOR(pg_catalog.<>) COALESCE(files, '');
             IF guarded OR COALESCE(files_now, '') OPERATOR(pg_catalog.<>) COALESCE(files, '') THEN
                 -- Every one: a trigger or rule may have kept rows from being
                 -- updated or changed them after, or a rewrite moved them
                 -- behind the walk (keeping their xmin).
                 win := 'true';
                 files := files_now;
-            ELSIF NOT uncertain AND NOT xid_at_start
-                  AND (nx::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.-) since::pg_catalog.text::pg_catalog.int8)
-                      OPERATOR(pg_catalog.=) xids THEN
-                -- None: no other transaction ID since the CALL began, so
-                -- nobody else wrote a value.
+            ELSIF nobody THEN
+                -- None: nobody else wrote a value.
                 win := NULL;
             ELSE
                 win := others;
@@ -638,8 +689,8 @@ BEGIN
             END IF;
             -- The next pass authenticates the values the check looks at.
             vsel := win;
-            -- Rows on another version are counted over the whole table, each
-            -- time: that count trusts nothing about who wrote what (the
+            -- Otherwise rows on another version are counted over the whole
+            -- table: that count trusts nothing about who wrote what (the
             -- table's own triggers, constraints or index functions may write
             -- too) and costs a scan without decryption.
             rel := @extschema@.rotation_lock_table(tbl);
@@ -650,21 +701,40 @@ BEGIN
                                        rel, col, stale, win, col);
             END IF;
             PERFORM pg_catalog.set_config('row_security', 'off', true);
-            EXECUTE q INTO remaining USING NULL::pg_catalog.tid, NULL::pg_catalog.tid, ours;
+            IF counted THEN
+                EXECUTE q INTO remaining USING NULL::pg_catalog.tid, NULL::pg_catalog.tid, ours;
+            ELSE
+                remaining := 0;
+                RAISE DEBUG 'rotate_column: nobody else wrote and every batch wrote only its own rows: the check counts nothing';
+            END IF;
             IF remaining OPERATOR(pg_catalog.=) 0 THEN
                 -- About to say done. Transactions that took their IDs
-                -- before the count ended and are still open (a prepared one
+                -- before the check's (nx) and are still open (a prepared one
                 -- among them) may yet commit rows on another version, which
                 -- no snapshot shows before they do: waited for, up to 10
                 -- seconds, as CREATE INDEX CONCURRENTLY waits out older
                 -- transactions. (A transaction that takes its ID later
-                -- writes after the check, as it could after the CALL.)
+                -- writes after the check began, as it could after the
+                -- CALL.) Open are those a snapshot lists as running, and
+                -- those with IDs from its xmax up to nx still in progress: a
+                -- snapshot's xmax is one past the latest ID that has ended,
+                -- so one that took its ID after the last batch ended and
+                -- before nx is not in its list. With the check's premise
+                -- that nobody else wrote, there is none.
                 upto := pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot());
                 waits := 0;
                 LOOP
-                    SELECT pg_catalog.count(*) INTO n
-                      FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) o(x)
-                     WHERE o.x OPERATOR(pg_catalog.<) upto AND o.x OPERATOR(pg_catalog.<>) nx;
+                    SELECT (SELECT pg_catalog.count(*)
+                              FROM pg_catalog.pg_snapshot_xip(s.snap) o(x)
+                             WHERE o.x OPERATOR(pg_catalog.<) nx)
+                           OPERATOR(pg_catalog.+)
+                           (SELECT pg_catalog.count(*)
+                              FROM pg_catalog.generate_series(pg_catalog.pg_snapshot_xmax(s.snap)::pg_catalog.text::pg_catalog.int8,
+                                                              nx::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.-) 1) g(i)
+                             WHERE pg_catalog.pg_xact_status(g.i::pg_catalog.text::pg_catalog.xid8)
+                                   OPERATOR(pg_catalog.=) 'in progress'::pg_catalog.text)
+                      INTO n
+                      FROM (SELECT pg_catalog.pg_current_snapshot() AS snap) s;
                     EXIT WHEN n OPERATOR(pg_catalog.=) 0 OR waits OPERATOR(pg_catalog.>=) 100;
                     PERFORM pg_catalog.pg_sleep(0.1);
                     waits := waits OPERATOR(pg_catalog.+) 1;
@@ -675,22 +745,20 @@ BEGIN
                         n, tbl, col;
                     RETURN;
                 END IF;
-                IF is_jsonb AND win IS NULL
-                   AND (waits OPERATOR(pg_catalog.>) 0
-                        OR (upto::pg_catalog.text::pg_catalog.int8
-                            OPERATOR(pg_catalog.-) since::pg_catalog.text::pg_catalog.int8)
-                           OPERATOR(pg_catalog.<>) (xids OPERATOR(pg_catalog.+) 1)) THEN
-                    -- The count authenticated nothing, on the premise that
-                    -- nobody else took a transaction ID: looked at again
-                    -- after it, someone did (before its snapshot, perhaps).
-                    -- Counted again, authenticating what others wrote.
-                    win := others;
-                    vsel := win;
-                    q := pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE %I IS NOT NULL AND CASE WHEN %s THEN true WHEN %s THEN NOT @extschema@.verify_field_versioned(%I) ELSE false END',
-                                           rel, col, stale, win, col);
-                    EXECUTE q INTO remaining USING NULL::pg_catalog.tid, NULL::pg_catalog.tid, ours;
-                ELSIF waits OPERATOR(pg_catalog.>) 0 THEN
-                    -- What the transactions waited for committed is seen now.
+                -- Counted again: what the transactions waited for wrote is
+                -- seen now. And when the count authenticated nothing, on the
+                -- premise that nobody else took an ID before nx, but an ID
+                -- after it ended before the count's snapshot (the xmax after
+                -- the count is past nx): that transaction's rows were
+                -- counted without authentication.
+                IF waits OPERATOR(pg_catalog.>) 0
+                   OR (counted AND is_jsonb AND win IS NULL AND upto OPERATOR(pg_catalog.>) nx) THEN
+                    IF is_jsonb AND win IS NULL THEN
+                        win := others;
+                        vsel := win;
+                        q := pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE %I IS NOT NULL AND CASE WHEN %s THEN true WHEN %s THEN NOT @extschema@.verify_field_versioned(%I) ELSE false END',
+                                               rel, col, stale, win, col);
+                    END IF;
                     EXECUTE q INTO remaining USING NULL::pg_catalog.tid, NULL::pg_catalog.tid, ours;
                 END IF;
             END IF;

@@ -605,3 +605,169 @@ def test_a_write_from_before_the_call_still_open_keeps_it_from_done(new_cluster)
                                 "every value authenticates"), ns[-3:]
     assert stale_jsonb(c, "ow", "h") == (0, 0)
     assert c.execute("SELECT count(*) FROM ow WHERE decrypt_field_versioned(h) = 'o' || id").fetchone() == (502,)
+
+
+NO_COUNT = "rotate_column: nobody else wrote and every batch wrote only its own rows: the check counts nothing"
+
+
+def debug_notices(c):
+    c.execute("SET client_min_messages = debug1")
+    return notices(c)
+
+
+@pytest.mark.parametrize("coltype", ["jsonb", "encrypted_text"])
+def test_the_check_counts_nothing_when_the_walk_accounts_for_every_row(cluster, db, coltype):
+    """Nobody else writes during the CALL, the table is a plain one without
+    triggers or rules, and each batch's UPDATE wrote exactly its rows: the
+    walk's own account is exact and the check after it counts nothing. An
+    UPDATE trigger that does nothing (it could have kept rows from being
+    updated) brings the count back."""
+    c = conn(cluster, db)
+    enc = "encrypt_field_versioned" if coltype == "jsonb" else ""
+    c.execute(f"CREATE TABLE nc (id int, h {coltype})")
+    c.execute(f"INSERT INTO nc SELECT i, {enc}('n' || i) FROM generate_series(1, 3000) i")
+    # A third already on v2 (a pass that authenticates target-labelled values).
+    c.execute("SET pazpaz.encryption_key_version = 'v2'")
+    fn = "reencrypt_field_versioned" if coltype == "jsonb" else "reencrypt"
+    c.execute(f"UPDATE nc SET h = {fn}(h) WHERE id % 3 = 0")
+    ns = debug_notices(c)
+    c.execute("CALL rotate_column('nc', 'h', 500, 'v2')")
+    said = [m for _, m in ns]
+    assert NO_COUNT in said, said[-4:]
+    assert said[-1].startswith("rotate_column: done, 2000 rows re-encrypted"), said[-3:]
+    left = c.execute("SELECT count(*) FILTER (WHERE key_version(h) <> 'v2') FROM nc").fetchone()[0]
+    assert left == 0
+    if coltype == "jsonb":
+        assert stale_jsonb(c, "nc", "h") == (0, 0)
+
+    c.execute("CREATE FUNCTION nc_noop() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$")
+    c.execute("CREATE TRIGGER nc_noop BEFORE UPDATE ON nc FOR EACH ROW EXECUTE FUNCTION nc_noop()")
+    c.execute("SET pazpaz.encryption_key_version = 'v1'")
+    c.execute(f"UPDATE nc SET h = {fn}(h) WHERE id % 2 = 0")
+    ns = debug_notices(c)
+    c.execute("CALL rotate_column('nc', 'h', 500, 'v2')")
+    said = [m for _, m in ns]
+    assert NO_COUNT not in said, said[-4:]
+    assert said[-1].startswith("rotate_column: done, 1500 rows re-encrypted"), said[-3:]
+
+
+@pytest.mark.parametrize("stats", ["on", "off", "off when the table was opened"])
+@pytest.mark.parametrize("hook", ["check", "index", "generated", "delete and insert"])
+def test_a_write_behind_the_walk_by_the_tables_own_code_is_counted(cluster, db, hook, stats):
+    """The table's own code that the batch's UPDATE runs (a CHECK
+    constraint, an index expression, a stored generated column) writes, in
+    the batch's own transaction, a row the walk has re-encrypted already
+    back to a v1 value. Nobody else took a transaction ID, so only the
+    table's statistics can tell: with them on, the batch wrote more rows
+    than its UPDATE reports and the check counts; with track_counts off,
+    or off while the session first opened the table, nothing counts the
+    rows and the check counts too. The CALL never ends "done" with a row
+    left on v1."""
+    c = conn(cluster, db)
+    c.execute("DROP TABLE IF EXISTS wb, wb_stash; DROP FUNCTION IF EXISTS wb_vol, wb_imm")
+    c.execute("""
+        CREATE TABLE wb (id int, h jsonb);
+        CREATE TABLE wb_stash (v jsonb, used bool);
+        INSERT INTO wb SELECT i, encrypt_field_versioned('w' || i) FROM generate_series(1, 40) i;
+        INSERT INTO wb_stash SELECT encrypt_field_versioned('w1'), false;
+    """)
+    write = ("DELETE FROM public.wb WHERE id = 1; INSERT INTO public.wb VALUES (1, (SELECT v FROM public.wb_stash));"
+             if hook == "delete and insert" else
+             "UPDATE public.wb SET h = (SELECT v FROM public.wb_stash) WHERE id = 1;")
+    c.execute(f"""
+        CREATE FUNCTION wb_vol(i int, x jsonb) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+        BEGIN
+            IF i = 30 AND x ->> 'version' = 'v2' AND NOT (SELECT used FROM public.wb_stash) THEN
+                UPDATE public.wb_stash SET used = true;
+                {write}
+            END IF;
+            RETURN true;
+        END $$;
+        CREATE FUNCTION wb_imm(i int, v jsonb) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
+        BEGIN RETURN public.wb_vol(i, v); END $$;
+    """)
+    if hook == "check":
+        c.execute("ALTER TABLE wb ADD CONSTRAINT audit CHECK (wb_vol(id, h))")
+    elif hook == "generated":
+        c.execute("ALTER TABLE wb ADD COLUMN g boolean GENERATED ALWAYS AS (wb_imm(id, h)) STORED")
+    else:
+        c.execute("CREATE INDEX ON wb (wb_imm(id, h))")
+    c.execute("VACUUM wb")
+    c.close()
+    c = conn(cluster, db)  # a new session: the table is not open in it yet
+    if stats == "off":
+        c.execute("SET track_counts = off")
+    elif stats == "off when the table was opened":
+        c.execute("SET track_counts = off")
+        c.execute("SELECT count(*) FROM wb")
+        c.execute("SET track_counts = on")
+    ns = debug_notices(c)
+    c.execute("CALL rotate_column('wb', 'h', 1000, 'v2')")
+    said = [m for _, m in ns]
+    assert c.execute("SELECT used FROM wb_stash").fetchone()[0], "the hook did not fire"
+    assert NO_COUNT not in said, said[-4:]
+    assert said[-1].startswith("rotate_column: done"), said[-3:]
+    assert stale_jsonb(c, "wb", "h") == (0, 0)
+    assert c.execute("SELECT count(*) FROM wb").fetchone() == (40,)
+
+
+@pytest.mark.parametrize("coltype", ["encrypted_text", "jsonb"])
+def test_a_writer_that_took_its_id_after_the_last_batch_is_waited_for(cluster, db, coltype):
+    """A transaction takes its ID after the walk's last batch that wrote has
+    ended (and before the check), writes nothing yet, and inserts a v1 row
+    two seconds later. A snapshot's xmax is one past the latest ID that has
+    ended, so the snapshot's list of running transactions does not hold it:
+    the CALL must still wait for it (then find its row), or say it is not
+    done — never "done" with the row coming after. The table's statement
+    trigger sleeps once no row is left on v1, so that the walk's remaining
+    ranges take long enough for the writer to start."""
+    c = conn(cluster, db)
+    enc = "encrypt_field_versioned" if coltype == "jsonb" else ""
+    c.execute(f"CREATE TABLE ra (id int, h {coltype})")
+    c.execute(f"INSERT INTO ra SELECT i, {enc}('r' || i) FROM generate_series(1, 300) i")
+    c.execute("SET pazpaz.encryption_key_version = 'v2'")
+    c.execute(f"INSERT INTO ra SELECT i, {enc}('r' || i) FROM generate_series(301, 400) i")
+    c.execute("SET pazpaz.encryption_key_version = 'v1'")
+    c.execute("""
+        CREATE FUNCTION ra_slow() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NOT EXISTS (SELECT FROM public.ra WHERE public.key_version(h) <> 'v2') THEN
+                PERFORM pg_sleep(0.5);
+            END IF;
+            RETURN NULL;
+        END $$""")
+    c.execute("CREATE TRIGGER ra_slow BEFORE UPDATE ON ra FOR EACH STATEMENT EXECUTE FUNCTION ra_slow()")
+    took = threading.Event()
+    failed = []
+
+    def writer():
+        try:
+            with conn(cluster, db) as watch, conn(cluster, db) as w:
+                deadline = time.monotonic() + 60
+                while watch.execute("SELECT count(*) FROM ra WHERE key_version(h) <> 'v2'").fetchone()[0] > 0:
+                    assert time.monotonic() < deadline, "the walk did not finish the v1 rows"
+                    time.sleep(0.005)
+                w.autocommit = False
+                w.execute("SELECT pg_current_xact_id()")
+                took.set()
+                time.sleep(2)
+                w.execute(f"INSERT INTO ra VALUES (0, {enc}('late'))")
+                w.commit()
+        except Exception as e:  # reported by the test below
+            failed.append(e)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    ns = notices(c)
+    c.execute("CALL rotate_column('ra', 'h', 100, 'v2')")
+    t.join()
+    assert not failed, failed
+    assert took.is_set()
+    said = [m for _, m in ns]
+    stale = c.execute("SELECT count(*) FROM ra WHERE key_version(h) <> 'v2'").fetchone()[0]
+    if ns[-1][0] == "WARNING":
+        assert said[-1].startswith("rotate_column: not done"), said[-2:]
+    else:
+        assert said[-1].startswith("rotate_column: done"), said[-3:]
+        assert stale == 0, f"done, yet the writer's row is on v1: {said[-3:]}"
+    assert c.execute("SELECT count(*) FROM ra").fetchone() == (401,)
