@@ -45,7 +45,7 @@ elif [ "${BENCH_SKIP_INSTALL:-0}" != 1 ]; then
     echo "bench: building and installing the release package (cargo pgrx package)…" >&2
     install_extension --release
 fi
-LIBRARY=$(cd "$PGBIN/../lib" && pwd)/pazpaz_crypto.so
+LIBRARY=$(cd "$(pg_host_path "$PGBIN")/../lib" && pwd)/pazpaz_crypto.so
 
 # Stop the server and drop its data (GBs at 1M rows); server.log stays.
 trap 'pg_stop "$NAME"; rm -rf "$(pg_dir "$NAME")/data" "$(pg_dir "$NAME")/copy_in.txt"; [ -z "${BENCH_PACKAGE_DIR:-}" ] || rm -rf "$PG_BASE/bench-root"' EXIT

@@ -112,7 +112,11 @@ COMMENT ON FUNCTION @extschema@.rotation_lock_table(pg_catalog.regclass) IS
 COMMENT ON FUNCTION @extschema@.take_mislabelled_count() IS
     'Internal (rotate_column): how many envelopes labelled with their target version were re-encrypted from another key in this session since the last call, which resets it.';
 COMMENT ON FUNCTION @extschema@.rotation_table_writes(pg_catalog.regclass) IS
-    'Internal (rotate_column): the rows of the table (not its children) the current transaction has inserted, updated or deleted so far, as the statistics count them; NULL when track_counts is off.';
+    'Internal (rotate_column): the rows of the table (not its children) this backend has inserted, updated or deleted since it last reported its statistics (never during a CALL), aborted subtransactions included; NULL when track_counts is off.';
+COMMENT ON FUNCTION @extschema@.rotation_table_runs_code(pg_catalog.regclass) IS
+    'Internal (rotate_column): whether an UPDATE of the table may run a constraint, index or generated-column code other than PostgreSQL''s own and this extension''s.';
+COMMENT ON FUNCTION @extschema@.rotation_open_writers(pg_catalog.xid8) IS
+    'Internal (rotate_column): how many transactions with IDs below the given one are still open, prepared ones included.';
 COMMENT ON FUNCTION @extschema@.rotation_write_xid() IS
     'Internal (rotate_column): the transaction ID the current transaction or subtransaction writes rows with, NULL while it has none.';
 COMMENT ON FUNCTION @extschema@.search_index_binding(pg_catalog.regclass, pg_catalog.text[]) IS

@@ -85,13 +85,14 @@ CREATE FUNCTION rotation_lock(tbl regclass) RETURNS text
 LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'rotation_lock_wrapper';
 
--- How many rows of the table (itself, not its children) the current
--- transaction has inserted, updated or deleted so far, including those of
--- aborted subtransactions, as PostgreSQL's statistics count them
--- (pg_stat_get_xact_tuples_*); NULL when track_counts is off. The counts
--- only grow within a transaction. rotate_column compares the growth over a
--- batch's UPDATE with the rows that UPDATE reports. Internal; plain SQL so
--- that it is inlined.
+-- How many rows of the table (itself, not its children) this backend has
+-- inserted, updated or deleted, aborted subtransactions' included, as
+-- PostgreSQL's statistics count them (pg_stat_get_xact_tuples_*: the
+-- current transaction's and those of the transactions since the backend
+-- last reported its statistics, which it does only when idle, so never
+-- during a CALL); NULL when track_counts is off. rotate_column compares the
+-- growth over a pass with the rows its batches' UPDATEs report. Internal;
+-- plain SQL so that it is inlined.
 CREATE FUNCTION rotation_table_writes(tbl regclass) RETURNS int8
 LANGUAGE sql VOLATILE PARALLEL RESTRICTED
 AS $fn$
@@ -100,6 +101,66 @@ AS $fn$
                      OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_updated(tbl::pg_catalog.oid)
                      OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted(tbl::pg_catalog.oid)
            END
+$fn$;
+
+-- Whether an UPDATE of the table may run code other than PostgreSQL's own
+-- and this extension's: a CHECK or exclusion constraint, an index (its
+-- expressions, predicate or operator classes) or a generated column that
+-- uses a function, operator, type or operator class outside pg_catalog that
+-- is not a member of this extension. (Triggers and rules are
+-- rotation_table_state's.) Internal (rotate_column).
+CREATE FUNCTION rotation_table_runs_code(tbl regclass) RETURNS boolean
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH objs(classid, objid) AS (
+        SELECT 'pg_constraint'::regclass::oid, c.oid FROM pg_constraint c
+         WHERE c.conrelid = tbl AND c.contype IN ('c', 'x')
+        UNION ALL
+        SELECT 'pg_class'::regclass::oid, i.indexrelid FROM pg_index i WHERE i.indrelid = tbl
+        UNION ALL
+        SELECT 'pg_attrdef'::regclass::oid, d.oid FROM pg_attrdef d WHERE d.adrelid = tbl
+    ),
+    refs(classid, objid) AS (
+        SELECT d.refclassid, d.refobjid FROM pg_depend d JOIN objs o USING (classid, objid)
+        UNION ALL
+        SELECT 'pg_opclass'::regclass::oid, x.opc
+          FROM pg_index i, unnest(i.indclass::oid[]) x(opc) WHERE i.indrelid = tbl
+    ),
+    ext AS (
+        SELECT e.oid FROM pg_extension e WHERE e.extname = 'pazpaz_crypto'
+    )
+    SELECT EXISTS (
+        SELECT FROM refs r
+         WHERE r.classid IN ('pg_proc'::regclass, 'pg_operator'::regclass, 'pg_type'::regclass, 'pg_opclass'::regclass)
+           AND COALESCE(CASE r.classid
+                   WHEN 'pg_proc'::regclass THEN (SELECT p.pronamespace FROM pg_proc p WHERE p.oid = r.objid)
+                   WHEN 'pg_operator'::regclass THEN (SELECT o.oprnamespace FROM pg_operator o WHERE o.oid = r.objid)
+                   WHEN 'pg_type'::regclass THEN (SELECT t.typnamespace FROM pg_type t WHERE t.oid = r.objid)
+                   ELSE (SELECT c.opcnamespace FROM pg_opclass c WHERE c.oid = r.objid)
+               END, 0) <> 'pg_catalog'::regnamespace
+           AND NOT EXISTS (SELECT FROM pg_depend m, ext
+                            WHERE m.classid = r.classid AND m.objid = r.objid AND m.deptype = 'e'
+                              AND m.refclassid = 'pg_extension'::regclass AND m.refobjid = ext.oid))
+$fn$;
+
+-- How many transactions with IDs below `below` are still open (prepared
+-- ones among them): those the current snapshot lists as running, and those
+-- with IDs from its xmax up to `below` still in progress (a snapshot's xmax
+-- is one past the latest ID that has ended, so a transaction that took its
+-- ID after that is in no list). Internal (rotate_column).
+CREATE FUNCTION rotation_open_writers(below xid8) RETURNS int8
+LANGUAGE sql VOLATILE PARALLEL RESTRICTED
+AS $fn$
+    SELECT (SELECT pg_catalog.count(*)
+              FROM pg_catalog.pg_snapshot_xip(s.snap) o(x)
+             WHERE o.x OPERATOR(pg_catalog.<) below)
+           OPERATOR(pg_catalog.+)
+           (SELECT pg_catalog.count(*)
+              FROM pg_catalog.generate_series(pg_catalog.pg_snapshot_xmax(s.snap)::pg_catalog.text::pg_catalog.int8,
+                                              below::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.-) 1) g(i)
+             WHERE pg_catalog.pg_xact_status(g.i::pg_catalog.text::pg_catalog.xid8)
+                   OPERATOR(pg_catalog.=) 'in progress'::pg_catalog.text)
+      FROM (SELECT pg_catalog.pg_current_snapshot() AS snap) s
 $fn$;
 
 -- The same, raising the reason instead of returning NULL. Internal.
@@ -188,11 +249,13 @@ DECLARE
     others pg_catalog.text;
     waits pg_catalog.int4;
     upto pg_catalog.xid8;
-    w0 pg_catalog.int8;
-    w1 pg_catalog.int8;
+    writes_before pg_catalog.int8;
+    writes_after pg_catalog.int8;
+    pass_rows pg_catalog.int8;
     walk_exact pg_catalog.bool;
     nobody pg_catalog.bool;
     counted pg_catalog.bool;
+    opened pg_catalog.int8;
 BEGIN
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
@@ -419,6 +482,15 @@ BEGIN
         done := 0;
         pass := 0;
         LOOP
+            -- Every transaction of the walk and of the check runs at READ
+            -- COMMITTED, whatever default_transaction_isolation says: a
+            -- batch rechecks a row another writer changed on its new
+            -- version, and the check's count sees what committed before it
+            -- (with one snapshot for the transaction it would not see what
+            -- committed while the check waited). Set first thing after each
+            -- COMMIT, before anything takes a snapshot.
+            COMMIT;
+            SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
             pass := pass OPERATOR(pg_catalog.+) 1;
             built := NULL;
             -- The first range: batch_size rows at the table's average
@@ -437,6 +509,10 @@ BEGIN
             skipped := '';
             uncertain := false;
             walk_exact := plain;
+            pass_rows := 0;
+            -- The rows of the table this backend has written so far in the
+            -- CALL's transactions, by the statistics (see the check).
+            writes_before := @extschema@.rotation_table_writes(tbl);
             xids := 0;
             blk := 0;
             seek := plain;
@@ -551,7 +627,6 @@ BEGIN
                 hi := pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
                 PERFORM pg_catalog.set_config('lock_timeout', '200ms', true);  -- until the COMMIT
                 tries := 0;
-                w0 := @extschema@.rotation_table_writes(tbl);
                 LOOP
                     x := NULL;
                     PERFORM @extschema@.take_mislabelled_count();
@@ -565,7 +640,6 @@ BEGIN
                         -- The xmin of the rows written: this
                         -- subtransaction's ID (NULL if it wrote nothing).
                         x := @extschema@.rotation_write_xid();
-                        w1 := @extschema@.rotation_table_writes(tbl);
                         EXIT;
                     EXCEPTION
                         WHEN lock_not_available OR deadlock_detected THEN
@@ -598,12 +672,8 @@ BEGIN
                 -- COMMITTED) has its new value computed again, which can
                 -- count it twice: never more than the rows written.
                 m := LEAST(@extschema@.take_mislabelled_count(), n);
-                -- This transaction wrote to the table exactly the rows the
-                -- batch's UPDATE reports: nothing else that ran in it (the
-                -- table's constraint, index or generated-column functions)
-                -- inserted, updated or deleted a row of it.
-                IF NOT plain OR tries OPERATOR(pg_catalog.>) 0 OR w0 IS NULL OR w1 IS NULL
-                   OR (w1 OPERATOR(pg_catalog.-) w0) OPERATOR(pg_catalog.<>) n THEN
+                pass_rows := pass_rows OPERATOR(pg_catalog.+) n;
+                IF NOT plain OR tries OPERATOR(pg_catalog.>) 0 THEN
                     walk_exact := false;
                 END IF;
                 IF x IS NOT NULL THEN
@@ -632,6 +702,7 @@ BEGIN
                     END IF;
                 END IF;
                 COMMIT;
+                SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
                 seek := n OPERATOR(pg_catalog.=) 0;
                 blk := blk OPERATOR(pg_catalog.+) step;
                 step := GREATEST(1::pg_catalog.int8, LEAST(step0,
@@ -639,8 +710,21 @@ BEGIN
                             GREATEST(n, 1::pg_catalog.int8)));
             END LOOP;
 
-            -- The check. Its transaction ID ends the window since `since`.
+            -- The check, in a transaction of its own. Its transaction ID
+            -- ends the window since `since`.
+            COMMIT;
+            SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
             nx := pg_catalog.pg_current_xact_id();
+            -- The statistics count every row of the table a transaction
+            -- inserts, updates or deletes (an aborted subtransaction's too),
+            -- and add them up, transaction after transaction, until the
+            -- backend next reports them, which it does only when idle: never
+            -- during the CALL. So the growth since the pass began is every
+            -- row of the table the pass's transactions wrote, up to their
+            -- COMMITs (a deferred trigger's included). NULL with
+            -- track_counts off; TRUNCATE, which takes counts back, gives the
+            -- table new files.
+            writes_after := @extschema@.rotation_table_writes(tbl);
             SELECT s.nblocks, s.files, s.guarded, s.tree INTO nblocks, files_now, guarded_now, tree_now
               FROM @extschema@.rotation_table_state(tbl) s;
             guarded := guarded OR guarded_now OR tree_now OPERATOR(pg_catalog.<>) tree;
@@ -661,17 +745,23 @@ BEGIN
             -- Whether the rows on another version are counted. Not when the
             -- walk's own account of this pass is exact: nobody else wrote, no
             -- range was done without its locked rows, the table stayed a
-            -- plain table in its files, without triggers or rules, and in
-            -- each batch's transaction the table's statistics counted
-            -- exactly the rows the batch's UPDATE wrote (so nothing else that
-            -- ran there wrote a row of it). The walk then covered every
+            -- plain table in its files, without triggers or rules, its
+            -- constraints, indexes and generated columns run no code but
+            -- PostgreSQL's and this extension's, and the
+            -- table's statistics counted exactly the rows the batches'
+            -- UPDATEs wrote (so nothing else that ran in the pass's
+            -- transactions, the table's constraint, index or
+            -- generated-column functions or a deferred trigger of another
+            -- table, wrote a row of it). The walk then covered every
             -- block the table had when it began and re-encrypted, in its
             -- own snapshot, every row on another version (and on jsonb, in a
             -- pass that authenticates target-labelled values, every one of
             -- them that did not authenticate); nobody can have changed a
             -- row behind it.
             counted := guarded OR NOT nobody OR NOT walk_exact
-                       OR COALESCE(files_now, '') OPERATOR(pg_catalog.<>) COALESCE(files, '');
+                       OR @extschema@.rotation_table_runs_code(tbl)
+                       OR COALESCE(files_now, '') OPERATOR(pg_catalog.<>) COALESCE(files, '')
+                       OR COALESCE((writes_after OPERATOR(pg_catalog.-) writes_before) OPERATOR(pg_catalog.<>) pass_rows, true);
             IF guarded OR COALESCE(files_now, '') OPERATOR(pg_catalog.<>) COALESCE(files, '') THEN
                 -- Every one: a trigger or rule may have kept rows from being
                 -- updated or changed them after, or a rewrite moved them
@@ -701,6 +791,14 @@ BEGIN
                                        rel, col, stale, win, col);
             END IF;
             PERFORM pg_catalog.set_config('row_security', 'off', true);
+            -- Transactions that took their IDs before the check's (nx) and
+            -- are still open (a prepared one among them) may yet commit rows
+            -- on another version, which no snapshot shows before they do.
+            -- Those open now are waited for before done is said (below).
+            -- (A transaction that takes its ID later writes after the check
+            -- began, as it could after the CALL.) With the premise that
+            -- nobody else wrote, there are none.
+            opened := @extschema@.rotation_open_writers(nx);
             IF counted THEN
                 EXECUTE q INTO remaining USING NULL::pg_catalog.tid, NULL::pg_catalog.tid, ours;
             ELSE
@@ -708,49 +806,33 @@ BEGIN
                 RAISE DEBUG 'rotate_column: nobody else wrote and every batch wrote only its own rows: the check counts nothing';
             END IF;
             IF remaining OPERATOR(pg_catalog.=) 0 THEN
-                -- About to say done. Transactions that took their IDs
-                -- before the check's (nx) and are still open (a prepared one
-                -- among them) may yet commit rows on another version, which
-                -- no snapshot shows before they do: waited for, up to 10
-                -- seconds, as CREATE INDEX CONCURRENTLY waits out older
-                -- transactions. (A transaction that takes its ID later
-                -- writes after the check began, as it could after the
-                -- CALL.) Open are those a snapshot lists as running, and
-                -- those with IDs from its xmax up to nx still in progress: a
-                -- snapshot's xmax is one past the latest ID that has ended,
-                -- so one that took its ID after the last batch ended and
-                -- before nx is not in its list. With the check's premise
-                -- that nobody else wrote, there is none.
                 upto := pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot());
                 waits := 0;
-                LOOP
-                    SELECT (SELECT pg_catalog.count(*)
-                              FROM pg_catalog.pg_snapshot_xip(s.snap) o(x)
-                             WHERE o.x OPERATOR(pg_catalog.<) nx)
-                           OPERATOR(pg_catalog.+)
-                           (SELECT pg_catalog.count(*)
-                              FROM pg_catalog.generate_series(pg_catalog.pg_snapshot_xmax(s.snap)::pg_catalog.text::pg_catalog.int8,
-                                                              nx::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.-) 1) g(i)
-                             WHERE pg_catalog.pg_xact_status(g.i::pg_catalog.text::pg_catalog.xid8)
-                                   OPERATOR(pg_catalog.=) 'in progress'::pg_catalog.text)
-                      INTO n
-                      FROM (SELECT pg_catalog.pg_current_snapshot() AS snap) s;
-                    EXIT WHEN n OPERATOR(pg_catalog.=) 0 OR waits OPERATOR(pg_catalog.>=) 100;
-                    PERFORM pg_catalog.pg_sleep(0.1);
-                    waits := waits OPERATOR(pg_catalog.+) 1;
-                END LOOP;
-                IF n OPERATOR(pg_catalog.>) 0 THEN
-                    COMMIT;
-                    RAISE WARNING 'rotate_column: not done: % transactions that began before its check ended are still open and may write rows of %.% on other versions (prepared ones are listed in pg_prepared_xacts); CALL rotate_column again when they have ended',
-                        n, tbl, col;
-                    RETURN;
+                IF opened OPERATOR(pg_catalog.>) 0 THEN
+                    -- About to say done, with transactions open that began
+                    -- before the check: waited for, up to 10 seconds, as
+                    -- CREATE INDEX CONCURRENTLY waits out older
+                    -- transactions; then counted again, since the count's
+                    -- snapshot did not show what they committed meanwhile.
+                    WHILE opened OPERATOR(pg_catalog.>) 0 AND waits OPERATOR(pg_catalog.<) 100 LOOP
+                        PERFORM pg_catalog.pg_sleep(0.1);
+                        waits := waits OPERATOR(pg_catalog.+) 1;
+                        opened := @extschema@.rotation_open_writers(nx);
+                    END LOOP;
+                    IF opened OPERATOR(pg_catalog.>) 0 THEN
+                        COMMIT;
+                        RAISE WARNING 'rotate_column: not done: % transactions that began before its check ended are still open and may write rows of %.% on other versions (prepared ones are listed in pg_prepared_xacts); CALL rotate_column again when they have ended',
+                            opened, tbl, col;
+                        RETURN;
+                    END IF;
                 END IF;
-                -- Counted again: what the transactions waited for wrote is
-                -- seen now. And when the count authenticated nothing, on the
-                -- premise that nobody else took an ID before nx, but an ID
-                -- after it ended before the count's snapshot (the xmax after
-                -- the count is past nx): that transaction's rows were
-                -- counted without authentication.
+                -- Counted again after those waited for (the statement's
+                -- snapshot shows what they committed). And when the count
+                -- authenticated nothing, on the premise that nobody else
+                -- took an ID before nx, but an ID after it ended before the
+                -- count's snapshot (the xmax after the count is past nx):
+                -- that transaction's rows were counted without
+                -- authentication.
                 IF waits OPERATOR(pg_catalog.>) 0
                    OR (counted AND is_jsonb AND win IS NULL AND upto OPERATOR(pg_catalog.>) nx) THEN
                     IF is_jsonb AND win IS NULL THEN

@@ -618,14 +618,17 @@ def debug_notices(c):
 @pytest.mark.parametrize("coltype", ["jsonb", "encrypted_text"])
 def test_the_check_counts_nothing_when_the_walk_accounts_for_every_row(cluster, db, coltype):
     """Nobody else writes during the CALL, the table is a plain one without
-    triggers or rules, and each batch's UPDATE wrote exactly its rows: the
-    walk's own account is exact and the check after it counts nothing. An
-    UPDATE trigger that does nothing (it could have kept rows from being
-    updated) brings the count back."""
+    triggers or rules whose constraints and indexes use only PostgreSQL's
+    and the extension's functions, and the batches' UPDATEs wrote exactly
+    the rows the statistics count: the walk's own account is exact and the
+    check after it counts nothing. An UPDATE trigger that does nothing (it
+    could have kept rows from being updated) brings the count back."""
     c = conn(cluster, db)
     enc = "encrypt_field_versioned" if coltype == "jsonb" else ""
-    c.execute(f"CREATE TABLE nc (id int, h {coltype})")
+    c.execute(f"CREATE TABLE nc (id int PRIMARY KEY, h {coltype} CHECK (h IS NOT NULL))")
     c.execute(f"INSERT INTO nc SELECT i, {enc}('n' || i) FROM generate_series(1, 3000) i")
+    # The extension's own function in an index, PostgreSQL's in a CHECK.
+    c.execute("CREATE INDEX ON nc (key_version(h))")
     # A third already on v2 (a pass that authenticates target-labelled values).
     c.execute("SET pazpaz.encryption_key_version = 'v2'")
     fn = "reencrypt_field_versioned" if coltype == "jsonb" else "reencrypt"
@@ -771,3 +774,133 @@ def test_a_writer_that_took_its_id_after_the_last_batch_is_waited_for(cluster, d
         assert said[-1].startswith("rotate_column: done"), said[-3:]
         assert stale == 0, f"done, yet the writer's row is on v1: {said[-3:]}"
     assert c.execute("SELECT count(*) FROM ra").fetchone() == (401,)
+
+
+def test_a_cascade_into_the_table_at_the_batchs_commit_is_counted(cluster, db):
+    """The table runs no code of its own: its only constraints are a unique
+    key and a foreign key of another table that follows it (ON UPDATE
+    CASCADE, PostgreSQL's own code). That other table has a deferred
+    constraint trigger which, at the COMMIT of the batch whose cascade
+    fired it, writes the v1 value of a row back into the table, in the
+    batch's own transaction (no other transaction ID). Only the table's
+    statistics, read after the batches' COMMITs, show the write: the check
+    counts, and the CALL ends with every value on v2."""
+    c = conn(cluster, db)
+    c.execute("""
+        CREATE TABLE dt (id int PRIMARY KEY, h jsonb UNIQUE);
+        CREATE TABLE dq (h jsonb REFERENCES dt (h) ON UPDATE CASCADE);
+        CREATE TABLE dt_stash (id int, h jsonb, used boolean);
+        INSERT INTO dt SELECT i, encrypt_field_versioned('d' || i) FROM generate_series(1, 30) i;
+        INSERT INTO dq SELECT h FROM dt WHERE id = 20;
+        INSERT INTO dt_stash SELECT id, h, false FROM dt WHERE id = 3;
+        CREATE FUNCTION dq_restore() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NOT (SELECT used FROM public.dt_stash) THEN
+                UPDATE public.dt_stash SET used = true;
+                UPDATE public.dt SET h = s.h FROM public.dt_stash s WHERE dt.id = s.id;
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE CONSTRAINT TRIGGER dq_restore AFTER UPDATE ON dq DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW EXECUTE FUNCTION dq_restore();
+    """)
+    ns = debug_notices(c)
+    c.execute("CALL rotate_column('dt', 'h', 1000, 'v2')")
+    said = [m for _, m in ns]
+    assert c.execute("SELECT used FROM dt_stash").fetchone()[0], "the deferred trigger did not fire"
+    assert NO_COUNT not in said, said[-4:]
+    assert said[-1].startswith("rotate_column: done"), said[-3:]
+    assert stale_jsonb(c, "dt", "h") == (0, 0)
+
+
+@pytest.mark.parametrize("isolation", ["repeatable read", "serializable"])
+def test_the_check_sees_what_committed_while_it_waited_at_any_default_isolation(cluster, db, isolation):
+    """The caller's default_transaction_isolation is not READ COMMITTED. A
+    writer inserts a v1 row during the last batch (its transaction ID comes
+    after the batch's) and commits while the check waits for it: the count
+    after the wait must see the row (one snapshot for the check's
+    transaction would not), so the CALL ends with it on v2."""
+    c = conn(cluster, db)
+    c.execute("""
+        CREATE FUNCTION iso_slow(i int) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+        BEGIN
+            IF i = 20 THEN PERFORM pg_sleep(2); END IF;
+            RETURN true;
+        END $$;
+        CREATE TABLE iso (id int, h jsonb CHECK (iso_slow(id)));
+        INSERT INTO iso SELECT i, encrypt_field_versioned('i' || i) FROM generate_series(1, 20) i;
+    """)
+    failed = []
+
+    def writer():
+        try:
+            with conn(cluster, db) as w:
+                time.sleep(0.7)  # during the batch's sleep, after its IDs
+                w.autocommit = False
+                w.execute("INSERT INTO iso VALUES (100, encrypt_field_versioned('late'))")
+                time.sleep(3)  # the check has begun by now
+                w.commit()
+        except Exception as e:  # reported below
+            failed.append(e)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    c.execute(f"SET default_transaction_isolation = '{isolation}'")
+    ns = notices(c)
+    c.execute("CALL rotate_column('iso', 'h', 1000, 'v2')")
+    t.join()
+    c.execute("RESET default_transaction_isolation")
+    assert not failed, failed
+    said = [m for _, m in ns]
+    assert said[-1].startswith("rotate_column: done"), said[-3:]
+    assert stale_jsonb(c, "iso", "h") == (0, 0)
+    assert c.execute("SELECT count(*) FROM iso").fetchone() == (21,)
+
+
+def test_a_writer_committing_while_the_check_counts_is_seen(cluster, db):
+    """A writer that took its transaction ID before the CALL (so the check
+    counts) inserts a v1 row and commits while the check's count scans the
+    table, after the count's snapshot: the count cannot see the row, and by
+    the time the count ends the writer has ended too. The CALL must still
+    find the row (it waits for such writers before it says done, and counts
+    again) and end with it on v2."""
+    c = conn(cluster, db)
+    c.execute("CREATE TABLE wc (id int, h jsonb)")
+    c.execute("INSERT INTO wc SELECT i, encrypt_field_versioned(repeat('w', 100)) FROM generate_series(1, 200000) i")
+    c.execute("VACUUM ANALYZE wc")
+    w = conn(cluster, db)
+    w.autocommit = False
+    w.execute("INSERT INTO wc VALUES (0, encrypt_field_versioned('late'))")
+    wx = w.execute("SELECT pg_current_xact_id()::text::int8").fetchone()[0]
+    pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+    done = threading.Event()
+    committed = []
+
+    def watcher():
+        with conn(cluster, db) as mon:
+            seen = []
+            while not done.is_set():
+                x = mon.execute("SELECT backend_xid::text::int8 FROM pg_stat_activity WHERE pid = %s",
+                                (pid,)).fetchone()[0]
+                if x is not None and x != wx and (not seen or seen[-1] != x):
+                    seen.append(x)
+                    if len(seen) == 2:  # the batch's transaction, then the check's
+                        time.sleep(0.02)  # its count is scanning the table now
+                        w.commit()
+                        committed.append(x)
+                        return
+                time.sleep(0.001)
+
+    t = threading.Thread(target=watcher)
+    t.start()
+    ns = notices(c)
+    try:
+        c.execute("CALL rotate_column('wc', 'h', 1000000, 'v2')")
+    finally:
+        done.set()
+        t.join()
+        if not committed:
+            w.commit()
+    said = [m for _, m in ns]
+    assert said[-1].startswith("rotate_column: done"), said[-3:]
+    assert stale_jsonb(c, "wc", "h") == (0, 0)
