@@ -768,9 +768,15 @@ BEGIN
                 -- behind the walk (keeping their xmin).
                 win := 'true';
                 files := files_now;
-            ELSIF nobody THEN
-                -- None: nobody else wrote a value.
+            ELSIF nobody AND NOT counted THEN
+                -- None: nobody else wrote a value, and nothing else wrote
+                -- in the pass's transactions.
                 win := NULL;
+            ELSIF nobody THEN
+                -- Every one: code the batches' UPDATEs ran may have written
+                -- (a relabelled value under a batch's own transaction ID,
+                -- which no xmin tells from the batch's).
+                win := 'true';
             ELSE
                 win := others;
             END IF;

@@ -904,3 +904,32 @@ def test_a_writer_committing_while_the_check_counts_is_seen(cluster, db):
     said = [m for _, m in ns]
     assert said[-1].startswith("rotate_column: done"), said[-3:]
     assert stale_jsonb(c, "wc", "h") == (0, 0)
+
+
+def test_a_relabel_by_the_tables_own_code_is_authenticated(cluster, db):
+    """The table's CHECK function, run by a batch's UPDATE, writes a v1
+    ciphertext labelled "v2" into a row the walk has rotated, under the
+    batch's own transaction ID: nobody else wrote, yet the check must
+    authenticate the values (it counts because the table runs code of its
+    own) and re-encrypt that one."""
+    c = conn(cluster, db)
+    c.execute("""
+        CREATE TABLE rl_stash (v jsonb, used boolean);
+        INSERT INTO rl_stash SELECT jsonb_set(encrypt_field_versioned('forged'), '{version}', '"v2"'), false;
+        CREATE FUNCTION rl_hook(i int, x jsonb) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+        BEGIN
+            IF i = 30 AND x ->> 'version' = 'v2' AND NOT (SELECT used FROM public.rl_stash) THEN
+                UPDATE public.rl_stash SET used = true;
+                UPDATE public.rl SET h = (SELECT v FROM public.rl_stash) WHERE id = 3;
+            END IF;
+            RETURN true;
+        END $$;
+        CREATE TABLE rl (id int, h jsonb CHECK (rl_hook(id, h)));
+        INSERT INTO rl SELECT i, encrypt_field_versioned('r' || i) FROM generate_series(1, 40) i;
+    """)
+    ns = notices(c)
+    c.execute("CALL rotate_column('rl', 'h', 1000, 'v2')")
+    said = [m for _, m in ns]
+    assert c.execute("SELECT used FROM rl_stash").fetchone()[0], "the hook did not fire"
+    assert said[-1].startswith("rotate_column: done"), said[-3:]
+    assert stale_jsonb(c, "rl", "h") == (0, 0)
