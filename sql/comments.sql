@@ -114,7 +114,7 @@ COMMENT ON FUNCTION @extschema@.take_mislabelled_count() IS
 COMMENT ON FUNCTION @extschema@.rotation_table_writes(pg_catalog.regclass) IS
     'Internal (rotate_column): the rows of the table (not its children) this backend has inserted, updated or deleted since it last reported its statistics (never during a CALL), aborted subtransactions included; NULL when track_counts is off.';
 COMMENT ON FUNCTION @extschema@.rotation_table_runs_code(pg_catalog.regclass) IS
-    'Internal (rotate_column): whether an UPDATE of the table may run a constraint, index or generated-column code other than PostgreSQL''s own and this extension''s.';
+    'Internal (rotate_column): whether an UPDATE of the table may run code other than PostgreSQL''s own and this extension''s, judged to fail closed: true unless the table is plain (no partitions, inheritance, row security, CHECK, exclusion or foreign key constraints, generated columns) and its indexes use no function but this extension''s.';
 COMMENT ON FUNCTION @extschema@.rotation_open_writers(pg_catalog.xid8) IS
     'Internal (rotate_column): how many transactions with IDs below the given one are still open, prepared ones included.';
 COMMENT ON FUNCTION @extschema@.rotation_write_xid() IS

@@ -625,10 +625,10 @@ def test_the_check_counts_nothing_when_the_walk_accounts_for_every_row(cluster, 
     could have kept rows from being updated) brings the count back."""
     c = conn(cluster, db)
     enc = "encrypt_field_versioned" if coltype == "jsonb" else ""
-    c.execute(f"CREATE TABLE nc (id int PRIMARY KEY, h {coltype} CHECK (h IS NOT NULL))")
-    c.execute(f"INSERT INTO nc SELECT i, {enc}('n' || i) FROM generate_series(1, 3000) i")
-    # The extension's own function in an index, PostgreSQL's in a CHECK.
-    c.execute("CREATE INDEX ON nc (key_version(h))")
+    c.execute(f"CREATE TABLE nc (id int PRIMARY KEY, h {coltype} NOT NULL, note text UNIQUE)")
+    c.execute(f"INSERT INTO nc SELECT i, {enc}('n' || i), 'note ' || i FROM generate_series(1, 3000) i")
+    # PostgreSQL's B-tree over plain columns.
+    c.execute("CREATE INDEX ON nc (note, id)")
     # A third already on v2 (a pass that authenticates target-labelled values).
     c.execute("SET pazpaz.encryption_key_version = 'v2'")
     fn = "reencrypt_field_versioned" if coltype == "jsonb" else "reencrypt"
@@ -652,6 +652,52 @@ def test_the_check_counts_nothing_when_the_walk_accounts_for_every_row(cluster, 
     said = [m for _, m in ns]
     assert NO_COUNT not in said, said[-4:]
     assert said[-1].startswith("rotate_column: done, 1500 rows re-encrypted"), said[-3:]
+
+
+PLAIN_OR_NOT = {
+    # PostgreSQL's own functions may run SQL given as text (query_to_xml,
+    # ts_stat): any CHECK constraint counts, whatever it calls.
+    "check with pg_catalog functions only": "ALTER TABLE pn ADD CHECK (length(id::text) > 0)",
+    "index on a pg_catalog function": "CREATE INDEX ON pn (lower(id::text))",
+    "partial index": "CREATE INDEX ON pn (id) WHERE id > 10",
+    "index on the extension's key_version": "CREATE INDEX ON pn (key_version(h))",
+    "index with an operator class outside pg_catalog": (
+        "CREATE OPERATOR CLASS public.pn_int4_ops FOR TYPE int4 USING btree AS OPERATOR 1 <, OPERATOR 2 <=,"
+        " OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, FUNCTION 1 btint4cmp(int4, int4);"
+        " CREATE INDEX ON pn (id public.pn_int4_ops)"),
+    "generated column": "ALTER TABLE pn ADD COLUMN g int GENERATED ALWAYS AS (id + 1) STORED",
+    "row security": "ALTER TABLE pn ENABLE ROW LEVEL SECURITY",
+    "referenced by a foreign key": "ALTER TABLE pn ADD PRIMARY KEY (id); CREATE TABLE pn_ref (r int REFERENCES pn ON UPDATE CASCADE)",
+    "a partition": "CREATE TABLE pn_parent (id int, h jsonb) PARTITION BY RANGE (id); ALTER TABLE pn_parent ATTACH PARTITION pn FOR VALUES FROM (0) TO (100000)",
+    "an inheritance parent": "CREATE TABLE pn_child () INHERITS (pn)",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(PLAIN_OR_NOT))
+def test_the_check_counts_on_a_table_that_is_not_plain(cluster, db, shape):
+    """The check counts nothing only on a plain table: a constraint that may
+    run code (a CHECK, whatever it calls; a foreign key, either side), an
+    index with an expression or predicate (whatever it calls: a dependency
+    on PostgreSQL's own functions is not even recorded) or an operator class
+    of another extension, a generated column, row security, partitions or
+    inheritance make it count, even when nobody else wrote."""
+    c = conn(cluster, db)
+    c.execute("DROP TABLE IF EXISTS pn_ref, pn_child, pn_parent, pn CASCADE")
+    c.execute("CREATE TABLE pn (id int, h jsonb)")
+    c.execute("INSERT INTO pn SELECT i, encrypt_field_versioned('p' || i) FROM generate_series(1, 600) i")
+    ns = debug_notices(c)
+    c.execute("CALL rotate_column('pn', 'h', 250, 'v2')")
+    said = [m for _, m in ns]
+    assert NO_COUNT in said, said[-4:]  # the plain table first
+    c.execute(PLAIN_OR_NOT[shape])
+    c.execute("SET pazpaz.encryption_key_version = 'v1'")
+    c.execute("UPDATE pn SET h = reencrypt_field_versioned(h) WHERE id % 2 = 0")
+    ns = debug_notices(c)
+    c.execute("CALL rotate_column('pn', 'h', 250, 'v2')")
+    said = [m for _, m in ns]
+    assert NO_COUNT not in said, said[-4:]
+    assert said[-1].startswith("rotate_column: done, 300 rows re-encrypted"), said[-3:]
+    assert stale_jsonb(c, "pn", "h") == (0, 0)
 
 
 @pytest.mark.parametrize("stats", ["on", "off", "off when the table was opened"])
