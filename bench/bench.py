@@ -517,10 +517,10 @@ def group_parallel(conn, n, runs):
         CASES[key].extra["total_cpu_us_per_row"] = total_cpu[key][1:]
 
 
-def group_pgbench(conn, n_oltp, runs, seconds, pgbin, outdir):
+def group_pgbench(conn, n_oltp, runs, seconds, pgbench, scriptdir):
     scripts = {}
     for t in ("ob_enc", "ob_txt"):
-        p = Path(outdir) / f"pgbench_{t}.sql"
+        p = Path(scriptdir) / f"pgbench_{t}.sql"
         p.write_text(
             f"\\set sid random(1, {n_oltp})\n"
             f"INSERT INTO {t} (a, b, c) VALUES (lpad(:sid::text, 100, 'abcdefghij'),"
@@ -537,7 +537,7 @@ def group_pgbench(conn, n_oltp, runs, seconds, pgbin, outdir):
         def run(r):
             cpu0 = children_cpu_ms()
             out = subprocess.run(
-                [f"{pgbin}/pgbench", "-n", "-M", "prepared", "-c", "2", "-j", "2", "-T", str(seconds),
+                [*pgbench, "-n", "-M", "prepared", "-c", "2", "-j", "2", "-T", str(seconds),
                  "-f", str(scripts[table]), "postgres"],
                 env=env, capture_output=True, text=True)
             if out.returncode != 0:
@@ -978,7 +978,6 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown groups: {', '.join(sorted(unknown))}")
     server_dir = os.environ["BENCH_SERVER_DIR"]
-    pgbin = os.environ["BENCH_PGBIN"]
     n5k = max(2_000, n // 10)
     n_oltp = min(n, 100_000)
     n_py = min(n, 100_000)
@@ -1027,7 +1026,11 @@ def main() -> int:
     if "procedure" in groups:
         group_procedure(conn, n, runs)
     if "pgbench" in groups:
-        group_pgbench(conn, n_oltp, runs, pgbench_secs, pgbin, outdir)
+        # pgbench of the server's version (for 17 and 18, run inside its
+        # chroot: scripts/bench.sh), its scripts beside the cluster, where
+        # both sides see them.
+        pgbench = os.environ["BENCH_PGBENCH"].split("\n")
+        group_pgbench(conn, n_oltp, runs, pgbench_secs, pgbench, server_dir)
     if "search" in groups:
         group_search(conn, n, runs)
     memory = group_memory(n, mem_total) if "memory" in groups else None

@@ -61,5 +61,5 @@ pg_start "$NAME" "$PORT" \
     "log_min_messages = warning"
 
 mkdir -p "$ROOT/target/bench"
-BENCH_SERVER_DIR=$(pg_dir "$NAME") BENCH_PGBIN=$PGBIN BENCH_LIBRARY=$LIBRARY \
+BENCH_SERVER_DIR=$(pg_dir "$NAME") BENCH_LIBRARY=$LIBRARY BENCH_PGBENCH=$(pg_tool pgbench) \
     python3 bench/bench.py --out "$ROOT/target/bench/results.json" "$@"
