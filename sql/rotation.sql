@@ -54,8 +54,8 @@ $fn$;
 -- them), the tree itself (a child detached or unlinked for a while would
 -- miss batches), and whether a trigger or rule may keep an UPDATE from
 -- writing a row as asked or change it afterwards (enabled UPDATE triggers of
--- any kind other than the search indexes' and PostgreSQL's internal ones,
--- rules) or a foreign table is among them. Internal.
+-- any kind other than the search indexes' without a WHEN clause and
+-- PostgreSQL's internal ones, rules) or a foreign table is among them. Internal.
 CREATE FUNCTION rotation_table_state(tbl regclass, OUT nblocks int8, OUT files text, OUT guarded boolean, OUT tree text)
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -72,7 +72,12 @@ AS $fn$
                                  -- another partition is deleted and
                                  -- inserted), UPDATE (16)
                                  AND (g.tgtype::int4 & 28) <> 0
-                                 AND g.tgfoid <> '@extschema@.blind_index_trigger()'::regprocedure)),
+                                 -- The search indexes' own trigger only in
+                                 -- the shape add_blind_index makes (BEFORE
+                                 -- INSERT OR UPDATE, row, no WHEN clause: a
+                                 -- WHEN clause would run the owner's code).
+                                 AND NOT (g.tgfoid = '@extschema@.blind_index_trigger()'::regprocedure
+                                          AND g.tgtype = 23 AND g.tgqual IS NULL))),
            string_agg(t.oid::text || CASE WHEN t.pending THEN '-' ELSE '' END, ',' ORDER BY t.oid)
       FROM t JOIN pg_class c ON c.oid = t.oid
 $fn$;

@@ -979,3 +979,43 @@ def test_a_relabel_by_the_tables_own_code_is_authenticated(cluster, db):
     assert c.execute("SELECT used FROM rl_stash").fetchone()[0], "the hook did not fire"
     assert said[-1].startswith("rotate_column: done"), said[-3:]
     assert stale_jsonb(c, "rl", "h") == (0, 0)
+
+
+def test_a_when_clause_on_the_search_trigger_makes_the_check_count(cluster, db):
+    """The search index's own trigger, replaced by the table's owner with one
+    of the same arguments and a WHEN clause, runs the owner's code in every
+    batch: here it swaps the session's v2 key for the rest of the batch's
+    transaction, so later rows of the batch are sealed under another key but
+    labelled v2, without writing a row or taking a transaction ID. The check
+    must not trust the walk (it counts and authenticates every value), and
+    the CALL never says done over a value that does not authenticate."""
+    c = conn(cluster, db)
+    c.execute("SELECT set_config('pazpaz.index_key', %s, false)", (new_key(),))
+    c.execute("CREATE TABLE ww (id int PRIMARY KEY, note jsonb, email jsonb)")
+    c.execute("INSERT INTO ww SELECT g, encrypt_field_versioned('note ' || g), encrypt_field_versioned('e' || g)"
+              " FROM generate_series(1, 20) g")
+    c.execute("SET client_min_messages = warning")
+    c.execute("CALL add_blind_index('ww', 'email')")
+    c.execute("RESET client_min_messages")
+    other = json.dumps({"v1": K1, "v2": new_key()})
+    c.execute(f"""CREATE FUNCTION ww_swap() RETURNS boolean LANGUAGE sql VOLATILE AS $f$
+        SELECT pg_catalog.set_config('pazpaz.encryption_keys', '{other}', true) IS NOT NULL $f$""")
+    d = c.execute("SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'ww'::regclass"
+                  " AND NOT tgisinternal").fetchone()[0]
+    c.execute(d.replace("CREATE TRIGGER", "CREATE OR REPLACE TRIGGER")
+               .replace("FOR EACH ROW", "FOR EACH ROW WHEN (public.ww_swap())"))
+    ns = debug_notices(c)
+    try:
+        c.execute("CALL rotate_column('ww', 'note', 5, 'v2')")
+        raised = None
+    except psycopg.errors.DataException as e:
+        # A value that authenticates under no loaded key stops the CALL.
+        raised = e
+        assert "does not authenticate" in e.diag.message_detail, e.diag.message_detail
+    said = [m for _, m in ns]
+    assert NO_COUNT not in said, said[-4:]
+    c.execute("RESET client_min_messages")
+    bad = c.execute("SELECT count(*) FILTER (WHERE NOT verify_field_versioned(note)) FROM ww").fetchone()[0]
+    # "done" exactly when every value authenticates under the real v2 key.
+    done = raised is None and said[-1].startswith("rotate_column: done")
+    assert done == (bad == 0), (bad, raised, said[-3:])
