@@ -131,6 +131,12 @@ COMMENT ON FUNCTION @extschema@.search_index_check(pg_catalog.text, pg_catalog.t
   'Internal to add_blind_index/add_match_index: checks parameters and returns the fingerprint of the index key to build with';
 COMMENT ON FUNCTION @extschema@.blind_index_trigger() IS
   'Trigger of add_blind_index/add_match_index: keeps a token column current (its arguments are the index definition); fails the write without the keys';
+COMMENT ON FUNCTION @extschema@.search_backfill_exact(pg_catalog.oid, pg_catalog.text, anyelement) IS
+  'Internal to add_blind_index: the blind index the trigger of the table''s search index computes for a source value (its first walk)';
+COMMENT ON FUNCTION @extschema@.search_backfill_match(pg_catalog.oid, pg_catalog.text, anyelement) IS
+  'Internal to add_match_index: the match tokens the trigger of the table''s search index computes for a source value (its first walk)';
+COMMENT ON FUNCTION @extschema@.search_table_runs_code(pg_catalog.regclass, pg_catalog.name) IS
+  'Internal to add_blind_index/add_match_index: whether an UPDATE of the table runs a trigger (other than the index''s own) or rule';
 COMMENT ON PROCEDURE @extschema@.search_index_add(pg_catalog.text, pg_catalog.regclass, pg_catalog.name, pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.text, pg_catalog.name, pg_catalog.text) IS
   'Internal to add_blind_index/add_match_index';
 COMMENT ON PROCEDURE @extschema@.add_blind_index(pg_catalog.regclass, pg_catalog.name, pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.text, pg_catalog.name, pg_catalog.text) IS

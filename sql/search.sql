@@ -125,6 +125,25 @@ BEGIN
 END
 $fn$;
 
+-- Whether an UPDATE of the table may run code that changes a row after the
+-- UPDATE's SET computed its token: a trigger (of any kind, enabled or not:
+-- one can be enabled at any time) other than the search index's own in the
+-- shapes add_blind_index makes (named trig, of blind_index_trigger, BEFORE
+-- INSERT or BEFORE INSERT OR UPDATE, no WHEN clause), or a rule.
+-- PostgreSQL's internal triggers (foreign keys) change no row of an UPDATE
+-- that leaves the keys as they are; writes of other rows in the UPDATE's
+-- transaction are counted by the caller (rotation_table_writes). Internal
+-- to add_blind_index/add_match_index (their first walk).
+CREATE FUNCTION search_table_runs_code(tbl regclass, trig name) RETURNS boolean
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT EXISTS (SELECT FROM pg_trigger t
+                    WHERE t.tgrelid = tbl AND NOT t.tgisinternal
+                      AND NOT (t.tgname = trig AND t.tgfoid = '@extschema@.blind_index_trigger()'::regprocedure
+                               AND t.tgtype IN (7, 23) AND t.tgqual IS NULL))
+        OR EXISTS (SELECT FROM pg_rewrite r WHERE r.ev_class = tbl)
+$fn$;
+
 -- Shared by add_blind_index and add_match_index (kind 'exact' or 'match').
 CREATE PROCEDURE search_index_add(
     kind text,
@@ -176,6 +195,21 @@ DECLARE
     nblocks pg_catalog.int8;
     step pg_catalog.int8;
     blk pg_catalog.int8;
+    -- The first walk of a new index runs with the trigger on INSERT only
+    -- (below); its transactions' ids, and whether every token must be
+    -- computed again after it.
+    fast pg_catalog.bool := false;
+    recheck_all pg_catalog.bool := false;
+    xids pg_catalog.xid[] := '{}';
+    x pg_catalog.xid8;
+    upd_fast pg_catalog.text;
+    fix pg_catalog.text;
+    fixed pg_catalog.int8;
+    writes pg_catalog.int8;
+    mktrig pg_catalog.text;
+    about pg_catalog.text := '';
+    quiet pg_catalog.bool;
+    last pg_catalog.xid8;
 BEGIN
     IF NOT (kind OPERATOR(pg_catalog.=) 'exact' OR kind OPERATOR(pg_catalog.=) 'match') THEN
         RAISE EXCEPTION 'kind must be exact or match' USING ERRCODE = '22023';
@@ -300,6 +334,9 @@ BEGIN
     END IF;
     SELECT pg_catalog.string_agg(pg_catalog.quote_literal(u.a), ', ' ORDER BY u.i) INTO trig_args
       FROM pg_catalog.unnest(targs) WITH ORDINALITY u(a, i);
+    mktrig := pg_catalog.format(
+        'TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%s)',
+        trig, rel, trig_args);
     -- pg_trigger.tgargs: each argument followed by a NUL byte.
     SELECT pg_catalog.string_agg(pg_catalog.convert_to(u.a, 'UTF8') OPERATOR(pg_catalog.||) '\x00'::pg_catalog.bytea,
                                  ''::pg_catalog.bytea ORDER BY u.i)
@@ -329,6 +366,17 @@ BEGIN
                 USING ERRCODE = '42710',
                       HINT = 'CALL it again with the same arguments and index key to finish it, or drop it first; to rebuild it under a new index key, add a second one with token_column => …';
         END IF;
+        -- A backfill that did not finish, before the index on the token
+        -- column was built: its first walk (below) may have run with the
+        -- trigger on INSERT only, and writes of other transactions
+        -- meanwhile may have left tokens of values they replaced; which
+        -- ones is not known here. Every token is computed again. (The index
+        -- is built only once no such token can be left.)
+        recheck_all := NOT citus_table AND NOT EXISTS (
+            SELECT FROM pg_catalog.pg_index i
+              JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
+                                            AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0]
+             WHERE i.indrelid OPERATOR(pg_catalog.=) tbl AND a.attname OPERATOR(pg_catalog.=) tokcol);
         IF trig_cols OPERATOR(pg_catalog.>) 0 OR rebind OR NOT shape_ok THEN
             -- A trigger of an earlier version (UPDATE OF the source column
             -- only): replaced by one that fires on every UPDATE.
@@ -336,9 +384,7 @@ BEGIN
                 PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
             END IF;
             EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trig, rel);
-            EXECUTE pg_catalog.format(
-                'CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%s)',
-                trig, rel, trig_args);
+            EXECUTE 'CREATE ' OPERATOR(pg_catalog.||) mktrig;
             COMMIT;
         END IF;
         -- (An index of an earlier version has no registry row yet.)
@@ -355,18 +401,53 @@ BEGIN
             RAISE EXCEPTION 'column % of relation % already exists', tokcol, tbl
                 USING ERRCODE = '42701', HINT = 'Pass another token_column.';
         END IF;
-        EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', rel, tokcol,
-            CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'pg_catalog.bytea' ELSE 'pg_catalog.int4[]' END);
         IF citus_table THEN
             -- Citus refuses triggers on its tables unless told; this one
             -- only computes its own row's token (no query, nothing remote).
             PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
         END IF;
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%s)',
-            trig, rel, trig_args);
+        -- The first walk of a new index is cheaper without a BEFORE UPDATE
+        -- trigger: with one, PostgreSQL locks every row before updating it
+        -- (one more heap change and WAL record a row, a third of the
+        -- walk). So the trigger fires on INSERT only until the walk is done
+        -- (the walk computes each token in its SET, with the trigger's own
+        -- code), then on UPDATE too, and the rows other transactions wrote
+        -- meanwhile are computed again (below). Only where nothing else of
+        -- the table's runs on an UPDATE (no other trigger, no rule: such
+        -- code could change the source after the SET computed its token),
+        -- and not on Citus.
+        fast := NOT citus_table AND NOT @extschema@.search_table_runs_code(tbl, trig)
+                AND pg_catalog.current_setting('track_counts')::pg_catalog.bool;
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', rel, tokcol,
+            CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'pg_catalog.bytea' ELSE 'pg_catalog.int4[]' END);
+        IF fast THEN
+            EXECUTE pg_catalog.format(
+                'CREATE TRIGGER %I BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.blind_index_trigger(%s)',
+                trig, rel, trig_args);
+        ELSE
+            EXECUTE 'CREATE ' OPERATOR(pg_catalog.||) mktrig;
+        END IF;
         PERFORM @extschema@.search_index_register(tbl, args);
-        -- From here on every write keeps the token current.
+        IF fast THEN
+            -- Whether no other transaction writes anything anywhere until
+            -- the trigger fires on UPDATE too, so that every row's version
+            -- is then one of the walk's: no other transaction id is running
+            -- now (the snapshot's xmin is this transaction's; this one holds
+            -- the table's ACCESS EXCLUSIVE lock, so any later writer of the
+            -- table is running now or gets its id later), and the ids of
+            -- this transaction, of the walk's and of the one that makes the
+            -- trigger fire on UPDATE follow each other with none between (a
+            -- write needs an id, and ids are handed out in order). Then the
+            -- rows need no second look (below). The snapshot must be taken
+            -- now, after the lock: at READ COMMITTED only (at another level
+            -- it is the transaction's first).
+            last := pg_catalog.pg_current_xact_id();
+            quiet := pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.=) 'read committed'
+                 AND pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) OPERATOR(pg_catalog.=) last;
+            xids := ARRAY[pg_catalog.xid(last)];
+        END IF;
+        -- From here on every write keeps the token current (with fast, every
+        -- INSERT, and every UPDATE once the walk is done).
         COMMIT;
     END IF;
 
@@ -393,8 +474,23 @@ BEGIN
     -- transaction, so that a policy that would filter the table makes the
     -- CALL fail (42501) instead of reporting done over part of it.
     PERFORM pg_catalog.set_config('row_security', 'off', true);
-    EXECUTE q INTO total;
-    RAISE NOTICE '%: % rows of %.% to index', caller, total, tbl, col;
+    -- How many rows to index: counted; on a table of more than 10,000
+    -- blocks (80 MB) estimated from a sample of about 1,000 of them, as
+    -- rotate_column does (a count costs about a twelfth of the backfill;
+    -- the check after the walk counts exactly). For the notices and the
+    -- size of the batches only.
+    nblocks := pg_catalog.pg_relation_size(tbl) OPERATOR(pg_catalog./)
+               pg_catalog.current_setting('block_size')::pg_catalog.int8;
+    IF nblocks OPERATOR(pg_catalog.>) 10000 AND NOT citus_table THEN
+        EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s TABLESAMPLE pg_catalog.system ($1::pg_catalog.float4) WHERE %s',
+                                  rel, cond)
+            INTO total USING 100000::pg_catalog.float8 OPERATOR(pg_catalog./) nblocks;
+        total := pg_catalog.round(total::pg_catalog.float8 OPERATOR(pg_catalog.*) nblocks OPERATOR(pg_catalog./) 1000);
+        about := 'about ';
+    ELSE
+        EXECUTE q INTO total;
+    END IF;
+    RAISE NOTICE '%: % rows of %.% to index', caller, about OPERATOR(pg_catalog.||) total, tbl, col;
     remaining := total;
     IF citus_table THEN
         -- Batches by primary key: the subquery (planned on the coordinator)
@@ -422,6 +518,121 @@ BEGIN
         EXECUTE q INTO remaining;
         COMMIT;
     END IF;
+    IF fast THEN
+        -- The first walk: each token computed in the SET (the trigger's
+        -- code: search_backfill_*), every transaction at READ COMMITTED (a
+        -- row another writer changed is rechecked and computed on its new
+        -- version), and each one's id kept.
+        upd_fast := pg_catalog.format($q$
+            UPDATE %1$s SET %3$I = @extschema@.%4$I(%5$s::pg_catalog.oid, %6$L, %7$I)
+             WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2 AND %2$s
+        $q$, rel, cond, tokcol, CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'search_backfill_exact' ELSE 'search_backfill_match' END,
+             tbl::pg_catalog.oid, tokcol, col);
+        nblocks := pg_catalog.pg_relation_size(tbl) OPERATOR(pg_catalog./)
+                   pg_catalog.current_setting('block_size')::pg_catalog.int8;
+        step := GREATEST(1::pg_catalog.int8,
+                    (batch_size::pg_catalog.int8 OPERATOR(pg_catalog.*) nblocks) OPERATOR(pg_catalog./)
+                    GREATEST(remaining, 1::pg_catalog.int8));
+        blk := 0;
+        COMMIT;
+        SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+        WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
+            PERFORM pg_catalog.set_config('row_security', 'off', true);
+            writes := @extschema@.rotation_table_writes(tbl);
+            EXECUTE upd_fast USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
+                                   pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            x := pg_catalog.pg_current_xact_id_if_assigned();
+            IF x IS NOT NULL THEN
+                xids := xids OPERATOR(pg_catalog.||) pg_catalog.xid(x);
+                quiet := quiet AND x::pg_catalog.text::pg_catalog.int8
+                                   OPERATOR(pg_catalog.=) (last::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.+) 1);
+                last := x;
+            END IF;
+            -- Code that ran in this UPDATE and may have changed a source
+            -- after its token was computed: a trigger or rule made before
+            -- the UPDATE took its lock (none can be made until this
+            -- transaction ends), or any write of the table's rows but the
+            -- UPDATE's own (its rows would carry this transaction's id).
+            IF @extschema@.search_table_runs_code(tbl, trig)
+               OR (@extschema@.rotation_table_writes(tbl) OPERATOR(pg_catalog.-) writes) IS DISTINCT FROM n THEN
+                recheck_all := true;
+            END IF;
+            IF n OPERATOR(pg_catalog.>) 0 THEN
+                batch := batch OPERATOR(pg_catalog.+) 1;
+                done := done OPERATOR(pg_catalog.+) n;
+                RAISE NOTICE 'batch %: %/% rows', batch, done, about OPERATOR(pg_catalog.||) total;
+            END IF;
+            COMMIT;
+            SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+            blk := blk OPERATOR(pg_catalog.+) step;
+        END LOOP;
+        -- The trigger on UPDATE too. Its lock (SHARE ROW EXCLUSIVE) waits
+        -- for every transaction writing the table; every write after it
+        -- keeps the token current.
+        EXECUTE 'CREATE OR REPLACE ' OPERATOR(pg_catalog.||) mktrig;
+        IF @extschema@.search_table_runs_code(tbl, trig) THEN
+            recheck_all := true;
+        END IF;
+        quiet := quiet AND pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8
+                           OPERATOR(pg_catalog.=) (last::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.+) 1);
+        COMMIT;
+        SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+        RAISE DEBUG '%: first walk done without the UPDATE trigger; other writers: %, code of the table''s ran: %',
+            caller, CASE WHEN quiet THEN 'none' ELSE 'maybe' END, recheck_all;
+    END IF;
+    IF ((fast AND NOT quiet) OR recheck_all) AND NOT citus_table THEN
+        -- The rows another transaction wrote during the walk (an UPDATE
+        -- may have replaced a source after its token was computed, or
+        -- written a token by hand): every row whose version is not one of
+        -- the walk's, through the trigger. Every row with a source or a
+        -- token, if the walk's ids are not enough (code of the table's ran
+        -- in it, or it was interrupted).
+        fix := pg_catalog.format('(%I IS NOT NULL OR %I IS NOT NULL)', col, tokcol);
+        IF NOT recheck_all THEN
+            -- (A constant, which PostgreSQL looks up in a hash table; a
+            -- parameter would be searched in order, row by row.)
+            fix := pg_catalog.format('xmin OPERATOR(pg_catalog.<>) ALL (%L::pg_catalog.xid[]) AND %s', xids, fix);
+        END IF;
+        fix := pg_catalog.format($q$
+            UPDATE %1$s SET %3$I = NULL
+             WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2 AND %2$s
+        $q$, rel, fix, tokcol);
+        nblocks := pg_catalog.pg_relation_size(tbl) OPERATOR(pg_catalog./)
+                   pg_catalog.current_setting('block_size')::pg_catalog.int8;
+        step := GREATEST(1::pg_catalog.int8,
+                    (batch_size::pg_catalog.int8 OPERATOR(pg_catalog.*) nblocks) OPERATOR(pg_catalog./)
+                    GREATEST(total, 1::pg_catalog.int8));
+        blk := 0;
+        n := 0;
+        COMMIT;
+        SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+        WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
+            PERFORM pg_catalog.set_config('row_security', 'off', true);
+            EXECUTE fix USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
+                              pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
+            GET DIAGNOSTICS fixed = ROW_COUNT;
+            n := n OPERATOR(pg_catalog.+) fixed;
+            COMMIT;
+            SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+            blk := blk OPERATOR(pg_catalog.+) step;
+        END LOOP;
+        RAISE DEBUG '%: second look at every row done (% rows indexed again)', caller, n;
+        IF n OPERATOR(pg_catalog.>) 0 THEN
+            RAISE NOTICE '%: % rows written by other transactions during the walk indexed again', caller, n;
+        END IF;
+    END IF;
+    IF (fast OR recheck_all) AND NOT citus_table THEN
+        IF kind OPERATOR(pg_catalog.=) 'exact' THEN
+            -- (See below.)
+            EXECUTE mkidx;
+            built := true;
+            PERFORM pg_catalog.set_config('enable_seqscan', 'off', true);
+        END IF;
+        PERFORM pg_catalog.set_config('row_security', 'off', true);
+        EXECUTE q INTO remaining;
+        COMMIT;
+    END IF;
     -- Rows that moved behind the walk (an UPDATE of another column of a row
     -- not indexed yet) are picked up by a further pass.
     WHILE remaining OPERATOR(pg_catalog.>) 0 AND pass OPERATOR(pg_catalog.<) 5 AND NOT citus_table LOOP
@@ -440,7 +651,7 @@ BEGIN
             IF n OPERATOR(pg_catalog.>) 0 THEN
                 batch := batch OPERATOR(pg_catalog.+) 1;
                 done := done OPERATOR(pg_catalog.+) n;
-                RAISE NOTICE 'batch %: %/% rows', batch, done, total;
+                RAISE NOTICE 'batch %: %/% rows', batch, done, about OPERATOR(pg_catalog.||) total;
             END IF;
             COMMIT;
             blk := blk OPERATOR(pg_catalog.+) step;

@@ -131,6 +131,9 @@ extension_sql_file!(
         search::blind_index_trigger,
         search::blind_index_for,
         search::blind_search_tokens_for,
+        search::search_backfill_exact,
+        search::search_backfill_match,
+        "rotation",
         field_functions::decrypt_field,
         versioned::decrypt_field_versioned,
         encrypted_text::encrypted_text_to_text

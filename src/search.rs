@@ -21,7 +21,7 @@ use pazpaz_core::blind_index::{check_index_bits, check_token_bits, index_len, De
 use pazpaz_core::Error;
 use pgrx::heap_tuple::PgHeapTuple;
 use pgrx::prelude::*;
-use pgrx::{pg_sys, AllocatedByPostgres, FromDatum, IntoDatum, PgRelation, PgTupleDesc};
+use pgrx::{pg_sys, AllocatedByPostgres, AnyElement, FromDatum, IntoDatum, PgRelation, PgTupleDesc};
 
 use crate::backend_local::{BackendLocal, LocalCell};
 use crate::encrypted_text::{encrypted_text_to_text, EncryptedText};
@@ -912,6 +912,110 @@ fn decrypt_source(source: Source, datum: pg_sys::Datum) -> Text {
     }
 }
 
+/// The blind index (`exact_token`) or match tokens (`match_tokens`) of one
+/// non-NULL source value under an index's definition: what the trigger
+/// stores (`row_token`), and what the first walk of a backfill writes
+/// (`search_backfill_exact`/`_match`); the same functions, so the two never
+/// differ. The source is decrypted with the session's data keys.
+fn exact_token(def: &Definition, source: pg_sys::Datum, index: &dyn Fn() -> String) -> Bytea {
+    let plain = decrypt_source(def.source_type, source);
+    let choice = KeyChoice::Fingerprint { fingerprint: &def.fingerprint, index };
+    exact(&choice, plain.0.as_bytes(), def.context.as_bytes(), def.normalize, def.bits)
+}
+
+fn match_tokens(def: &Definition, source: pg_sys::Datum, index: &dyn Fn() -> String) -> Vec<i32> {
+    let plain = decrypt_source(def.source_type, source);
+    let choice = KeyChoice::Fingerprint { fingerprint: &def.fingerprint, index };
+    tokens(&choice, plain.0.as_bytes(), def.context.as_bytes(), def.normalize, def.bits)
+}
+
+fn row_token(def: &Definition, source: pg_sys::Datum, index: &dyn Fn() -> String) -> Option<pg_sys::Datum> {
+    match def.kind {
+        Kind::Exact => exact_token(def, source, index).into_datum(),
+        Kind::Tokens => match_tokens(def, source, index).into_datum(),
+    }
+}
+
+/// The definition a backfill call computes with, kept in its FmgrInfo for
+/// the rest of the statement: (table, token column, definition, the
+/// index's name for errors).
+type BackfillDefinition = Option<(pg_sys::Oid, String, Definition, String)>;
+
+/// Runs `f` with the definition of the search index on `tbl.token_column`
+/// and the index's name, for a backfill call of `source`, a value of its
+/// source column (checked against the definition's source type). The first
+/// walk of add_blind_index/add_match_index computes each token in its
+/// UPDATE's SET while the index's trigger fires on INSERT only
+/// (sql/search.sql: a BEFORE UPDATE row trigger makes PostgreSQL lock every
+/// row first). The definition is the registered one of the table's own
+/// trigger, read once per statement (no trigger can change while the
+/// statement holds its table lock; a call for another table reads that
+/// table's).
+fn with_backfill_definition<R>(
+    fcinfo: pg_sys::FunctionCallInfo,
+    tbl: pg_sys::Oid,
+    token_column: &str,
+    source: &AnyElement,
+    kind: Kind,
+    f: impl FnOnce(&Definition, &str) -> R,
+) -> R {
+    // SAFETY: the FunctionCallInfo of this call; its fn_extra is ours (set
+    // only here), dropped with the FmgrInfo's memory context.
+    let mut cache = unsafe { pgrx::pg_func_extra(fcinfo, || None as BackfillDefinition) };
+    if !matches!(&*cache, Some((t, c, _, _)) if *t == tbl && c == token_column) {
+        // SAFETY: a catalog lookup by oid (NULL when there is no such relation).
+        if unsafe { pg_sys::get_rel_name(tbl) }.is_null() {
+            raise(Error::NoSearchIndex { table: tbl.to_u32().to_string() });
+        }
+        // SAFETY: an existing relation, locked until the end of the
+        // transaction, as a statement locks the tables it reads.
+        let rel = unsafe { PgRelation::with_lock(tbl, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+        let def = definition(&rel, token_column, kind);
+        let name = def.name(&rel);
+        *cache = Some((tbl, token_column.to_owned(), def, name));
+    }
+    let Some((_, _, def, name)) = &*cache else { unreachable!("set above") };
+    // SAFETY: this call's own FmgrInfo.
+    let func = unsafe { (*(*fcinfo).flinfo).fn_oid };
+    let ok = match def.source_type {
+        Source::Bytea => source.oid() == pg_sys::BYTEAOID,
+        Source::Jsonb => source.oid() == pg_sys::JSONBOID,
+        Source::EncryptedText => is_encrypted_text(source.oid(), func),
+    };
+    if !ok {
+        raise(Error::SearchSourceType { index: name.clone(), expected: def.source_type.name() });
+    }
+    f(def, name)
+}
+
+/// The blind index the trigger of `tbl.token_column` computes for `source`
+/// (`with_backfill_definition`). Internal to add_blind_index.
+#[pg_extern(stable, strict, parallel_safe)]
+fn search_backfill_exact(
+    tbl: pg_sys::Oid,
+    token_column: &str,
+    source: AnyElement,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Bytea {
+    with_backfill_definition(fcinfo, tbl, token_column, &source, Kind::Exact, |def, name| {
+        exact_token(def, source.datum(), &|| name.to_owned())
+    })
+}
+
+/// The match tokens the trigger of `tbl.token_column` computes for `source`
+/// (`with_backfill_definition`). Internal to add_match_index.
+#[pg_extern(stable, strict, parallel_safe)]
+fn search_backfill_match(
+    tbl: pg_sys::Oid,
+    token_column: &str,
+    source: AnyElement,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Vec<i32> {
+    with_backfill_definition(fcinfo, tbl, token_column, &source, Kind::Tokens, |def, name| {
+        match_tokens(def, source.datum(), &|| name.to_owned())
+    })
+}
+
 /// Whether two values of a column (varlena, or NULL) hold the same bytes.
 fn same_bytes(a: Option<pg_sys::Datum>, b: Option<pg_sys::Datum>) -> bool {
     match (a, b) {
@@ -1004,16 +1108,7 @@ fn blind_index_trigger<'a>(
     if src.is_some() {
         check_registered(&rel, t, &args, &index);
     }
-    let token = src.and_then(|d| {
-        let plain = decrypt_source(def.source_type, d);
-        let choice = KeyChoice::Fingerprint { fingerprint: &def.fingerprint, index: &index };
-        let bytes = plain.0.as_bytes();
-        let ctx = def.context.as_bytes();
-        match def.kind {
-            Kind::Exact => exact(&choice, bytes, ctx, def.normalize, def.bits).into_datum(),
-            Kind::Tokens => tokens(&choice, bytes, ctx, def.normalize, def.bits).into_datum(),
-        }
-    });
+    let token = src.and_then(|d| row_token(&def, d, &index));
     let mut col = i32::from(tok_no);
     let mut value = token.unwrap_or(pg_sys::Datum::from(0));
     let mut isnull = token.is_none();

@@ -170,13 +170,110 @@ def test_an_interrupted_backfill_resumes(server, conn):
     assert errors, "the backfill was interrupted"
     partial = conn.execute("SELECT count(*) FROM big WHERE email_bidx IS NOT NULL").fetchone()[0]
     assert 0 < partial < 20000
-    # Writes meanwhile are indexed by the trigger.
+    # Writes meanwhile: an insert, a new value of a row indexed already, and
+    # a token written by hand; the CALL that resumes leaves none of them
+    # with a token of another value.
     conn.execute("INSERT INTO big VALUES (20001, 'late@example.com')")
+    assert conn.execute("SELECT email_bidx IS NOT NULL FROM big WHERE id = 1").fetchone()[0]
+    conn.execute("UPDATE big SET email = 'changed@example.com' WHERE id = 1")
+    conn.execute("UPDATE big SET email_bidx = (SELECT email_bidx FROM big WHERE id = 3) WHERE id = 2")
     conn.execute("CALL add_blind_index('big', 'email', batch_size => 500)")
     row = conn.execute("SELECT count(*) FILTER (WHERE email_bidx = blind_index(email::text, 'public.big.email')),"
                        " count(*) FROM big").fetchone()
     assert row == (20001, 20001)
     assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'big_email_bidx'").fetchone()[0] == 1
+
+
+def wait_until(cond, what, timeout=60):
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, what
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("kind", ["exact", "match"])
+def test_writes_during_the_backfill_leave_no_token_of_another_value(server, conn, kind):
+    """Another session writes while the walk is under way: it changes the
+    value of a row the walk has indexed, writes a token by hand (another
+    row's, so that a lookup of that value finds this row), deletes and
+    inserts. Every token is the one of its row's value when the CALL is
+    done. The writes are ordered by a row lock: the walk waits for the last
+    row, which the writer holds while it writes rows the walk has passed."""
+    data_key, index_key = new_key(), new_key()
+    set_keys(conn, data_key, index_key)
+    conn.execute("CREATE TABLE w (id int PRIMARY KEY, email encrypted_text, note text)")
+    conn.execute("INSERT INTO w SELECT i, 'user' || i || '@example.com', 'n' FROM generate_series(1, 20000) i")
+    last = conn.execute("SELECT id FROM w ORDER BY ctid DESC LIMIT 1").fetchone()[0]
+    tok = "email_bidx" if kind == "exact" else "email_tokens"
+    proc = "add_blind_index" if kind == "exact" else "add_match_index"
+    # The token of a row's value, as the index computes it.
+    of = ("blind_index_for('w', 'email_bidx', email::text)" if kind == "exact"
+          else "blind_tokens(email::text, 'public.w.email', 'lower')")
+    worker = psycopg.connect(conn.info.dsn, autocommit=True)
+    set_keys(worker, data_key, index_key)
+    writer = psycopg.connect(conn.info.dsn, autocommit=True)
+    set_keys(writer, data_key, index_key)
+    errors = []
+
+    def run():
+        try:
+            worker.execute(f"CALL {proc}('w', 'email', batch_size => 200)")
+        except psycopg.Error as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        # As soon as the token column exists (the walk has not reached the
+        # end), the writer takes the last row's lock.
+        wait_until(lambda: writer.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'w'::regclass AND attname = %s AND NOT attisdropped",
+            (tok,)).fetchone()[0] == 1, "the token column appears")
+        writer.execute("BEGIN")
+        writer.execute("SELECT * FROM w WHERE id = %s FOR UPDATE", (last,))
+        # The walk waits for it, every batch before committed.
+        wait_until(lambda: conn.execute(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+            (worker.info.backend_pid,)).fetchone()[0], "the walk waits for the writer's row")
+        assert conn.execute(f"SELECT {tok} IS NOT NULL FROM w WHERE id = 1").fetchone()[0]
+        writer.execute("UPDATE w SET email = 'changed@example.com' WHERE id = 1")
+        writer.execute(f"UPDATE w SET {tok} = (SELECT {tok} FROM w WHERE id = 4) WHERE id = 2")
+        writer.execute("UPDATE w SET note = 'other column' WHERE id = 3")
+        writer.execute("DELETE FROM w WHERE id = 5")
+        writer.execute("INSERT INTO w VALUES (20001, 'late@example.com', 'n')")
+        writer.execute("COMMIT")
+    finally:
+        t.join()
+    assert not errors, errors
+    row = conn.execute(f"SELECT count(*) FILTER (WHERE {tok} = {of}), count(*) FROM w").fetchone()
+    assert row == (20000, 20000)
+    # The lookups find the new value's row, and the hand-written token is gone.
+    if kind == "exact":
+        ids = [r[0] for r in conn.execute(
+            "SELECT id FROM w WHERE email_bidx = blind_index_for('w', 'email_bidx', 'user4@example.com')")]
+        assert ids == [4]
+        ids = [r[0] for r in conn.execute(
+            "SELECT id FROM w WHERE email_bidx = blind_index_for('w', 'email_bidx', 'user1@example.com')")]
+        assert ids == []
+    worker.close()
+    writer.close()
+
+
+def test_a_trigger_that_changes_the_value_on_update_is_indexed_after_it(server, conn):
+    """An UPDATE trigger of the table's that rewrites the value: the token
+    is the one of the value the row is stored with (the backfill's own
+    UPDATE runs it too)."""
+    data_key, index_key = new_key(), new_key()
+    set_keys(conn, data_key, index_key)
+    conn.execute("CREATE TABLE tr (id int PRIMARY KEY, email encrypted_text)")
+    conn.execute("INSERT INTO tr SELECT i, 'User' || i || '@Example.com' FROM generate_series(1, 3000) i")
+    conn.execute("""CREATE FUNCTION tr_mark() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN NEW.email := (NEW.email::text || '!')::encrypted_text; RETURN NEW; END $$""")
+    conn.execute("CREATE TRIGGER a_mark BEFORE UPDATE ON tr FOR EACH ROW EXECUTE FUNCTION tr_mark()")
+    conn.execute("CALL add_blind_index('tr', 'email', batch_size => 500)")
+    row = conn.execute("SELECT count(*) FILTER (WHERE email_bidx = blind_index_for('tr', 'email_bidx', email::text)),"
+                       " count(*) FILTER (WHERE email::text LIKE '%!'), count(*) FROM tr").fetchone()
+    assert row == (3000, 3000, 3000)
 
 
 def test_parallel_workers_compute_the_same_tokens(conn):
