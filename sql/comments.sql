@@ -135,6 +135,10 @@ COMMENT ON FUNCTION @extschema@.search_backfill_exact(pg_catalog.oid, pg_catalog
   'Internal to add_blind_index: the blind index the trigger of the table''s search index computes for a source value (its first walk)';
 COMMENT ON FUNCTION @extschema@.search_backfill_match(pg_catalog.oid, pg_catalog.text, anyelement) IS
   'Internal to add_match_index: the match tokens the trigger of the table''s search index computes for a source value (its first walk)';
+COMMENT ON FUNCTION @extschema@.search_batch_blocks(pg_catalog.regclass, pg_catalog.int4, pg_catalog.int8) IS
+  'Internal to add_blind_index/add_match_index: the table''s size in blocks and the blocks of one batch';
+COMMENT ON FUNCTION @extschema@.search_walk_mark() IS
+  'Internal to add_blind_index/add_match_index: the comment on a search index''s trigger while its first backfill is not done';
 COMMENT ON FUNCTION @extschema@.search_table_runs_code(pg_catalog.regclass, pg_catalog.name) IS
   'Internal to add_blind_index/add_match_index: whether an UPDATE of the table runs a trigger (other than the index''s own) or rule';
 COMMENT ON PROCEDURE @extschema@.search_index_add(pg_catalog.text, pg_catalog.regclass, pg_catalog.name, pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.text, pg_catalog.name, pg_catalog.text) IS

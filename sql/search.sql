@@ -19,7 +19,9 @@
 -- about batch_size rows), and
 -- builds the index once every row has been walked (a B-tree before the
 -- check for rows left behind, which it then answers; a GIN index after it),
--- never row by row during the walk. The index's definition (context, normalization,
+-- never row by row during the walk. (The first walk of a new index, where
+-- nothing else of the table's runs on an UPDATE, runs with the trigger on
+-- INSERT only and computes the tokens in its own UPDATE; see "fast" below.) The index's definition (context, normalization,
 -- bits, and the fingerprint of the index key it is built with) is stored as
 -- the trigger's arguments. Interrupted, it loses at most the current batch:
 -- CALL it again with the same arguments to finish. Like rotate_column it
@@ -144,6 +146,23 @@ AS $fn$
         OR EXISTS (SELECT FROM pg_rewrite r WHERE r.ev_class = tbl)
 $fn$;
 
+-- The table's size in blocks, and how many blocks hold about batch_size of
+-- its nrows rows (at least one): the ranges of the batches (TID range
+-- scans) of add_blind_index/add_match_index. Internal.
+CREATE FUNCTION search_batch_blocks(tbl regclass, batch_size int4, nrows int8, OUT nblocks int8, OUT step int8)
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT b.n, GREATEST(1::int8, (batch_size::int8 * b.n) / GREATEST(nrows, 1::int8))
+      FROM (SELECT pg_relation_size(tbl) / current_setting('block_size')::int8 AS n) b
+$fn$;
+
+-- The comment on a search index's trigger while its first walk (without
+-- the UPDATE trigger) or that walk's second look is not done: a CALL that
+-- finds it computes every token again. Internal.
+CREATE FUNCTION search_walk_mark() RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN 'pazpaz_crypto: backfill under way, tokens may be stale; CALL the procedure that added this index again to finish it';
+
 -- Shared by add_blind_index and add_match_index (kind 'exact' or 'match').
 CREATE PROCEDURE search_index_add(
     kind text,
@@ -204,7 +223,6 @@ DECLARE
     x pg_catalog.xid8;
     upd_fast pg_catalog.text;
     fix pg_catalog.text;
-    fixed pg_catalog.int8;
     writes pg_catalog.int8;
     mktrig pg_catalog.text;
     about pg_catalog.text := '';
@@ -231,6 +249,14 @@ BEGIN
     -- log filter passes these messages as they are).
     IF NOT FOUND THEN
         RAISE EXCEPTION '%: relation % has no column of the name given', caller, tbl USING ERRCODE = '42703';
+    END IF;
+    -- A generated column is computed after the BEFORE triggers, so the
+    -- trigger would never see its value.
+    IF EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid OPERATOR(pg_catalog.=) tbl AND a.attname OPERATOR(pg_catalog.=) col
+                  AND a.attgenerated OPERATOR(pg_catalog.<>) '') THEN
+        RAISE EXCEPTION '%: column % of relation % is a generated column', caller, col, tbl
+            USING ERRCODE = '0A000', HINT = 'Index the columns it is computed from.';
     END IF;
     -- The backfill UPDATE runs the table's triggers and index expressions
     -- as the caller (see rotate_column): run it as the owner.
@@ -366,17 +392,17 @@ BEGIN
                 USING ERRCODE = '42710',
                       HINT = 'CALL it again with the same arguments and index key to finish it, or drop it first; to rebuild it under a new index key, add a second one with token_column => …';
         END IF;
-        -- A backfill that did not finish, before the index on the token
-        -- column was built: its first walk (below) may have run with the
-        -- trigger on INSERT only, and writes of other transactions
-        -- meanwhile may have left tokens of values they replaced; which
-        -- ones is not known here. Every token is computed again. (The index
-        -- is built only once no such token can be left.)
-        recheck_all := NOT citus_table AND NOT EXISTS (
-            SELECT FROM pg_catalog.pg_index i
-              JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
-                                            AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0]
-             WHERE i.indrelid OPERATOR(pg_catalog.=) tbl AND a.attname OPERATOR(pg_catalog.=) tokcol);
+        -- A first walk without the UPDATE trigger (below) that did not
+        -- finish: writes of other transactions meanwhile may have left
+        -- tokens of values they replaced, and which ones is not known here.
+        -- Every token is computed again. Such a walk marks its trigger
+        -- (its comment, @extschema@.search_walk_mark()) until its rows have
+        -- had their second look; a trigger on INSERT only is one too.
+        recheck_all := NOT citus_table AND EXISTS (
+            SELECT FROM pg_catalog.pg_trigger t
+             WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig
+               AND (t.tgtype OPERATOR(pg_catalog.=) 7
+                    OR pg_catalog.obj_description(t.oid, 'pg_trigger') OPERATOR(pg_catalog.=) @extschema@.search_walk_mark()));
         IF trig_cols OPERATOR(pg_catalog.>) 0 OR rebind OR NOT shape_ok THEN
             -- A trigger of an earlier version (UPDATE OF the source column
             -- only): replaced by one that fires on every UPDATE.
@@ -418,6 +444,7 @@ BEGIN
         -- and not on Citus.
         fast := NOT citus_table AND NOT @extschema@.search_table_runs_code(tbl, trig)
                 AND pg_catalog.current_setting('track_counts')::pg_catalog.bool;
+        writes := @extschema@.rotation_table_writes(tbl);
         EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', rel, tokcol,
             CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'pg_catalog.bytea' ELSE 'pg_catalog.int4[]' END);
         IF fast THEN
@@ -429,6 +456,12 @@ BEGIN
         END IF;
         PERFORM @extschema@.search_index_register(tbl, args);
         IF fast THEN
+            EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS %L', trig, rel, @extschema@.search_walk_mark());
+            -- (Nothing of the table's was written in this transaction: its
+            -- id is one the second look trusts. An event trigger could.)
+            IF @extschema@.rotation_table_writes(tbl) IS DISTINCT FROM writes THEN
+                recheck_all := true;
+            END IF;
             -- Whether no other transaction writes anything anywhere until
             -- the trigger fires on UPDATE too, so that every row's version
             -- is then one of the walk's: no other transaction id is running
@@ -528,11 +561,7 @@ BEGIN
              WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2 AND %2$s
         $q$, rel, cond, tokcol, CASE WHEN kind OPERATOR(pg_catalog.=) 'exact' THEN 'search_backfill_exact' ELSE 'search_backfill_match' END,
              tbl::pg_catalog.oid, tokcol, col);
-        nblocks := pg_catalog.pg_relation_size(tbl) OPERATOR(pg_catalog./)
-                   pg_catalog.current_setting('block_size')::pg_catalog.int8;
-        step := GREATEST(1::pg_catalog.int8,
-                    (batch_size::pg_catalog.int8 OPERATOR(pg_catalog.*) nblocks) OPERATOR(pg_catalog./)
-                    GREATEST(remaining, 1::pg_catalog.int8));
+        SELECT b.nblocks, b.step INTO nblocks, step FROM @extschema@.search_batch_blocks(tbl, batch_size, remaining) b;
         blk := 0;
         COMMIT;
         SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
@@ -570,12 +599,18 @@ BEGIN
         -- The trigger on UPDATE too. Its lock (SHARE ROW EXCLUSIVE) waits
         -- for every transaction writing the table; every write after it
         -- keeps the token current.
+        writes := @extschema@.rotation_table_writes(tbl);
         EXECUTE 'CREATE OR REPLACE ' OPERATOR(pg_catalog.||) mktrig;
         IF @extschema@.search_table_runs_code(tbl, trig) THEN
             recheck_all := true;
         END IF;
         quiet := quiet AND pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8
-                           OPERATOR(pg_catalog.=) (last::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.+) 1);
+                           OPERATOR(pg_catalog.=) (last::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.+) 1)
+                 -- (as in the first transaction)
+                 AND @extschema@.rotation_table_writes(tbl) IS NOT DISTINCT FROM writes;
+        IF quiet AND NOT recheck_all THEN
+            EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS NULL', trig, rel);
+        END IF;
         COMMIT;
         SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
         RAISE DEBUG '%: first walk done without the UPDATE trigger; other writers: %, code of the table''s ran: %',
@@ -584,39 +619,57 @@ BEGIN
     IF ((fast AND NOT quiet) OR recheck_all) AND NOT citus_table THEN
         -- The rows another transaction wrote during the walk (an UPDATE
         -- may have replaced a source after its token was computed, or
-        -- written a token by hand): every row whose version is not one of
-        -- the walk's, through the trigger. Every row with a source or a
-        -- token, if the walk's ids are not enough (code of the table's ran
-        -- in it, or it was interrupted).
-        fix := pg_catalog.format('(%I IS NOT NULL OR %I IS NOT NULL)', col, tokcol);
-        IF NOT recheck_all THEN
-            -- (A constant, which PostgreSQL looks up in a hash table; a
-            -- parameter would be searched in order, row by row.)
-            fix := pg_catalog.format('xmin OPERATOR(pg_catalog.<>) ALL (%L::pg_catalog.xid[]) AND %s', xids, fix);
-        END IF;
-        fix := pg_catalog.format($q$
-            UPDATE %1$s SET %3$I = NULL
-             WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2 AND %2$s
-        $q$, rel, fix, tokcol);
-        nblocks := pg_catalog.pg_relation_size(tbl) OPERATOR(pg_catalog./)
-                   pg_catalog.current_setting('block_size')::pg_catalog.int8;
-        step := GREATEST(1::pg_catalog.int8,
-                    (batch_size::pg_catalog.int8 OPERATOR(pg_catalog.*) nblocks) OPERATOR(pg_catalog./)
-                    GREATEST(total, 1::pg_catalog.int8));
-        blk := 0;
-        n := 0;
+        -- written a token by hand) are indexed again through the trigger:
+        -- every row whose version is not one of the walk's.
+        --
+        -- In ONE statement, not in batches: the trigger leaves the token of
+        -- an UPDATE of other columns as it is, so such a token, if stale,
+        -- moves with its row, and batches by block would miss a row moved
+        -- behind them. One UPDATE sees every row version committed before
+        -- it began, and follows each one it finds changed to its newest
+        -- version (READ COMMITTED), so none escapes it; it locks only the
+        -- rows it writes.
+        --
+        -- If the walk's ids are not enough (code of the table's ran in it,
+        -- or it was interrupted and is resumed), every token is computed
+        -- again first, in batches, and their ids are the ones the statement
+        -- trusts.
         COMMIT;
         SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
-        WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
-            PERFORM pg_catalog.set_config('row_security', 'off', true);
-            EXECUTE fix USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
-                              pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
-            GET DIAGNOSTICS fixed = ROW_COUNT;
-            n := n OPERATOR(pg_catalog.+) fixed;
-            COMMIT;
-            SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
-            blk := blk OPERATOR(pg_catalog.+) step;
-        END LOOP;
+        n := 0;
+        IF recheck_all THEN
+            xids := '{}';
+            fix := pg_catalog.format($q$
+                UPDATE %1$s SET %2$I = NULL
+                 WHERE ctid OPERATOR(pg_catalog.>=) $1 AND ctid OPERATOR(pg_catalog.<) $2 AND (%3$I IS NOT NULL OR %2$I IS NOT NULL)
+            $q$, rel, tokcol, col);
+            SELECT b.nblocks, b.step INTO nblocks, step FROM @extschema@.search_batch_blocks(tbl, batch_size, total) b;
+            blk := 0;
+            WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
+                PERFORM pg_catalog.set_config('row_security', 'off', true);
+                EXECUTE fix USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
+                                  pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
+                x := pg_catalog.pg_current_xact_id_if_assigned();
+                IF x IS NOT NULL THEN
+                    xids := xids OPERATOR(pg_catalog.||) pg_catalog.xid(x);
+                END IF;
+                COMMIT;
+                SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+                blk := blk OPERATOR(pg_catalog.+) step;
+            END LOOP;
+            RAISE DEBUG '%: every token computed again', caller;
+        END IF;
+        -- (The ids as a constant, which PostgreSQL looks up in a hash
+        -- table; a parameter would be searched in order, row by row.)
+        PERFORM pg_catalog.set_config('row_security', 'off', true);
+        EXECUTE pg_catalog.format($q$
+            UPDATE %1$s SET %2$I = NULL
+             WHERE xmin OPERATOR(pg_catalog.<>) ALL (%4$L::pg_catalog.xid[]) AND (%3$I IS NOT NULL OR %2$I IS NOT NULL)
+        $q$, rel, tokcol, col, xids);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS NULL', trig, rel);
+        COMMIT;
+        SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
         RAISE DEBUG '%: second look at every row done (% rows indexed again)', caller, n;
         IF n OPERATOR(pg_catalog.>) 0 THEN
             RAISE NOTICE '%: % rows written by other transactions during the walk indexed again', caller, n;
@@ -637,11 +690,7 @@ BEGIN
     -- not indexed yet) are picked up by a further pass.
     WHILE remaining OPERATOR(pg_catalog.>) 0 AND pass OPERATOR(pg_catalog.<) 5 AND NOT citus_table LOOP
         pass := pass OPERATOR(pg_catalog.+) 1;
-        nblocks := pg_catalog.pg_relation_size(tbl) OPERATOR(pg_catalog./)
-                   pg_catalog.current_setting('block_size')::pg_catalog.int8;
-        step := GREATEST(1::pg_catalog.int8,
-                    (batch_size::pg_catalog.int8 OPERATOR(pg_catalog.*) nblocks) OPERATOR(pg_catalog./)
-                    GREATEST(remaining, 1::pg_catalog.int8));
+        SELECT b.nblocks, b.step INTO nblocks, step FROM @extschema@.search_batch_blocks(tbl, batch_size, remaining) b;
         blk := 0;
         WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
             PERFORM pg_catalog.set_config('row_security', 'off', true);

@@ -523,7 +523,8 @@ const MAX_REGISTERED: usize = 256;
 static EXTENSION: BackendLocal<Cell<(pg_sys::Oid, pg_sys::Oid)>> =
     BackendLocal::new(Cell::new((pg_sys::InvalidOid, pg_sys::InvalidOid)));
 
-/// Runs `f` over the rows of a table, under a fresh snapshot, without
+/// Runs `f` over the rows of a table, under a fresh snapshot (the query's in
+/// a parallel query), without
 /// privilege checks (the registry must be readable by every writer of an
 /// indexed table, whatever its grants on the extension's schema); `f`
 /// returns false to stop.
@@ -537,7 +538,12 @@ unsafe fn scan_table(relid: pg_sys::Oid, mut f: impl FnMut(pg_sys::HeapTuple, pg
     unsafe {
         let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
         let rel = pg_sys::table_open(relid, lock);
-        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
+        // In a parallel query (its leader or a worker) PostgreSQL forbids
+        // taking a new snapshot: the query's own, which every participant
+        // shares (a parallel query writes nothing).
+        let current =
+            if pg_sys::IsInParallelMode() { pg_sys::GetActiveSnapshot() } else { pg_sys::GetLatestSnapshot() };
+        let snapshot = pg_sys::RegisterSnapshot(current);
         let scan = pg_sys::systable_beginscan(rel, pg_sys::InvalidOid, false, snapshot, 0, std::ptr::null_mut());
         loop {
             let tuple = pg_sys::systable_getnext(scan);

@@ -177,6 +177,8 @@ def test_an_interrupted_backfill_resumes(server, conn):
     assert conn.execute("SELECT email_bidx IS NOT NULL FROM big WHERE id = 1").fetchone()[0]
     conn.execute("UPDATE big SET email = 'changed@example.com' WHERE id = 1")
     conn.execute("UPDATE big SET email_bidx = (SELECT email_bidx FROM big WHERE id = 3) WHERE id = 2")
+    # An index on the token column made by hand meanwhile changes nothing.
+    conn.execute("CREATE INDEX big_by_hand ON big (email_bidx)")
     conn.execute("CALL add_blind_index('big', 'email', batch_size => 500)")
     row = conn.execute("SELECT count(*) FILTER (WHERE email_bidx = blind_index(email::text, 'public.big.email')),"
                        " count(*) FROM big").fetchone()
@@ -259,6 +261,107 @@ def test_writes_during_the_backfill_leave_no_token_of_another_value(server, conn
     writer.close()
 
 
+def test_a_stale_token_moved_during_the_second_look_is_indexed_again(server, conn):
+    """A value replaced during the walk (its token is the old value's), then,
+    while the second look is under way, its row moved to the end of the
+    table by an UPDATE of another column (the trigger leaves the token as
+    it is): the second look still finds it."""
+    data_key, index_key = new_key(), new_key()
+    set_keys(conn, data_key, index_key)
+    conn.execute("CREATE TABLE mv (id int PRIMARY KEY, email encrypted_text, note text) WITH (autovacuum_enabled = off)")
+    conn.execute("ALTER TABLE mv ALTER note SET STORAGE PLAIN")
+    conn.execute("INSERT INTO mv SELECT i, 'user' || i || '@example.com', 'n' FROM generate_series(1, 30000) i")
+    last = conn.execute("SELECT id FROM mv ORDER BY ctid DESC LIMIT 1").fetchone()[0]
+    sessions = [psycopg.connect(conn.info.dsn, autocommit=True) for _ in range(4)]
+    worker, hold, writer, hold2 = sessions
+    for c in sessions:
+        set_keys(c, data_key, index_key)
+    errors = []
+
+    def run():
+        try:
+            worker.execute("CALL add_blind_index('mv', 'email', batch_size => 20)")
+        except psycopg.Error as e:
+            errors.append(e)
+
+    def waits():
+        return conn.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                            (worker.info.backend_pid,)).fetchone()[0]
+
+    def trigger_type():
+        row = conn.execute("SELECT tgtype FROM pg_trigger WHERE tgrelid = 'mv'::regclass "
+                           "AND tgname = 'zz_pazpaz_email_bidx'").fetchone()
+        return row and row[0]
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        wait_until(lambda: trigger_type() is not None, "the trigger appears")
+        hold.execute("BEGIN")
+        hold.execute("SELECT * FROM mv WHERE id = %s FOR UPDATE", (last,))
+        wait_until(waits, "the walk waits for the last row")
+        assert trigger_type() == 7, "the walk runs with the trigger on INSERT only"
+        # (In this order: the new version of row 10 comes first in the
+        # table, so the second look waits there before it gets to 500.)
+        writer.execute("UPDATE mv SET email = 'changed10@example.com' WHERE id = 10")
+        writer.execute("UPDATE mv SET email = 'changed@example.com' WHERE id = 500")
+        hold2.execute("BEGIN")
+        hold2.execute("SELECT * FROM mv WHERE id = 10 FOR UPDATE")
+        hold.execute("COMMIT")
+        # The second look (the trigger now fires on UPDATE) waits for row 10.
+        wait_until(lambda: trigger_type() == 23 and waits(), "the second look waits for row 10")
+        writer.execute("UPDATE mv SET note = repeat('y', 7500) WHERE id = 500")
+        hold2.execute("COMMIT")
+    finally:
+        for c in (hold, hold2):
+            c.execute("ROLLBACK")
+        t.join()
+    assert not errors, errors
+    bad = conn.execute("SELECT count(*) FROM mv WHERE email_bidx IS DISTINCT FROM "
+                       "blind_index_for('mv', 'email_bidx', email::text)").fetchone()[0]
+    assert bad == 0
+    ids = [r[0] for r in conn.execute(
+        "SELECT id FROM mv WHERE email_bidx = blind_index_for('mv', 'email_bidx', 'user500@example.com')")]
+    assert ids == []
+    for c in sessions:
+        c.close()
+
+
+def test_writes_of_an_event_trigger_in_the_procedures_own_transactions_are_indexed_again(server, conn):
+    """An event trigger (a superuser's) that writes the table when the
+    procedure makes or replaces its trigger: those writes carry the ids of
+    the procedure's own transactions, and are indexed again all the same."""
+    data_key, index_key = new_key(), new_key()
+    set_keys(conn, data_key, index_key)
+    conn.execute("CREATE TABLE ev (id int PRIMARY KEY, email encrypted_text)")
+    conn.execute("INSERT INTO ev SELECT i, 'user' || i || '@example.com' FROM generate_series(1, 2000) i")
+    conn.execute("""CREATE FUNCTION ev_write() RETURNS event_trigger LANGUAGE plpgsql AS $$
+                    BEGIN
+                      IF tg_tag = 'CREATE TRIGGER' AND EXISTS (SELECT FROM pg_attribute
+                          WHERE attrelid = 'ev'::regclass AND attname = 'email_bidx') THEN
+                        UPDATE ev SET email = ('evil' || id || '@example.com')::encrypted_text WHERE id IN (1, 1999);
+                        UPDATE ev SET email_bidx = (SELECT email_bidx FROM ev WHERE id = 3) WHERE id IN (2, 1998);
+                      END IF;
+                    END $$""")
+    conn.execute("CREATE EVENT TRIGGER ev_write ON ddl_command_start EXECUTE FUNCTION ev_write()")
+    try:
+        conn.execute("CALL add_blind_index('ev', 'email', batch_size => 500)")
+    finally:
+        conn.execute("DROP EVENT TRIGGER ev_write")
+    bad = conn.execute("SELECT count(*) FROM ev WHERE email_bidx IS DISTINCT FROM "
+                       "blind_index_for('ev', 'email_bidx', email::text)").fetchone()[0]
+    assert bad == 0
+
+
+def test_a_generated_source_column_is_refused(conn):
+    set_keys(conn, new_key(), new_key())
+    # (bytea, format 1: a generated encrypted_text would not be immutable)
+    conn.execute("CREATE TABLE gen (id int, a text, email bytea GENERATED ALWAYS AS (decode(a, 'base64')) STORED)")
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="generated column"):
+        conn.execute("CALL add_blind_index('gen', 'email')")
+    assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'gen'::regclass").fetchone()[0] == 0
+
+
 def test_a_trigger_that_changes_the_value_on_update_is_indexed_after_it(server, conn):
     """An UPDATE trigger of the table's that rewrites the value: the token
     is the one of the value the row is stored with (the backfill's own
@@ -287,6 +390,13 @@ def test_parallel_workers_compute_the_same_tokens(conn):
         conn.execute("SET " + s)
     q = ("SELECT count(*) FILTER (WHERE email_bidx = blind_index(email::text, 'public.p.email')"
          " AND email_tokens = blind_tokens(email::text, 'public.p.email', 'lower')) FROM p")
+    plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + q).fetchall())
+    assert "Workers Launched: 2" in plan or "Workers Launched: 1" in plan, plan
+    assert conn.execute(q).fetchone()[0] == 50000
+    # The lookups by index too (they read the index's definition from the
+    # table's trigger and the registry, in each worker).
+    q = ("SELECT count(*) FILTER (WHERE email_bidx = blind_index_for('p', 'email_bidx', email::text)"
+         " AND email_tokens @> blind_search_tokens_for('p', 'email_tokens', email::text)) FROM p")
     plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + q).fetchall())
     assert "Workers Launched: 2" in plan or "Workers Launched: 1" in plan, plan
     assert conn.execute(q).fetchone()[0] == 50000
