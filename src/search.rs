@@ -503,7 +503,14 @@ fn definition(rel: &PgRelation, token_column: &str, kind: Kind) -> Definition {
                     check_registered(rel, t, &args, &|| d.name(rel));
                     return d;
                 }
-                _ => not_found(),
+                Some(d) => {
+                    let (actual, function) = match d.kind {
+                        Kind::Exact => ("blind", "blind_index_for"),
+                        Kind::Tokens => ("match", "blind_search_tokens_for"),
+                    };
+                    raise(Error::SearchIndexKind { index: d.name(rel), actual, function })
+                }
+                None => not_found(),
             }
         }
     }

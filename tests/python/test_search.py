@@ -353,6 +353,18 @@ def test_writes_of_an_event_trigger_in_the_procedures_own_transactions_are_index
     assert bad == 0
 
 
+def test_a_lookup_of_the_other_kind_says_which_lookup_to_use(conn):
+    set_keys(conn, new_key(), new_key())
+    conn.execute("CREATE TABLE k (id int, email encrypted_text)")
+    conn.execute("INSERT INTO k VALUES (1, 'a@example.com')")
+    conn.execute("CALL add_blind_index('k', 'email')")
+    conn.execute("CALL add_match_index('k', 'email')")
+    with pytest.raises(psycopg.errors.UndefinedObject, match="k.email_tokens is a match index: look it up with blind_search_tokens_for"):
+        conn.execute("SELECT blind_index_for('k', 'email_tokens', 'a@example.com')")
+    with pytest.raises(psycopg.errors.UndefinedObject, match="k.email_bidx is a blind index: look it up with blind_index_for"):
+        conn.execute("SELECT blind_search_tokens_for('k', 'email_bidx', 'example')")
+
+
 def test_a_generated_source_column_is_refused(conn):
     set_keys(conn, new_key(), new_key())
     # (bytea, format 1: a generated encrypted_text would not be immutable)

@@ -133,6 +133,11 @@ pub enum Error {
     /// column of that table): never a caller's string as given.
     #[error("{index} is not a search index of pazpaz_crypto, or its definition is damaged: drop it and add it again")]
     BadSearchIndex { index: String },
+    /// A lookup of one kind naming a search index of the other kind
+    /// (`blind_index_for` on a match index, or `blind_search_tokens_for` on
+    /// a blind index).
+    #[error("{index} is a {actual} index: look it up with {function}")]
+    SearchIndexKind { index: String, actual: &'static str, function: &'static str },
     /// A lookup naming a column that the table does not have (the caller's
     /// string is not repeated: it may be a value passed in the wrong place).
     #[error("{table} has no search index of pazpaz_crypto on the column named")]
@@ -229,7 +234,7 @@ impl Error {
             SetBeforeLoad { .. } | KekSettingWithoutPreload { .. } => ErrorClass::Warning,
             MissingIndexKey { .. } | IndexKeyNotSet { .. } => ErrorClass::MissingKey,
             UnknownNormalize | IndexBits | TokenBits | QueryTooShort | IndexKeyChoice => ErrorClass::InvalidParameter,
-            BadSearchIndex { .. } | NoSearchIndex { .. } => ErrorClass::UndefinedObject,
+            BadSearchIndex { .. } | NoSearchIndex { .. } | SearchIndexKind { .. } => ErrorClass::UndefinedObject,
             UnregisteredSearchIndex { .. } => ErrorClass::InsufficientPrivilege,
             SearchInputTooLarge { .. } | SearchOutOfMemory => ErrorClass::TooLarge,
             SearchSourceType { .. } => ErrorClass::DatatypeMismatch,
