@@ -459,7 +459,9 @@ BEGIN
             EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS %L', trig, rel, @extschema@.search_walk_mark());
             -- (Nothing of the table's was written in this transaction: its
             -- id is one the second look trusts. An event trigger could.)
-            IF @extschema@.rotation_table_writes(tbl) IS DISTINCT FROM writes THEN
+            -- (No IS DISTINCT FROM: it looks up = through the caller's
+            -- search_path. An unknown count fails closed.)
+            IF (@extschema@.rotation_table_writes(tbl) OPERATOR(pg_catalog.=) writes) IS NOT TRUE THEN
                 recheck_all := true;
             END IF;
             -- Whether no other transaction writes anything anywhere until
@@ -584,7 +586,7 @@ BEGIN
             -- transaction ends), or any write of the table's rows but the
             -- UPDATE's own (its rows would carry this transaction's id).
             IF @extschema@.search_table_runs_code(tbl, trig)
-               OR (@extschema@.rotation_table_writes(tbl) OPERATOR(pg_catalog.-) writes) IS DISTINCT FROM n THEN
+               OR ((@extschema@.rotation_table_writes(tbl) OPERATOR(pg_catalog.-) writes) OPERATOR(pg_catalog.=) n) IS NOT TRUE THEN
                 recheck_all := true;
             END IF;
             IF n OPERATOR(pg_catalog.>) 0 THEN
@@ -607,7 +609,7 @@ BEGIN
         quiet := quiet AND pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8
                            OPERATOR(pg_catalog.=) (last::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.+) 1)
                  -- (as in the first transaction)
-                 AND @extschema@.rotation_table_writes(tbl) IS NOT DISTINCT FROM writes;
+                 AND (@extschema@.rotation_table_writes(tbl) OPERATOR(pg_catalog.=) writes) IS TRUE;
         IF quiet AND NOT recheck_all THEN
             EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS NULL', trig, rel);
         END IF;

@@ -43,7 +43,7 @@ use zeroize::Zeroizing;
 
 use crate::data_key::{decode_key_base64, KEY_LEN};
 use crate::error::{Error, Result};
-use crate::mac::{hkdf_sha256, WipedMac};
+use crate::mac::{hkdf_sha256, Wiped, WipedMac};
 
 /// HKDF info prefix of exact-match keys.
 pub const EXACT_DOMAIN: &[u8] = b"pazpaz_crypto blind index v1";
@@ -408,13 +408,12 @@ impl DerivedKey {
             if chars < NGRAM {
                 return;
             }
-            let mut gram = [0u8; 4 * NGRAM];
+            let mut gram = Wiped([0u8; 4 * NGRAM]);
             let mut len = 0;
             for w in window {
                 len += w.encode_utf8(&mut gram[len..]).len();
             }
-            let tag = Zeroizing::new(mac.mac(&gram[..len]));
-            gram.zeroize();
+            let tag = Wiped(mac.mac(&gram[..len]));
             let top = u32::from_be_bytes([tag[0], tag[1], tag[2], tag[3]]);
             if out.len() == out.capacity() && out.try_reserve(out.len().max(16)).is_err() {
                 failed = Some(Error::SearchOutOfMemory);

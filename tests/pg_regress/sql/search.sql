@@ -353,15 +353,25 @@ DO $plant$
 DECLARE s text; o record; f text; t text; i int := 0;
 BEGIN
     FOREACH s IN ARRAY ARRAY['public', 'planter'] LOOP
-        FOR o IN SELECT * FROM (VALUES
-            ('=', 'text', 'text', 'bool', 'text'), ('<>', 'bytea', 'bytea', 'bool', 'bytea'), ('=', 'oid', 'oid', 'bool', 'oid'),
-            ('=', 'oid', 'regtype', 'bool', 'oid'), ('=', 'oid', 'regclass', 'bool', 'oid'), ('=', 'name', 'name', 'bool', 'name'),
-            ('=', 'bytea', 'bytea', 'bool', 'bytea'), ('||', 'bytea', 'bytea', 'bytea', 'bytea'),
-            ('>', 'int8', 'int8', 'bool', 'int8'), ('>', 'int8', 'int4', 'bool', 'int8'), ('<', 'int4', 'int4', 'bool', 'int4'),
-            ('>', 'int4', 'int4', 'bool', 'int4'), ('>', 'int2', 'int4', 'bool', 'int4'), ('>', 'tid', 'tid', 'bool', 'tid'),
-            ('=', 'tid', 'tid', 'bool', 'tid'), ('+', 'int4', 'int4', 'int4', 'int4'), ('+', 'int8', 'int8', 'int8', 'int8'),
-            ('@>', 'int4[]', 'int4[]', 'bool', 'anyarray')
-        ) v(op, l, r, res, base) LOOP
+        -- Every binary operator of pg_catalog over the types the procedures
+        -- compute with (an unqualified operator, or a construct such as IS
+        -- DISTINCT FROM, IN or CASE that looks one up, would find its
+        -- look-alike first), and the array operators of the match tokens.
+        FOR o IN SELECT op.oprname::text AS op, lt.typname::text AS l, rt.typname::text AS r, res.typname::text AS res
+                   FROM pg_operator op
+                   JOIN pg_type lt ON lt.oid = op.oprleft JOIN pg_type rt ON rt.oid = op.oprright
+                   JOIN pg_type res ON res.oid = op.oprresult
+                  WHERE op.oprnamespace = 'pg_catalog'::regnamespace
+                    AND lt.typname IN ('int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'text', 'bytea', 'oid', 'tid', 'xid',
+                                       'xid8', 'name', 'bool', 'jsonb', 'timestamptz', 'interval')
+                    AND rt.typname IN ('int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'text', 'bytea', 'oid', 'tid', 'xid',
+                                       'xid8', 'name', 'bool', 'jsonb', 'timestamptz', 'interval')
+                  UNION ALL
+                 SELECT * FROM (VALUES ('=', 'oid', 'regtype', 'bool'), ('=', 'oid', 'regclass', 'bool'),
+                                       ('@>', 'int4[]', 'int4[]', 'bool'), ('&&', 'int4[]', 'int4[]', 'bool'),
+                                       ('||', 'xid[]', 'xid', 'xid[]'))
+                        v(op, l, r, res)
+                  ORDER BY 1, 2, 3 LOOP
             i := i + 1;
             EXECUTE format($f$
                 CREATE FUNCTION %1$I.plant_op_%2$s(a pg_catalog.%3$s, b pg_catalog.%4$s) RETURNS pg_catalog.%5$s
