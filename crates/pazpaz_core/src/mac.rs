@@ -16,11 +16,10 @@ use zeroize::Zeroizing;
 #[inline(always)]
 pub(crate) fn wipe<T: Copy + Default>(buf: &mut [T]) {
     buf.fill(T::default());
+    // The asm only takes the buffer's address; without `nomem` the compiler
+    // must assume it reads the zeroed bytes, so the fill is done before it.
     #[allow(unsafe_code)]
-    // SAFETY: the asm is empty: it reads and writes nothing and keeps the
-    // stack and flags. It only takes the buffer's address, and without
-    // `nomem` the compiler must assume it reads the zeroed bytes, so the
-    // fill above is done before it.
+    // SAFETY: an empty asm block: it reads and writes nothing, keeps the stack and flags.
     unsafe {
         std::arch::asm!("/* {0} */", in(reg) buf.as_ptr(), options(nostack, preserves_flags, readonly))
     };
