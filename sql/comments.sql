@@ -138,7 +138,13 @@ COMMENT ON FUNCTION @extschema@.search_backfill_match(pg_catalog.oid, pg_catalog
 COMMENT ON FUNCTION @extschema@.search_batch_blocks(pg_catalog.regclass, pg_catalog.int4, pg_catalog.int8) IS
   'Internal to add_blind_index/add_match_index: the table''s size in blocks and the blocks of one batch';
 COMMENT ON FUNCTION @extschema@.search_walk_mark() IS
-  'Internal to add_blind_index/add_match_index: the comment on a search index''s trigger while its first backfill is not done';
+  'Internal to add_blind_index/add_match_index: the comment on a search index''s trigger while its backfill is not done and tokens may be stale';
+COMMENT ON FUNCTION @extschema@.search_resume_mark() IS
+  'Internal to add_blind_index/add_match_index: the comment on a search index''s trigger while its backfill is not done but its trigger keeps every token current';
+COMMENT ON FUNCTION @extschema@.search_index_built(pg_catalog.regclass, pg_catalog.name, pg_catalog.name, pg_catalog.text) IS
+  'Internal to add_blind_index/add_match_index: whether the index of a token column is built under the name they give it';
+COMMENT ON FUNCTION @extschema@.search_trigger_after(pg_catalog.regclass, pg_catalog.name) IS
+  'Internal to add_blind_index/add_match_index: a BEFORE row trigger of the table that would fire after the search index''s trigger';
 COMMENT ON FUNCTION @extschema@.search_table_runs_code(pg_catalog.regclass, pg_catalog.name) IS
   'Internal to add_blind_index/add_match_index: whether an UPDATE of the table runs a trigger (other than the index''s own) or rule';
 COMMENT ON PROCEDURE @extschema@.search_index_add(pg_catalog.text, pg_catalog.regclass, pg_catalog.name, pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.text, pg_catalog.name, pg_catalog.text) IS

@@ -156,12 +156,65 @@ AS $fn$
       FROM (SELECT pg_relation_size(tbl) / current_setting('block_size')::int8 AS n) b
 $fn$;
 
--- The comment on a search index's trigger while its first walk (without
--- the UPDATE trigger) or that walk's second look is not done: a CALL that
--- finds it computes every token again. Internal.
+-- The comments on a search index's trigger while its backfill is not done,
+-- which a CALL that resumes it reads. While a first walk without the UPDATE
+-- trigger, or that walk's second look, is not done (the walk mark): tokens
+-- may be stale, and the CALL computes every token again. Once the trigger
+-- has kept every write's token current since the walk began (the resume
+-- mark): the CALL indexes the rows without a token only.
+--
+-- The resume mark is the only one a resume trusts, and only the table's
+-- owner can comment on its trigger: a trigger without it (the comment lost,
+-- e.g. by pg_dump --no-comments, or never set) whose index does not exist
+-- yet (search_index_built) has every token computed again. Internal.
 CREATE FUNCTION search_walk_mark() RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN 'pazpaz_crypto: backfill under way, tokens may be stale; CALL the procedure that added this index again to finish it';
+
+CREATE FUNCTION search_resume_mark() RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN 'pazpaz_crypto: backfill under way, the trigger keeps every write''s token current; CALL the procedure that added this index again to finish it';
+
+-- Whether the index that add_blind_index/add_match_index names idx is built:
+-- a valid index of that name in the table's schema, of the table, on the
+-- token column alone, B-tree (exact) or GIN (match), without an expression
+-- or predicate. (A relation of that name made by anyone with CREATE on the
+-- schema would make CREATE INDEX IF NOT EXISTS skip the build.) Internal.
+CREATE FUNCTION search_index_built(tbl regclass, idx name, tokcol name, kind text) RETURNS boolean
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT EXISTS (
+        SELECT FROM pg_class c
+          JOIN pg_index i ON i.indexrelid = c.oid
+          JOIN pg_am am ON am.oid = c.relam
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+         WHERE c.relname = idx
+           AND c.relnamespace = (SELECT t.relnamespace FROM pg_class t WHERE t.oid = tbl)
+           AND i.indrelid = tbl AND i.indnatts = 1 AND i.indisvalid AND i.indisready
+           AND i.indexprs IS NULL AND i.indpred IS NULL
+           AND a.attname = tokcol AND NOT a.attisdropped
+           AND am.amname = CASE kind WHEN 'exact' THEN 'btree'::name ELSE 'gin'::name END)
+$fn$;
+
+-- A trigger of the table that would fire after the search index trigger
+-- trig and could change the source after its token is computed: another
+-- BEFORE row trigger on INSERT or UPDATE, not disabled, whose name sorts
+-- after trig (BEFORE row triggers fire in the byte order of their names;
+-- name compares in the C collation). The trigger refuses such writes too
+-- (src/search.rs, before_trigger_after); this is the CALL's check before
+-- anything changes. Internal.
+CREATE FUNCTION search_trigger_after(tbl regclass, trig name) RETURNS name
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT t.tgname FROM pg_trigger t
+     WHERE t.tgrelid = tbl AND NOT t.tgisinternal
+       AND t.tgtype & 67 = 3           -- ROW | BEFORE, not INSTEAD
+       AND t.tgtype & 20 <> 0          -- INSERT or UPDATE
+       AND t.tgenabled <> 'D'
+       AND t.tgfoid <> '@extschema@.blind_index_trigger()'::regprocedure
+       AND t.tgname > trig
+     ORDER BY t.tgname LIMIT 1
+$fn$;
 
 -- Shared by add_blind_index and add_match_index (kind 'exact' or 'match').
 CREATE PROCEDURE search_index_add(
@@ -228,6 +281,8 @@ DECLARE
     about pg_catalog.text := '';
     quiet pg_catalog.bool;
     last pg_catalog.xid8;
+    later pg_catalog.name;
+    again pg_catalog.int8 := 0;
 BEGIN
     IF NOT (kind OPERATOR(pg_catalog.=) 'exact' OR kind OPERATOR(pg_catalog.=) 'match') THEN
         RAISE EXCEPTION 'kind must be exact or match' USING ERRCODE = '22023';
@@ -348,6 +403,26 @@ BEGIN
         RAISE EXCEPTION '%: the names of the trigger and index of this token column would be longer than 63 bytes', caller
             USING ERRCODE = '42622', HINT = 'Pass a shorter token_column (the trigger is zz_pazpaz_<token column>, the index <table>_<token column>).';
     END IF;
+    -- A BEFORE trigger of the table's that fires after the index's would
+    -- leave every token it changes the source of stale (the trigger refuses
+    -- such writes).
+    later := @extschema@.search_trigger_after(tbl, trig);
+    IF later IS NOT NULL THEN
+        RAISE EXCEPTION 'Trigger "%" fires after the trigger of the search index %.% and could change its source after the token is computed',
+            later, relname, tokcol
+            USING ERRCODE = '0A000',
+                  HINT = 'BEFORE triggers fire in the byte order of their names: rename it to sort before zz_pazpaz_ (ALTER TRIGGER … RENAME TO …), or make it an AFTER trigger.';
+    END IF;
+    -- A relation of the index's name that is not this index would make
+    -- CREATE INDEX IF NOT EXISTS skip the build.
+    IF EXISTS (SELECT FROM pg_catalog.pg_class c
+                WHERE c.relname OPERATOR(pg_catalog.=) idx
+                  AND c.relnamespace OPERATOR(pg_catalog.=) (SELECT t.relnamespace FROM pg_catalog.pg_class t
+                                                              WHERE t.oid OPERATOR(pg_catalog.=) tbl::pg_catalog.oid))
+       AND NOT @extschema@.search_index_built(tbl, idx, tokcol, kind) THEN
+        RAISE EXCEPTION '%: relation %.% exists and is not the index of %.% that % builds', caller, nsp, idx, tbl, tokcol, caller
+            USING ERRCODE = '42P07', HINT = 'Drop or rename it, then CALL again.';
+    END IF;
     args := ARRAY['pazpaz_crypto search v1', kind, col::pg_catalog.text, tokcol, src_type, ctx, normalization,
                   bits::pg_catalog.text, fp];
     -- The trigger's arguments: the definition, and for a Citus table its
@@ -397,12 +472,16 @@ BEGIN
         -- tokens of values they replaced, and which ones is not known here.
         -- Every token is computed again. Such a walk marks its trigger
         -- (its comment, @extschema@.search_walk_mark()) until its rows have
-        -- had their second look; a trigger on INSERT only is one too.
+        -- had their second look; a trigger on INSERT only is one too. So is
+        -- one without the resume mark whose index is not built: the mark
+        -- may have been lost (see search_resume_mark).
         recheck_all := NOT citus_table AND EXISTS (
             SELECT FROM pg_catalog.pg_trigger t
              WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig
                AND (t.tgtype OPERATOR(pg_catalog.=) 7
-                    OR pg_catalog.obj_description(t.oid, 'pg_trigger') OPERATOR(pg_catalog.=) @extschema@.search_walk_mark()));
+                    OR (pg_catalog.obj_description(t.oid, 'pg_trigger') OPERATOR(pg_catalog.=) @extschema@.search_walk_mark()) IS TRUE
+                    OR ((pg_catalog.obj_description(t.oid, 'pg_trigger') OPERATOR(pg_catalog.=) @extschema@.search_resume_mark()) IS NOT TRUE
+                        AND NOT @extschema@.search_index_built(tbl, idx, tokcol, kind))));
         IF trig_cols OPERATOR(pg_catalog.>) 0 OR rebind OR NOT shape_ok THEN
             -- A trigger of an earlier version (UPDATE OF the source column
             -- only): replaced by one that fires on every UPDATE.
@@ -411,6 +490,11 @@ BEGIN
             END IF;
             EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trig, rel);
             EXECUTE 'CREATE ' OPERATOR(pg_catalog.||) mktrig;
+            -- (The comment went with the old trigger: what was found.)
+            IF NOT citus_table THEN
+                EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS %L', trig, rel,
+                    CASE WHEN recheck_all THEN @extschema@.search_walk_mark() ELSE @extschema@.search_resume_mark() END);
+            END IF;
             COMMIT;
         END IF;
         -- (An index of an earlier version has no registry row yet.)
@@ -453,6 +537,9 @@ BEGIN
                 trig, rel, trig_args);
         ELSE
             EXECUTE 'CREATE ' OPERATOR(pg_catalog.||) mktrig;
+            IF NOT citus_table THEN
+                EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS %L', trig, rel, @extschema@.search_resume_mark());
+            END IF;
         END IF;
         PERFORM @extschema@.search_index_register(tbl, args);
         IF fast THEN
@@ -611,7 +698,7 @@ BEGIN
                  -- (as in the first transaction)
                  AND (@extschema@.rotation_table_writes(tbl) OPERATOR(pg_catalog.=) writes) IS TRUE;
         IF quiet AND NOT recheck_all THEN
-            EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS NULL', trig, rel);
+            EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS %L', trig, rel, @extschema@.search_resume_mark());
         END IF;
         COMMIT;
         SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
@@ -651,6 +738,8 @@ BEGIN
                 PERFORM pg_catalog.set_config('row_security', 'off', true);
                 EXECUTE fix USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
                                   pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
+                GET DIAGNOSTICS n = ROW_COUNT;
+                again := again OPERATOR(pg_catalog.+) n;
                 x := pg_catalog.pg_current_xact_id_if_assigned();
                 IF x IS NOT NULL THEN
                     xids := xids OPERATOR(pg_catalog.||) pg_catalog.xid(x);
@@ -659,7 +748,8 @@ BEGIN
                 SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
                 blk := blk OPERATOR(pg_catalog.+) step;
             END LOOP;
-            RAISE DEBUG '%: every token computed again', caller;
+            RAISE NOTICE '%: every token computed again (% rows)', caller, again;
+            n := 0;
         END IF;
         -- (The ids as a constant, which PostgreSQL looks up in a hash
         -- table; a parameter would be searched in order, row by row.)
@@ -669,7 +759,7 @@ BEGIN
              WHERE xmin OPERATOR(pg_catalog.<>) ALL (%4$L::pg_catalog.xid[]) AND (%3$I IS NOT NULL OR %2$I IS NOT NULL)
         $q$, rel, tokcol, col, xids);
         GET DIAGNOSTICS n = ROW_COUNT;
-        EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS NULL', trig, rel);
+        EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS %L', trig, rel, @extschema@.search_resume_mark());
         COMMIT;
         SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
         RAISE DEBUG '%: second look at every row done (% rows indexed again)', caller, n;
@@ -731,6 +821,13 @@ BEGIN
 
     IF NOT built THEN
         EXECUTE mkidx;
+    END IF;
+    IF NOT @extschema@.search_index_built(tbl, idx, tokcol, kind) THEN
+        RAISE EXCEPTION '%: relation %.% exists and is not the index of %.% that % builds', caller, nsp, idx, tbl, tokcol, caller
+            USING ERRCODE = '42P07', HINT = 'Drop or rename it, then CALL again.';
+    END IF;
+    IF NOT citus_table THEN
+        EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS NULL', trig, rel);
     END IF;
     RAISE NOTICE '%: done, % rows indexed; % is indexed by %', caller, done, tokcol, idx;
 END

@@ -1040,6 +1040,46 @@ fn same_bytes(a: Option<pg_sys::Datum>, b: Option<pg_sys::Datum>) -> bool {
     }
 }
 
+/// The name of a trigger of `rel` that could change a row after the search
+/// index trigger `ours` computed its token: another BEFORE row trigger on
+/// the same event (`update` or INSERT), not disabled, whose name sorts after ours (PostgreSQL
+/// fires BEFORE row triggers in the byte order of their names). Checked on
+/// every write rather than when such a trigger is made, so that no way of
+/// making or renaming one (a session without this library, a restore)
+/// leaves tokens stale: the write fails instead.
+///
+/// # Safety
+/// `rel` is an open relation and `ours` one of its trigger descriptor's.
+unsafe fn before_trigger_after(rel: pg_sys::Relation, ours: &pg_sys::Trigger, update: bool) -> Option<String> {
+    const ROW: i16 = 1 << 0;
+    const BEFORE: i16 = 1 << 1;
+    const INSERT: i16 = 1 << 2;
+    const UPDATE: i16 = 1 << 4;
+    const INSTEAD: i16 = 1 << 6;
+    // SAFETY: per the contract; the descriptor's array holds `numtriggers`.
+    let all = unsafe {
+        let desc = (*rel).trigdesc;
+        if desc.is_null() || (*desc).numtriggers <= 0 {
+            return None;
+        }
+        std::slice::from_raw_parts((*desc).triggers, usize::try_from((*desc).numtriggers).ok()?)
+    };
+    // SAFETY: trigger names are NUL-terminated strings of the relcache entry.
+    let name = |t: &pg_sys::Trigger| unsafe { CStr::from_ptr(t.tgname) };
+    let mine = name(ours);
+    let event = if update { UPDATE } else { INSERT };
+    all.iter()
+        .find(|t| {
+            t.tgtype & (ROW | BEFORE | INSTEAD) == ROW | BEFORE
+                && t.tgtype & event != 0
+                && t.tgenabled != pg_sys::TRIGGER_DISABLED as std::ffi::c_char
+                && !t.tgisinternal
+                && t.tgfoid != ours.tgfoid
+                && name(t).to_bytes() > mine.to_bytes()
+        })
+        .map(|t| name(t).to_string_lossy().into_owned())
+}
+
 /// Keeps a token column current: a BEFORE INSERT OR UPDATE row trigger
 /// (every UPDATE, not only those naming the source column: an earlier
 /// BEFORE trigger may change the source, and the UPDATE may name the token
@@ -1076,6 +1116,11 @@ fn blind_index_trigger<'a>(
         Ok(PgTriggerOperation::Update) if row_before => (td.tg_newtuple, Some(td.tg_trigtuple)),
         _ => raise(Error::BadSearchIndex { index: index() }),
     };
+    // SAFETY: the firing trigger's relation is open, and `t` one of its
+    // triggers.
+    if let Some(later) = unsafe { before_trigger_after(td.tg_relation, t, old.is_some()) } {
+        raise(Error::TriggerAfterSearchIndex { index: index(), trigger: later });
+    }
     // SAFETY: the relation is open; its tuple descriptor lives as long.
     let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked(rel.rd_att) };
     let (Some((src_no, src_type)), Some((tok_no, tok_type))) =

@@ -165,6 +165,11 @@ pub enum Error {
     /// column has another type than the index was built for, …).
     #[error("{index} indexes a column of type {expected}, but the column is now of another type: drop the index and add it again")]
     SearchSourceType { index: String, expected: &'static str },
+    /// A BEFORE row trigger that fires after a search index's (PostgreSQL
+    /// fires them in name order) could change the source after its token
+    /// is computed, leaving it stale.
+    #[error("Trigger \"{trigger}\" fires after the trigger of the search index {index} and could change its source after the token is computed")]
+    TriggerAfterSearchIndex { index: String, trigger: String },
     /// A key setting's value longer than `keyring::MAX_SETTING_BYTES` (the
     /// check hook names the setting).
     #[error("longer than {max} bytes")]
@@ -238,6 +243,7 @@ impl Error {
             UnregisteredSearchIndex { .. } => ErrorClass::InsufficientPrivilege,
             SearchInputTooLarge { .. } | SearchOutOfMemory => ErrorClass::TooLarge,
             SearchSourceType { .. } => ErrorClass::DatatypeMismatch,
+            TriggerAfterSearchIndex { .. } => ErrorClass::Unsupported,
             NoKek | NoTransportSecret => ErrorClass::MissingKey,
             UnknownKek { .. } => ErrorClass::UnknownVersion,
             // A tampered or truncated wrapped key is a failed authentication,
