@@ -156,24 +156,25 @@ AS $fn$
       FROM (SELECT pg_relation_size(tbl) / current_setting('block_size')::int8 AS n) b
 $fn$;
 
--- The comments on a search index's trigger while its backfill is not done,
--- which a CALL that resumes it reads. While a first walk without the UPDATE
--- trigger, or that walk's second look, is not done (the walk mark): tokens
--- may be stale, and the CALL computes every token again. Once the trigger
--- has kept every write's token current since the walk began (the resume
--- mark): the CALL indexes the rows without a token only.
+-- The comments on a search index's trigger, which a CALL that resumes its
+-- backfill reads. The walk mark: a first walk without the UPDATE trigger,
+-- or that walk's second look, is not done, and tokens may be stale. The
+-- current mark: the trigger has kept every write's token current since the
+-- walk began (rows not indexed yet have none); it stays once the index is
+-- done.
 --
--- The resume mark is the only one a resume trusts, and only the table's
--- owner can comment on its trigger: a trigger without it (the comment lost,
--- e.g. by pg_dump --no-comments, or never set) whose index does not exist
--- yet (search_index_built) has every token computed again. Internal.
+-- Only the current mark is trusted, and only the table's owner can comment
+-- on its trigger. A CALL on a trigger without it (the comment lost, e.g. by
+-- pg_dump --no-comments, or an index of an earlier version) computes every
+-- token again: nothing else tells it whether a second look was done.
+-- Internal.
 CREATE FUNCTION search_walk_mark() RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN 'pazpaz_crypto: backfill under way, tokens may be stale; CALL the procedure that added this index again to finish it';
 
-CREATE FUNCTION search_resume_mark() RETURNS text
+CREATE FUNCTION search_current_mark() RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-RETURN 'pazpaz_crypto: backfill under way, the trigger keeps every write''s token current; CALL the procedure that added this index again to finish it';
+RETURN 'pazpaz_crypto: this trigger keeps every token current (rows its backfill has not reached yet have none)';
 
 -- Whether the index that add_blind_index/add_match_index names idx is built:
 -- a valid index of that name in the table's schema, of the table, on the
@@ -473,15 +474,13 @@ BEGIN
         -- Every token is computed again. Such a walk marks its trigger
         -- (its comment, @extschema@.search_walk_mark()) until its rows have
         -- had their second look; a trigger on INSERT only is one too. So is
-        -- one without the resume mark whose index is not built: the mark
-        -- may have been lost (see search_resume_mark).
+        -- any trigger without the current mark (see search_current_mark):
+        -- the mark may have been lost.
         recheck_all := NOT citus_table AND EXISTS (
             SELECT FROM pg_catalog.pg_trigger t
              WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig
                AND (t.tgtype OPERATOR(pg_catalog.=) 7
-                    OR (pg_catalog.obj_description(t.oid, 'pg_trigger') OPERATOR(pg_catalog.=) @extschema@.search_walk_mark()) IS TRUE
-                    OR ((pg_catalog.obj_description(t.oid, 'pg_trigger') OPERATOR(pg_catalog.=) @extschema@.search_resume_mark()) IS NOT TRUE
-                        AND NOT @extschema@.search_index_built(tbl, idx, tokcol, kind))));
+                    OR (pg_catalog.obj_description(t.oid, 'pg_trigger') OPERATOR(pg_catalog.=) @extschema@.search_current_mark()) IS NOT TRUE));
         IF trig_cols OPERATOR(pg_catalog.>) 0 OR rebind OR NOT shape_ok THEN
             -- A trigger of an earlier version (UPDATE OF the source column
             -- only): replaced by one that fires on every UPDATE.
@@ -493,7 +492,7 @@ BEGIN
             -- (The comment went with the old trigger: what was found.)
             IF NOT citus_table THEN
                 EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS %L', trig, rel,
-                    CASE WHEN recheck_all THEN @extschema@.search_walk_mark() ELSE @extschema@.search_resume_mark() END);
+                    CASE WHEN recheck_all THEN @extschema@.search_walk_mark() ELSE @extschema@.search_current_mark() END);
             END IF;
             COMMIT;
         END IF;
@@ -538,7 +537,7 @@ BEGIN
         ELSE
             EXECUTE 'CREATE ' OPERATOR(pg_catalog.||) mktrig;
             IF NOT citus_table THEN
-                EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS %L', trig, rel, @extschema@.search_resume_mark());
+                EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS %L', trig, rel, @extschema@.search_current_mark());
             END IF;
         END IF;
         PERFORM @extschema@.search_index_register(tbl, args);
@@ -698,7 +697,7 @@ BEGIN
                  -- (as in the first transaction)
                  AND (@extschema@.rotation_table_writes(tbl) OPERATOR(pg_catalog.=) writes) IS TRUE;
         IF quiet AND NOT recheck_all THEN
-            EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS %L', trig, rel, @extschema@.search_resume_mark());
+            EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS %L', trig, rel, @extschema@.search_current_mark());
         END IF;
         COMMIT;
         SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
@@ -759,7 +758,7 @@ BEGIN
              WHERE xmin OPERATOR(pg_catalog.<>) ALL (%4$L::pg_catalog.xid[]) AND (%3$I IS NOT NULL OR %2$I IS NOT NULL)
         $q$, rel, tokcol, col, xids);
         GET DIAGNOSTICS n = ROW_COUNT;
-        EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS %L', trig, rel, @extschema@.search_resume_mark());
+        EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS %L', trig, rel, @extschema@.search_current_mark());
         COMMIT;
         SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
         RAISE DEBUG '%: second look at every row done (% rows indexed again)', caller, n;
@@ -825,9 +824,6 @@ BEGIN
     IF NOT @extschema@.search_index_built(tbl, idx, tokcol, kind) THEN
         RAISE EXCEPTION '%: relation %.% exists and is not the index of %.% that % builds', caller, nsp, idx, tbl, tokcol, caller
             USING ERRCODE = '42P07', HINT = 'Drop or rename it, then CALL again.';
-    END IF;
-    IF NOT citus_table THEN
-        EXECUTE pg_catalog.format('COMMENT ON TRIGGER %I ON %s IS NULL', trig, rel);
     END IF;
     RAISE NOTICE '%: done, % rows indexed; % is indexed by %', caller, done, tokcol, idx;
 END
