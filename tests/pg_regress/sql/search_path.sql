@@ -74,6 +74,32 @@ BEGIN
             EXECUTE format('CREATE OPERATOR %s.%s (LEFTARG = pg_catalog.%s, RIGHTARG = pg_catalog.%s, FUNCTION = %I.hijack_op_%s)',
                            quote_ident(s), o.op, o.l, o.r, s, i);
         END LOOP;
+        -- And every other binary operator of pg_catalog over the types the
+        -- procedures compute with (an unqualified operator, or a construct
+        -- such as IS DISTINCT FROM, IN, NULLIF or CASE that looks one up,
+        -- would find its look-alike first).
+        FOR o IN SELECT op.oprname::text AS op, lt.typname::text AS l, rt.typname::text AS r, res.typname::text AS res
+                   FROM pg_operator op
+                   JOIN pg_type lt ON lt.oid = op.oprleft JOIN pg_type rt ON rt.oid = op.oprright
+                   JOIN pg_type res ON res.oid = op.oprresult
+                  WHERE op.oprnamespace = 'pg_catalog'::regnamespace
+                    AND lt.typname IN ('int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'text', 'bytea', 'oid', 'tid', 'xid',
+                                       'xid8', 'name', 'bool', 'jsonb', 'timestamptz', 'interval')
+                    AND rt.typname IN ('int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'text', 'bytea', 'oid', 'tid', 'xid',
+                                       'xid8', 'name', 'bool', 'jsonb', 'timestamptz', 'interval')
+                    AND NOT EXISTS (SELECT FROM pg_operator p
+                                     WHERE p.oprnamespace = s::regnamespace AND p.oprname = op.oprname
+                                       AND p.oprleft = op.oprleft AND p.oprright = op.oprright)
+                  ORDER BY 1, 2, 3 LOOP
+            i := i + 1;
+            EXECUTE format($f$
+                CREATE FUNCTION %1$I.hijack_op_%2$s(a pg_catalog.%3$s, b pg_catalog.%4$s) RETURNS pg_catalog.%5$s
+                LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$
+                BEGIN PERFORM public.hijack_note(%6$L); RETURN a OPERATOR(pg_catalog.%7$s) b; END $b$
+            $f$, s, i, o.l, o.r, o.res, format('%s.%s(%s,%s)', s, o.op, o.l, o.r), o.op);
+            EXECUTE format('CREATE OPERATOR %s.%s (LEFTARG = pg_catalog.%s, RIGHTARG = pg_catalog.%s, FUNCTION = %I.hijack_op_%s)',
+                           quote_ident(s), o.op, o.l, o.r, s, i);
+        END LOOP;
         -- format() with the argument types of every call rotate_column makes or made.
         FOR f IN SELECT * FROM (VALUES
             ('text, regclass, name, name'), ('text, regclass, name, text'), ('text, text, name, name'),
@@ -114,7 +140,19 @@ END
 $plant$;
 RESET search_path;
 RESET ROLE;
-SELECT n.nspname, count(*) FILTER (WHERE kind = 'operator') AS operators, count(*) FILTER (WHERE kind = 'format') AS formats,
+-- (Every pg_catalog operator over those types has its look-alike; the
+-- number of them differs between versions.)
+SELECT n.nspname, count(*) FILTER (WHERE kind = 'operator') > 250 AS operators,
+       bool_and(NOT EXISTS (
+           SELECT FROM pg_operator op JOIN pg_type lt ON lt.oid = op.oprleft JOIN pg_type rt ON rt.oid = op.oprright
+            WHERE op.oprnamespace = 'pg_catalog'::regnamespace
+              AND lt.typname IN ('int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'text', 'bytea', 'oid', 'tid', 'xid',
+                                 'xid8', 'name', 'bool', 'jsonb', 'timestamptz', 'interval')
+              AND rt.typname IN ('int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'text', 'bytea', 'oid', 'tid', 'xid',
+                                 'xid8', 'name', 'bool', 'jsonb', 'timestamptz', 'interval')
+              AND NOT EXISTS (SELECT FROM pg_operator p WHERE p.oprnamespace = n.oid AND p.oprname = op.oprname
+                                                         AND p.oprleft = op.oprleft AND p.oprright = op.oprright))) AS every_operator,
+       count(*) FILTER (WHERE kind = 'format') AS formats,
        count(*) FILTER (WHERE kind = 'aggregate') AS aggregates, count(*) FILTER (WHERE kind = 'domain') AS domains
 FROM (SELECT oprnamespace, 'operator' FROM pg_operator
       UNION ALL SELECT pronamespace, CASE WHEN prokind = 'a' THEN 'aggregate' ELSE 'format' END FROM pg_proc
