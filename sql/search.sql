@@ -176,34 +176,38 @@ CREATE FUNCTION search_current_mark() RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN 'pazpaz_crypto: this trigger keeps every token current (rows its backfill has not reached yet have none)';
 
--- Whether the index that add_blind_index/add_match_index names idx is built:
--- a valid index of that name in the table's schema, of the table, on the
--- token column alone, B-tree (exact) or GIN (match), without an expression
--- or predicate. (A relation of that name made by anyone with CREATE on the
--- schema would make CREATE INDEX IF NOT EXISTS skip the build.) Internal.
-CREATE FUNCTION search_index_built(tbl regclass, idx name, tokcol name, kind text) RETURNS boolean
+-- The index a CALL built on a token column: a valid index of the table
+-- on the token column alone, B-tree (exact) or GIN (match), without an
+-- expression or predicate, named <table>_<token column> (the table's name
+-- then: a table renamed since keeps it); the first by name, NULL if there
+-- is none. (Only the owner can index the table; a relation of the name
+-- that is not such an index, which anyone with CREATE on the schema can
+-- make, is none. An index of another name, one the owner made, is not the
+-- CALL's.) Internal.
+CREATE FUNCTION search_index_of(tbl regclass, tokcol name, kind text) RETURNS name
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT EXISTS (
-        SELECT FROM pg_class c
-          JOIN pg_index i ON i.indexrelid = c.oid
-          JOIN pg_am am ON am.oid = c.relam
-          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-         WHERE c.relname = idx
-           AND c.relnamespace = (SELECT t.relnamespace FROM pg_class t WHERE t.oid = tbl)
-           AND i.indrelid = tbl AND i.indnatts = 1 AND i.indisvalid AND i.indisready
-           AND i.indexprs IS NULL AND i.indpred IS NULL
-           AND a.attname = tokcol AND NOT a.attisdropped
-           AND am.amname = CASE kind WHEN 'exact' THEN 'btree'::name ELSE 'gin'::name END)
+    SELECT c.relname FROM pg_index i
+      JOIN pg_class c ON c.oid = i.indexrelid
+      JOIN pg_am am ON am.oid = c.relam
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+     WHERE i.indrelid = tbl AND i.indnatts = 1 AND i.indisvalid AND i.indisready
+       AND i.indexprs IS NULL AND i.indpred IS NULL
+       AND a.attname = tokcol AND NOT a.attisdropped
+       AND am.amname = CASE kind WHEN 'exact' THEN 'btree'::name ELSE 'gin'::name END
+       AND right(c.relname::text, length(tokcol::text) + 1) = '_' || tokcol::text
+     ORDER BY c.relname LIMIT 1
 $fn$;
 
 -- A trigger of the table that would fire after the search index trigger
 -- trig and could change the source after its token is computed: another
--- BEFORE row trigger on INSERT or UPDATE, not disabled, whose name sorts
--- after trig (BEFORE row triggers fire in the byte order of their names;
--- name compares in the C collation). The trigger refuses such writes too
--- (src/search.rs, before_trigger_after); this is the CALL's check before
--- anything changes. Internal.
+-- BEFORE row trigger on INSERT or UPDATE (of any columns, with or without a
+-- WHEN clause) that fires where trig does (enabled, or ENABLE ALWAYS, as
+-- the CALL makes trig) and whose name sorts after trig (BEFORE row triggers
+-- fire in the byte order of their names; name compares in the C
+-- collation). This is the CALL's check, before anything changes; the
+-- trigger checks each write it fires on by the order it fires in
+-- (src/search.rs, before_trigger_after). Internal.
 CREATE FUNCTION search_trigger_after(tbl regclass, trig name) RETURNS name
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -211,7 +215,7 @@ AS $fn$
      WHERE t.tgrelid = tbl AND NOT t.tgisinternal
        AND t.tgtype & 67 = 3           -- ROW | BEFORE, not INSTEAD
        AND t.tgtype & 20 <> 0          -- INSERT or UPDATE
-       AND t.tgenabled <> 'D'
+       AND t.tgenabled IN ('O', 'A')
        AND t.tgfoid <> '@extschema@.blind_index_trigger()'::regprocedure
        AND t.tgname > trig
      ORDER BY t.tgname LIMIT 1
@@ -414,15 +418,17 @@ BEGIN
             USING ERRCODE = '0A000',
                   HINT = 'BEFORE triggers fire in the byte order of their names: rename it to sort before zz_pazpaz_ (ALTER TRIGGER … RENAME TO …), or make it an AFTER trigger.';
     END IF;
-    -- A relation of the index's name that is not this index would make
-    -- CREATE INDEX IF NOT EXISTS skip the build.
-    IF EXISTS (SELECT FROM pg_catalog.pg_class c
-                WHERE c.relname OPERATOR(pg_catalog.=) idx
-                  AND c.relnamespace OPERATOR(pg_catalog.=) (SELECT t.relnamespace FROM pg_catalog.pg_class t
-                                                              WHERE t.oid OPERATOR(pg_catalog.=) tbl::pg_catalog.oid))
-       AND NOT @extschema@.search_index_built(tbl, idx, tokcol, kind) THEN
+    -- The index the token column has already (the table may have been
+    -- renamed since it was built); otherwise a relation of the index's
+    -- name would make CREATE INDEX IF NOT EXISTS skip the build.
+    idx := COALESCE(@extschema@.search_index_of(tbl, tokcol, kind)::pg_catalog.text, idx);
+    IF @extschema@.search_index_of(tbl, tokcol, kind) IS NULL
+       AND EXISTS (SELECT FROM pg_catalog.pg_class c
+                    WHERE c.relname OPERATOR(pg_catalog.=) idx
+                      AND c.relnamespace OPERATOR(pg_catalog.=) (SELECT t.relnamespace FROM pg_catalog.pg_class t
+                                                                  WHERE t.oid OPERATOR(pg_catalog.=) tbl::pg_catalog.oid)) THEN
         RAISE EXCEPTION '%: relation %.% exists and is not the index of %.% that % builds', caller, nsp, idx, tbl, tokcol, caller
-            USING ERRCODE = '42P07', HINT = 'Drop or rename it, then CALL again.';
+            USING ERRCODE = '42P07', HINT = 'Drop or rename that relation, or pass another token_column, then CALL again.';
     END IF;
     args := ARRAY['pazpaz_crypto search v1', kind, col::pg_catalog.text, tokcol, src_type, ctx, normalization,
                   bits::pg_catalog.text, fp];
@@ -476,11 +482,14 @@ BEGIN
         -- had their second look; a trigger on INSERT only is one too. So is
         -- any trigger without the current mark (see search_current_mark):
         -- the mark may have been lost.
-        recheck_all := NOT citus_table AND EXISTS (
+        -- And so is a trigger not in the shape the CALL makes (disabled,
+        -- ENABLE REPLICA or ALWAYS, a WHEN clause, UPDATE OF some columns,
+        -- an earlier version's): writes may have passed it by.
+        recheck_all := NOT citus_table AND (shape_ok IS NOT TRUE OR (trig_cols OPERATOR(pg_catalog.>) 0) IS TRUE OR EXISTS (
             SELECT FROM pg_catalog.pg_trigger t
              WHERE t.tgrelid OPERATOR(pg_catalog.=) tbl AND t.tgname OPERATOR(pg_catalog.=) trig
                AND (t.tgtype OPERATOR(pg_catalog.=) 7
-                    OR (pg_catalog.obj_description(t.oid, 'pg_trigger') OPERATOR(pg_catalog.=) @extschema@.search_current_mark()) IS NOT TRUE));
+                    OR (pg_catalog.obj_description(t.oid, 'pg_trigger') OPERATOR(pg_catalog.=) @extschema@.search_current_mark()) IS NOT TRUE)));
         IF trig_cols OPERATOR(pg_catalog.>) 0 OR rebind OR NOT shape_ok THEN
             -- A trigger of an earlier version (UPDATE OF the source column
             -- only): replaced by one that fires on every UPDATE.
@@ -821,11 +830,11 @@ BEGIN
     IF NOT built THEN
         EXECUTE mkidx;
     END IF;
-    IF NOT @extschema@.search_index_built(tbl, idx, tokcol, kind) THEN
+    IF @extschema@.search_index_of(tbl, tokcol, kind) IS NULL THEN
         RAISE EXCEPTION '%: relation %.% exists and is not the index of %.% that % builds', caller, nsp, idx, tbl, tokcol, caller
-            USING ERRCODE = '42P07', HINT = 'Drop or rename it, then CALL again.';
+            USING ERRCODE = '42P07', HINT = 'Drop or rename that relation, or pass another token_column, then CALL again.';
     END IF;
-    RAISE NOTICE '%: done, % rows indexed; % is indexed by %', caller, done, tokcol, idx;
+    RAISE NOTICE '%: done, % rows indexed; % is indexed by %', caller, GREATEST(done, again), tokcol, idx;
 END
 $proc$;
 

@@ -1040,44 +1040,73 @@ fn same_bytes(a: Option<pg_sys::Datum>, b: Option<pg_sys::Datum>) -> bool {
     }
 }
 
-/// The name of a trigger of `rel` that could change a row after the search
-/// index trigger `ours` computed its token: another BEFORE row trigger on
-/// the same event (`update` or INSERT), not disabled, whose name sorts after ours (PostgreSQL
-/// fires BEFORE row triggers in the byte order of their names). Checked on
-/// every write rather than when such a trigger is made, so that no way of
-/// making or renaming one (a session without this library, a restore)
-/// leaves tokens stale: the write fails instead.
+/// The name of a trigger that fires after the search index trigger `ours`
+/// in this write and could change the row after its token is computed:
+/// another BEFORE row trigger of the relation on this event (`update` or
+/// INSERT) that fires in this session (`tgenabled` and
+/// `session_replication_role`, as PostgreSQL decides) and, for an UPDATE
+/// OF some columns, names one this UPDATE sets; a WHEN clause is not
+/// evaluated (such a trigger counts). "After" is the position in the
+/// relation's trigger array, the order PostgreSQL fires them in: the byte
+/// order of their names, but catalog order in a session with
+/// `ignore_system_indexes` (which any role may set at connection). Checked
+/// on every write rather than when such a trigger is made, so that no way
+/// of making, renaming or reordering one leaves a token stale: the write
+/// fails instead.
 ///
 /// # Safety
-/// `rel` is an open relation and `ours` one of its trigger descriptor's.
-unsafe fn before_trigger_after(rel: pg_sys::Relation, ours: &pg_sys::Trigger, update: bool) -> Option<String> {
+/// `td` is the firing trigger's data and `ours` its trigger.
+unsafe fn before_trigger_after(td: &pg_sys::TriggerData, ours: &pg_sys::Trigger, update: bool) -> Option<String> {
     const ROW: i16 = 1 << 0;
     const BEFORE: i16 = 1 << 1;
     const INSERT: i16 = 1 << 2;
     const UPDATE: i16 = 1 << 4;
     const INSTEAD: i16 = 1 << 6;
-    // SAFETY: per the contract; the descriptor's array holds `numtriggers`.
+    // SAFETY: per the contract, the relation is open; its descriptor's
+    // array holds `numtriggers` triggers.
     let all = unsafe {
-        let desc = (*rel).trigdesc;
+        let desc = (*td.tg_relation).trigdesc;
         if desc.is_null() || (*desc).numtriggers <= 0 {
             return None;
         }
         std::slice::from_raw_parts((*desc).triggers, usize::try_from((*desc).numtriggers).ok()?)
     };
-    // SAFETY: trigger names are NUL-terminated strings of the relcache entry.
-    let name = |t: &pg_sys::Trigger| unsafe { CStr::from_ptr(t.tgname) };
-    let mine = name(ours);
+    // (Not found cannot happen; then every other trigger counts.)
+    let after = all.iter().position(|t| t.tgoid == ours.tgoid).map_or(0, |p| p + 1);
     let event = if update { UPDATE } else { INSERT };
-    all.iter()
+    // SAFETY: a backend global, read in the backend's own thread.
+    let replica = unsafe { pg_sys::SessionReplicationRole } == pg_sys::SESSION_REPLICATION_ROLE_REPLICA as i32;
+    let fires_here = |t: &pg_sys::Trigger| match t.tgenabled as u8 {
+        pg_sys::TRIGGER_FIRES_ALWAYS => true,
+        pg_sys::TRIGGER_FIRES_ON_ORIGIN => !replica,
+        pg_sys::TRIGGER_FIRES_ON_REPLICA => replica,
+        _ => false,
+    };
+    let names_a_set_column = |t: &pg_sys::Trigger| {
+        if !update || t.tgnattr <= 0 || t.tgattr.is_null() {
+            return true;
+        }
+        // SAFETY: `tgattr` holds `tgnattr` attribute numbers; the set of
+        // updated columns is the one PostgreSQL tests UPDATE OF against
+        // (offset by FirstLowInvalidHeapAttributeNumber).
+        unsafe {
+            std::slice::from_raw_parts(t.tgattr, usize::try_from(t.tgnattr).unwrap_or(0)).iter().any(|&a| {
+                pg_sys::bms_is_member(i32::from(a) - pg_sys::FirstLowInvalidHeapAttributeNumber, td.tg_updatedcols)
+            })
+        }
+    };
+    all.get(after..)?
+        .iter()
         .find(|t| {
             t.tgtype & (ROW | BEFORE | INSTEAD) == ROW | BEFORE
                 && t.tgtype & event != 0
-                && t.tgenabled != pg_sys::TRIGGER_DISABLED as std::ffi::c_char
                 && !t.tgisinternal
                 && t.tgfoid != ours.tgfoid
-                && name(t).to_bytes() > mine.to_bytes()
+                && fires_here(t)
+                && names_a_set_column(t)
         })
-        .map(|t| name(t).to_string_lossy().into_owned())
+        // SAFETY: trigger names are NUL-terminated strings of the relcache entry.
+        .map(|t| unsafe { CStr::from_ptr(t.tgname) }.to_string_lossy().into_owned())
 }
 
 /// Keeps a token column current: a BEFORE INSERT OR UPDATE row trigger
@@ -1116,9 +1145,8 @@ fn blind_index_trigger<'a>(
         Ok(PgTriggerOperation::Update) if row_before => (td.tg_newtuple, Some(td.tg_trigtuple)),
         _ => raise(Error::BadSearchIndex { index: index() }),
     };
-    // SAFETY: the firing trigger's relation is open, and `t` one of its
-    // triggers.
-    if let Some(later) = unsafe { before_trigger_after(td.tg_relation, t, old.is_some()) } {
+    // SAFETY: the firing trigger's data and its trigger.
+    if let Some(later) = unsafe { before_trigger_after(td, t, old.is_some()) } {
         raise(Error::TriggerAfterSearchIndex { index: index(), trigger: later });
     }
     // SAFETY: the relation is open; its tuple descriptor lives as long.
