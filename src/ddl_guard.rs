@@ -176,6 +176,77 @@ unsafe fn target(stmt: *mut pg_sys::Node) -> Option<Target> {
     }
 }
 
+/// The relation and the columns (a `List` of C strings) whose type an
+/// `ALTER TABLE … ALTER COLUMN … TYPE` changes, if it has such a command.
+///
+/// # Safety
+/// `stmt` is a valid utility statement node.
+unsafe fn retyped_columns(stmt: *mut pg_sys::Node) -> Option<(*mut pg_sys::RangeVar, *mut pg_sys::List)> {
+    // SAFETY: the cast matches the node's tag; the commands are the
+    // statement's AlterTableCmd nodes.
+    unsafe {
+        if (*stmt).type_ != pg_sys::NodeTag::T_AlterTableStmt {
+            return None;
+        }
+        let alter = &*stmt.cast::<pg_sys::AlterTableStmt>();
+        let mut cols: *mut pg_sys::List = std::ptr::null_mut();
+        for cmd in pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg(alter.cmds).iter_ptr() {
+            if (*cmd).subtype == pg_sys::AlterTableType::AT_AlterColumnType && !(*cmd).name.is_null() {
+                cols = pg_sys::lappend(cols, (*cmd).name.cast());
+            }
+        }
+        (!cols.is_null()).then_some((alter.relation, cols))
+    }
+}
+
+/// The trigger of a search index of `$1` whose source is one of the columns
+/// `$2`. Every name and operator is schema-qualified (the caller's
+/// search_path). `tgargs` holds the arguments each followed by a NUL; the
+/// third is the source column (src/search.rs), compared in `escape`
+/// encoding (where a NUL is `\000`).
+const RETYPED_SOURCE: &str = r#"
+SELECT t.tgname::pg_catalog.text FROM pg_catalog.pg_trigger t, pg_catalog.pg_extension e
+ WHERE e.extname OPERATOR(pg_catalog.=) 'pazpaz_crypto'
+   AND t.tgrelid OPERATOR(pg_catalog.=) $1
+   AND t.tgfoid OPERATOR(pg_catalog.=) ANY (
+        SELECT p.oid FROM pg_catalog.pg_proc p
+         WHERE p.proname OPERATOR(pg_catalog.=) 'blind_index_trigger'
+           AND p.pronamespace OPERATOR(pg_catalog.=) e.extnamespace)
+   AND pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\000', 3) OPERATOR(pg_catalog.=) ANY (
+        SELECT pg_catalog.encode(pg_catalog.convert_to(c, 'UTF8'), 'escape') FROM pg_catalog.unnest($2) c)
+ ORDER BY 1 LIMIT 1
+"#;
+
+/// Refuses `ALTER COLUMN … TYPE` of a search index's source column: the
+/// rewrite changes every value without firing the index's trigger, which
+/// would leave every token stale (and the trigger's comment saying its
+/// tokens are current, which a CALL that resumes the index trusts).
+#[pg_guard]
+extern "C-unwind" fn after_retype(rv: *mut pg_sys::RangeVar, cols: *mut pg_sys::List) {
+    // SAFETY: the statement's own RangeVar and list of column names; no
+    // lock is taken (the statement holds its own).
+    let (relid, names) = unsafe {
+        let relid = pg_sys::RangeVarGetRelidExtended(
+            rv,
+            pg_sys::NoLock as _,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        );
+        let names: Vec<String> = pgrx::PgList::<std::ffi::c_char>::from_pg(cols)
+            .iter_ptr()
+            .map(|c| std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned())
+            .collect();
+        (relid, names)
+    };
+    if relid == pg_sys::InvalidOid {
+        return;
+    }
+    if let Ok(Some(trigger)) = Spi::get_one_with_args::<String>(RETYPED_SOURCE, &[relid.into(), names.into()]) {
+        raise(Error::SearchSourceRetyped { trigger });
+    }
+}
+
 /// What a checked statement made or changed.
 #[derive(Clone, Copy)]
 #[repr(C)] // passed to the guarded extern "C-unwind" function below
@@ -251,6 +322,9 @@ unsafe extern "C-unwind" fn process_utility(
         if !stmt.is_null() {
             if let Some(t) = target(stmt) {
                 after_utility(t);
+            }
+            if let Some((rv, cols)) = retyped_columns(stmt) {
+                after_retype(rv, cols);
             }
         }
     }
