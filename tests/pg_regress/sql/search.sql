@@ -480,32 +480,16 @@ DECLARE s text; o record; f text; t text; i int := 0;
 BEGIN
     FOREACH s IN ARRAY ARRAY['public', 'planter'] LOOP
         -- Every binary operator of pg_catalog over the types the procedures
-        -- compute with (an unqualified operator, or a construct such as IS
-        -- DISTINCT FROM, IN or CASE that looks one up, would find its
-        -- look-alike first), and the array operators of the match tokens.
-        FOR o IN SELECT op.oprname::text AS op, lt.typname::text AS l, rt.typname::text AS r, res.typname::text AS res
-                   FROM pg_operator op
-                   JOIN pg_type lt ON lt.oid = op.oprleft JOIN pg_type rt ON rt.oid = op.oprright
-                   JOIN pg_type res ON res.oid = op.oprresult
-                  WHERE op.oprnamespace = 'pg_catalog'::regnamespace
-                    AND lt.typname IN ('int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'text', 'bytea', 'oid', 'tid', 'xid',
-                                       'xid8', 'name', 'bool', 'jsonb', 'timestamptz', 'interval')
-                    AND rt.typname IN ('int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'text', 'bytea', 'oid', 'tid', 'xid',
-                                       'xid8', 'name', 'bool', 'jsonb', 'timestamptz', 'interval')
+        -- compute with (regress.catalog_operators), and the array operators
+        -- of the match tokens.
+        FOR o IN SELECT * FROM regress.catalog_operators()
                   UNION ALL
                  SELECT * FROM (VALUES ('=', 'oid', 'regtype', 'bool'), ('=', 'oid', 'regclass', 'bool'),
                                        ('@>', 'int4[]', 'int4[]', 'bool'), ('&&', 'int4[]', 'int4[]', 'bool'),
                                        ('||', 'xid[]', 'xid', 'xid[]'))
                         v(op, l, r, res)
                   ORDER BY 1, 2, 3 LOOP
-            i := i + 1;
-            EXECUTE format($f$
-                CREATE FUNCTION %1$I.plant_op_%2$s(a pg_catalog.%3$s, b pg_catalog.%4$s) RETURNS pg_catalog.%5$s
-                LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$
-                BEGIN PERFORM public.plant_note(%6$L); RETURN a OPERATOR(pg_catalog.%7$s) b; END $b$
-            $f$, s, i, o.l, o.r, o.res, format('%s.%s(%s,%s)', s, o.op, o.l, o.r), o.op);
-            EXECUTE format('CREATE OPERATOR %s.%s (LEFTARG = pg_catalog.%s, RIGHTARG = pg_catalog.%s, FUNCTION = %I.plant_op_%s)',
-                           quote_ident(s), o.op, o.l, o.r, s, i);
+            PERFORM regress.plant_operator(s, o.op, o.l, o.r, o.res, 'public.plant_note');
         END LOOP;
         FOREACH f IN ARRAY ARRAY['format(text, name, name)', 'format(text, name, name, name)', 'format(text, text, text)',
                                  'format(text, name)', 'format(text, text)', 'format(text, text, text, text, text)',

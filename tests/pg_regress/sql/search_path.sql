@@ -20,6 +20,7 @@ UPDATE sp_clients SET notes = jsonb_set(notes, '{version}', '"v2"') WHERE id = 4
 CREATE ROLE mallory;
 GRANT CREATE ON SCHEMA public TO mallory;
 CREATE SCHEMA mallory AUTHORIZATION mallory;
+GRANT USAGE ON SCHEMA regress TO mallory;
 SET ROLE mallory;
 SET search_path = pg_catalog, pg_temp;
 CREATE TABLE public.hijack_log (what text, by_role name);
@@ -75,30 +76,12 @@ BEGIN
                            quote_ident(s), o.op, o.l, o.r, s, i);
         END LOOP;
         -- And every other binary operator of pg_catalog over the types the
-        -- procedures compute with (an unqualified operator, or a construct
-        -- such as IS DISTINCT FROM, IN, NULLIF or CASE that looks one up,
-        -- would find its look-alike first).
-        FOR o IN SELECT op.oprname::text AS op, lt.typname::text AS l, rt.typname::text AS r, res.typname::text AS res
-                   FROM pg_operator op
-                   JOIN pg_type lt ON lt.oid = op.oprleft JOIN pg_type rt ON rt.oid = op.oprright
-                   JOIN pg_type res ON res.oid = op.oprresult
-                  WHERE op.oprnamespace = 'pg_catalog'::regnamespace
-                    AND lt.typname IN ('int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'text', 'bytea', 'oid', 'tid', 'xid',
-                                       'xid8', 'name', 'bool', 'jsonb', 'timestamptz', 'interval')
-                    AND rt.typname IN ('int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'text', 'bytea', 'oid', 'tid', 'xid',
-                                       'xid8', 'name', 'bool', 'jsonb', 'timestamptz', 'interval')
-                    AND NOT EXISTS (SELECT FROM pg_operator p
-                                     WHERE p.oprnamespace = s::regnamespace AND p.oprname = op.oprname
-                                       AND p.oprleft = op.oprleft AND p.oprright = op.oprright)
-                  ORDER BY 1, 2, 3 LOOP
-            i := i + 1;
-            EXECUTE format($f$
-                CREATE FUNCTION %1$I.hijack_op_%2$s(a pg_catalog.%3$s, b pg_catalog.%4$s) RETURNS pg_catalog.%5$s
-                LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $b$
-                BEGIN PERFORM public.hijack_note(%6$L); RETURN a OPERATOR(pg_catalog.%7$s) b; END $b$
-            $f$, s, i, o.l, o.r, o.res, format('%s.%s(%s,%s)', s, o.op, o.l, o.r), o.op);
-            EXECUTE format('CREATE OPERATOR %s.%s (LEFTARG = pg_catalog.%s, RIGHTARG = pg_catalog.%s, FUNCTION = %I.hijack_op_%s)',
-                           quote_ident(s), o.op, o.l, o.r, s, i);
+        -- procedures compute with (regress.catalog_operators).
+        FOR o IN SELECT * FROM regress.catalog_operators() c
+                  WHERE NOT EXISTS (SELECT FROM pg_operator p
+                                     WHERE p.oprnamespace = s::regnamespace AND p.oprname = c.op
+                                       AND p.oprleft = c.l::regtype::oid AND p.oprright = c.r::regtype::oid) LOOP
+            PERFORM regress.plant_operator(s, o.op, o.l, o.r, o.res, 'public.hijack_note');
         END LOOP;
         -- format() with the argument types of every call rotate_column makes or made.
         FOR f IN SELECT * FROM (VALUES
@@ -143,22 +126,17 @@ RESET ROLE;
 -- (Every pg_catalog operator over those types has its look-alike; the
 -- number of them differs between versions.)
 SELECT n.nspname, count(*) FILTER (WHERE kind = 'operator') > 250 AS operators,
-       bool_and(NOT EXISTS (
-           SELECT FROM pg_operator op JOIN pg_type lt ON lt.oid = op.oprleft JOIN pg_type rt ON rt.oid = op.oprright
-            WHERE op.oprnamespace = 'pg_catalog'::regnamespace
-              AND lt.typname IN ('int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'text', 'bytea', 'oid', 'tid', 'xid',
-                                 'xid8', 'name', 'bool', 'jsonb', 'timestamptz', 'interval')
-              AND rt.typname IN ('int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'text', 'bytea', 'oid', 'tid', 'xid',
-                                 'xid8', 'name', 'bool', 'jsonb', 'timestamptz', 'interval')
-              AND NOT EXISTS (SELECT FROM pg_operator p WHERE p.oprnamespace = n.oid AND p.oprname = op.oprname
-                                                         AND p.oprleft = op.oprleft AND p.oprright = op.oprright))) AS every_operator,
+       NOT EXISTS (
+           SELECT FROM regress.catalog_operators() c
+            WHERE NOT EXISTS (SELECT FROM pg_operator p WHERE p.oprnamespace = n.oid AND p.oprname = c.op
+                                                         AND p.oprleft = c.l::regtype::oid AND p.oprright = c.r::regtype::oid)) AS every_operator,
        count(*) FILTER (WHERE kind = 'format') AS formats,
        count(*) FILTER (WHERE kind = 'aggregate') AS aggregates, count(*) FILTER (WHERE kind = 'domain') AS domains
 FROM (SELECT oprnamespace, 'operator' FROM pg_operator
       UNION ALL SELECT pronamespace, CASE WHEN prokind = 'a' THEN 'aggregate' ELSE 'format' END FROM pg_proc
                 WHERE proname IN ('format', 'count', 'max')
       UNION ALL SELECT typnamespace, 'domain' FROM pg_type WHERE typtype = 'd') o(nsp, kind)
-JOIN pg_namespace n ON n.oid = o.nsp WHERE n.nspname IN ('public', 'mallory') GROUP BY 1 ORDER BY 1;
+JOIN pg_namespace n ON n.oid = o.nsp WHERE n.nspname IN ('public', 'mallory') GROUP BY n.nspname, n.oid ORDER BY 1;
 -- A temporary table named like the target (pg_temp is searched first for tables).
 CREATE TEMP TABLE sp_clients AS SELECT * FROM public.sp_clients;
 GRANT SELECT ON public.sp_clients TO regress_app;
@@ -206,4 +184,5 @@ DROP TABLE pg_temp.sp_clients;
 DROP TABLE public.sp_clients;
 DROP OWNED BY mallory;
 REVOKE CREATE ON SCHEMA public FROM mallory;
+REVOKE USAGE ON SCHEMA regress FROM mallory;
 DROP ROLE mallory;
