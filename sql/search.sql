@@ -418,10 +418,17 @@ BEGIN
             USING ERRCODE = '0A000',
                   HINT = 'BEFORE triggers fire in the byte order of their names: rename it to sort before zz_pazpaz_ (ALTER TRIGGER … RENAME TO …), or make it an AFTER trigger.';
     END IF;
+    -- The CALL relies on the trigger firing on its own UPDATEs, which it
+    -- does not under session_replication_role = replica.
+    IF pg_catalog.current_setting('session_replication_role') OPERATOR(pg_catalog.<>) 'origin' THEN
+        RAISE EXCEPTION '% must be run with session_replication_role = origin (the index''s trigger does not fire otherwise)', caller
+            USING ERRCODE = '55000';
+    END IF;
     -- The index the token column has already (the table may have been
     -- renamed since it was built); otherwise a relation of the index's
     -- name would make CREATE INDEX IF NOT EXISTS skip the build.
     idx := COALESCE(@extschema@.search_index_of(tbl, tokcol, kind)::pg_catalog.text, idx);
+    built := @extschema@.search_index_of(tbl, tokcol, kind) IS NOT NULL;
     IF @extschema@.search_index_of(tbl, tokcol, kind) IS NULL
        AND EXISTS (SELECT FROM pg_catalog.pg_class c
                     WHERE c.relname OPERATOR(pg_catalog.=) idx
@@ -778,8 +785,10 @@ BEGIN
     IF (fast OR recheck_all) AND NOT citus_table THEN
         IF kind OPERATOR(pg_catalog.=) 'exact' THEN
             -- (See below.)
-            EXECUTE mkidx;
-            built := true;
+            IF NOT built THEN
+                EXECUTE mkidx;
+                built := true;
+            END IF;
             PERFORM pg_catalog.set_config('enable_seqscan', 'off', true);
         END IF;
         PERFORM pg_catalog.set_config('row_security', 'off', true);

@@ -176,74 +176,185 @@ unsafe fn target(stmt: *mut pg_sys::Node) -> Option<Target> {
     }
 }
 
-/// The relation and the columns (a `List` of C strings) whose type an
-/// `ALTER TABLE … ALTER COLUMN … TYPE` changes, if it has such a command.
+/// The relation and the columns (a `List` of C strings) a statement
+/// rewrites, drops or renames without firing triggers: `ALTER COLUMN …
+/// TYPE`, `DROP COLUMN`, `RENAME COLUMN` (the old and the new name).
 ///
 /// # Safety
 /// `stmt` is a valid utility statement node.
-unsafe fn retyped_columns(stmt: *mut pg_sys::Node) -> Option<(*mut pg_sys::RangeVar, *mut pg_sys::List)> {
-    // SAFETY: the cast matches the node's tag; the commands are the
-    // statement's AlterTableCmd nodes.
+unsafe fn columns_changed(stmt: *mut pg_sys::Node) -> Option<(*mut pg_sys::RangeVar, *mut pg_sys::List)> {
+    // SAFETY: each cast matches the node's tag; the commands are the
+    // statement's AlterTableCmd nodes, the names its C strings.
     unsafe {
-        if (*stmt).type_ != pg_sys::NodeTag::T_AlterTableStmt {
-            return None;
-        }
-        let alter = &*stmt.cast::<pg_sys::AlterTableStmt>();
         let mut cols: *mut pg_sys::List = std::ptr::null_mut();
-        for cmd in pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg(alter.cmds).iter_ptr() {
-            if (*cmd).subtype == pg_sys::AlterTableType::AT_AlterColumnType && !(*cmd).name.is_null() {
-                cols = pg_sys::lappend(cols, (*cmd).name.cast());
+        let rv = match (*stmt).type_ {
+            pg_sys::NodeTag::T_AlterTableStmt => {
+                let alter = &*stmt.cast::<pg_sys::AlterTableStmt>();
+                for cmd in pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg(alter.cmds).iter_ptr() {
+                    let t = (*cmd).subtype;
+                    if (t == pg_sys::AlterTableType::AT_AlterColumnType || t == pg_sys::AlterTableType::AT_DropColumn)
+                        && !(*cmd).name.is_null()
+                    {
+                        cols = pg_sys::lappend(cols, (*cmd).name.cast());
+                    }
+                }
+                alter.relation
             }
-        }
-        (!cols.is_null()).then_some((alter.relation, cols))
+            pg_sys::NodeTag::T_RenameStmt => {
+                let rename = &*stmt.cast::<pg_sys::RenameStmt>();
+                if rename.renameType != pg_sys::ObjectType::OBJECT_COLUMN {
+                    return None;
+                }
+                for name in [rename.subname, rename.newname] {
+                    if !name.is_null() {
+                        cols = pg_sys::lappend(cols, name.cast());
+                    }
+                }
+                rename.relation
+            }
+            _ => return None,
+        };
+        (!cols.is_null() && !rv.is_null()).then_some((rv, cols))
     }
 }
 
-/// The trigger of a search index of `$1` whose source is one of the columns
-/// `$2`. Every name and operator is schema-qualified (the caller's
-/// search_path). `tgargs` holds the arguments each followed by a NUL; the
-/// third is the source column (src/search.rs), compared in `escape`
-/// encoding (where a NUL is `\000`).
-const RETYPED_SOURCE: &str = r#"
-SELECT t.tgname::pg_catalog.text FROM pg_catalog.pg_trigger t, pg_catalog.pg_extension e
+/// The relation of a statement that changes when its triggers fire: `ALTER
+/// TABLE … ENABLE/DISABLE [REPLICA | ALWAYS] TRIGGER …`, `CREATE OR REPLACE
+/// TRIGGER`.
+///
+/// # Safety
+/// `stmt` is a valid utility statement node.
+unsafe fn triggers_changed(stmt: *mut pg_sys::Node) -> Option<*mut pg_sys::RangeVar> {
+    // SAFETY: each cast matches the node's tag.
+    unsafe {
+        match (*stmt).type_ {
+            pg_sys::NodeTag::T_AlterTableStmt => {
+                let alter = &*stmt.cast::<pg_sys::AlterTableStmt>();
+                const TRIGGER_STATES: [pg_sys::AlterTableType::Type; 8] = [
+                    pg_sys::AlterTableType::AT_EnableTrig,
+                    pg_sys::AlterTableType::AT_EnableAlwaysTrig,
+                    pg_sys::AlterTableType::AT_EnableReplicaTrig,
+                    pg_sys::AlterTableType::AT_DisableTrig,
+                    pg_sys::AlterTableType::AT_EnableTrigAll,
+                    pg_sys::AlterTableType::AT_DisableTrigAll,
+                    pg_sys::AlterTableType::AT_EnableTrigUser,
+                    pg_sys::AlterTableType::AT_DisableTrigUser,
+                ];
+                let any = pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg(alter.cmds)
+                    .iter_ptr()
+                    .any(|cmd| TRIGGER_STATES.contains(&(*cmd).subtype));
+                any.then_some(alter.relation)
+            }
+            pg_sys::NodeTag::T_CreateTrigStmt => {
+                let create = &*stmt.cast::<pg_sys::CreateTrigStmt>();
+                create.replace.then_some(create.relation)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The search index triggers of `$1` (oid, name, source and token column
+/// in `escape` encoding): `tgargs` holds the arguments each followed by a
+/// NUL (`\000` in that encoding); the third is the source column, the
+/// fourth the token column (src/search.rs). Every name and operator is
+/// schema-qualified (the caller's search_path).
+macro_rules! search_triggers {
+    () => {
+        r#"
+SELECT t.oid, t.tgname::pg_catalog.text,
+       pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\000', 3) AS source,
+       pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\000', 4) AS token
+  FROM pg_catalog.pg_trigger t, pg_catalog.pg_extension e
  WHERE e.extname OPERATOR(pg_catalog.=) 'pazpaz_crypto'
    AND t.tgrelid OPERATOR(pg_catalog.=) $1
    AND t.tgfoid OPERATOR(pg_catalog.=) ANY (
         SELECT p.oid FROM pg_catalog.pg_proc p
          WHERE p.proname OPERATOR(pg_catalog.=) 'blind_index_trigger'
            AND p.pronamespace OPERATOR(pg_catalog.=) e.extnamespace)
-   AND pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\000', 3) OPERATOR(pg_catalog.=) ANY (
-        SELECT pg_catalog.encode(pg_catalog.convert_to(c, 'UTF8'), 'escape') FROM pg_catalog.unnest($2) c)
- ORDER BY 1 LIMIT 1
-"#;
+"#
+    };
+}
+const SEARCH_TRIGGERS: &str = search_triggers!();
 
-/// Refuses `ALTER COLUMN … TYPE` of a search index's source column: the
-/// rewrite changes every value without firing the index's trigger, which
-/// would leave every token stale (and the trigger's comment saying its
-/// tokens are current, which a CALL that resumes the index trusts).
-#[pg_guard]
-extern "C-unwind" fn after_retype(rv: *mut pg_sys::RangeVar, cols: *mut pg_sys::List) {
-    // SAFETY: the statement's own RangeVar and list of column names; no
-    // lock is taken (the statement holds its own).
-    let (relid, names) = unsafe {
-        let relid = pg_sys::RangeVarGetRelidExtended(
+/// The first search index trigger of `$1` whose source or token column is
+/// one of the columns `$2`.
+const SEARCH_TRIGGER_OF_COLUMNS: &str = concat!(
+    "SELECT s.tgname FROM (",
+    search_triggers!(),
+    ") s, (SELECT pg_catalog.array_agg(pg_catalog.encode(pg_catalog.convert_to(n, 'UTF8'), 'escape')) AS names",
+    " FROM pg_catalog.unnest($2) n) c",
+    " WHERE s.source OPERATOR(pg_catalog.=) ANY (c.names) OR s.token OPERATOR(pg_catalog.=) ANY (c.names)",
+    " ORDER BY 1 LIMIT 1"
+);
+
+/// The relation's oid, as the statement found it (or InvalidOid).
+///
+/// # Safety
+/// `rv` is the statement's own RangeVar; no lock is taken (the statement
+/// holds its own).
+unsafe fn relid_of(rv: *mut pg_sys::RangeVar) -> pg_sys::Oid {
+    // SAFETY: per the contract.
+    unsafe {
+        pg_sys::RangeVarGetRelidExtended(
             rv,
             pg_sys::NoLock as _,
             pg_sys::RVROption::RVR_MISSING_OK,
             None,
             std::ptr::null_mut(),
-        );
+        )
+    }
+}
+
+/// Refuses a rewrite, drop or rename of a search index's source or token
+/// column: `ALTER COLUMN … TYPE` changes every value without firing the
+/// index's trigger, and the trigger names both columns by name, so a
+/// column dropped, renamed or swapped in under that name leaves every token
+/// stale (under the trigger's comment that says they are current, which a
+/// CALL that resumes the index trusts). Drop the index first.
+#[pg_guard]
+extern "C-unwind" fn after_column_change(rv: *mut pg_sys::RangeVar, cols: *mut pg_sys::List) {
+    // SAFETY: the statement's own RangeVar and list of column names.
+    let (relid, names) = unsafe {
         let names: Vec<String> = pgrx::PgList::<std::ffi::c_char>::from_pg(cols)
             .iter_ptr()
             .map(|c| std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned())
             .collect();
-        (relid, names)
+        (relid_of(rv), names)
     };
     if relid == pg_sys::InvalidOid {
         return;
     }
-    if let Ok(Some(trigger)) = Spi::get_one_with_args::<String>(RETYPED_SOURCE, &[relid.into(), names.into()]) {
-        raise(Error::SearchSourceRetyped { trigger });
+    if let Ok(Some(trigger)) =
+        Spi::get_one_with_args::<String>(SEARCH_TRIGGER_OF_COLUMNS, &[relid.into(), names.into()])
+    {
+        raise(Error::SearchColumnChanged { trigger });
+    }
+}
+
+/// After a statement that changes when the table's triggers fire (one
+/// disabled and enabled again for a bulk load lets writes pass the search
+/// index's trigger by), the comments of the table's search index triggers
+/// are removed: a CALL that resumes such an index then trusts none of its
+/// tokens and computes every one again (sql/search.sql,
+/// search_current_mark).
+#[pg_guard]
+extern "C-unwind" fn after_trigger_change(rv: *mut pg_sys::RangeVar) {
+    // SAFETY: the statement's own RangeVar.
+    let relid = unsafe { relid_of(rv) };
+    if relid == pg_sys::InvalidOid {
+        return;
+    }
+    let oids: Vec<pg_sys::Oid> = Spi::connect(|client| {
+        client
+            .select(SEARCH_TRIGGERS, None, &[relid.into()])
+            .map(|rows| rows.filter_map(|r| r.get::<pg_sys::Oid>(1).ok().flatten()).collect())
+            .unwrap_or_default()
+    });
+    for oid in oids {
+        // SAFETY: a trigger's oid; removes its comment (if any) in this
+        // transaction, as COMMENT ON TRIGGER … IS NULL would.
+        unsafe { pg_sys::DeleteComments(oid, pg_sys::TriggerRelationId, 0) };
     }
 }
 
@@ -323,8 +434,11 @@ unsafe extern "C-unwind" fn process_utility(
             if let Some(t) = target(stmt) {
                 after_utility(t);
             }
-            if let Some((rv, cols)) = retyped_columns(stmt) {
-                after_retype(rv, cols);
+            if let Some((rv, cols)) = columns_changed(stmt) {
+                after_column_change(rv, cols);
+            }
+            if let Some(rv) = triggers_changed(stmt) {
+                after_trigger_change(rv);
             }
         }
     }

@@ -53,7 +53,7 @@ pub fn hint(e: &Error) -> Option<&'static str> {
         Error::PlaintextIndex => Some("Index key_version(col) or the ciphertext itself; never an expression that decrypts."),
         Error::MissingIndexKey { .. } | Error::IndexKeyNotSet { .. } => Some("An application sets its index key per session or transaction with SELECT set_config('pazpaz.index_key', $1, false), like its data keys."),
         Error::TriggerAfterSearchIndex { .. } => Some("BEFORE triggers fire in the byte order of their names: rename it to sort before zz_pazpaz_ (ALTER TRIGGER … RENAME TO …), or make it an AFTER trigger."),
-        Error::SearchSourceRetyped { .. } => Some("Drop the search index first (drop_blind_index / drop_match_index), change the column, then add the index again."),
+        Error::SearchColumnChanged { .. } => Some("Drop the search index first (drop_blind_index / drop_match_index), change the column, then add the index again."),
         Error::QueryTooShort => Some("Trigram tokens cannot narrow a shorter query down; search such values with the exact blind index, or scan."),
         Error::BothKeySettings => Some("Use pazpaz.encryption_keys with pazpaz.encryption_key_version for several keys, or pazpaz.encryption_key for one."),
         Error::NoKek => Some("See the README, \"Wrapped keys\": the postmaster loads the key-encryption keys at start-up. kek_status() lists the loaded ones."),

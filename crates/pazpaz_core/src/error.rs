@@ -170,10 +170,10 @@ pub enum Error {
     /// is computed, leaving it stale.
     #[error("Trigger \"{trigger}\" fires after the trigger of the search index {index} and could change its source after the token is computed")]
     TriggerAfterSearchIndex { index: String, trigger: String },
-    /// `ALTER COLUMN … TYPE` of a search index's source column: it rewrites
-    /// every value without firing the index's trigger.
-    #[error("ALTER COLUMN … TYPE would rewrite the source column of the search index of trigger \"{trigger}\" without computing its tokens")]
-    SearchSourceRetyped { trigger: String },
+    /// A rewrite, drop or rename of a search index's source or token column
+    /// (`src/ddl_guard.rs`): the trigger would not see it.
+    #[error("ALTER TABLE would rewrite, drop or rename the source or token column of the search index of trigger \"{trigger}\" without computing its tokens")]
+    SearchColumnChanged { trigger: String },
     /// A key setting's value longer than `keyring::MAX_SETTING_BYTES` (the
     /// check hook names the setting).
     #[error("longer than {max} bytes")]
@@ -247,7 +247,7 @@ impl Error {
             UnregisteredSearchIndex { .. } => ErrorClass::InsufficientPrivilege,
             SearchInputTooLarge { .. } | SearchOutOfMemory => ErrorClass::TooLarge,
             SearchSourceType { .. } => ErrorClass::DatatypeMismatch,
-            TriggerAfterSearchIndex { .. } | SearchSourceRetyped { .. } => ErrorClass::Unsupported,
+            TriggerAfterSearchIndex { .. } | SearchColumnChanged { .. } => ErrorClass::Unsupported,
             NoKek | NoTransportSecret => ErrorClass::MissingKey,
             UnknownKek { .. } => ErrorClass::UnknownVersion,
             // A tampered or truncated wrapped key is a failed authentication,
