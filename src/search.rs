@@ -1086,9 +1086,9 @@ unsafe fn before_trigger_after(td: &pg_sys::TriggerData, ours: &pg_sys::Trigger,
         if !update || t.tgnattr <= 0 || t.tgattr.is_null() {
             return true;
         }
-        // SAFETY: `tgattr` holds `tgnattr` attribute numbers; the set of
-        // updated columns is the one PostgreSQL tests UPDATE OF against
-        // (offset by FirstLowInvalidHeapAttributeNumber).
+        // The set of updated columns is the one PostgreSQL tests UPDATE OF
+        // against (offset by FirstLowInvalidHeapAttributeNumber).
+        // SAFETY: `tgattr` holds `tgnattr` attribute numbers.
         unsafe {
             std::slice::from_raw_parts(t.tgattr, usize::try_from(t.tgnattr).unwrap_or(0)).iter().any(|&a| {
                 pg_sys::bms_is_member(i32::from(a) - pg_sys::FirstLowInvalidHeapAttributeNumber, td.tg_updatedcols)
