@@ -143,6 +143,8 @@ COMMENT ON FUNCTION @extschema@.search_current_mark() IS
   'Internal to add_blind_index/add_match_index: the comment on a search index''s trigger once it keeps every token current';
 COMMENT ON FUNCTION @extschema@.search_index_of(pg_catalog.regclass, pg_catalog.name, pg_catalog.text) IS
   'Internal to add_blind_index/add_match_index: the B-tree or GIN index of a token column, if it has one';
+COMMENT ON FUNCTION @extschema@.search_batch_begin(pg_catalog.regclass, pg_catalog.text, pg_catalog.text) IS
+  'Internal to add_blind_index/add_match_index: locks the table by OID at the start of a transaction of the CALL, checks it still has the name the CALL writes to, and turns row-level security off for the transaction';
 COMMENT ON FUNCTION @extschema@.search_trigger_after(pg_catalog.regclass, pg_catalog.name) IS
   'Internal to add_blind_index/add_match_index: a BEFORE row trigger of the table that would fire after the search index''s trigger';
 COMMENT ON FUNCTION @extschema@.search_table_runs_code(pg_catalog.regclass, pg_catalog.name) IS

@@ -221,6 +221,27 @@ AS $fn$
      ORDER BY t.tgname LIMIT 1
 $fn$;
 
+-- The start of each transaction of a CALL after its first: the table
+-- locked by OID (ROW EXCLUSIVE, as its UPDATEs take; src/rotation.rs,
+-- rotation_lock) and its name checked against the one the CALL's
+-- statements were written with, so that they never reach another table
+-- renamed into that name meanwhile (the lock keeps the name until the
+-- transaction ends); and row-level security off for the transaction (see
+-- search_index_add). Without SET search_path, whose restore at the
+-- function's end would undo that setting: everything here is qualified.
+-- Internal.
+CREATE FUNCTION search_batch_begin(tbl regclass, rel text, caller text) RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+AS $fn$
+BEGIN
+    IF (COALESCE(@extschema@.rotation_lock(tbl), @extschema@.rotation_lock_table(tbl)) OPERATOR(pg_catalog.=) rel) IS NOT TRUE THEN
+        RAISE EXCEPTION '%: % was renamed during the CALL', caller, tbl
+            USING ERRCODE = '55000', HINT = 'CALL it again: it resumes.';
+    END IF;
+    PERFORM pg_catalog.set_config('row_security', 'off', true);
+END
+$fn$;
+
 -- Shared by add_blind_index and add_match_index (kind 'exact' or 'match').
 CREATE PROCEDURE search_index_add(
     kind text,
@@ -359,12 +380,13 @@ BEGIN
             USING ERRCODE = '55000', DETAIL = pg_catalog.format('%s decrypts %s to index it.', caller, col);
     END IF;
 
-    -- schema.name, both quoted (see rotate_column).
+    -- schema.name, both quoted (see rotate_column), read under the lock
+    -- that keeps it (every later transaction checks it: search_batch_begin).
+    rel := @extschema@.rotation_lock_table(tbl);
     SELECT ns.nspname, c.relname INTO STRICT nsp, relname
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
      WHERE c.oid OPERATOR(pg_catalog.=) tbl;
-    rel := pg_catalog.format('%I.%I', nsp, relname);
     -- A Citus table (distributed or reference): the trigger is created on
     -- its shards too (Citus propagates it, to nodes added later as well) and
     -- fires on the workers, which verify its binding to the table (name and owner)
@@ -610,7 +632,7 @@ BEGIN
     -- (FORCE ROW LEVEL SECURITY applies to the owner): off in each
     -- transaction, so that a policy that would filter the table makes the
     -- CALL fail (42501) instead of reporting done over part of it.
-    PERFORM pg_catalog.set_config('row_security', 'off', true);
+    PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
     -- How many rows to index: counted; on a table of more than 10,000
     -- blocks (80 MB) estimated from a sample of about 1,000 of them, as
     -- rotate_column does (a count costs about a twelfth of the backfill;
@@ -642,7 +664,7 @@ BEGIN
         $q$, rel, cond, tokcol, keycols, keyjoin, col);
         LOOP
             PERFORM @extschema@.forward_keys();
-            PERFORM pg_catalog.set_config('row_security', 'off', true);
+            PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
             EXECUTE upd USING batch_size;
             GET DIAGNOSTICS n = ROW_COUNT;
             COMMIT;
@@ -651,7 +673,7 @@ BEGIN
             done := done OPERATOR(pg_catalog.+) n;
             RAISE NOTICE 'batch %: %/% rows', batch, done, total;
         END LOOP;
-        PERFORM pg_catalog.set_config('row_security', 'off', true);
+        PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
         EXECUTE q INTO remaining;
         COMMIT;
     END IF;
@@ -670,7 +692,7 @@ BEGIN
         COMMIT;
         SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
         WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
-            PERFORM pg_catalog.set_config('row_security', 'off', true);
+            PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
             writes := @extschema@.rotation_table_writes(tbl);
             EXECUTE upd_fast USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
                                    pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
@@ -703,6 +725,7 @@ BEGIN
         -- The trigger on UPDATE too. Its lock (SHARE ROW EXCLUSIVE) waits
         -- for every transaction writing the table; every write after it
         -- keeps the token current.
+        PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
         writes := @extschema@.rotation_table_writes(tbl);
         EXECUTE 'CREATE OR REPLACE ' OPERATOR(pg_catalog.||) mktrig;
         IF @extschema@.search_table_runs_code(tbl, trig) THEN
@@ -750,7 +773,7 @@ BEGIN
             SELECT b.nblocks, b.step INTO nblocks, step FROM @extschema@.search_batch_blocks(tbl, batch_size, total) b;
             blk := 0;
             WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
-                PERFORM pg_catalog.set_config('row_security', 'off', true);
+                PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
                 EXECUTE fix USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
                                   pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
                 GET DIAGNOSTICS n = ROW_COUNT;
@@ -768,7 +791,7 @@ BEGIN
         END IF;
         -- (The ids as a constant, which PostgreSQL looks up in a hash
         -- table; a parameter would be searched in order, row by row.)
-        PERFORM pg_catalog.set_config('row_security', 'off', true);
+        PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
         EXECUTE pg_catalog.format($q$
             UPDATE %1$s SET %2$I = NULL
              WHERE xmin OPERATOR(pg_catalog.<>) ALL (%4$L::pg_catalog.xid[]) AND (%3$I IS NOT NULL OR %2$I IS NOT NULL)
@@ -791,7 +814,7 @@ BEGIN
             END IF;
             PERFORM pg_catalog.set_config('enable_seqscan', 'off', true);
         END IF;
-        PERFORM pg_catalog.set_config('row_security', 'off', true);
+        PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
         EXECUTE q INTO remaining;
         COMMIT;
     END IF;
@@ -802,7 +825,7 @@ BEGIN
         SELECT b.nblocks, b.step INTO nblocks, step FROM @extschema@.search_batch_blocks(tbl, batch_size, remaining) b;
         blk := 0;
         WHILE blk OPERATOR(pg_catalog.<) nblocks LOOP
-            PERFORM pg_catalog.set_config('row_security', 'off', true);
+            PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
             EXECUTE upd USING pg_catalog.format('(%s,0)', blk)::pg_catalog.tid,
                               pg_catalog.format('(%s,0)', blk OPERATOR(pg_catalog.+) step)::pg_catalog.tid;
             GET DIAGNOSTICS n = ROW_COUNT;
@@ -826,7 +849,7 @@ BEGIN
             END IF;
             PERFORM pg_catalog.set_config('enable_seqscan', 'off', true);
         END IF;
-        PERFORM pg_catalog.set_config('row_security', 'off', true);
+        PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
         EXECUTE q INTO remaining;
         COMMIT;
     END LOOP;
@@ -836,6 +859,7 @@ BEGIN
         RETURN;
     END IF;
 
+    PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
     IF NOT built THEN
         EXECUTE mkidx;
     END IF;

@@ -218,13 +218,14 @@ unsafe fn columns_changed(stmt: *mut pg_sys::Node) -> Option<(*mut pg_sys::Range
     }
 }
 
-/// The relation of a statement that changes when its triggers fire: `ALTER
-/// TABLE … ENABLE/DISABLE [REPLICA | ALWAYS] TRIGGER …`, `CREATE OR REPLACE
-/// TRIGGER`.
+/// The relation of a statement that changes when or in which order its
+/// triggers fire, and the statement's name: `ALTER TABLE … ENABLE/DISABLE
+/// [REPLICA | ALWAYS] TRIGGER …`, `CREATE OR REPLACE TRIGGER`, `ALTER
+/// TRIGGER … RENAME` (BEFORE triggers fire in the order of their names).
 ///
 /// # Safety
 /// `stmt` is a valid utility statement node.
-unsafe fn triggers_changed(stmt: *mut pg_sys::Node) -> Option<*mut pg_sys::RangeVar> {
+unsafe fn triggers_changed(stmt: *mut pg_sys::Node) -> Option<(*mut pg_sys::RangeVar, &'static std::ffi::CStr)> {
     // SAFETY: each cast matches the node's tag.
     unsafe {
         match (*stmt).type_ {
@@ -243,11 +244,15 @@ unsafe fn triggers_changed(stmt: *mut pg_sys::Node) -> Option<*mut pg_sys::Range
                 let any = pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg(alter.cmds)
                     .iter_ptr()
                     .any(|cmd| TRIGGER_STATES.contains(&(*cmd).subtype));
-                any.then_some(alter.relation)
+                any.then_some((alter.relation, c"ALTER TABLE"))
             }
             pg_sys::NodeTag::T_CreateTrigStmt => {
                 let create = &*stmt.cast::<pg_sys::CreateTrigStmt>();
-                create.replace.then_some(create.relation)
+                create.replace.then_some((create.relation, c"CREATE OR REPLACE TRIGGER"))
+            }
+            pg_sys::NodeTag::T_RenameStmt => {
+                let rename = &*stmt.cast::<pg_sys::RenameStmt>();
+                (rename.renameType == pg_sys::ObjectType::OBJECT_TRIGGER).then_some((rename.relation, c"ALTER TRIGGER"))
             }
             _ => None,
         }
@@ -332,14 +337,24 @@ extern "C-unwind" fn after_column_change(rv: *mut pg_sys::RangeVar, cols: *mut p
     }
 }
 
-/// After a statement that changes when the table's triggers fire (one
-/// disabled and enabled again for a bulk load lets writes pass the search
-/// index's trigger by), the comments of the table's search index triggers
-/// are removed: a CALL that resumes such an index then trusts none of its
-/// tokens and computes every one again (sql/search.sql,
-/// search_current_mark).
+/// After a statement that changes when or in which order the triggers of a
+/// table with a search index fire:
+///
+/// - it is refused if it ran inside a statement that is using the table
+///   (from a function that statement called, or one of its triggers), as
+///   ALTER TABLE is: the statement fires the triggers it started with, in
+///   their order then, while the index's trigger checks the order the
+///   relation has now (src/search.rs, `before_trigger_after`), so a later
+///   trigger renamed to sort first mid-statement would change a source
+///   after its token was computed. `ALTER TRIGGER … RENAME` and `CREATE OR
+///   REPLACE TRIGGER` do not check this themselves.
+/// - The comments of the table's search index triggers are removed (one
+///   disabled and enabled again for a bulk load lets writes pass the search
+///   index's trigger by): a CALL that resumes such an index then trusts none
+///   of its tokens and computes every one again (sql/search.sql,
+///   search_current_mark).
 #[pg_guard]
-extern "C-unwind" fn after_trigger_change(rv: *mut pg_sys::RangeVar) {
+extern "C-unwind" fn after_trigger_change(rv: *mut pg_sys::RangeVar, stmt_name: *const std::ffi::c_char) {
     // SAFETY: the statement's own RangeVar.
     let relid = unsafe { relid_of(rv) };
     if relid == pg_sys::InvalidOid {
@@ -351,6 +366,18 @@ extern "C-unwind" fn after_trigger_change(rv: *mut pg_sys::RangeVar) {
             .map(|rows| rows.filter_map(|r| r.get::<pg_sys::Oid>(1).ok().flatten()).collect())
             .unwrap_or_default()
     });
+    if oids.is_empty() {
+        return;
+    }
+    // SAFETY: the statement holds its lock on the relation (NoLock here);
+    // CheckTableNotInUse raises an ERROR (55006) if any other reference to
+    // it is open in this backend, or it has pending AFTER trigger events;
+    // the reference opened here is released by the abort then.
+    unsafe {
+        let rel = pg_sys::relation_open(relid, pg_sys::NoLock as _);
+        pg_sys::CheckTableNotInUse(rel, stmt_name);
+        pg_sys::relation_close(rel, pg_sys::NoLock as _);
+    }
     for oid in oids {
         // SAFETY: a trigger's oid; removes its comment (if any) in this
         // transaction, as COMMENT ON TRIGGER … IS NULL would.
@@ -437,8 +464,8 @@ unsafe extern "C-unwind" fn process_utility(
             if let Some((rv, cols)) = columns_changed(stmt) {
                 after_column_change(rv, cols);
             }
-            if let Some(rv) = triggers_changed(stmt) {
-                after_trigger_change(rv);
+            if let Some((rv, name)) = triggers_changed(stmt) {
+                after_trigger_change(rv, name.as_ptr());
             }
         }
     }

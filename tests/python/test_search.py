@@ -186,6 +186,57 @@ def test_an_interrupted_backfill_resumes(server, conn):
     assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'big_email_bidx'").fetchone()[0] == 1
 
 
+def test_a_table_swapped_in_under_its_name_during_the_call_is_never_written(server, conn):
+    """The owner renames the table away and another one into its name while
+    the CALL runs (an online migration): the CALL's next transaction finds
+    the name changed and stops (55000), before writing or indexing the
+    other table; CALLed again on the table it was given, it finishes."""
+    data_key, index_key = new_key(), new_key()
+    set_keys(conn, data_key, index_key)
+    conn.execute("CREATE TABLE sw (id int PRIMARY KEY, email encrypted_text)")
+    conn.execute("INSERT INTO sw SELECT i, 'u' || i || '@x.org' FROM generate_series(1, 4000) i")
+    # A BEFORE UPDATE trigger that sorts first: the walk then runs with the
+    # index's trigger on UPDATE, a batch at a time, slowly.
+    conn.execute("""CREATE FUNCTION sw_slow() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN PERFORM pg_sleep(0.001); RETURN NEW; END $$""")
+    conn.execute("CREATE TRIGGER a_slow BEFORE UPDATE ON sw FOR EACH ROW EXECUTE FUNCTION sw_slow()")
+    conn.execute("CREATE TABLE sw_new (id int PRIMARY KEY, email encrypted_text)")
+    conn.execute("INSERT INTO sw_new SELECT i, 'n' || i || '@x.org' FROM generate_series(1, 4000) i")
+    oid = conn.execute("SELECT 'sw'::regclass::oid").fetchone()[0]
+    worker = psycopg.connect(conn.info.dsn, autocommit=True)
+    set_keys(worker, data_key, index_key)
+    errors = []
+
+    def run():
+        try:
+            worker.execute("CALL add_blind_index(%s::oid::regclass, 'email', batch_size => 200)", (oid,))
+        except psycopg.Error as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    wait_until(lambda: conn.execute("SELECT count(*) FROM sw WHERE email_bidx IS NOT NULL").fetchone()[0]
+               if conn.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = %s AND attname = 'email_bidx'",
+                               (oid,)).fetchone()[0] else False,
+               "the walk started")
+    with conn.transaction():
+        conn.execute("ALTER TABLE sw RENAME TO sw_old")
+        conn.execute("ALTER TABLE sw_new RENAME TO sw")
+    t.join()
+    worker.close()
+    assert errors and errors[0].sqlstate == "55000", errors
+    assert "renamed during the CALL" in str(errors[0])
+    # The other table: no token column, trigger or index of the CALL's.
+    assert conn.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'sw'::regclass AND attname = 'email_bidx'"
+                        ).fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'sw'::regclass").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM pg_index WHERE indrelid = 'sw'::regclass").fetchone()[0] == 1
+    conn.execute("CALL add_blind_index('sw_old', 'email', batch_size => 1000)")
+    row = conn.execute("SELECT count(*) FILTER (WHERE email_bidx = blind_index_for('sw_old', 'email_bidx', email::text)),"
+                       " count(*) FROM sw_old").fetchone()
+    assert row == (4000, 4000)
+
+
 def wait_until(cond, what, timeout=60):
     deadline = time.time() + timeout
     while not cond():

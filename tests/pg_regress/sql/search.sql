@@ -351,6 +351,26 @@ SELECT set_config('pazpaz.encryption_key', :'data_key', false) IS NOT NULL AS da
        set_config('pazpaz.index_key', :'index_key', false) IS NOT NULL AS index_key_set;
 SELECT regress.try($$INSERT INTO ord VALUES (23, 'Name@X.org')$$) AS name_order;
 DROP TRIGGER a_second ON ord;
+-- A rename inside a statement that writes the table (from a function in its
+-- VALUES list) would change the order the index's trigger checks, not the
+-- one that statement fires in (zzz_norm after it): refused then, as ALTER
+-- TABLE is, and the INSERT with it. At the top level it is not.
+CREATE TRIGGER zzz_norm BEFORE INSERT OR UPDATE ON ord FOR EACH ROW EXECUTE FUNCTION ord_norm();
+CREATE FUNCTION ord_rename() RETURNS encrypted_text LANGUAGE plpgsql AS $$
+BEGIN
+    ALTER TRIGGER zzz_norm ON ord RENAME TO a_norm;
+    RETURN 'n'::text::encrypted_text;
+END $$;
+SELECT regress.try($$INSERT INTO ord VALUES (24, 'Evil@X.org', ord_rename())$$) AS renamed_mid_statement;
+SELECT count(*) AS inserted, (SELECT array_agg(tgname ORDER BY tgname) FROM pg_trigger
+                               WHERE tgrelid = 'ord'::regclass AND tgname IN ('zzz_norm', 'a_norm')) AS names
+  FROM ord WHERE id = 24;
+SELECT regress.try($$SELECT ord_rename()$$) AS renamed_alone;
+SELECT regress.try($$INSERT INTO ord VALUES (24, 'Evil@X.org')$$) AS renamed_before;
+SELECT email_bidx = blind_index_for('ord', 'email_bidx', 'evil@x.org') AS current FROM ord WHERE id = 24;
+DROP TRIGGER a_norm ON ord;
+DROP FUNCTION ord_rename();
+DELETE FROM ord WHERE id = 24;
 -- A CALL that finds the index's trigger in another shape than it makes
 -- (disabled here, as for a bulk load) cannot know what writes passed it by:
 -- it makes it again and computes every token again.
