@@ -806,6 +806,7 @@ BEGIN
         END IF;
     END IF;
     IF (fast OR recheck_all) AND NOT citus_table THEN
+        PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
         IF kind OPERATOR(pg_catalog.=) 'exact' THEN
             -- (See below.)
             IF NOT built THEN
@@ -814,7 +815,6 @@ BEGIN
             END IF;
             PERFORM pg_catalog.set_config('enable_seqscan', 'off', true);
         END IF;
-        PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
         EXECUTE q INTO remaining;
         COMMIT;
     END IF;
@@ -837,6 +837,7 @@ BEGIN
             COMMIT;
             blk := blk OPERATOR(pg_catalog.+) step;
         END LOOP;
+        PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
         IF kind OPERATOR(pg_catalog.=) 'exact' THEN
             -- The B-tree, built now rather than after the check, answers
             -- the check (it holds the NULL tokens) instead of a scan of the
@@ -849,7 +850,6 @@ BEGIN
             END IF;
             PERFORM pg_catalog.set_config('enable_seqscan', 'off', true);
         END IF;
-        PERFORM @extschema@.search_batch_begin(tbl, rel, caller);
         EXECUTE q INTO remaining;
         COMMIT;
     END LOOP;

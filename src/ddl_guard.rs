@@ -29,6 +29,7 @@ use crate::error::raise;
 use crate::gucs;
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+static mut PREV_OBJECT_ACCESS: pg_sys::object_access_hook_type = None;
 
 mod unguarded {
     use pgrx::pg_sys;
@@ -59,6 +60,124 @@ pub fn init() {
     unsafe {
         PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
         pg_sys::ProcessUtility_hook = Some(process_utility);
+        PREV_OBJECT_ACCESS = pg_sys::object_access_hook;
+        pg_sys::object_access_hook = Some(object_access);
+    }
+}
+
+/// A trigger dropped, by any statement (`DROP TRIGGER`, `DROP FUNCTION …
+/// CASCADE`), from a table with a search index: refused while a statement of
+/// this session is using the table (`refuse_trigger_change`).
+#[pg_guard]
+extern "C-unwind" fn object_access(
+    access: pg_sys::ObjectAccessType::Type,
+    class_id: pg_sys::Oid,
+    object_id: pg_sys::Oid,
+    sub_id: std::ffi::c_int,
+    arg: *mut std::ffi::c_void,
+) {
+    // SAFETY: PostgreSQL's arguments, passed on unchanged to the previous hook.
+    unsafe {
+        if let Some(prev) = PREV_OBJECT_ACCESS {
+            prev(access, class_id, object_id, sub_id, arg);
+        }
+    }
+    if class_id != pg_sys::TriggerRelationId || access != pg_sys::ObjectAccessType::OAT_DROP {
+        return;
+    }
+    // The hook runs before the trigger is removed and before the table is
+    // opened for it (the lock taken is the one RemoveTriggerById takes).
+    if let Some(relid) = trigger_relid(object_id) {
+        refuse_trigger_change(relid, pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE, "DROP TRIGGER");
+    }
+}
+
+/// Refuses a change of the triggers of a table with a search index while a
+/// statement of this session is using the table (an INSERT or UPDATE that
+/// called the function that makes the change, or whose trigger does; an
+/// open cursor on it too), as PostgreSQL refuses `ALTER TABLE` then
+/// (CheckTableNotInUse's first test; 55006). Such a statement fires the
+/// triggers it started with, in their order then, while the index's trigger
+/// checks the triggers the relation has now (src/search.rs,
+/// `before_trigger_after`): a later trigger renamed to sort first, or
+/// dropped, mid-statement would change a source after its token was
+/// computed. Called where the changing statement holds no reference to the
+/// relation of its own; `lock` is one the statement takes or holds.
+fn refuse_trigger_change(relid: pg_sys::Oid, lock: pg_sys::LOCKMODE, action: &'static str) {
+    // SAFETY: the relation is opened under a lock (kept to the end of the
+    // transaction, as the statement's) and closed again before any ERROR.
+    let (in_use, table) = unsafe {
+        let rel = pg_sys::try_relation_open(relid, lock);
+        if rel.is_null() {
+            return;
+        }
+        let found = has_search_trigger(rel);
+        // This reference (and the relcache's own on a nailed relation).
+        let expected = if (*rel).rd_isnailed { 2 } else { 1 };
+        let in_use = found && (*rel).rd_refcnt != expected;
+        let table = if in_use {
+            std::ffi::CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_string_lossy().into_owned()
+        } else {
+            String::new()
+        };
+        pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        (in_use, table)
+    };
+    if in_use {
+        raise(Error::SearchTriggersInUse { action, table });
+    }
+}
+
+/// The table of a trigger, as the catalog shows it to the current command.
+fn trigger_relid(tgoid: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    // SAFETY: an index scan of pg_trigger by OID under AccessShareLock; the
+    // tuple's struct is read before the scan ends.
+    unsafe {
+        let catalog = pg_sys::table_open(pg_sys::TriggerRelationId, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let mut key = std::mem::MaybeUninit::<pg_sys::ScanKeyData>::zeroed();
+        pg_sys::ScanKeyInit(
+            key.as_mut_ptr(),
+            pg_sys::Anum_pg_trigger_oid as pg_sys::AttrNumber,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            pg_sys::Oid::from(pg_sys::F_OIDEQ),
+            pg_sys::Datum::from(tgoid),
+        );
+        let scan = pg_sys::systable_beginscan(
+            catalog,
+            pg_sys::Oid::from(pg_sys::TriggerOidIndexId),
+            true,
+            std::ptr::null_mut(),
+            1,
+            key.as_mut_ptr(),
+        );
+        let tuple = pg_sys::systable_getnext(scan);
+        let relid = (!tuple.is_null())
+            .then(|| (*pgrx::pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_trigger>(tuple)).tgrelid);
+        pg_sys::systable_endscan(scan);
+        pg_sys::table_close(catalog, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        relid
+    }
+}
+
+/// Whether the open relation has a trigger of a function named
+/// `blind_index_trigger` (in any schema: one of another schema only makes
+/// the check refuse more).
+///
+/// # Safety
+/// `rel` is an open relation.
+unsafe fn has_search_trigger(rel: pg_sys::Relation) -> bool {
+    // SAFETY: per the contract; the descriptor's array holds `numtriggers`
+    // triggers; get_func_name returns a palloc'd copy or NULL.
+    unsafe {
+        let desc = (*rel).trigdesc;
+        if desc.is_null() || (*desc).numtriggers <= 0 {
+            return false;
+        }
+        let all = std::slice::from_raw_parts((*desc).triggers, usize::try_from((*desc).numtriggers).unwrap_or(0));
+        all.iter().any(|t| {
+            let name = pg_sys::get_func_name(t.tgfoid);
+            !name.is_null() && std::ffi::CStr::from_ptr(name) == c"blind_index_trigger"
+        })
     }
 }
 
@@ -218,14 +337,13 @@ unsafe fn columns_changed(stmt: *mut pg_sys::Node) -> Option<(*mut pg_sys::Range
     }
 }
 
-/// The relation of a statement that changes when or in which order its
-/// triggers fire, and the statement's name: `ALTER TABLE … ENABLE/DISABLE
-/// [REPLICA | ALWAYS] TRIGGER …`, `CREATE OR REPLACE TRIGGER`, `ALTER
-/// TRIGGER … RENAME` (BEFORE triggers fire in the order of their names).
+/// The relation of a statement that changes when its triggers fire: `ALTER
+/// TABLE … ENABLE/DISABLE [REPLICA | ALWAYS] TRIGGER …`, `CREATE OR REPLACE
+/// TRIGGER`.
 ///
 /// # Safety
 /// `stmt` is a valid utility statement node.
-unsafe fn triggers_changed(stmt: *mut pg_sys::Node) -> Option<(*mut pg_sys::RangeVar, &'static std::ffi::CStr)> {
+unsafe fn triggers_changed(stmt: *mut pg_sys::Node) -> Option<*mut pg_sys::RangeVar> {
     // SAFETY: each cast matches the node's tag.
     unsafe {
         match (*stmt).type_ {
@@ -244,15 +362,11 @@ unsafe fn triggers_changed(stmt: *mut pg_sys::Node) -> Option<(*mut pg_sys::Rang
                 let any = pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg(alter.cmds)
                     .iter_ptr()
                     .any(|cmd| TRIGGER_STATES.contains(&(*cmd).subtype));
-                any.then_some((alter.relation, c"ALTER TABLE"))
+                any.then_some(alter.relation)
             }
             pg_sys::NodeTag::T_CreateTrigStmt => {
                 let create = &*stmt.cast::<pg_sys::CreateTrigStmt>();
-                create.replace.then_some((create.relation, c"CREATE OR REPLACE TRIGGER"))
-            }
-            pg_sys::NodeTag::T_RenameStmt => {
-                let rename = &*stmt.cast::<pg_sys::RenameStmt>();
-                (rename.renameType == pg_sys::ObjectType::OBJECT_TRIGGER).then_some((rename.relation, c"ALTER TRIGGER"))
+                create.replace.then_some(create.relation)
             }
             _ => None,
         }
@@ -311,6 +425,30 @@ unsafe fn relid_of(rv: *mut pg_sys::RangeVar) -> pg_sys::Oid {
     }
 }
 
+/// The relation of `ALTER TRIGGER … RENAME` and of `CREATE OR REPLACE
+/// TRIGGER` (which change the order or the set of the triggers a statement
+/// fires; `ALTER TABLE … ENABLE/DISABLE TRIGGER` is refused in use by
+/// PostgreSQL itself), and whether it is the latter.
+///
+/// # Safety
+/// `stmt` is a valid utility statement node.
+unsafe fn trigger_order_changed(stmt: *mut pg_sys::Node) -> Option<(*mut pg_sys::RangeVar, bool)> {
+    // SAFETY: each cast matches the node's tag.
+    unsafe {
+        match (*stmt).type_ {
+            pg_sys::NodeTag::T_RenameStmt => {
+                let rename = &*stmt.cast::<pg_sys::RenameStmt>();
+                (rename.renameType == pg_sys::ObjectType::OBJECT_TRIGGER).then_some((rename.relation, false))
+            }
+            pg_sys::NodeTag::T_CreateTrigStmt => {
+                let create = &*stmt.cast::<pg_sys::CreateTrigStmt>();
+                create.replace.then_some((create.relation, true))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Refuses a rewrite, drop or rename of a search index's source or token
 /// column: `ALTER COLUMN … TYPE` changes every value without firing the
 /// index's trigger, and the trigger names both columns by name, so a
@@ -337,24 +475,14 @@ extern "C-unwind" fn after_column_change(rv: *mut pg_sys::RangeVar, cols: *mut p
     }
 }
 
-/// After a statement that changes when or in which order the triggers of a
-/// table with a search index fire:
-///
-/// - it is refused if it ran inside a statement that is using the table
-///   (from a function that statement called, or one of its triggers), as
-///   ALTER TABLE is: the statement fires the triggers it started with, in
-///   their order then, while the index's trigger checks the order the
-///   relation has now (src/search.rs, `before_trigger_after`), so a later
-///   trigger renamed to sort first mid-statement would change a source
-///   after its token was computed. `ALTER TRIGGER … RENAME` and `CREATE OR
-///   REPLACE TRIGGER` do not check this themselves.
-/// - The comments of the table's search index triggers are removed (one
-///   disabled and enabled again for a bulk load lets writes pass the search
-///   index's trigger by): a CALL that resumes such an index then trusts none
-///   of its tokens and computes every one again (sql/search.sql,
-///   search_current_mark).
+/// After a statement that changes when the table's triggers fire (one
+/// disabled and enabled again for a bulk load lets writes pass the search
+/// index's trigger by), the comments of the table's search index triggers
+/// are removed: a CALL that resumes such an index then trusts none of its
+/// tokens and computes every one again (sql/search.sql,
+/// search_current_mark).
 #[pg_guard]
-extern "C-unwind" fn after_trigger_change(rv: *mut pg_sys::RangeVar, stmt_name: *const std::ffi::c_char) {
+extern "C-unwind" fn after_trigger_change(rv: *mut pg_sys::RangeVar) {
     // SAFETY: the statement's own RangeVar.
     let relid = unsafe { relid_of(rv) };
     if relid == pg_sys::InvalidOid {
@@ -366,22 +494,63 @@ extern "C-unwind" fn after_trigger_change(rv: *mut pg_sys::RangeVar, stmt_name: 
             .map(|rows| rows.filter_map(|r| r.get::<pg_sys::Oid>(1).ok().flatten()).collect())
             .unwrap_or_default()
     });
-    if oids.is_empty() {
-        return;
-    }
-    // SAFETY: the statement holds its lock on the relation (NoLock here);
-    // CheckTableNotInUse raises an ERROR (55006) if any other reference to
-    // it is open in this backend, or it has pending AFTER trigger events;
-    // the reference opened here is released by the abort then.
-    unsafe {
-        let rel = pg_sys::relation_open(relid, pg_sys::NoLock as _);
-        pg_sys::CheckTableNotInUse(rel, stmt_name);
-        pg_sys::relation_close(rel, pg_sys::NoLock as _);
-    }
     for oid in oids {
         // SAFETY: a trigger's oid; removes its comment (if any) in this
         // transaction, as COMMENT ON TRIGGER … IS NULL would.
         unsafe { pg_sys::DeleteComments(oid, pg_sys::TriggerRelationId, 0) };
+    }
+}
+
+/// After `ALTER TRIGGER … RENAME` or `CREATE OR REPLACE TRIGGER`: the
+/// statement has closed its reference to the relation (it keeps its lock).
+#[pg_guard]
+extern "C-unwind" fn after_trigger_order_change(rv: *mut pg_sys::RangeVar, replace: bool) {
+    let action = if replace { "CREATE OR REPLACE TRIGGER" } else { "ALTER TRIGGER" };
+    // SAFETY: the statement's own RangeVar.
+    let relid = unsafe { relid_of(rv) };
+    if relid != pg_sys::InvalidOid {
+        refuse_trigger_change(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE, action);
+    }
+}
+
+/// The schema of `ALTER SCHEMA … RENAME`.
+///
+/// # Safety
+/// `stmt` is a valid utility statement node.
+unsafe fn schema_renamed(stmt: *mut pg_sys::Node) -> Option<*const std::ffi::c_char> {
+    // SAFETY: the cast matches the node's tag.
+    unsafe {
+        if (*stmt).type_ != pg_sys::NodeTag::T_RenameStmt {
+            return None;
+        }
+        let rename = &*stmt.cast::<pg_sys::RenameStmt>();
+        (rename.renameType == pg_sys::ObjectType::OBJECT_SCHEMA && !rename.subname.is_null())
+            .then_some(rename.subname.cast_const())
+    }
+}
+
+/// Before a schema is renamed: its schema object locked ACCESS EXCLUSIVE
+/// (as DROP SCHEMA locks it), so that the rename waits for every
+/// transaction that locked the schema to keep the schema-qualified names it
+/// works with (rotate_column's and the search index CALLs' batches:
+/// src/rotation.rs, `rotation_lock`). PostgreSQL's own rename takes no lock
+/// on the schema's tables: a table locked by OID would otherwise keep its
+/// name while another schema, with a table of that name, is renamed into
+/// its schema's name, and a statement naming it would reach that table.
+#[pg_guard]
+extern "C-unwind" fn before_schema_rename(name: *const std::ffi::c_char) {
+    // SAFETY: the statement's own schema name; a missing schema is left to
+    // the statement's own error.
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(name, true);
+        if nsp != pg_sys::InvalidOid {
+            pg_sys::LockDatabaseObject(
+                pg_sys::NamespaceRelationId,
+                nsp,
+                0,
+                pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
+            );
+        }
     }
 }
 
@@ -443,6 +612,12 @@ unsafe extern "C-unwind" fn process_utility(
     // of a SET of a key setting (`text_for_other_hooks`).
     unsafe {
         let query_string = text_for_other_hooks(pstmt, query_string);
+        let stmt = (*pstmt).utilityStmt;
+        if !stmt.is_null() {
+            if let Some(name) = schema_renamed(stmt) {
+                before_schema_rename(name);
+            }
+        }
         match PREV_PROCESS_UTILITY {
             Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
             None => unguarded::standard_ProcessUtility(
@@ -464,8 +639,11 @@ unsafe extern "C-unwind" fn process_utility(
             if let Some((rv, cols)) = columns_changed(stmt) {
                 after_column_change(rv, cols);
             }
-            if let Some((rv, name)) = triggers_changed(stmt) {
-                after_trigger_change(rv, name.as_ptr());
+            if let Some(rv) = triggers_changed(stmt) {
+                after_trigger_change(rv);
+            }
+            if let Some((rv, replace)) = trigger_order_changed(stmt) {
+                after_trigger_order_change(rv, replace);
             }
         }
     }

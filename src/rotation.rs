@@ -119,6 +119,14 @@ fn rotation_lock(tbl: pg_sys::Oid) -> Option<String> {
             pg_sys::UnlockRelationOid(tbl, mode);
             return None;
         }
+        // The schema too (ACCESS SHARE on the schema object, as CREATE in a
+        // schema takes): the table's lock keeps its own name, and
+        // `ALTER SCHEMA … RENAME` waits for this one (src/ddl_guard.rs), so
+        // the schema-qualified name returned reaches this table, not one of
+        // a schema renamed into the old schema's name, until the
+        // transaction ends.
+        let nsp = pg_sys::get_rel_namespace(tbl);
+        pg_sys::LockDatabaseObject(pg_sys::NamespaceRelationId, nsp, 0, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(tbl));
         if schema.is_null() {
             pg_sys::UnlockRelationOid(tbl, mode);

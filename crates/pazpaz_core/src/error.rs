@@ -31,6 +31,9 @@ pub enum ErrorClass {
     /// 42501 insufficient_privilege: a key setting from a source that would
     /// store it outside the session.
     InsufficientPrivilege,
+    /// 55006 object_in_use: a table's triggers changed while a statement of
+    /// the session is using the table.
+    ObjectInUse,
     /// 42704 undefined_object (a search index that is not one); kept apart
     /// from `UnknownVersion` though PostgreSQL uses one code for both.
     UndefinedObject,
@@ -174,6 +177,11 @@ pub enum Error {
     /// (`src/ddl_guard.rs`): the trigger would not see it.
     #[error("ALTER TABLE would rewrite, drop or rename the source or token column of the search index of trigger \"{trigger}\" without computing its tokens")]
     SearchColumnChanged { trigger: String },
+    /// A trigger of a table with a search index made, changed or dropped
+    /// inside a statement that is using the table (`src/ddl_guard.rs`):
+    /// that statement fires the triggers it started with.
+    #[error("cannot {action} on table \"{table}\" while a statement of this session is using the table: it has a search index")]
+    SearchTriggersInUse { action: &'static str, table: String },
     /// A key setting's value longer than `keyring::MAX_SETTING_BYTES` (the
     /// check hook names the setting).
     #[error("longer than {max} bytes")]
@@ -248,6 +256,7 @@ impl Error {
             SearchInputTooLarge { .. } | SearchOutOfMemory => ErrorClass::TooLarge,
             SearchSourceType { .. } => ErrorClass::DatatypeMismatch,
             TriggerAfterSearchIndex { .. } | SearchColumnChanged { .. } => ErrorClass::Unsupported,
+            SearchTriggersInUse { .. } => ErrorClass::ObjectInUse,
             NoKek | NoTransportSecret => ErrorClass::MissingKey,
             UnknownKek { .. } => ErrorClass::UnknownVersion,
             // A tampered or truncated wrapped key is a failed authentication,

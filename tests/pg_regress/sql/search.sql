@@ -371,6 +371,33 @@ SELECT email_bidx = blind_index_for('ord', 'email_bidx', 'evil@x.org') AS curren
 DROP TRIGGER a_norm ON ord;
 DROP FUNCTION ord_rename();
 DELETE FROM ord WHERE id = 24;
+-- The same for a drop: the statement would still fire the trigger dropped
+-- (after the index's), however it is dropped.
+CREATE FUNCTION ord_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.email := 'changed@x.org'::text::encrypted_text;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER zzz_change BEFORE INSERT OR UPDATE ON ord FOR EACH ROW EXECUTE FUNCTION ord_change();
+CREATE FUNCTION ord_drop() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    DROP TRIGGER zzz_change ON ord;
+    RETURN 25;
+END $$;
+CREATE FUNCTION ord_drop_cascade() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    DROP FUNCTION ord_change() CASCADE;
+    RETURN 25;
+END $$;
+SELECT regress.try($$INSERT INTO ord VALUES (ord_drop(), 'c@x.org')$$) AS dropped_mid_statement;
+SELECT regress.try($$INSERT INTO ord VALUES (ord_drop_cascade(), 'c@x.org')$$) AS dropped_with_its_function;
+SELECT count(*) AS inserted,
+       (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'ord'::regclass AND tgname = 'zzz_change') AS trigger_kept
+  FROM ord WHERE id = 25;
+SELECT regress.try($$SELECT ord_drop()$$) AS dropped_alone;
+SELECT regress.try($$INSERT INTO ord VALUES (25, 'c@x.org')$$) AS dropped_before;
+DROP FUNCTION ord_drop(), ord_drop_cascade(), ord_change();
+DELETE FROM ord WHERE id = 25;
 -- A CALL that finds the index's trigger in another shape than it makes
 -- (disabled here, as for a bulk load) cannot know what writes passed it by:
 -- it makes it again and computes every token again.
