@@ -87,7 +87,11 @@ extern "C-unwind" fn object_access(
     }
     // The hook runs before the trigger is removed and before the table is
     // opened for it (the lock taken is the one RemoveTriggerById takes).
-    if let Some(relid) = trigger_relid(object_id) {
+    // Not for internal triggers (foreign keys', deferrable constraints'):
+    // they are AFTER triggers, which the index's trigger does not count,
+    // and ALTER TABLE, which drops them while it holds the table open
+    // itself, refuses to run inside a statement using the table anyway.
+    if let Some((relid, false)) = trigger_relid(object_id) {
         refuse_trigger_change(relid, pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE, "DROP TRIGGER");
     }
 }
@@ -128,8 +132,9 @@ fn refuse_trigger_change(relid: pg_sys::Oid, lock: pg_sys::LOCKMODE, action: &'s
     }
 }
 
-/// The table of a trigger, as the catalog shows it to the current command.
-fn trigger_relid(tgoid: pg_sys::Oid) -> Option<pg_sys::Oid> {
+/// The table of a trigger, as the catalog shows it to the current command,
+/// and whether the trigger is an internal one.
+fn trigger_relid(tgoid: pg_sys::Oid) -> Option<(pg_sys::Oid, bool)> {
     // SAFETY: an index scan of pg_trigger by OID under AccessShareLock; the
     // tuple's struct is read before the scan ends.
     unsafe {
@@ -151,8 +156,10 @@ fn trigger_relid(tgoid: pg_sys::Oid) -> Option<pg_sys::Oid> {
             key.as_mut_ptr(),
         );
         let tuple = pg_sys::systable_getnext(scan);
-        let relid = (!tuple.is_null())
-            .then(|| (*pgrx::pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_trigger>(tuple)).tgrelid);
+        let relid = (!tuple.is_null()).then(|| {
+            let form = &*pgrx::pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_trigger>(tuple);
+            (form.tgrelid, form.tgisinternal)
+        });
         pg_sys::systable_endscan(scan);
         pg_sys::table_close(catalog, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         relid
@@ -542,14 +549,24 @@ extern "C-unwind" fn before_schema_rename(name: *const std::ffi::c_char) {
     // SAFETY: the statement's own schema name; a missing schema is left to
     // the statement's own error.
     unsafe {
-        let nsp = pg_sys::get_namespace_oid(name, true);
-        if nsp != pg_sys::InvalidOid {
+        // Until the name names the schema locked (the lock's wait processes
+        // the invalidations of what committed meanwhile): RenameSchema looks
+        // the name up again, and a schema renamed into it while this waited
+        // is the one it renames. A schema locked on the way stays locked.
+        loop {
+            let nsp = pg_sys::get_namespace_oid(name, true);
+            if nsp == pg_sys::InvalidOid {
+                break;
+            }
             pg_sys::LockDatabaseObject(
                 pg_sys::NamespaceRelationId,
                 nsp,
                 0,
                 pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
             );
+            if pg_sys::get_namespace_oid(name, true) == nsp {
+                break;
+            }
         }
     }
 }

@@ -109,7 +109,33 @@ fn rotation_lock(tbl: pg_sys::Oid) -> Option<String> {
         // be detached or unlinked between rotate_column's look at the tree
         // and its UPDATE.
         let mode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+        // The schema first (ACCESS SHARE on the schema object, as CREATE in
+        // a schema takes), then the table, in the order `ALTER SCHEMA …
+        // RENAME` then `ALTER TABLE` of a migration takes them: the table's
+        // lock keeps its own name, and `ALTER SCHEMA … RENAME` waits for
+        // the schema's (src/ddl_guard.rs), so the schema-qualified name
+        // returned reaches this table, not one of a schema renamed into the
+        // old schema's name, until the transaction ends. A table moved to
+        // another schema while this waited: that one is locked too.
+        let mut nsp = pg_sys::get_rel_namespace(tbl);
+        if nsp != pg_sys::InvalidOid {
+            pg_sys::LockDatabaseObject(
+                pg_sys::NamespaceRelationId,
+                nsp,
+                0,
+                pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+            );
+        }
         pg_sys::LockRelationOid(tbl, mode);
+        while pg_sys::get_rel_namespace(tbl) != nsp && pg_sys::get_rel_namespace(tbl) != pg_sys::InvalidOid {
+            nsp = pg_sys::get_rel_namespace(tbl);
+            pg_sys::LockDatabaseObject(
+                pg_sys::NamespaceRelationId,
+                nsp,
+                0,
+                pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+            );
+        }
         if inheritance::has_subclass(tbl) {
             inheritance::lock_all_inheritors(tbl, mode);
         }
@@ -119,15 +145,7 @@ fn rotation_lock(tbl: pg_sys::Oid) -> Option<String> {
             pg_sys::UnlockRelationOid(tbl, mode);
             return None;
         }
-        // The schema too (ACCESS SHARE on the schema object, as CREATE in a
-        // schema takes): the table's lock keeps its own name, and
-        // `ALTER SCHEMA … RENAME` waits for this one (src/ddl_guard.rs), so
-        // the schema-qualified name returned reaches this table, not one of
-        // a schema renamed into the old schema's name, until the
-        // transaction ends.
-        let nsp = pg_sys::get_rel_namespace(tbl);
-        pg_sys::LockDatabaseObject(pg_sys::NamespaceRelationId, nsp, 0, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(tbl));
+        let schema = pg_sys::get_namespace_name(nsp);
         if schema.is_null() {
             pg_sys::UnlockRelationOid(tbl, mode);
             return None;

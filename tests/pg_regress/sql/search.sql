@@ -398,6 +398,17 @@ SELECT regress.try($$SELECT ord_drop()$$) AS dropped_alone;
 SELECT regress.try($$INSERT INTO ord VALUES (25, 'c@x.org')$$) AS dropped_before;
 DROP FUNCTION ord_drop(), ord_drop_cascade(), ord_change();
 DELETE FROM ord WHERE id = 25;
+-- Not the internal triggers an ALTER TABLE of its own drops: foreign keys'
+-- (either side) and deferrable constraints'.
+CREATE TABLE ord_parent (id int PRIMARY KEY);
+INSERT INTO ord_parent SELECT i FROM generate_series(1, 30) i;
+ALTER TABLE ord ADD COLUMN pid int REFERENCES ord_parent, ADD CONSTRAINT ord_pid_uq UNIQUE (id, pid) DEFERRABLE;
+CREATE TABLE ord_child (cid int REFERENCES ord);
+ALTER TABLE ord ALTER COLUMN pid TYPE bigint;
+ALTER TABLE ord DROP CONSTRAINT ord_pid_fkey, DROP CONSTRAINT ord_pid_uq;
+ALTER TABLE ord DROP COLUMN pid;
+ALTER TABLE ord ALTER COLUMN id TYPE bigint;
+DROP TABLE ord_child, ord_parent;
 -- A CALL that finds the index's trigger in another shape than it makes
 -- (disabled here, as for a bulk load) cannot know what writes passed it by:
 -- it makes it again and computes every token again.
