@@ -135,8 +135,8 @@ fn refuse_trigger_change(relid: pg_sys::Oid, lock: pg_sys::LOCKMODE, action: &'s
 /// The table of a trigger, as the catalog shows it to the current command,
 /// and whether the trigger is an internal one.
 fn trigger_relid(tgoid: pg_sys::Oid) -> Option<(pg_sys::Oid, bool)> {
-    // SAFETY: an index scan of pg_trigger by OID under AccessShareLock; the
-    // tuple's struct is read before the scan ends.
+    // (The tuple's struct is read before the scan ends.)
+    // SAFETY: an index scan of pg_trigger by OID under AccessShareLock.
     unsafe {
         let catalog = pg_sys::table_open(pg_sys::TriggerRelationId, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         let mut key = std::mem::MaybeUninit::<pg_sys::ScanKeyData>::zeroed();
@@ -173,8 +173,9 @@ fn trigger_relid(tgoid: pg_sys::Oid) -> Option<(pg_sys::Oid, bool)> {
 /// # Safety
 /// `rel` is an open relation.
 unsafe fn has_search_trigger(rel: pg_sys::Relation) -> bool {
-    // SAFETY: per the contract; the descriptor's array holds `numtriggers`
-    // triggers; get_func_name returns a palloc'd copy or NULL.
+    // (The descriptor's array holds `numtriggers` triggers; get_func_name
+    // returns a palloc'd copy or NULL.)
+    // SAFETY: per the contract.
     unsafe {
         let desc = (*rel).trigdesc;
         if desc.is_null() || (*desc).numtriggers <= 0 {
@@ -546,8 +547,8 @@ unsafe fn schema_renamed(stmt: *mut pg_sys::Node) -> Option<*const std::ffi::c_c
 /// its schema's name, and a statement naming it would reach that table.
 #[pg_guard]
 extern "C-unwind" fn before_schema_rename(name: *const std::ffi::c_char) {
-    // SAFETY: the statement's own schema name; a missing schema is left to
-    // the statement's own error.
+    // (A missing schema is left to the statement's own error.)
+    // SAFETY: the statement's own schema name, read by catalog lookups.
     unsafe {
         // Until the name names the schema locked (the lock's wait processes
         // the invalidations of what committed meanwhile): RenameSchema looks
