@@ -55,8 +55,8 @@ mod unguarded {
 }
 
 pub fn init() {
-    // SAFETY: _PG_init runs once per process, single-threaded; the hook is
-    // chained to its previous value.
+    // (Each hook is chained to its previous value.)
+    // SAFETY: _PG_init runs once per process, single-threaded.
     unsafe {
         PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
         pg_sys::ProcessUtility_hook = Some(process_utility);
@@ -626,8 +626,8 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    // SAFETY: PostgreSQL's arguments, passed on unchanged but for the text
-    // of a SET of a key setting (`text_for_other_hooks`).
+    // (The text of a SET of a key setting is masked: `text_for_other_hooks`.)
+    // SAFETY: PostgreSQL's arguments, passed on unchanged but for that text.
     unsafe {
         let query_string = text_for_other_hooks(pstmt, query_string);
         let stmt = (*pstmt).utilityStmt;
