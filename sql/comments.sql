@@ -56,6 +56,8 @@ COMMENT ON FUNCTION @extschema@.encrypted_text_typmod_in(pg_catalog.cstring[]) I
 COMMENT ON FUNCTION @extschema@.encrypted_text_typmod_out(pg_catalog.int4) IS 'encrypted_text(n) modifier output';
 COMMENT ON PROCEDURE @extschema@.rotate_column(pg_catalog.regclass, pg_catalog.name, pg_catalog.int4, pg_catalog.text) IS
   'Re-encrypts one jsonb-envelope or encrypted_text column to the write (or given) key version in batches, committing after each; resumable';
+COMMENT ON PROCEDURE @extschema@.rotate_column(pg_catalog.text, pg_catalog.text, pg_catalog.int4, pg_catalog.text) IS
+  'Re-encrypts one jsonb-envelope or encrypted_text column to the write (or given) key version in batches, committing after each; resumable';
 COMMENT ON FUNCTION @extschema@.reencrypt(@extschema@.encrypted_text, pg_catalog.text) IS
   'reencrypt(value, key_version): re-encrypts an encrypted_text value under the given key version';
 COMMENT ON CAST (pg_catalog.text AS @extschema@.encrypted_text) IS
@@ -106,7 +108,7 @@ COMMENT ON FUNCTION @extschema@.citus_table_keys(pg_catalog.regclass) IS
 COMMENT ON FUNCTION @extschema@.rotation_table_state(pg_catalog.regclass) IS
     'Internal (rotate_column): a table''s largest heap in blocks, its files, whether triggers, rules or foreign tables may keep an UPDATE from writing a row as asked, and its inheritance tree.';
 COMMENT ON FUNCTION @extschema@.rotation_lock(pg_catalog.regclass) IS
-    'Internal (rotate_column): locks the table and its partitions or children (ROW EXCLUSIVE) by OID and returns its name then, schema-qualified and quoted; NULL, with nothing locked, when it is gone or the current user may not UPDATE it.';
+    'Internal (rotate_column, add_blind_index, add_match_index): locks the table''s schema (ACCESS SHARE, so that ALTER SCHEMA ... RENAME waits for the batch), then the table and its partitions or children (ROW EXCLUSIVE) by OID, and returns its name then, schema-qualified and quoted; NULL, with nothing locked, when it is gone or the current user may not UPDATE it; an error (42501) when the table or one of its partitions or children is owned by another role than the current user.';
 COMMENT ON FUNCTION @extschema@.rotation_lock_table(pg_catalog.regclass) IS
     'Internal (rotate_column): rotation_lock, raising the reason instead of returning NULL.';
 COMMENT ON FUNCTION @extschema@.take_mislabelled_count() IS

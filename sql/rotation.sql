@@ -82,8 +82,9 @@ AS $fn$
       FROM t JOIN pg_class c ON c.oid = t.oid
 $fn$;
 
--- rotation_lock (src/rotation.rs): rotate_column's table lock (ROW
--- EXCLUSIVE, as its UPDATEs take) by OID, and the table's name then,
+-- rotation_lock (src/rotation.rs): rotate_column's table lock (ACCESS
+-- SHARE on its schema, so that a rename of the schema waits for the batch,
+-- then ROW EXCLUSIVE, as its UPDATEs take) by OID, and the table's name then,
 -- schema-qualified and quoted; NULL with nothing locked when the table is
 -- gone or the current user may not UPDATE it. Internal.
 CREATE FUNCTION rotation_lock(tbl regclass) RETURNS text
@@ -881,5 +882,23 @@ BEGIN
     ELSE
         RAISE NOTICE 'rotate_column: done, % rows re-encrypted, none left on other versions', rotated;
     END IF;
+END
+$proc$;
+
+-- The same with text names, which is what a literal name picks over
+-- regclass and name (PostgreSQL prefers text): with it here, a look-alike
+-- rotate_column(text, text, …) in a schema later on the search_path never
+-- takes over an unqualified CALL rotate_column('t', 'c'), which runs with
+-- the session's keys (as the search procedures' text overloads).
+CREATE PROCEDURE rotate_column(
+    tbl text,
+    col text,
+    batch_size integer DEFAULT 1000,
+    key_version text DEFAULT NULL
+)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.rotate_column(tbl::pg_catalog.regclass, col::pg_catalog.name, batch_size, key_version);
 END
 $proc$;

@@ -25,7 +25,7 @@ use pgrx::prelude::*;
 
 use pazpaz_core::Error;
 
-use crate::error::raise;
+use crate::error::{raise, waiting};
 use crate::gucs;
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
@@ -87,10 +87,12 @@ extern "C-unwind" fn object_access(
     }
     // The hook runs before the trigger is removed and before the table is
     // opened for it (the lock taken is the one RemoveTriggerById takes).
-    // Not for internal triggers (foreign keys', deferrable constraints'):
-    // they are AFTER triggers, which the index's trigger does not count,
-    // and ALTER TABLE, which drops them while it holds the table open
-    // itself, refuses to run inside a statement using the table anyway.
+    // Not for internal AFTER triggers (foreign keys', deferrable
+    // constraints'), which the index's trigger does not count: ALTER TABLE
+    // drops them while it holds the table open itself. (Their drop
+    // mid-statement, by a DROP TABLE of the other side of a foreign key,
+    // fails that statement in PostgreSQL itself.) A BEFORE trigger is
+    // checked whatever its flag.
     if let Some((relid, false)) = trigger_relid(object_id) {
         refuse_trigger_change(relid, pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE, "DROP TRIGGER");
     }
@@ -111,7 +113,7 @@ fn refuse_trigger_change(relid: pg_sys::Oid, lock: pg_sys::LOCKMODE, action: &'s
     // SAFETY: the relation is opened under a lock (kept to the end of the
     // transaction, as the statement's) and closed again before any ERROR.
     let (in_use, table) = unsafe {
-        let rel = pg_sys::try_relation_open(relid, lock);
+        let rel = waiting(|| pg_sys::try_relation_open(relid, lock));
         if rel.is_null() {
             return;
         }
@@ -133,7 +135,7 @@ fn refuse_trigger_change(relid: pg_sys::Oid, lock: pg_sys::LOCKMODE, action: &'s
 }
 
 /// The table of a trigger, as the catalog shows it to the current command,
-/// and whether the trigger is an internal one.
+/// and whether the trigger is an internal AFTER one.
 fn trigger_relid(tgoid: pg_sys::Oid) -> Option<(pg_sys::Oid, bool)> {
     // (The tuple's struct is read before the scan ends.)
     // SAFETY: an index scan of pg_trigger by OID under AccessShareLock.
@@ -158,7 +160,7 @@ fn trigger_relid(tgoid: pg_sys::Oid) -> Option<(pg_sys::Oid, bool)> {
         let tuple = pg_sys::systable_getnext(scan);
         let relid = (!tuple.is_null()).then(|| {
             let form = &*pgrx::pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_trigger>(tuple);
-            (form.tgrelid, form.tgisinternal)
+            (form.tgrelid, form.tgisinternal && form.tgtype & pg_sys::TRIGGER_TYPE_BEFORE as i16 == 0)
         });
         pg_sys::systable_endscan(scan);
         pg_sys::table_close(catalog, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
@@ -521,6 +523,71 @@ extern "C-unwind" fn after_trigger_order_change(rv: *mut pg_sys::RangeVar, repla
     }
 }
 
+/// The tables that a statement makes partitions, inheritance children or
+/// inheritance parents (the partition of `ALTER TABLE … ATTACH PARTITION`,
+/// both tables of `ALTER TABLE … INHERIT`, the parents of `CREATE TABLE …
+/// INHERITS`), or gives a trigger (`CREATE TRIGGER`).
+///
+/// # Safety
+/// `stmt` is a valid utility statement node.
+unsafe fn inheritance_added(stmt: *mut pg_sys::Node) -> Vec<*mut pg_sys::RangeVar> {
+    // SAFETY: each cast matches the node's tag (an ATTACH PARTITION's
+    // definition is a PartitionCmd, an INHERIT's the parent's RangeVar).
+    unsafe {
+        match (*stmt).type_ {
+            pg_sys::NodeTag::T_AlterTableStmt => {
+                let alter = &*stmt.cast::<pg_sys::AlterTableStmt>();
+                let mut rels = Vec::new();
+                for cmd in pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg(alter.cmds).iter_ptr() {
+                    match (*cmd).subtype {
+                        pg_sys::AlterTableType::AT_AttachPartition => {
+                            rels.push((*(*cmd).def.cast::<pg_sys::PartitionCmd>()).name);
+                        }
+                        pg_sys::AlterTableType::AT_AddInherit => {
+                            rels.push(alter.relation);
+                            rels.push((*cmd).def.cast::<pg_sys::RangeVar>());
+                        }
+                        _ => {}
+                    }
+                }
+                rels
+            }
+            pg_sys::NodeTag::T_CreateStmt => {
+                let create = &*stmt.cast::<pg_sys::CreateStmt>();
+                pgrx::PgList::<pg_sys::RangeVar>::from_pg(create.inhRelations).iter_ptr().collect()
+            }
+            pg_sys::NodeTag::T_CreateTrigStmt => vec![(*stmt.cast::<pg_sys::CreateTrigStmt>()).relation],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// After such a statement: refused when the table then has a search index
+/// and is in an inheritance tree. The index's trigger fires for the table's
+/// own rows only, as its index covers them only, while writes through the
+/// tree reach the others (and a change of a partitioned parent's trigger
+/// changes the partition's copy of it, which no check here sees). Checked
+/// after the statement, under its lock: an ATTACH or INHERIT and the
+/// CREATE TRIGGER of a search index (`search_index_add`) wait for each
+/// other, and the second sees what the first did.
+#[pg_guard]
+extern "C-unwind" fn after_inheritance_added(rv: *mut pg_sys::RangeVar) {
+    // SAFETY: the statement's own RangeVar.
+    let relid = unsafe { relid_of(rv) };
+    if relid == pg_sys::InvalidOid {
+        return;
+    }
+    const IN_TREE: &str = concat!(
+        "SELECT s.tgname FROM (",
+        search_triggers!(),
+        ") s WHERE EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid OPERATOR(pg_catalog.=) $1",
+        " OR i.inhparent OPERATOR(pg_catalog.=) $1) ORDER BY 1 LIMIT 1"
+    );
+    if let Ok(Some(trigger)) = Spi::get_one_with_args::<String>(IN_TREE, &[relid.into()]) {
+        raise(Error::SearchIndexInTree { trigger });
+    }
+}
+
 /// The schema of `ALTER SCHEMA … RENAME`.
 ///
 /// # Safety
@@ -559,12 +626,14 @@ extern "C-unwind" fn before_schema_rename(name: *const std::ffi::c_char) {
             if nsp == pg_sys::InvalidOid {
                 break;
             }
-            pg_sys::LockDatabaseObject(
-                pg_sys::NamespaceRelationId,
-                nsp,
-                0,
-                pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
-            );
+            waiting(|| {
+                pg_sys::LockDatabaseObject(
+                    pg_sys::NamespaceRelationId,
+                    nsp,
+                    0,
+                    pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
+                )
+            });
             if pg_sys::get_namespace_oid(name, true) == nsp {
                 break;
             }
@@ -662,6 +731,9 @@ unsafe extern "C-unwind" fn process_utility(
             }
             if let Some((rv, replace)) = trigger_order_changed(stmt) {
                 after_trigger_order_change(rv, replace);
+            }
+            for rv in inheritance_added(stmt) {
+                after_inheritance_added(rv);
             }
         }
     }

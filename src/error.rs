@@ -55,6 +55,8 @@ pub fn hint(e: &Error) -> Option<&'static str> {
         Error::MissingIndexKey { .. } | Error::IndexKeyNotSet { .. } => Some("An application sets its index key per session or transaction with SELECT set_config('pazpaz.index_key', $1, false), like its data keys."),
         Error::TriggerAfterSearchIndex { .. } => Some("BEFORE triggers fire in the byte order of their names: rename it to sort before zz_pazpaz_ (ALTER TRIGGER … RENAME TO …), or make it an AFTER trigger."),
         Error::SearchTriggersInUse { .. } => Some("Change the triggers in a statement of their own, not from a function or trigger that runs inside a statement on the table."),
+        Error::SearchIndexInTree { .. } => Some("Drop the search index first (drop_blind_index / drop_match_index), or keep the table out of inheritance trees."),
+        Error::TableOfAnotherOwner { .. } => Some("The UPDATE would run that table's triggers and index expressions in this session, with its keys: give every partition and child the owner of the table (ALTER TABLE … OWNER TO), or run the procedure on each table as its owner."),
         Error::SearchColumnChanged { .. } => Some("Drop the search index first (drop_blind_index / drop_match_index), change the column, then add the index again."),
         Error::QueryTooShort => Some("Trigram tokens cannot narrow a shorter query down; search such values with the exact blind index, or scan."),
         Error::BothKeySettings => Some("Use pazpaz.encryption_keys with pazpaz.encryption_key_version for several keys, or pazpaz.encryption_key for one."),
@@ -100,6 +102,31 @@ pub fn raise(e: Error) -> ! {
 #[track_caller]
 pub fn warn(e: Error) {
     report(&e).report(PgLogLevel::WARNING);
+}
+
+/// Runs a PostgreSQL call that waits for a lock. An ERROR that interrupts
+/// the wait (lock_timeout, statement_timeout, a cancel, a deadlock) is
+/// raised again as PostgreSQL raised it (its SQLSTATE, message, detail and
+/// hint) but without the Rust backtrace that pgrx's FFI guard would add to
+/// its DETAIL, and under PostgreSQL's function name, not the extension's
+/// (the log filter treats it as any other server error).
+pub fn waiting<R>(wait: impl FnOnce() -> R + std::panic::UnwindSafe) -> R {
+    PgTryBuilder::new(wait)
+        .catch_others(|caught| match caught {
+            pg_sys::panic::CaughtError::PostgresError(e) => {
+                let mut again = ErrorReport::new(e.sql_error_code(), e.message().to_owned(), "");
+                if let Some(d) = e.detail() {
+                    again = again.set_detail(d);
+                }
+                if let Some(h) = e.hint() {
+                    again = again.set_hint(h);
+                }
+                again.report(PgLogLevel::ERROR);
+                unreachable!("ERROR does not return")
+            }
+            other => other.rethrow(),
+        })
+        .execute()
 }
 
 /// Raises PostgreSQL's "out of memory" ERROR (53200).

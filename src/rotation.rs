@@ -5,7 +5,10 @@ use std::cell::Cell;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use pazpaz_core::Error;
+
 use crate::backend_local::BackendLocal;
+use crate::error::{raise, waiting};
 
 mod inheritance {
     use pgrx::pg_sys;
@@ -31,16 +34,34 @@ mod inheritance {
     }
 
     /// Locks every descendant of the relation in `lockmode`, waiting as
-    /// LOCK TABLE does (lock_timeout applies).
-    pub fn lock_all_inheritors(relation_id: pg_sys::Oid, lockmode: pg_sys::LOCKMODE) {
+    /// LOCK TABLE does (lock_timeout applies), and returns the relation and
+    /// its descendants.
+    pub fn lock_all_inheritors(relation_id: pg_sys::Oid, lockmode: pg_sys::LOCKMODE) -> Vec<pg_sys::Oid> {
         // The returned list is palloc'd in the current memory context and
-        // left to it.
+        // left to it; its OIDs are copied.
         // SAFETY: as for has_subclass.
-        unsafe {
+        let list = crate::error::waiting(|| unsafe {
             pg_sys::ffi::pg_guard_ffi_boundary(|| {
                 find_all_inheritors_unguarded(relation_id, lockmode, std::ptr::null_mut())
-            });
+            })
+        });
+        // SAFETY: a List of OIDs (find_all_inheritors), valid in this call.
+        unsafe { pgrx::PgList::<pg_sys::Oid>::from_pg(list).iter_oid().collect() }
+    }
+}
+
+/// The owner of a relation; None when it is gone.
+fn owner_of(rel: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    // SAFETY: a syscache lookup by OID; the tuple is read and released at
+    // once.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as _, pg_sys::Datum::from(rel));
+        if tuple.is_null() {
+            return None;
         }
+        let owner = (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relowner;
+        pg_sys::ReleaseSysCache(tuple);
+        Some(owner)
     }
 }
 
@@ -117,27 +138,39 @@ fn rotation_lock(tbl: pg_sys::Oid) -> Option<String> {
         // returned reaches this table, not one of a schema renamed into the
         // old schema's name, until the transaction ends. A table moved to
         // another schema while this waited: that one is locked too.
+        let lock_schema = |nsp: pg_sys::Oid| {
+            waiting(|| {
+                pg_sys::LockDatabaseObject(
+                    pg_sys::NamespaceRelationId,
+                    nsp,
+                    0,
+                    pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+                )
+            })
+        };
         let mut nsp = pg_sys::get_rel_namespace(tbl);
         if nsp != pg_sys::InvalidOid {
-            pg_sys::LockDatabaseObject(
-                pg_sys::NamespaceRelationId,
-                nsp,
-                0,
-                pg_sys::AccessShareLock as pg_sys::LOCKMODE,
-            );
+            lock_schema(nsp);
         }
-        pg_sys::LockRelationOid(tbl, mode);
+        waiting(|| pg_sys::LockRelationOid(tbl, mode));
         while pg_sys::get_rel_namespace(tbl) != nsp && pg_sys::get_rel_namespace(tbl) != pg_sys::InvalidOid {
             nsp = pg_sys::get_rel_namespace(tbl);
-            pg_sys::LockDatabaseObject(
-                pg_sys::NamespaceRelationId,
-                nsp,
-                0,
-                pg_sys::AccessShareLock as pg_sys::LOCKMODE,
-            );
+            lock_schema(nsp);
         }
-        if inheritance::has_subclass(tbl) {
-            inheritance::lock_all_inheritors(tbl, mode);
+        // The UPDATE runs the triggers, index expressions and constraints of
+        // every partition and child it reaches, as the caller (who owns the
+        // table: the CALL checks that first): none may belong to another
+        // role, whose code would run in this session, with its keys. Checked
+        // under the locks, on every batch (a partition may have been
+        // attached, or its owner changed, since the last).
+        let tree = if inheritance::has_subclass(tbl) { inheritance::lock_all_inheritors(tbl, mode) } else { vec![tbl] };
+        for &rel in &tree {
+            if let Some(owner) = owner_of(rel) {
+                if owner != pg_sys::GetUserId() {
+                    let name = |r| std::ffi::CStr::from_ptr(pg_sys::get_rel_name(r)).to_string_lossy().into_owned();
+                    raise(Error::TableOfAnotherOwner { table: name(tbl), member: name(rel) });
+                }
+            }
         }
         let name = pg_sys::get_rel_name(tbl);
         if name.is_null() {

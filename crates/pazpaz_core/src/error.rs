@@ -182,6 +182,16 @@ pub enum Error {
     /// that statement fires the triggers it started with.
     #[error("cannot {action} on table \"{table}\" while a statement of this session is using the table: it has a search index")]
     SearchTriggersInUse { action: &'static str, table: String },
+    /// A table with a search index made a partition, an inheritance child or
+    /// parent (`src/ddl_guard.rs`): its trigger and index cover its own rows
+    /// only.
+    #[error("a table with a search index (trigger \"{trigger}\") cannot be made a partition, an inheritance child or an inheritance parent")]
+    SearchIndexInTree { trigger: String },
+    /// A partition or inheritance child of a table being rotated or indexed
+    /// belongs to another role: the batches' UPDATEs would run its triggers
+    /// and index expressions in the caller's session, which holds the keys.
+    #[error("table \"{member}\" (a partition or inheritance child of \"{table}\") is owned by another role than the current user, who owns \"{table}\"")]
+    TableOfAnotherOwner { table: String, member: String },
     /// A key setting's value longer than `keyring::MAX_SETTING_BYTES` (the
     /// check hook names the setting).
     #[error("longer than {max} bytes")]
@@ -247,7 +257,7 @@ impl Error {
             TooLarge | TooLargeForText { .. } => ErrorClass::TooLarge,
             Rng => ErrorClass::System,
             EncryptedDefault | PlaintextIndex | LookupNotPlanned => ErrorClass::Unsupported,
-            KeySettingSource { .. } => ErrorClass::InsufficientPrivilege,
+            KeySettingSource { .. } | TableOfAnotherOwner { .. } => ErrorClass::InsufficientPrivilege,
             SetBeforeLoad { .. } | KekSettingWithoutPreload { .. } => ErrorClass::Warning,
             MissingIndexKey { .. } | IndexKeyNotSet { .. } => ErrorClass::MissingKey,
             UnknownNormalize | IndexBits | TokenBits | QueryTooShort | IndexKeyChoice => ErrorClass::InvalidParameter,
@@ -255,7 +265,9 @@ impl Error {
             UnregisteredSearchIndex { .. } => ErrorClass::InsufficientPrivilege,
             SearchInputTooLarge { .. } | SearchOutOfMemory => ErrorClass::TooLarge,
             SearchSourceType { .. } => ErrorClass::DatatypeMismatch,
-            TriggerAfterSearchIndex { .. } | SearchColumnChanged { .. } => ErrorClass::Unsupported,
+            TriggerAfterSearchIndex { .. } | SearchColumnChanged { .. } | SearchIndexInTree { .. } => {
+                ErrorClass::Unsupported
+            }
             SearchTriggersInUse { .. } => ErrorClass::ObjectInUse,
             NoKek | NoTransportSecret => ErrorClass::MissingKey,
             UnknownKek { .. } => ErrorClass::UnknownVersion,
