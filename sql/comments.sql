@@ -58,6 +58,8 @@ COMMENT ON PROCEDURE @extschema@.rotate_column(pg_catalog.regclass, pg_catalog.n
   'Re-encrypts one jsonb-envelope or encrypted_text column to the write (or given) key version in batches, committing after each; resumable';
 COMMENT ON PROCEDURE @extschema@.rotate_column(pg_catalog.text, pg_catalog.text, pg_catalog.int4, pg_catalog.text) IS
   'Re-encrypts one jsonb-envelope or encrypted_text column to the write (or given) key version in batches, committing after each; resumable';
+COMMENT ON PROCEDURE @extschema@.rotate_column(pg_catalog.regclass, pg_catalog.text, pg_catalog.int4, pg_catalog.text) IS
+  'Re-encrypts one jsonb-envelope or encrypted_text column to the write (or given) key version in batches, committing after each; resumable';
 COMMENT ON FUNCTION @extschema@.reencrypt(@extschema@.encrypted_text, pg_catalog.text) IS
   'reencrypt(value, key_version): re-encrypts an encrypted_text value under the given key version';
 COMMENT ON CAST (pg_catalog.text AS @extschema@.encrypted_text) IS
@@ -165,11 +167,19 @@ COMMENT ON PROCEDURE @extschema@.drop_match_index(pg_catalog.regclass, pg_catalo
   'Drops a match index added by add_match_index: its trigger and token column (and every index on it)';
 COMMENT ON PROCEDURE @extschema@.add_blind_index(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
   'add_blind_index with the table and columns named by text: the one a literal call picks, so a look-alike in a writable schema cannot take it over';
+COMMENT ON PROCEDURE @extschema@.add_blind_index(pg_catalog.regclass, pg_catalog.text, pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
+  'add_blind_index with the table and columns named by text: the one a literal call picks, so a look-alike in a writable schema cannot take it over';
 COMMENT ON PROCEDURE @extschema@.add_match_index(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
+  'add_match_index with the table and columns named by text (see add_blind_index(text, …))';
+COMMENT ON PROCEDURE @extschema@.add_match_index(pg_catalog.regclass, pg_catalog.text, pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
   'add_match_index with the table and columns named by text (see add_blind_index(text, …))';
 COMMENT ON PROCEDURE @extschema@.drop_blind_index(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
   'drop_blind_index with the table and columns named by text (see add_blind_index(text, …))';
+COMMENT ON PROCEDURE @extschema@.drop_blind_index(pg_catalog.regclass, pg_catalog.text, pg_catalog.text) IS
+  'drop_blind_index with the table and columns named by text (see add_blind_index(text, …))';
 COMMENT ON PROCEDURE @extschema@.drop_match_index(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
+  'drop_match_index with the table and columns named by text (see add_blind_index(text, …))';
+COMMENT ON PROCEDURE @extschema@.drop_match_index(pg_catalog.regclass, pg_catalog.text, pg_catalog.text) IS
   'drop_match_index with the table and columns named by text (see add_blind_index(text, …))';
 COMMENT ON FUNCTION @extschema@.set_keys(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.bool, pg_catalog.text) IS
     'Sets pazpaz.encryption_key, pazpaz.encryption_keys, pazpaz.encryption_key_version (and pazpaz.index_key) for the session, or with is_local for the transaction and every Citus node it uses; NULL leaves a setting as it is, '''' unsets it';

@@ -885,7 +885,9 @@ BEGIN
 END
 $proc$;
 
--- The same with text names, which is what a literal name picks over
+-- The same with a regclass table and a text column name, which a literal
+-- column name beside a regclass picks over name (rotate_column('t'::regclass,
+-- 'c')); and with text names, which is what a literal name picks over
 -- regclass and name (PostgreSQL prefers text): with it here, a look-alike
 -- rotate_column(text, text, …) in a schema later on the search_path never
 -- takes over an unqualified CALL rotate_column('t', 'c'), which runs with
@@ -900,5 +902,18 @@ LANGUAGE plpgsql
 AS $proc$
 BEGIN
     CALL @extschema@.rotate_column(tbl::pg_catalog.regclass, col::pg_catalog.name, batch_size, key_version);
+END
+$proc$;
+
+CREATE PROCEDURE rotate_column(
+    tbl regclass,
+    col text,
+    batch_size integer DEFAULT 1000,
+    key_version text DEFAULT NULL
+)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.rotate_column(tbl, col::pg_catalog.name, batch_size, key_version);
 END
 $proc$;

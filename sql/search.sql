@@ -976,6 +976,62 @@ END
 $proc$;
 
 
+-- The same with a regclass table and text names: a literal column name
+-- given beside a regclass (add_blind_index('t'::regclass, 'c')) picks text
+-- over name, so without these a look-alike taking (regclass, text) in a
+-- later schema of the search_path would take such a call over.
+CREATE PROCEDURE add_blind_index(
+    tbl regclass,
+    col text,
+    normalization text DEFAULT 'none',
+    bits integer DEFAULT 256,
+    batch_size integer DEFAULT 1000,
+    context text DEFAULT NULL,
+    token_column text DEFAULT NULL,
+    index_key text DEFAULT 'current'
+)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_add('exact', tbl, col::pg_catalog.name, normalization, bits, batch_size, context,
+                                      token_column::pg_catalog.name, index_key);
+END
+$proc$;
+
+CREATE PROCEDURE add_match_index(
+    tbl regclass,
+    col text,
+    normalization text DEFAULT 'lower',
+    bits integer DEFAULT 20,
+    batch_size integer DEFAULT 1000,
+    context text DEFAULT NULL,
+    token_column text DEFAULT NULL,
+    index_key text DEFAULT 'current'
+)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_add('match', tbl, col::pg_catalog.name, normalization, bits, batch_size, context,
+                                      token_column::pg_catalog.name, index_key);
+END
+$proc$;
+
+CREATE PROCEDURE drop_blind_index(tbl regclass, col text, token_column text DEFAULT NULL)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_drop('exact', tbl, col::pg_catalog.name, token_column::pg_catalog.name);
+END
+$proc$;
+
+CREATE PROCEDURE drop_match_index(tbl regclass, col text, token_column text DEFAULT NULL)
+LANGUAGE plpgsql
+AS $proc$
+BEGIN
+    CALL @extschema@.search_index_drop('match', tbl, col::pg_catalog.name, token_column::pg_catalog.name);
+END
+$proc$;
+
 -- ---- Calls that a hostile search_path cannot take over ---------------------
 --
 -- A literal argument ('public.members') has no type until PostgreSQL picks a

@@ -27,6 +27,7 @@ use pazpaz_core::Error;
 
 use crate::error::{raise, waiting};
 use crate::gucs;
+use crate::inheritance;
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 static mut PREV_OBJECT_ACCESS: pg_sys::object_access_hook_type = None;
@@ -117,7 +118,7 @@ fn refuse_trigger_change(relid: pg_sys::Oid, lock: pg_sys::LOCKMODE, action: &'s
         if rel.is_null() {
             return;
         }
-        let found = has_search_trigger(rel);
+        let found = !search_triggers_of(rel).is_empty();
         // This reference (and the relcache's own on a nailed relation).
         let expected = if (*rel).rd_isnailed { 2 } else { 1 };
         let in_use = found && (*rel).rd_refcnt != expected;
@@ -168,26 +169,72 @@ fn trigger_relid(tgoid: pg_sys::Oid) -> Option<(pg_sys::Oid, bool)> {
     }
 }
 
-/// Whether the open relation has a trigger of a function named
+/// A search index trigger of a relation, as its relcache entry has it.
+struct SearchTrigger {
+    oid: pg_sys::Oid,
+    name: String,
+    /// The source and token columns (its third and fourth arguments,
+    /// src/search.rs).
+    columns: [String; 2],
+}
+
+/// The triggers of the open relation whose function is named
 /// `blind_index_trigger` (in any schema: one of another schema only makes
-/// the check refuse more).
+/// the checks refuse more). Read from the relcache entry, which holds what
+/// the catalog held when the relation's lock was last taken (invalidations
+/// are processed then) and this transaction's own changes up to its last
+/// command counter increment; not through SPI, whose queries see the
+/// transaction's snapshot (in REPEATABLE READ, not an index committed after
+/// it began).
 ///
 /// # Safety
 /// `rel` is an open relation.
-unsafe fn has_search_trigger(rel: pg_sys::Relation) -> bool {
-    // (The descriptor's array holds `numtriggers` triggers; get_func_name
-    // returns a palloc'd copy or NULL.)
+unsafe fn search_triggers_of(rel: pg_sys::Relation) -> Vec<SearchTrigger> {
+    // (The descriptor's array holds `numtriggers` triggers, each with
+    // `tgnargs` C-string arguments; get_func_name returns a palloc'd copy
+    // or NULL.)
     // SAFETY: per the contract.
     unsafe {
         let desc = (*rel).trigdesc;
         if desc.is_null() || (*desc).numtriggers <= 0 {
-            return false;
+            return Vec::new();
         }
         let all = std::slice::from_raw_parts((*desc).triggers, usize::try_from((*desc).numtriggers).unwrap_or(0));
-        all.iter().any(|t| {
-            let name = pg_sys::get_func_name(t.tgfoid);
-            !name.is_null() && std::ffi::CStr::from_ptr(name) == c"blind_index_trigger"
-        })
+        let text = |p: *const std::ffi::c_char| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned();
+        all.iter()
+            .filter(|t| {
+                let name = pg_sys::get_func_name(t.tgfoid);
+                !name.is_null() && std::ffi::CStr::from_ptr(name) == c"blind_index_trigger"
+            })
+            .map(|t| {
+                let args = if t.tgargs.is_null() {
+                    &[][..]
+                } else {
+                    std::slice::from_raw_parts(t.tgargs, usize::try_from(t.tgnargs).unwrap_or(0))
+                };
+                let arg = |i: usize| args.get(i).map_or_else(String::new, |&a| text(a));
+                SearchTrigger { oid: t.tgoid, name: text(t.tgname), columns: [arg(2), arg(3)] }
+            })
+            .collect()
+    }
+}
+
+/// The search index triggers of a relation the statement that just ran
+/// holds a lock on (none when it is gone), after a command counter
+/// increment (which makes the statement's own catalog changes visible to
+/// the relcache, as the next statement would see them).
+fn search_triggers(relid: pg_sys::Oid) -> Vec<SearchTrigger> {
+    // SAFETY: the relation is locked by the statement; opened without a
+    // lock of its own and closed again at once, before any ERROR.
+    unsafe {
+        pg_sys::CommandCounterIncrement();
+        let rel = pg_sys::try_relation_open(relid, pg_sys::NoLock as pg_sys::LOCKMODE);
+        if rel.is_null() {
+            return Vec::new();
+        }
+        let found = search_triggers_of(rel);
+        pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        found
     }
 }
 
@@ -383,40 +430,6 @@ unsafe fn triggers_changed(stmt: *mut pg_sys::Node) -> Option<*mut pg_sys::Range
     }
 }
 
-/// The search index triggers of `$1` (oid, name, source and token column
-/// in `escape` encoding): `tgargs` holds the arguments each followed by a
-/// NUL (`\000` in that encoding); the third is the source column, the
-/// fourth the token column (src/search.rs). Every name and operator is
-/// schema-qualified (the caller's search_path).
-macro_rules! search_triggers {
-    () => {
-        r#"
-SELECT t.oid, t.tgname::pg_catalog.text,
-       pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\000', 3) AS source,
-       pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\000', 4) AS token
-  FROM pg_catalog.pg_trigger t, pg_catalog.pg_extension e
- WHERE e.extname OPERATOR(pg_catalog.=) 'pazpaz_crypto'
-   AND t.tgrelid OPERATOR(pg_catalog.=) $1
-   AND t.tgfoid OPERATOR(pg_catalog.=) ANY (
-        SELECT p.oid FROM pg_catalog.pg_proc p
-         WHERE p.proname OPERATOR(pg_catalog.=) 'blind_index_trigger'
-           AND p.pronamespace OPERATOR(pg_catalog.=) e.extnamespace)
-"#
-    };
-}
-const SEARCH_TRIGGERS: &str = search_triggers!();
-
-/// The first search index trigger of `$1` whose source or token column is
-/// one of the columns `$2`.
-const SEARCH_TRIGGER_OF_COLUMNS: &str = concat!(
-    "SELECT s.tgname FROM (",
-    search_triggers!(),
-    ") s, (SELECT pg_catalog.array_agg(pg_catalog.encode(pg_catalog.convert_to(n, 'UTF8'), 'escape')) AS names",
-    " FROM pg_catalog.unnest($2) n) c",
-    " WHERE s.source OPERATOR(pg_catalog.=) ANY (c.names) OR s.token OPERATOR(pg_catalog.=) ANY (c.names)",
-    " ORDER BY 1 LIMIT 1"
-);
-
 /// The relation's oid, as the statement found it (or InvalidOid).
 ///
 /// # Safety
@@ -478,10 +491,9 @@ extern "C-unwind" fn after_column_change(rv: *mut pg_sys::RangeVar, cols: *mut p
     if relid == pg_sys::InvalidOid {
         return;
     }
-    if let Ok(Some(trigger)) =
-        Spi::get_one_with_args::<String>(SEARCH_TRIGGER_OF_COLUMNS, &[relid.into(), names.into()])
-    {
-        raise(Error::SearchColumnChanged { trigger });
+    let changed = search_triggers(relid).into_iter().find(|t| t.columns.iter().any(|c| names.contains(c)));
+    if let Some(t) = changed {
+        raise(Error::SearchColumnChanged { trigger: t.name });
     }
 }
 
@@ -498,16 +510,10 @@ extern "C-unwind" fn after_trigger_change(rv: *mut pg_sys::RangeVar) {
     if relid == pg_sys::InvalidOid {
         return;
     }
-    let oids: Vec<pg_sys::Oid> = Spi::connect(|client| {
-        client
-            .select(SEARCH_TRIGGERS, None, &[relid.into()])
-            .map(|rows| rows.filter_map(|r| r.get::<pg_sys::Oid>(1).ok().flatten()).collect())
-            .unwrap_or_default()
-    });
-    for oid in oids {
+    for t in search_triggers(relid) {
         // SAFETY: a trigger's oid; removes its comment (if any) in this
         // transaction, as COMMENT ON TRIGGER … IS NULL would.
-        unsafe { pg_sys::DeleteComments(oid, pg_sys::TriggerRelationId, 0) };
+        unsafe { pg_sys::DeleteComments(t.oid, pg_sys::TriggerRelationId, 0) };
     }
 }
 
@@ -525,8 +531,8 @@ extern "C-unwind" fn after_trigger_order_change(rv: *mut pg_sys::RangeVar, repla
 
 /// The tables that a statement makes partitions, inheritance children or
 /// inheritance parents (the partition of `ALTER TABLE … ATTACH PARTITION`,
-/// both tables of `ALTER TABLE … INHERIT`, the parents of `CREATE TABLE …
-/// INHERITS`), or gives a trigger (`CREATE TRIGGER`).
+/// both tables of `ALTER TABLE … INHERIT`, the parents of `CREATE [FOREIGN]
+/// TABLE … INHERITS`), or gives a trigger (`CREATE TRIGGER`).
 ///
 /// # Safety
 /// `stmt` is a valid utility statement node.
@@ -556,6 +562,10 @@ unsafe fn inheritance_added(stmt: *mut pg_sys::Node) -> Vec<*mut pg_sys::RangeVa
                 let create = &*stmt.cast::<pg_sys::CreateStmt>();
                 pgrx::PgList::<pg_sys::RangeVar>::from_pg(create.inhRelations).iter_ptr().collect()
             }
+            pg_sys::NodeTag::T_CreateForeignTableStmt => {
+                let create = &(*stmt.cast::<pg_sys::CreateForeignTableStmt>()).base;
+                pgrx::PgList::<pg_sys::RangeVar>::from_pg(create.inhRelations).iter_ptr().collect()
+            }
             pg_sys::NodeTag::T_CreateTrigStmt => vec![(*stmt.cast::<pg_sys::CreateTrigStmt>()).relation],
             _ => Vec::new(),
         }
@@ -577,14 +587,10 @@ extern "C-unwind" fn after_inheritance_added(rv: *mut pg_sys::RangeVar) {
     if relid == pg_sys::InvalidOid {
         return;
     }
-    const IN_TREE: &str = concat!(
-        "SELECT s.tgname FROM (",
-        search_triggers!(),
-        ") s WHERE EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid OPERATOR(pg_catalog.=) $1",
-        " OR i.inhparent OPERATOR(pg_catalog.=) $1) ORDER BY 1 LIMIT 1"
-    );
-    if let Ok(Some(trigger)) = Spi::get_one_with_args::<String>(IN_TREE, &[relid.into()]) {
-        raise(Error::SearchIndexInTree { trigger });
+    let Some(first) = search_triggers(relid).into_iter().min_by(|a, b| a.name.cmp(&b.name)) else { return };
+    // (A partition's pg_inherits row is what has_superclass finds too.)
+    if inheritance::has_superclass(relid) || inheritance::has_children(relid) {
+        raise(Error::SearchIndexInTree { trigger: first.name });
     }
 }
 
@@ -674,7 +680,7 @@ fn check(target: Target) {
             _ => pg_sys::InvalidOid,
         }
     };
-    match Spi::get_one_with_args::<i32>(CHECK, &[relid.into()]) {
+    match waiting(|| Spi::get_one_with_args::<i32>(CHECK, &[relid.into()])) {
         Ok(Some(1)) => raise(Error::EncryptedDefault),
         Ok(Some(2)) => raise(Error::PlaintextIndex),
         _ => {}

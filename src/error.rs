@@ -56,6 +56,7 @@ pub fn hint(e: &Error) -> Option<&'static str> {
         Error::TriggerAfterSearchIndex { .. } => Some("BEFORE triggers fire in the byte order of their names: rename it to sort before zz_pazpaz_ (ALTER TRIGGER … RENAME TO …), or make it an AFTER trigger."),
         Error::SearchTriggersInUse { .. } => Some("Change the triggers in a statement of their own, not from a function or trigger that runs inside a statement on the table."),
         Error::SearchIndexInTree { .. } => Some("Drop the search index first (drop_blind_index / drop_match_index), or keep the table out of inheritance trees."),
+        Error::TriggerOfAnotherRole { .. } => Some("The UPDATE would run that code in this session, with its keys: drop the trigger, or have its functions owned by the table's owner; and revoke TRIGGER on the table from other roles (GRANT ALL includes it)."),
         Error::TableOfAnotherOwner { .. } => Some("The UPDATE would run that table's triggers and index expressions in this session, with its keys: give every partition and child the owner of the table (ALTER TABLE … OWNER TO), or run the procedure on each table as its owner."),
         Error::SearchColumnChanged { .. } => Some("Drop the search index first (drop_blind_index / drop_match_index), change the column, then add the index again."),
         Error::QueryTooShort => Some("Trigram tokens cannot narrow a shorter query down; search such values with the exact blind index, or scan."),

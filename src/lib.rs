@@ -46,6 +46,7 @@ mod error;
 mod field_functions;
 mod gucs;
 mod index_keys;
+mod inheritance;
 mod kek;
 mod key_cache;
 mod key_wrapping;

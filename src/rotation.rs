@@ -9,60 +9,110 @@ use pazpaz_core::Error;
 
 use crate::backend_local::BackendLocal;
 use crate::error::{raise, waiting};
+use crate::inheritance;
 
-mod inheritance {
-    use pgrx::pg_sys;
-
-    // catalog/pg_inherits.h, the same in PostgreSQL 15 to 18 (not in pgrx's
-    // bindings).
-    extern "C-unwind" {
-        #[link_name = "has_subclass"]
-        fn has_subclass_unguarded(relation_id: pg_sys::Oid) -> bool;
-        #[link_name = "find_all_inheritors"]
-        fn find_all_inheritors_unguarded(
-            parent_relid: pg_sys::Oid,
-            lockmode: pg_sys::LOCKMODE,
-            numparents: *mut *mut pg_sys::List,
-        ) -> *mut pg_sys::List;
-    }
-
-    /// Whether the relation may have inheritance children or partitions.
-    pub fn has_subclass(relation_id: pg_sys::Oid) -> bool {
-        // SAFETY: a syscache lookup by OID; an ERROR becomes a Rust panic
-        // at the guard, which pgrx raises again at the SQL boundary.
-        unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| has_subclass_unguarded(relation_id)) }
-    }
-
-    /// Locks every descendant of the relation in `lockmode`, waiting as
-    /// LOCK TABLE does (lock_timeout applies), and returns the relation and
-    /// its descendants.
-    pub fn lock_all_inheritors(relation_id: pg_sys::Oid, lockmode: pg_sys::LOCKMODE) -> Vec<pg_sys::Oid> {
-        // The returned list is palloc'd in the current memory context and
-        // left to it; its OIDs are copied.
-        // SAFETY: as for has_subclass.
-        let list = crate::error::waiting(|| unsafe {
-            pg_sys::ffi::pg_guard_ffi_boundary(|| {
-                find_all_inheritors_unguarded(relation_id, lockmode, std::ptr::null_mut())
-            })
-        });
-        // SAFETY: a List of OIDs (find_all_inheritors), valid in this call.
-        unsafe { pgrx::PgList::<pg_sys::Oid>::from_pg(list).iter_oid().collect() }
-    }
-}
-
-/// The owner of a relation; None when it is gone.
-fn owner_of(rel: pg_sys::Oid) -> Option<pg_sys::Oid> {
-    // SAFETY: a syscache lookup by OID; the tuple is read and released at
-    // once.
+/// The owner of a relation (`RELOID`) or of a function (`PROCOID`); None
+/// when it is gone.
+fn owner_of(oid: pg_sys::Oid, cache: pg_sys::SysCacheIdentifier::Type) -> Option<pg_sys::Oid> {
+    // SAFETY: a syscache lookup by OID; the tuple is read as the catalog's
+    // row type for that cache and released at once.
     unsafe {
-        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as _, pg_sys::Datum::from(rel));
+        let tuple = pg_sys::SearchSysCache1(cache as _, pg_sys::Datum::from(oid));
         if tuple.is_null() {
             return None;
         }
-        let owner = (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relowner;
+        let owner = if cache == pg_sys::SysCacheIdentifier::RELOID {
+            (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relowner
+        } else {
+            (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_proc>(tuple)).proowner
+        };
         pg_sys::ReleaseSysCache(tuple);
         Some(owner)
     }
+}
+
+/// An ancestor (partitioned parent, inheritance parent, and theirs) of the
+/// relation that the current user does not own, by name.
+fn ancestor_of_another_owner(rel: pg_sys::Oid) -> Option<String> {
+    // Every name and operator is schema-qualified (the caller's search_path).
+    const QUERY: &str = "
+WITH RECURSIVE up(oid) AS (
+    SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid OPERATOR(pg_catalog.=) $1
+  UNION
+    SELECT i.inhparent FROM pg_catalog.pg_inherits i, up WHERE i.inhrelid OPERATOR(pg_catalog.=) up.oid)
+SELECT c.relname::pg_catalog.text FROM up, pg_catalog.pg_class c
+ WHERE c.oid OPERATOR(pg_catalog.=) up.oid AND c.relowner OPERATOR(pg_catalog.<>) $2
+ ORDER BY 1 LIMIT 1";
+    // SAFETY: reads the backend's current user.
+    let user = unsafe { pg_sys::GetUserId() };
+    waiting(|| Spi::get_one_with_args::<String>(QUERY, &[rel.into(), user.into()])).ok().flatten()
+}
+
+/// A trigger of the (locked) relation that would run code of a role other
+/// than the current user: its function, or a function or operator of its
+/// WHEN clause, owned by a role that is neither the current user nor a
+/// superuser. A role with the TRIGGER privilege (which `GRANT ALL`
+/// includes) can put such a trigger on another role's table, and the
+/// batches' UPDATEs would run it in this session, with its keys.
+fn trigger_of_another_role(rel: pg_sys::Oid) -> Option<String> {
+    let trusted = |owner: Option<pg_sys::Oid>| {
+        // SAFETY: superuser_arg reads the role's syscache row.
+        owner.is_none_or(|o| o == unsafe { pg_sys::GetUserId() } || unsafe { pg_sys::superuser_arg(o) })
+    };
+    // (The descriptor's array holds `numtriggers` triggers.)
+    // SAFETY: the relation is locked by rotation_lock; it is opened without
+    // a lock of its own and closed before anything can raise.
+    let found: Vec<(String, pg_sys::Oid, pg_sys::Oid, bool)> = unsafe {
+        let r = pg_sys::try_relation_open(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        if r.is_null() {
+            return None;
+        }
+        let desc = (*r).trigdesc;
+        let all = if desc.is_null() || (*desc).numtriggers <= 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts((*desc).triggers, usize::try_from((*desc).numtriggers).unwrap_or(0))
+        };
+        let found = all
+            .iter()
+            .map(|t| {
+                let name = std::ffi::CStr::from_ptr(t.tgname).to_string_lossy().into_owned();
+                (name, t.tgoid, t.tgfoid, !t.tgqual.is_null())
+            })
+            .collect();
+        pg_sys::relation_close(r, pg_sys::NoLock as pg_sys::LOCKMODE);
+        found
+    };
+    // Every name and operator is schema-qualified (the caller's search_path).
+    const WHEN_OF_ANOTHER_ROLE: &str = "
+SELECT EXISTS (
+  SELECT FROM pg_catalog.pg_depend d
+    LEFT JOIN pg_catalog.pg_operator o
+      ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass
+     AND o.oid OPERATOR(pg_catalog.=) d.refobjid
+    JOIN pg_catalog.pg_proc p
+      ON p.oid OPERATOR(pg_catalog.=) CASE WHEN o.oid IS NOT NULL THEN o.oprcode::pg_catalog.oid
+           WHEN d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass THEN d.refobjid END
+    JOIN pg_catalog.pg_roles a ON a.oid OPERATOR(pg_catalog.=) p.proowner
+   WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass
+     AND d.objid OPERATOR(pg_catalog.=) $1
+     AND p.proowner OPERATOR(pg_catalog.<>) $2
+     AND NOT a.rolsuper)";
+    found.into_iter().find_map(|(name, tgoid, tgfoid, when)| {
+        let foreign = !trusted(owner_of(tgfoid, pg_sys::SysCacheIdentifier::PROCOID))
+            || (when
+                && waiting(|| {
+                    Spi::get_one_with_args::<bool>(
+                        WHEN_OF_ANOTHER_ROLE,
+                        // SAFETY: reads the backend's current user.
+                        &[tgoid.into(), unsafe { pg_sys::GetUserId() }.into()],
+                    )
+                })
+                .ok()
+                .flatten()
+                    != Some(false));
+        foreign.then_some(name)
+    })
 }
 
 /// How many envelopes labelled with their target version were re-encrypted
@@ -153,6 +203,11 @@ fn rotation_lock(tbl: pg_sys::Oid) -> Option<String> {
             lock_schema(nsp);
         }
         waiting(|| pg_sys::LockRelationOid(tbl, mode));
+        if owner_of(tbl, pg_sys::SysCacheIdentifier::RELOID).is_none() {
+            // Dropped while this waited.
+            pg_sys::UnlockRelationOid(tbl, mode);
+            return None;
+        }
         while pg_sys::get_rel_namespace(tbl) != nsp && pg_sys::get_rel_namespace(tbl) != pg_sys::InvalidOid {
             nsp = pg_sys::get_rel_namespace(tbl);
             lock_schema(nsp);
@@ -164,12 +219,21 @@ fn rotation_lock(tbl: pg_sys::Oid) -> Option<String> {
         // under the locks, on every batch (a partition may have been
         // attached, or its owner changed, since the last).
         let tree = if inheritance::has_subclass(tbl) { inheritance::lock_all_inheritors(tbl, mode) } else { vec![tbl] };
+        let name = |r| std::ffi::CStr::from_ptr(pg_sys::get_rel_name(r)).to_string_lossy().into_owned();
+        // Its ancestors too, when it is a partition or a child: their
+        // owners' indexes, CHECK constraints and row triggers are copied onto
+        // it (PostgreSQL checks no ownership of the partition for that).
+        if inheritance::has_superclass(tbl) {
+            if let Some(member) = ancestor_of_another_owner(tbl) {
+                raise(Error::TableOfAnotherOwner { table: name(tbl), member });
+            }
+        }
         for &rel in &tree {
-            if let Some(owner) = owner_of(rel) {
-                if owner != pg_sys::GetUserId() {
-                    let name = |r| std::ffi::CStr::from_ptr(pg_sys::get_rel_name(r)).to_string_lossy().into_owned();
-                    raise(Error::TableOfAnotherOwner { table: name(tbl), member: name(rel) });
-                }
+            if owner_of(rel, pg_sys::SysCacheIdentifier::RELOID).is_some_and(|o| o != pg_sys::GetUserId()) {
+                raise(Error::TableOfAnotherOwner { table: name(tbl), member: name(rel) });
+            }
+            if let Some(trigger) = trigger_of_another_role(rel) {
+                raise(Error::TriggerOfAnotherRole { table: name(rel), trigger });
             }
         }
         let name = pg_sys::get_rel_name(tbl);

@@ -12,6 +12,8 @@ import pytest
 
 from conftest import new_key, remove_cluster, run_pg, free_port, Cluster, unique_name
 
+pytestmark = pytest.mark.every_version
+
 
 @pytest.fixture(scope="module")
 def server():
@@ -73,6 +75,72 @@ def test_an_unqualified_rotate_column_call_reaches_the_extension(server, db):
     c.close()
 
 
+def test_a_regclass_table_with_a_literal_column_reaches_the_extension(server, db):
+    """A literal column name beside a regclass picks text over name: the
+    extension has (regclass, text) overloads, so look-alikes with those
+    types in a later schema lose."""
+    c = keyed(server, db)
+    c.execute("SET ROLE tenant_py")
+    log = "LANGUAGE plpgsql AS $$BEGIN INSERT INTO public.plant_log VALUES ('{}'); END$$"
+    for sig in ("rotate_column(tbl regclass, col text)", "rotate_column(regclass, text, integer)",
+                "add_blind_index(tbl regclass, col text)", "drop_blind_index(tbl regclass, col text)"):
+        c.execute(f"CREATE PROCEDURE public.{sig} " + log.format(sig.split("(")[0]))
+    c.execute("RESET ROLE")
+    c.execute("SELECT set_config('pazpaz.index_key', %s, false)", (new_key(),))
+    c.execute("CREATE TABLE public.t (id int, secret jsonb, email pazpaz.encrypted_text)")
+    c.execute("INSERT INTO public.t SELECT i, encrypt_field_versioned('v' || i), 'e' || i FROM generate_series(1, 20) i")
+    c.execute("SELECT set_config('pazpaz.encryption_key_version', 'v2', false)")
+    c.execute("CALL rotate_column('public.t'::regclass, 'secret')")
+    c.execute("SELECT set_config('pazpaz.encryption_key_version', 'v1', false)")
+    c.execute("CALL rotate_column('public.t'::regclass, 'secret', 500)")
+    c.execute("CALL add_blind_index('public.t'::regclass, 'email')")
+    assert c.execute("SELECT count(*) FROM public.t WHERE email_bidx IS NOT NULL").fetchone() == (20,)
+    c.execute("CALL drop_blind_index('public.t'::regclass, 'email')")
+    assert planted(c) == []
+    assert c.execute("SELECT count(*) FROM public.t WHERE key_version(secret) = 'v1'").fetchone() == (20,)
+    c.close()
+
+
+def test_a_trigger_of_another_role_stops_the_rotation_before_it_runs(server, db):
+    """GRANT ALL includes TRIGGER: a role with it can put its own code on
+    the owner's table, which the batches' UPDATEs would run with the keys,
+    through the trigger's function or its WHEN clause."""
+    c = keyed(server, db)
+    c.execute("CREATE TABLE public.t (id int, secret jsonb)")
+    c.execute("INSERT INTO public.t SELECT i, encrypt_field_versioned('v' || i) FROM generate_series(1, 10) i")
+    c.execute("GRANT ALL ON public.t TO tenant_py")
+    c.execute("CREATE FUNCTION public.owners_noop() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$")
+    c.execute("SET ROLE tenant_py")
+    c.execute("CREATE FUNCTION public.steal() RETURNS trigger LANGUAGE plpgsql AS "
+              "$$BEGIN INSERT INTO public.plant_log VALUES (pazpaz.decrypt_field_versioned(NEW.secret)); "
+              "RETURN NEW; END$$")
+    c.execute("CREATE FUNCTION public.peek(v jsonb) RETURNS bool LANGUAGE plpgsql AS "
+              "$$BEGIN INSERT INTO public.plant_log VALUES (pazpaz.decrypt_field_versioned(v)); RETURN true; END$$")
+    c.execute("CREATE TRIGGER a_steal BEFORE UPDATE ON public.t FOR EACH ROW EXECUTE FUNCTION public.steal()")
+    c.execute("RESET ROLE")
+    c.execute("SELECT set_config('pazpaz.encryption_key_version', 'v2', false)")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+        c.execute("CALL rotate_column('public.t', 'secret')")
+    assert "a_steal" in str(e.value), str(e.value)
+    c.execute("DROP TRIGGER a_steal ON public.t")
+    c.execute("SET ROLE tenant_py")
+    # The owner's own function, with the other role's WHEN clause.
+    c.execute("CREATE TRIGGER a_peek BEFORE UPDATE ON public.t FOR EACH ROW WHEN (public.peek(OLD.secret)) "
+              "EXECUTE FUNCTION public.owners_noop()")
+    c.execute("RESET ROLE")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+        c.execute("CALL rotate_column('public.t', 'secret')")
+    assert "a_peek" in str(e.value), str(e.value)
+    assert planted(c) == []
+    # The owner's own trigger, with a WHEN clause of built-in code, is fine.
+    c.execute("DROP TRIGGER a_peek ON public.t")
+    c.execute("CREATE TRIGGER a_mine BEFORE UPDATE ON public.t FOR EACH ROW WHEN (OLD.id > 0) "
+              "EXECUTE FUNCTION public.owners_noop()")
+    c.execute("CALL rotate_column('public.t', 'secret')")
+    assert c.execute("SELECT count(*) FROM public.t WHERE key_version(secret) = 'v2'").fetchone() == (10,)
+    c.close()
+
+
 def test_a_partition_of_another_owner_stops_the_rotation_before_its_code_runs(server, db):
     c = keyed(server, db)
     c.execute("CREATE TABLE public.p (id int, secret jsonb) PARTITION BY RANGE (id)")
@@ -98,6 +166,61 @@ def test_a_partition_of_another_owner_stops_the_rotation_before_its_code_runs(se
     c.close()
 
 
+def test_a_parent_of_another_owner_stops_the_rotation_of_its_partition(server, db):
+    """A partitioned parent's owner can put an index (with its own
+    function in the expression), a CHECK constraint or a row trigger on
+    every partition through the parent."""
+    c = keyed(server, db)
+    c.execute("CREATE TABLE public.p (id int, secret jsonb) PARTITION BY RANGE (id)")
+    c.execute("CREATE TABLE public.p1 PARTITION OF public.p FOR VALUES FROM (0) TO (10)")
+    c.execute("INSERT INTO public.p SELECT i, encrypt_field_versioned('v' || i) FROM generate_series(0, 9) i")
+    c.execute("ALTER TABLE public.p OWNER TO tenant_py")
+    c.execute("SET ROLE tenant_py")
+    # (An index expression must be IMMUTABLE, so it leaves its mark in a
+    # setting of the session that runs it.)
+    c.execute("CREATE FUNCTION public.look(v jsonb) RETURNS int IMMUTABLE LANGUAGE plpgsql AS "
+              "$$BEGIN PERFORM pg_catalog.set_config('plant.seen', "
+              "coalesce(pazpaz.decrypt_field_versioned(v), 'ran'), false); RETURN 1; "
+              "EXCEPTION WHEN OTHERS THEN PERFORM pg_catalog.set_config('plant.seen', 'ran', false); RETURN 1; END$$")
+    c.execute("CREATE INDEX ON public.p (public.look(secret))")
+    c.execute("RESET ROLE")
+    c.execute("SELECT set_config('plant.seen', '', false)")  # the index build's own calls
+    c.execute("SELECT set_config('pazpaz.encryption_key_version', 'v2', false)")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+        c.execute("CALL rotate_column('public.p1', 'secret')")
+    assert '"p"' in str(e.value), str(e.value)
+    assert c.execute("SELECT current_setting('plant.seen')").fetchone() == ("",)
+    c.close()
+
+
+def test_a_table_dropped_while_the_call_waits_for_it(server, db):
+    with psycopg.connect(server.dsn(db), autocommit=True) as c:
+        c.execute("CREATE TABLE public.gone (id int, secret jsonb)")
+        c.execute("INSERT INTO public.gone VALUES (1, NULL)")
+    holder = psycopg.connect(server.dsn(db))
+    holder.execute("LOCK TABLE public.gone IN ACCESS EXCLUSIVE MODE")
+    c = keyed(server, db)
+    result = {}
+
+    def call():
+        try:
+            c.execute("CALL rotate_column('public.gone', 'secret')")
+        except psycopg.Error as e:
+            result["error"] = e
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(0.5)
+    holder.execute("DROP TABLE public.gone")
+    holder.commit()
+    holder.close()
+    t.join(30)
+    e = result.get("error")
+    assert isinstance(e, psycopg.errors.UndefinedTable), repr(e)
+    assert "dropped during rotate_column" in str(e), str(e)
+    assert "pgrx" not in str(e) and "backtrace" not in str(e), str(e)
+    c.close()
+
+
 def test_a_table_with_a_search_index_stays_out_of_inheritance_trees(server, db):
     c = keyed(server, db)
     c.execute("SELECT set_config('pazpaz.index_key', %s, false)", (new_key(),))
@@ -114,6 +237,22 @@ def test_a_table_with_a_search_index_stays_out_of_inheritance_trees(server, db):
         with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
             c.execute(sql)
         assert "search index" in str(e.value), (sql, str(e.value))
+    assert c.execute("SELECT count(*) FROM pg_inherits").fetchone() == (0,)
+    c.execute("CREATE FOREIGN DATA WRAPPER trust_fdw")
+    c.execute("CREATE SERVER trust_srv FOREIGN DATA WRAPPER trust_fdw")
+    with pytest.raises(psycopg.errors.FeatureNotSupported):
+        c.execute("CREATE FOREIGN TABLE public.fchild () INHERITS (public.m) SERVER trust_srv")
+    # In REPEATABLE READ, an index committed after the snapshot was taken
+    # is seen all the same (the check reads the catalog as it is now).
+    c.execute("CREATE TABLE public.r (id int, email pazpaz.encrypted_text)")
+    rr = psycopg.connect(server.dsn(db))
+    rr.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    rr.execute("SELECT 1")
+    c.execute("CALL add_blind_index('public.r', 'email')")
+    with pytest.raises(psycopg.errors.FeatureNotSupported):
+        rr.execute("ALTER TABLE public.r INHERIT public.plain")
+    rr.rollback()
+    rr.close()
     assert c.execute("SELECT count(*) FROM pg_inherits").fetchone() == (0,)
     # A table in a tree cannot get one either.
     c.execute("CREATE TABLE public.q1 PARTITION OF public.parts FOR VALUES FROM (100) TO (200)")
@@ -152,10 +291,15 @@ def test_an_interrupted_lock_wait_reports_the_server_error_without_a_backtrace(s
     assert "lock timeout" in err.diag.message_primary
     assert err.diag.message_detail is None, err.diag.message_detail
     assert "rotate_column" in (err.diag.context or ""), err.diag.context
-    # ALTER SCHEMA … RENAME's lock of the schema, which a CREATE in it holds.
-    err = lock_timeout_error(server, db, "CREATE TABLE app.u (x int)", "ALTER SCHEMA app RENAME TO app2")
-    assert "lock timeout" in err.diag.message_primary
-    assert err.diag.message_detail is None, err.diag.message_detail
+    # ALTER SCHEMA … RENAME's lock of the schema (PostgreSQL's own rename
+    # takes none), which a CREATE in it holds, and a batch of the CALLs
+    # (rotation_lock) too: a rename waits for the batch's transaction.
+    for hold in ("CREATE TABLE app.u (x int)", "SELECT pazpaz.rotation_lock('app.t'::regclass)"):
+        err = lock_timeout_error(server, db, hold, "ALTER SCHEMA app RENAME TO app2")
+        assert "lock timeout" in err.diag.message_primary
+        assert err.diag.message_detail is None, err.diag.message_detail
+    with psycopg.connect(server.dsn(db), autocommit=True) as c:
+        assert c.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'app'").fetchone() == (1,)
     # A cancel of the wait: the same.
     holder = psycopg.connect(server.dsn(db))
     holder.execute("LOCK TABLE app.t IN ACCESS EXCLUSIVE MODE")

@@ -187,6 +187,11 @@ pub enum Error {
     /// only.
     #[error("a table with a search index (trigger \"{trigger}\") cannot be made a partition, an inheritance child or an inheritance parent")]
     SearchIndexInTree { trigger: String },
+    /// A trigger of a table being rotated or indexed whose function (or a
+    /// function or operator of its WHEN clause) belongs to a role that is
+    /// neither the current user nor a superuser.
+    #[error("trigger \"{trigger}\" on table \"{table}\" runs a function of another role than the current user")]
+    TriggerOfAnotherRole { table: String, trigger: String },
     /// A partition or inheritance child of a table being rotated or indexed
     /// belongs to another role: the batches' UPDATEs would run its triggers
     /// and index expressions in the caller's session, which holds the keys.
@@ -257,7 +262,9 @@ impl Error {
             TooLarge | TooLargeForText { .. } => ErrorClass::TooLarge,
             Rng => ErrorClass::System,
             EncryptedDefault | PlaintextIndex | LookupNotPlanned => ErrorClass::Unsupported,
-            KeySettingSource { .. } | TableOfAnotherOwner { .. } => ErrorClass::InsufficientPrivilege,
+            KeySettingSource { .. } | TableOfAnotherOwner { .. } | TriggerOfAnotherRole { .. } => {
+                ErrorClass::InsufficientPrivilege
+            }
             SetBeforeLoad { .. } | KekSettingWithoutPreload { .. } => ErrorClass::Warning,
             MissingIndexKey { .. } | IndexKeyNotSet { .. } => ErrorClass::MissingKey,
             UnknownNormalize | IndexBits | TokenBits | QueryTooShort | IndexKeyChoice => ErrorClass::InvalidParameter,
