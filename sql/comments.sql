@@ -109,6 +109,8 @@ COMMENT ON FUNCTION @extschema@.citus_table_keys(pg_catalog.regclass) IS
   'Internal to rotate_column and add_blind_index/add_match_index: whether a table is a Citus table, and its primary key columns for their batches';
 COMMENT ON FUNCTION @extschema@.rotation_table_state(pg_catalog.regclass) IS
     'Internal (rotate_column): a table''s largest heap in blocks, its files, whether triggers, rules or foreign tables may keep an UPDATE from writing a row as asked, and its inheritance tree.';
+COMMENT ON FUNCTION @extschema@.rotation_trigger_grantee(pg_catalog.regclass) IS
+    'Internal (rotate_column, add_blind_index, add_match_index): the first role other than its owner that holds TRIGGER on a table, its partitions or children, or its ancestors; NULL when none does.';
 COMMENT ON FUNCTION @extschema@.rotation_lock(pg_catalog.regclass) IS
     'Internal (rotate_column, add_blind_index, add_match_index): locks the table''s schema (ACCESS SHARE, so that ALTER SCHEMA ... RENAME waits for the batch), then the table and its partitions or children (ROW EXCLUSIVE) by OID, and returns its name then, schema-qualified and quoted; NULL, with nothing locked, when it is gone or the current user may not UPDATE it; an error (42501) when the table or one of its partitions or children is owned by another role than the current user.';
 COMMENT ON FUNCTION @extschema@.rotation_lock_table(pg_catalog.regclass) IS

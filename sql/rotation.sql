@@ -82,6 +82,34 @@ AS $fn$
       FROM t JOIN pg_class c ON c.oid = t.oid
 $fn$;
 
+-- The first role other than a table's owner that holds the TRIGGER
+-- privilege on the table, on a partition or child of it, or on one of its
+-- ancestors (whose row triggers are copied onto partitions), as its name
+-- (PUBLIC for everyone); NULL when none does. Such a role can put its own
+-- trigger (or a WHEN clause of any functions) on the table, which the
+-- batches' UPDATEs would run in the caller's session, with its keys.
+-- Internal (rotate_column, search_index_add).
+CREATE FUNCTION rotation_trigger_grantee(tbl regclass) RETURNS text
+LANGUAGE sql STABLE STRICT
+AS $fn$
+    WITH RECURSIVE down(oid) AS (
+            SELECT tbl::pg_catalog.oid
+          UNION
+            SELECT i.inhrelid FROM pg_catalog.pg_inherits i, down WHERE i.inhparent OPERATOR(pg_catalog.=) down.oid),
+        up(oid) AS (
+            SELECT tbl::pg_catalog.oid
+          UNION
+            SELECT i.inhparent FROM pg_catalog.pg_inherits i, up WHERE i.inhrelid OPERATOR(pg_catalog.=) up.oid)
+    SELECT CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN 'PUBLIC'
+                ELSE pg_catalog.pg_get_userbyid(a.grantee)::pg_catalog.text END
+      FROM (SELECT oid FROM down UNION SELECT oid FROM up) t, pg_catalog.pg_class c,
+           pg_catalog.aclexplode(c.relacl) a
+     WHERE c.oid OPERATOR(pg_catalog.=) t.oid
+       AND a.privilege_type OPERATOR(pg_catalog.=) 'TRIGGER'
+       AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+     ORDER BY 1 LIMIT 1
+$fn$;
+
 -- rotation_lock (src/rotation.rs): rotate_column's table lock (ACCESS
 -- SHARE on its schema, so that a rename of the schema waits for the batch,
 -- then ROW EXCLUSIVE, as its UPDATEs take) by OID, and the table's name then,
@@ -290,6 +318,12 @@ BEGIN
         RAISE EXCEPTION 'rotate_column must be run by the owner of %', tbl
             USING ERRCODE = '42501',
                   HINT = 'SET ROLE to the table''s owner first: the UPDATE runs the table''s triggers and index expressions, which must not run with the rights of another role.';
+    END IF;
+    IF @extschema@.rotation_trigger_grantee(tbl) IS NOT NULL THEN
+        RAISE EXCEPTION 'rotate_column: role % holds the TRIGGER privilege on % or a table of its inheritance tree, and could make the UPDATE run its code in this session, which holds the keys',
+            @extschema@.rotation_trigger_grantee(tbl), tbl
+            USING ERRCODE = '42501',
+                  HINT = 'REVOKE TRIGGER on the table from that role (GRANT ALL includes it), then check the table''s triggers: drop those you did not make.';
     END IF;
     IF typid OPERATOR(pg_catalog.=) 'pg_catalog.jsonb'::pg_catalog.regtype::pg_catalog.oid THEN
         fn := '@extschema@.reencrypt_field_versioned';

@@ -348,6 +348,12 @@ BEGIN
             USING ERRCODE = '42501',
                   HINT = 'SET ROLE to the table''s owner first: the UPDATE runs the table''s triggers and index expressions, which must not run with the rights of another role.';
     END IF;
+    IF @extschema@.rotation_trigger_grantee(tbl) IS NOT NULL THEN
+        RAISE EXCEPTION '%: role % holds the TRIGGER privilege on % or a table of its inheritance tree, and could make the backfill run its code in this session, which holds the keys',
+            caller, @extschema@.rotation_trigger_grantee(tbl), tbl
+            USING ERRCODE = '42501',
+                  HINT = 'REVOKE TRIGGER on the table from that role (GRANT ALL includes it), then check the table''s triggers: drop those you did not make.';
+    END IF;
     -- One ordinary table: a partitioned table holds no rows of its own (its
     -- backfill would never find any) and the trigger and column would not
     -- reach rows of inheritance children.

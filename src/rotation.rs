@@ -73,8 +73,11 @@ fn trigger_of_another_role(rel: pg_sys::Oid) -> Option<String> {
         } else {
             std::slice::from_raw_parts((*desc).triggers, usize::try_from((*desc).numtriggers).unwrap_or(0))
         };
+        // (A disabled trigger, or one that does not fire on UPDATE, never
+        // runs in a batch.)
         let found = all
             .iter()
+            .filter(|t| t.tgenabled != b'D' as std::ffi::c_char && t.tgtype & pg_sys::TRIGGER_TYPE_UPDATE as i16 != 0)
             .map(|t| {
                 let name = std::ffi::CStr::from_ptr(t.tgname).to_string_lossy().into_owned();
                 (name, t.tgoid, t.tgfoid, !t.tgqual.is_null())

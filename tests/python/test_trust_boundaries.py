@@ -104,7 +104,8 @@ def test_a_regclass_table_with_a_literal_column_reaches_the_extension(server, db
 def test_a_trigger_of_another_role_stops_the_rotation_before_it_runs(server, db):
     """GRANT ALL includes TRIGGER: a role with it can put its own code on
     the owner's table, which the batches' UPDATEs would run with the keys,
-    through the trigger's function or its WHEN clause."""
+    through the trigger's function or its WHEN clause (even one made of
+    built-in and extension functions only)."""
     c = keyed(server, db)
     c.execute("CREATE TABLE public.t (id int, secret jsonb)")
     c.execute("INSERT INTO public.t SELECT i, encrypt_field_versioned('v' || i) FROM generate_series(1, 10) i")
@@ -117,27 +118,44 @@ def test_a_trigger_of_another_role_stops_the_rotation_before_it_runs(server, db)
     c.execute("CREATE FUNCTION public.peek(v jsonb) RETURNS bool LANGUAGE plpgsql AS "
               "$$BEGIN INSERT INTO public.plant_log VALUES (pazpaz.decrypt_field_versioned(v)); RETURN true; END$$")
     c.execute("CREATE TRIGGER a_steal BEFORE UPDATE ON public.t FOR EACH ROW EXECUTE FUNCTION public.steal()")
+    c.execute("CREATE TRIGGER a_builtin BEFORE UPDATE ON public.t FOR EACH ROW "
+              "WHEN (pg_catalog.set_config('plant.seen', pazpaz.decrypt_field_versioned(OLD.secret), false) "
+              "IS NOT NULL) EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()")
     c.execute("RESET ROLE")
+    c.execute("SELECT set_config('plant.seen', '', false)")
     c.execute("SELECT set_config('pazpaz.encryption_key_version', 'v2', false)")
+    # While the role holds TRIGGER, nothing runs.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+        c.execute("CALL rotate_column('public.t', 'secret')")
+    assert "tenant_py" in str(e.value) and "TRIGGER" in str(e.value), str(e.value)
+    # Revoked, what it left behind is refused on each batch: its function.
+    c.execute("REVOKE TRIGGER ON public.t FROM tenant_py")
+    c.execute("DROP TRIGGER a_builtin ON public.t")
     with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
         c.execute("CALL rotate_column('public.t', 'secret')")
     assert "a_steal" in str(e.value), str(e.value)
     c.execute("DROP TRIGGER a_steal ON public.t")
-    c.execute("SET ROLE tenant_py")
     # The owner's own function, with the other role's WHEN clause.
+    c.execute("GRANT TRIGGER ON public.t TO tenant_py")
+    c.execute("SET ROLE tenant_py")
     c.execute("CREATE TRIGGER a_peek BEFORE UPDATE ON public.t FOR EACH ROW WHEN (public.peek(OLD.secret)) "
               "EXECUTE FUNCTION public.owners_noop()")
     c.execute("RESET ROLE")
+    c.execute("REVOKE TRIGGER ON public.t FROM tenant_py")
     with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
         c.execute("CALL rotate_column('public.t', 'secret')")
     assert "a_peek" in str(e.value), str(e.value)
     assert planted(c) == []
-    # The owner's own trigger, with a WHEN clause of built-in code, is fine.
+    assert c.execute("SELECT current_setting('plant.seen')").fetchone() == ("",)
+    # The owner's own trigger, with a WHEN clause of built-in code, is fine;
+    # so is another role's trigger that never fires on UPDATE.
     c.execute("DROP TRIGGER a_peek ON public.t")
     c.execute("CREATE TRIGGER a_mine BEFORE UPDATE ON public.t FOR EACH ROW WHEN (OLD.id > 0) "
               "EXECUTE FUNCTION public.owners_noop()")
+    c.execute("CREATE TRIGGER a_insert_only BEFORE INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.steal()")
     c.execute("CALL rotate_column('public.t', 'secret')")
     assert c.execute("SELECT count(*) FROM public.t WHERE key_version(secret) = 'v2'").fetchone() == (10,)
+    assert planted(c) == []
     c.close()
 
 
