@@ -192,10 +192,10 @@ pub enum Error {
     /// neither the current user nor a superuser.
     #[error("trigger \"{trigger}\" on table \"{table}\" runs a function of another role than the current user")]
     TriggerOfAnotherRole { table: String, trigger: String },
-    /// A partition or inheritance child of a table being rotated or indexed
+    /// A partition, inheritance child or ancestor of a table being rotated or indexed
     /// belongs to another role: the batches' UPDATEs would run its triggers
     /// and index expressions in the caller's session, which holds the keys.
-    #[error("table \"{member}\" (a partition or inheritance child of \"{table}\") is owned by another role than the current user, who owns \"{table}\"")]
+    #[error("table \"{member}\", in the inheritance tree of \"{table}\" (a partition, child or ancestor of it), is owned by another role than the current user")]
     TableOfAnotherOwner { table: String, member: String },
     /// A key setting's value longer than `keyring::MAX_SETTING_BYTES` (the
     /// check hook names the setting).
