@@ -73,11 +73,13 @@ fn trigger_of_another_role(rel: pg_sys::Oid) -> Option<String> {
         } else {
             std::slice::from_raw_parts((*desc).triggers, usize::try_from((*desc).numtriggers).unwrap_or(0))
         };
-        // (A disabled trigger, or one that does not fire on UPDATE, never
-        // runs in a batch.)
+        // (A disabled trigger never runs in a batch, nor does one that fires
+        // on none of UPDATE, INSERT and DELETE: an UPDATE that moves a row
+        // to another partition deletes and inserts it.)
+        let fires = (pg_sys::TRIGGER_TYPE_UPDATE | pg_sys::TRIGGER_TYPE_INSERT | pg_sys::TRIGGER_TYPE_DELETE) as i16;
         let found = all
             .iter()
-            .filter(|t| t.tgenabled != b'D' as std::ffi::c_char && t.tgtype & pg_sys::TRIGGER_TYPE_UPDATE as i16 != 0)
+            .filter(|t| t.tgenabled != b'D' as std::ffi::c_char && t.tgtype & fires != 0)
             .map(|t| {
                 let name = std::ffi::CStr::from_ptr(t.tgname).to_string_lossy().into_owned();
                 (name, t.tgoid, t.tgfoid, !t.tgqual.is_null())

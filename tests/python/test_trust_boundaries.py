@@ -148,11 +148,12 @@ def test_a_trigger_of_another_role_stops_the_rotation_before_it_runs(server, db)
     assert planted(c) == []
     assert c.execute("SELECT current_setting('plant.seen')").fetchone() == ("",)
     # The owner's own trigger, with a WHEN clause of built-in code, is fine;
-    # so is another role's trigger that never fires on UPDATE.
+    # so is another role's trigger that never fires on UPDATE, INSERT or
+    # DELETE.
     c.execute("DROP TRIGGER a_peek ON public.t")
     c.execute("CREATE TRIGGER a_mine BEFORE UPDATE ON public.t FOR EACH ROW WHEN (OLD.id > 0) "
               "EXECUTE FUNCTION public.owners_noop()")
-    c.execute("CREATE TRIGGER a_insert_only BEFORE INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.steal()")
+    c.execute("CREATE TRIGGER a_truncate_only BEFORE TRUNCATE ON public.t EXECUTE FUNCTION public.steal()")
     c.execute("CALL rotate_column('public.t', 'secret')")
     assert c.execute("SELECT count(*) FROM public.t WHERE key_version(secret) = 'v2'").fetchone() == (10,)
     assert planted(c) == []
