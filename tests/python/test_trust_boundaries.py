@@ -83,7 +83,8 @@ def test_a_regclass_table_with_a_literal_column_reaches_the_extension(server, db
     c.execute("SET ROLE tenant_py")
     log = "LANGUAGE plpgsql AS $$BEGIN INSERT INTO public.plant_log VALUES ('{}'); END$$"
     for sig in ("rotate_column(tbl regclass, col text)", "rotate_column(regclass, text, integer)",
-                "add_blind_index(tbl regclass, col text)", "drop_blind_index(tbl regclass, col text)"):
+                "add_blind_index(tbl regclass, col text)", "drop_blind_index(tbl regclass, col text)",
+                "add_match_index(tbl regclass, col text)", "drop_match_index(tbl regclass, col text)"):
         c.execute(f"CREATE PROCEDURE public.{sig} " + log.format(sig.split("(")[0]))
     c.execute("RESET ROLE")
     c.execute("SELECT set_config('pazpaz.index_key', %s, false)", (new_key(),))
@@ -96,6 +97,9 @@ def test_a_regclass_table_with_a_literal_column_reaches_the_extension(server, db
     c.execute("CALL add_blind_index('public.t'::regclass, 'email')")
     assert c.execute("SELECT count(*) FROM public.t WHERE email_bidx IS NOT NULL").fetchone() == (20,)
     c.execute("CALL drop_blind_index('public.t'::regclass, 'email')")
+    c.execute("CALL add_match_index('public.t'::regclass, 'email')")
+    assert c.execute("SELECT count(*) FROM public.t WHERE email_tokens IS NOT NULL").fetchone() == (20,)
+    c.execute("CALL drop_match_index('public.t'::regclass, 'email')")
     assert planted(c) == []
     assert c.execute("SELECT count(*) FROM public.t WHERE key_version(secret) = 'v1'").fetchone() == (20,)
     c.close()
